@@ -1,0 +1,42 @@
+# Two commands set everything up on a fresh machine: `make dev` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CLI := $(BIN)/inference-operator
+
+.PHONY: .venv dev test lint controlplane binaries bench clean
+
+# Only builds the virtualenv (package + test extras); reinstalls when pyproject.toml changes.
+.venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+# kube-apiserver, etcd, kubectl and helm, built once per pinned version into the user cache
+# (or taken from KUBEBUILDER_ASSETS).
+binaries: $(STAMP)
+	$(CLI) controlplane --build-only
+
+test: binaries
+	$(BIN)/ruff check operator tests
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check operator tests
+
+controlplane: binaries
+	$(CLI) controlplane
+
+dev: binaries
+	$(CLI) dev
+
+bench: binaries
+	@echo "no benchmarks yet (delivered by the gateway and operator issues)"
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The InferenceEndpoint API: models, schema and the generated CRD."""

@@ -1,0 +1,1 @@
+"""The ``inference-operator`` command line."""

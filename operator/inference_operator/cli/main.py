@@ -1,0 +1,82 @@
+"""Entry point of the ``inference-operator`` console script.
+
+Each subcommand lives in its own module; this one only parses arguments and
+dispatches, importing lazily so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _not_yet(issue: str):
+    def handler(_: argparse.Namespace) -> int:
+        print(f"not implemented yet: this subcommand is delivered by the {issue} issue",
+              file=sys.stderr)
+        return 2
+
+    return handler
+
+
+def _controlplane(args: argparse.Namespace) -> int:
+    from inference_operator.cli.controlplane import run
+
+    return run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="inference-operator",
+        description="Kubernetes operator and Elasticsearch-compatible gateway for Anthropic.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the operator against the current kubeconfig")
+    run.set_defaults(handler=_not_yet("operator"))
+
+    gateway = commands.add_parser("gateway", help="run the _inference gateway")
+    gateway.add_argument("--port", type=int, default=9200)
+    gateway.add_argument("--admin-port", type=int, default=9201)
+    gateway.add_argument("--admin-token-file")
+    gateway.add_argument("--anthropic-base-url", default="https://api.anthropic.com")
+    gateway.add_argument("--state-file")
+    gateway.set_defaults(handler=_not_yet("gateway"))
+
+    emulator = commands.add_parser("emulator", help="run the offline Anthropic API emulator")
+    emulator.add_argument("--host", default="127.0.0.1")
+    emulator.add_argument("--port", type=int, default=8088)
+    emulator.add_argument("--api-key", action="append", default=[])
+    emulator.set_defaults(handler=_not_yet("gateway"))
+
+    dev = commands.add_parser("dev", help="local control plane + emulator + gateway + operator")
+    dev.add_argument("--check", action="store_true")
+    dev.set_defaults(handler=_not_yet("operator"))
+
+    crd = commands.add_parser("crd", help="print the InferenceEndpoint CRD")
+    crd.set_defaults(handler=_not_yet("API"))
+
+    controlplane = commands.add_parser(
+        "controlplane",
+        help="start a throwaway kube-apiserver + etcd on loopback until Ctrl-C",
+    )
+    controlplane.add_argument(
+        "--kubeconfig", default=".cache/controlplane/kubeconfig",
+        help="where to write the admin kubeconfig (default: %(default)s)",
+    )
+    controlplane.add_argument(
+        "--build-only", action="store_true",
+        help="only make sure the binaries are built (or found), then exit",
+    )
+    controlplane.set_defaults(handler=_controlplane)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

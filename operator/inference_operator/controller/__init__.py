@@ -1,0 +1,1 @@
+"""The kopf operator that reconciles InferenceEndpoints into the gateway."""

@@ -1,0 +1,1 @@
+"""A real, throwaway Kubernetes control plane (etcd + kube-apiserver) on loopback."""

@@ -1,0 +1,169 @@
+"""Find the control-plane binaries, building them from their pinned Go modules once.
+
+Resolution order:
+1. ``KUBEBUILDER_ASSETS``: a folder that already holds the binaries; nothing is built.
+2. The per-user cache,
+   ``${XDG_CACHE_HOME:-~/.cache}/inference-operator/envtest/<module>-<version>/``,
+   keyed by the pinned version, so a fresh clone reuses what an earlier one built.
+3. A build from the Go modules in the repository's ``tests/envtest/<module>/`` (pins live in
+   their go.mod files, the only place a version is written down).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+BINARY_NAMES = ("etcd", "kube-apiserver", "kubectl", "helm")
+
+
+@dataclass(frozen=True)
+class GoTool:
+    """One binary: the Go module folder that pins it and the package to build."""
+
+    name: str
+    module_dir: str
+    pinned_module: str
+    package: str
+
+
+TOOLS: dict[str, GoTool] = {
+    tool.name: tool
+    for tool in (
+        GoTool("etcd", "etcd", "go.etcd.io/etcd/server/v3", "go.etcd.io/etcd/server/v3"),
+        GoTool(
+            "kube-apiserver", "kubernetes", "k8s.io/kubernetes",
+            "k8s.io/kubernetes/cmd/kube-apiserver",
+        ),
+        GoTool("kubectl", "kubernetes", "k8s.io/kubernetes", "k8s.io/kubernetes/cmd/kubectl"),
+        GoTool("helm", "helm", "helm.sh/helm/v4", "helm.sh/helm/v4/cmd/helm"),
+    )
+}
+
+
+class BinaryUnavailable(RuntimeError):
+    """A binary is neither supplied, cached nor buildable here."""
+
+
+def envtest_sources() -> Path | None:
+    """The repository's ``tests/envtest`` folder, when running from a checkout."""
+    override = os.environ.get("INFERENCE_OPERATOR_ENVTEST_DIR")
+    if override:
+        return Path(override)
+    # operator/inference_operator/controlplane/binaries.py -> repository root
+    candidate = Path(__file__).resolve().parents[3] / "tests" / "envtest"
+    return candidate if candidate.is_dir() else None
+
+
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "inference-operator" / "envtest"
+
+
+def pinned_version(tool: GoTool, sources: Path) -> str:
+    go_mod = (sources / tool.module_dir / "go.mod").read_text()
+    match = re.search(rf"^\s*(?:require\s+)?{re.escape(tool.pinned_module)}\s+(v\S+)", go_mod, re.M)
+    if not match:
+        raise BinaryUnavailable(f"{tool.pinned_module} is not pinned in {tool.module_dir}/go.mod")
+    return match.group(1)
+
+
+def cached_path(tool: GoTool, sources: Path) -> Path:
+    version = pinned_version(tool, sources)
+    return cache_root() / f"{tool.module_dir}-{version}" / tool.name
+
+
+def _report_progress(name: str, log: Path, done: threading.Event, out) -> None:
+    """Go prints one line per compiled package with -v; turn that into a heartbeat."""
+    started = time.monotonic()
+    while not done.wait(15):
+        try:
+            packages = sum(1 for _ in log.open())
+        except OSError:
+            packages = 0
+        elapsed = int(time.monotonic() - started)
+        print(
+            f"  ... {name}: {packages} packages compiled, {elapsed // 60}m{elapsed % 60:02d}s",
+            file=out, flush=True,
+        )
+
+
+def build(tool: GoTool, sources: Path, out=sys.stderr) -> Path:
+    """Build one binary into the cache, atomically; returns its path."""
+    target = cached_path(tool, sources)
+    if target.exists():
+        return target
+    go = shutil.which("go")
+    if go is None:
+        raise BinaryUnavailable(
+            f"{tool.name} is not in {target.parent} and Go is not installed to build it; "
+            "install Go or set KUBEBUILDER_ASSETS to a folder holding "
+            + ", ".join(BINARY_NAMES)
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    print(
+        f"building {tool.name} {pinned_version(tool, sources)} from its Go module "
+        f"(first time only; several minutes on 2 cores) -> {target}",
+        file=out, flush=True,
+    )
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+        log = Path(scratch) / "build.log"
+        partial = Path(scratch) / tool.name
+        done = threading.Event()
+        reporter = threading.Thread(
+            target=_report_progress, args=(tool.name, log, done, out), daemon=True
+        )
+        reporter.start()
+        with log.open("w") as log_file:
+            result = subprocess.run(
+                [go, "build", "-v", "-ldflags=-s -w", "-o", str(partial), tool.package],
+                cwd=sources / tool.module_dir,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
+        done.set()
+        reporter.join()
+        if result.returncode != 0:
+            tail = "".join(log.read_text().splitlines(keepends=True)[-30:])
+            raise BinaryUnavailable(f"go build {tool.package} failed:\n{tail}")
+        partial.replace(target)
+    print(f"built {tool.name} in {time.monotonic() - started:.0f}s", file=out, flush=True)
+    return target
+
+
+def resolve(name: str, *, build_missing: bool = True, out=sys.stderr) -> Path:
+    """Path of one control-plane binary, building it if needed and allowed."""
+    if name not in TOOLS:
+        raise KeyError(name)
+    assets = os.environ.get("KUBEBUILDER_ASSETS")
+    if assets:
+        path = Path(assets) / name
+        if not path.exists():
+            raise BinaryUnavailable(f"KUBEBUILDER_ASSETS={assets} has no {name}")
+        return path
+    sources = envtest_sources()
+    if sources is None:
+        raise BinaryUnavailable(
+            f"{name}: no KUBEBUILDER_ASSETS and no tests/envtest Go modules to build from"
+        )
+    tool = TOOLS[name]
+    target = cached_path(tool, sources)
+    if target.exists():
+        return target
+    if not build_missing:
+        raise BinaryUnavailable(f"{name} is not built yet ({target})")
+    return build(tool, sources, out=out)
+
+
+def resolve_all(out=sys.stderr) -> dict[str, Path]:
+    return {name: resolve(name, out=out) for name in BINARY_NAMES}

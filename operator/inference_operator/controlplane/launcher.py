@@ -1,0 +1,237 @@
+"""A real, throwaway Kubernetes control plane on loopback: etcd + kube-apiserver.
+
+The envtest approach: no kubelet, no controller-manager, no scheduler; just the API
+server with real admission, RBAC and ServiceAccount tokens. Shared by the tests,
+``make controlplane`` and ``inference-operator dev``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from inference_operator.controlplane import binaries
+from inference_operator.controlplane.certs import CertPaths, write_cert_material
+from inference_operator.controlplane.kubeconfig import write_admin_kubeconfig
+
+READY_TIMEOUT_SECONDS = 90.0
+LOG_TAIL_LINES = 40
+
+
+class ControlPlaneError(RuntimeError):
+    """The control plane did not come up; the message carries both logs' last lines."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        return "".join(path.read_text(errors="replace").splitlines(keepends=True)[-lines:])
+    except OSError:
+        return "(no log)\n"
+
+
+@dataclass
+class _Process:
+    name: str
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = None
+    _log_file: IO[bytes] | None = None
+
+    def start(self, argv: list[str]) -> None:
+        self._log_file = self.log_path.open("wb")
+        # A process group of its own, so Ctrl-C in a terminal reaches only our
+        # launcher, which then stops the children in order.
+        self.popen = subprocess.Popen(
+            argv, stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def stop(self, grace: float = 10.0) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+
+@dataclass
+class ControlPlane:
+    """Handle on a running control plane (local, or an existing cluster)."""
+
+    kubeconfig: Path
+    server: str
+    work_dir: Path | None = None
+    certs: CertPaths | None = None
+    startup_seconds: float = 0.0
+    processes: list[_Process] = field(default_factory=list)
+    keep_work_dir: bool = False
+
+    @property
+    def is_local(self) -> bool:
+        return self.work_dir is not None
+
+    def logs(self) -> dict[str, Path]:
+        return {process.name: process.log_path for process in self.processes}
+
+    def log_tails(self, lines: int = LOG_TAIL_LINES) -> str:
+        return "".join(
+            f"--- last lines of {name} ({path}) ---\n{tail(path, lines)}"
+            for name, path in self.logs().items()
+        )
+
+    def stop(self) -> None:
+        # API server first, so it does not spin on a vanished etcd.
+        for process in reversed(self.processes):
+            process.stop()
+        if self.work_dir is not None and not self.keep_work_dir:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    def __enter__(self) -> ControlPlane:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def _wait_ready(plane: ControlPlane, deadline: float) -> None:
+    assert plane.certs is not None
+    context = ssl.create_default_context(cafile=str(plane.certs.ca_cert))
+    context.load_cert_chain(str(plane.certs.admin_cert), str(plane.certs.admin_key))
+    last_error = ""
+    while time.monotonic() < deadline:
+        for process in plane.processes:
+            if not process.running():
+                raise ControlPlaneError(
+                    f"{process.name} exited during startup\n{plane.log_tails()}"
+                )
+        try:
+            with urllib.request.urlopen(f"{plane.server}/readyz", context=context, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError) as error:
+            last_error = str(error)
+        time.sleep(0.2)
+    raise ControlPlaneError(
+        f"kube-apiserver not ready within {READY_TIMEOUT_SECONDS:.0f}s "
+        f"(last: {last_error})\n{plane.log_tails()}"
+    )
+
+
+def _etcd_argv(etcd: Path, data_dir: Path, client_port: int, peer_port: int) -> list[str]:
+    client = f"http://127.0.0.1:{client_port}"
+    peer = f"http://127.0.0.1:{peer_port}"
+    return [
+        str(etcd),
+        "--name=controlplane",
+        f"--data-dir={data_dir}",
+        f"--listen-client-urls={client}",
+        f"--advertise-client-urls={client}",
+        f"--listen-peer-urls={peer}",
+        f"--initial-advertise-peer-urls={peer}",
+        f"--initial-cluster=controlplane={peer}",
+        # A throwaway store: durability buys nothing and fsync costs seconds.
+        "--unsafe-no-fsync=true",
+        "--log-level=warn",
+    ]
+
+
+def _apiserver_argv(
+    apiserver: Path, certs: CertPaths, cert_dir: Path, etcd_port: int, secure_port: int
+) -> list[str]:
+    return [
+        str(apiserver),
+        f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+        "--bind-address=127.0.0.1",
+        "--advertise-address=127.0.0.1",
+        f"--secure-port={secure_port}",
+        f"--cert-dir={cert_dir}",
+        f"--tls-cert-file={certs.serving_cert}",
+        f"--tls-private-key-file={certs.serving_key}",
+        f"--client-ca-file={certs.ca_cert}",
+        "--authorization-mode=RBAC",
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+        f"--service-account-key-file={certs.sa_public_key}",
+        f"--service-account-signing-key-file={certs.sa_private_key}",
+        "--service-cluster-ip-range=10.0.0.0/24",
+        "--allow-privileged=true",
+        # No controller-manager runs to create each namespace's default
+        # ServiceAccount, so the admission plugin that requires it would refuse pods.
+        "--disable-admission-plugins=ServiceAccount",
+        "--v=1",
+    ]
+
+
+def start(work_dir: Path | None = None, out: IO[str] = sys.stderr) -> ControlPlane:
+    """Start etcd and kube-apiserver on free loopback ports; returns once /readyz is ok.
+
+    Honours ``USE_EXISTING_CLUSTER=true`` (with ``KUBECONFIG``): nothing is started.
+    """
+    if os.environ.get("USE_EXISTING_CLUSTER", "").lower() == "true":
+        return existing_cluster()
+
+    paths = binaries.resolve_all(out=out)
+    began = time.monotonic()
+    keep = work_dir is not None
+    work_dir = Path(work_dir or tempfile.mkdtemp(prefix="inference-operator-cp-"))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    certs = write_cert_material(work_dir / "pki")
+    etcd_port, etcd_peer_port, secure_port = free_port(), free_port(), free_port()
+    server = f"https://127.0.0.1:{secure_port}"
+    plane = ControlPlane(
+        kubeconfig=work_dir / "kubeconfig",
+        server=server,
+        work_dir=work_dir,
+        certs=certs,
+        keep_work_dir=keep,
+    )
+    etcd = _Process("etcd", work_dir / "etcd.log")
+    apiserver = _Process("kube-apiserver", work_dir / "kube-apiserver.log")
+    plane.processes = [etcd, apiserver]
+    try:
+        etcd.start(_etcd_argv(paths["etcd"], work_dir / "etcd-data", etcd_port, etcd_peer_port))
+        apiserver.start(
+            _apiserver_argv(
+                paths["kube-apiserver"], certs, work_dir / "apiserver-certs", etcd_port, secure_port
+            )
+        )
+        _wait_ready(plane, time.monotonic() + READY_TIMEOUT_SECONDS)
+        write_admin_kubeconfig(plane.kubeconfig, server, certs)
+    except BaseException:
+        plane.keep_work_dir = True  # leave the logs for the error message's reader
+        plane.stop()
+        raise
+    plane.startup_seconds = time.monotonic() - began
+    return plane
+
+
+def existing_cluster() -> ControlPlane:
+    kubeconfig = os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
+    if not Path(kubeconfig).exists():
+        raise ControlPlaneError(
+            f"USE_EXISTING_CLUSTER=true but the kubeconfig {kubeconfig} does not exist"
+        )
+    return ControlPlane(kubeconfig=Path(kubeconfig), server="")

@@ -1,0 +1,1 @@
+"""An offline Anthropic Messages API emulator for dev mode, tests and benchmarks."""

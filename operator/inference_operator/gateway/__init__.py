@@ -1,0 +1,1 @@
+"""The data plane: an Elasticsearch-compatible ``_inference`` server for Anthropic."""

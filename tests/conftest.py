@@ -1,0 +1,79 @@
+"""Shared fixtures: one real control plane per test session, a fresh namespace per test.
+
+``USE_EXISTING_CLUSTER=true`` with ``KUBECONFIG`` runs the same suite against a real
+cluster (kind, ...); ``KUBEBUILDER_ASSETS`` supplies prebuilt binaries.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client, config
+
+from inference_operator.controlplane import binaries, launcher
+from inference_operator.controlplane.kubeconfig import write_token_kubeconfig
+from inference_operator.controlplane.kubectl import Kubectl
+
+_planes: list[launcher.ControlPlane] = []
+
+
+@pytest.fixture(scope="session")
+def control_plane() -> Iterator[launcher.ControlPlane]:
+    plane = launcher.start()
+    _planes.append(plane)
+    if plane.is_local:
+        print(f"\ncontrol plane ready in {plane.startup_seconds:.1f}s at {plane.server}")
+    try:
+        yield plane
+    finally:
+        _planes.remove(plane)
+        plane.stop()
+
+
+@pytest.fixture(scope="session")
+def kubectl(control_plane: launcher.ControlPlane) -> Kubectl:
+    return Kubectl(binaries.resolve("kubectl"), control_plane.kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def api_client(control_plane: launcher.ControlPlane) -> Iterator[client.ApiClient]:
+    api = config.new_client_from_config(config_file=str(control_plane.kubeconfig))
+    yield api
+    api.close()
+
+
+@pytest.fixture
+def namespace(kubectl: Kubectl) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    kubectl.run("create", "namespace", name)
+    yield name
+    # Without a controller-manager a namespace never finishes terminating; deleting it
+    # still stops the next test from seeing this one's objects through a shared name.
+    kubectl.run("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def service_account_kubeconfig(
+    kubectl: Kubectl, control_plane: launcher.ControlPlane, tmp_path: Path
+):
+    """Factory: a kubeconfig that acts as the given ServiceAccount (a real token)."""
+
+    def make(namespace: str, name: str) -> Path:
+        kubectl.run("create", "serviceaccount", name, "-n", namespace)
+        token = kubectl.run("create", "token", name, "-n", namespace).stdout.strip()
+        path = tmp_path / f"{namespace}-{name}.kubeconfig"
+        write_token_kubeconfig(path, control_plane.kubeconfig, token)
+        return path
+
+    return make
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    if report.failed and _planes:
+        report.sections.append(("control plane logs", _planes[-1].log_tails()))
+    return report
