@@ -17,15 +17,15 @@ from inference_operator.controlplane import binaries, launcher
 from inference_operator.controlplane.kubeconfig import write_token_kubeconfig
 from inference_operator.controlplane.kubectl import Kubectl
 
-_planes: list[launcher.ControlPlane] = []
+_planes: list[launcher.ControlPlane] = []  # running now: their logs go into failure reports
+_started: list[launcher.ControlPlane] = []  # for the closing summary
 
 
 @pytest.fixture(scope="session")
 def control_plane() -> Iterator[launcher.ControlPlane]:
     plane = launcher.start()
     _planes.append(plane)
-    if plane.is_local:
-        print(f"\ncontrol plane ready in {plane.startup_seconds:.1f}s at {plane.server}")
+    _started.append(plane)
     try:
         yield plane
     finally:
@@ -77,3 +77,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     if report.failed and _planes:
         report.sections.append(("control plane logs", _planes[-1].log_tails()))
     return report
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    for plane in _started:
+        terminalreporter.write_line(
+            f"control plane: ready in {plane.startup_seconds:.1f}s at {plane.server}"
+            if plane.is_local else f"control plane: existing cluster from {plane.kubeconfig}"
+        )
