@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CLI := $(BIN)/inference-operator
 
-.PHONY: .venv dev test lint controlplane binaries bench clean
+.PHONY: .venv dev test lint controlplane binaries bench clean generate
 
 # Only builds the virtualenv (package + test extras); reinstalls when pyproject.toml changes.
 .venv: $(STAMP)
@@ -25,6 +25,11 @@ binaries: $(STAMP)
 test: binaries
 	$(BIN)/ruff check operator tests
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Re-renders every file generated from the API models (CRDs, admission policies, docs
+# tables); tests fail when a checked-in copy differs from a fresh render.
+generate: $(STAMP)
+	$(CLI) crd --write .
 
 lint: $(STAMP)
 	$(BIN)/ruff check operator tests

@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 INFERENCE_ID_PATTERN = r"^[a-z0-9](?:[a-z0-9_.-]*[a-z0-9])?$"
 INFERENCE_ID_RE = re.compile(INFERENCE_ID_PATTERN)
 RESERVED_INFERENCE_IDS = frozenset({"_all"})
+# Kubernetes object names (the default id) stop at 253; the CRD bounds the id the same way.
+INFERENCE_ID_MAX_LENGTH = 253
 
 DEFAULT_REQUESTS_PER_MINUTE = 50
 DEFAULT_SECRET_KEY = "api_key"

@@ -26,6 +26,12 @@ def _controlplane(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _crd(args: argparse.Namespace) -> int:
+    from inference_operator.cli.crd import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="inference-operator",
@@ -55,7 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     dev.set_defaults(handler=_not_yet("operator"))
 
     crd = commands.add_parser("crd", help="print the InferenceEndpoint CRD")
-    crd.set_defaults(handler=_not_yet("API"))
+    crd.add_argument(
+        "--with-policies", action="store_true",
+        help="also print the admission policies that belong with it (for kubectl apply -f -)",
+    )
+    crd.add_argument(
+        "--write", metavar="ROOT",
+        help="instead, re-render every generated file under the repository ROOT",
+    )
+    crd.set_defaults(handler=_crd)
 
     controlplane = commands.add_parser(
         "controlplane",

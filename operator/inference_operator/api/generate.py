@@ -1,0 +1,79 @@
+"""Every file (or block of one) rendered from the API models, by path relative to the
+repository root.
+
+``make generate`` writes them; a test renders them afresh and fails on any difference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from inference_operator.api import models
+from inference_operator.api.crd import custom_resource_definition
+from inference_operator.api.policies import admission_policies
+from inference_operator.api.reference import fields_markdown, splice
+
+HEADER = (
+    "# Generated from operator/inference_operator/api by `make generate`; do not edit.\n"
+)
+CRD_FILE = f"{models.CRD_NAME}.yaml"
+POLICIES_FILE = f"{models.CRD_NAME}.policies.yaml"
+
+
+def to_yaml(documents: Iterable[dict[str, Any]]) -> str:
+    return HEADER + yaml.safe_dump_all(list(documents), sort_keys=True, width=100)
+
+
+def crd_yaml() -> str:
+    return to_yaml([custom_resource_definition()])
+
+
+def policies_yaml() -> str:
+    return to_yaml(admission_policies())
+
+
+def kustomization_yaml() -> str:
+    return to_yaml([
+        {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": [CRD_FILE, POLICIES_FILE],
+        }
+    ])
+
+
+GENERATED: dict[str, Callable[[], str]] = {
+    f"crds/{CRD_FILE}": crd_yaml,
+    f"crds/{POLICIES_FILE}": policies_yaml,
+    f"charts/inference-operator/crds/{CRD_FILE}": crd_yaml,
+    f"charts/inference-operator/crds/{POLICIES_FILE}": policies_yaml,
+    f"manifests/crds/{CRD_FILE}": crd_yaml,
+    f"manifests/crds/{POLICIES_FILE}": policies_yaml,
+    "manifests/crds/kustomization.yaml": kustomization_yaml,
+}
+
+
+# Hand-written documents with a generated block between markers.
+SPLICED: dict[str, Callable[[], str]] = {"docs/api.md": fields_markdown}
+
+
+def render_all(root: Path) -> dict[str, str]:
+    """What every generated file under ``root`` must contain."""
+    rendered = {path: render() for path, render in GENERATED.items()}
+    for path, render in SPLICED.items():
+        rendered[path] = splice((root / path).read_text(), render())
+    return rendered
+
+
+def write_all(root: Path) -> list[Path]:
+    written = []
+    for relative, content in render_all(root).items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+        written.append(path)
+    return written
