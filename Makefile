@@ -41,7 +41,7 @@ dev: binaries
 	$(CLI) dev
 
 bench: binaries
-	@echo "no benchmarks yet (delivered by the gateway and operator issues)"
+	$(BIN)/python bench/gateway/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

@@ -10,6 +10,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+# Both import their heavy dependencies only when run, so --help stays fast.
+from inference_operator.cli import emulator as emulator_cli
+from inference_operator.cli import gateway as gateway_cli
+
 
 def _not_yet(issue: str):
     def handler(_: argparse.Namespace) -> int:
@@ -48,13 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.add_argument("--admin-token-file")
     gateway.add_argument("--anthropic-base-url", default="https://api.anthropic.com")
     gateway.add_argument("--state-file")
-    gateway.set_defaults(handler=_not_yet("gateway"))
+    gateway_cli.add_arguments(gateway)
+    gateway.set_defaults(handler=gateway_cli.run)
 
     emulator = commands.add_parser("emulator", help="run the offline Anthropic API emulator")
     emulator.add_argument("--host", default="127.0.0.1")
     emulator.add_argument("--port", type=int, default=8088)
     emulator.add_argument("--api-key", action="append", default=[])
-    emulator.set_defaults(handler=_not_yet("gateway"))
+    emulator_cli.add_arguments(emulator)
+    emulator.set_defaults(handler=emulator_cli.run)
 
     dev = commands.add_parser("dev", help="local control plane + emulator + gateway + operator")
     dev.add_argument("--check", action="store_true")

@@ -1,0 +1,302 @@
+"""The emulator's HTTP server: Anthropic's ``/v1/messages`` and ``/v1/models`` plus a
+small control API under ``/_emulator/`` for scripting faults, latency and reading the
+request log. See docs/emulator.md."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from inference_operator.emulator import wire
+from inference_operator.emulator.script import (
+    FAULTS,
+    DropFault,
+    ErrorFault,
+    Latency,
+    Script,
+    StreamDropFault,
+    StreamErrorFault,
+)
+
+LOG_LIMIT = 10_000
+# Headers that carry the key; the log records which one was used, never its value.
+_SECRET_HEADERS = frozenset({"authorization", "x-api-key"})
+
+
+class MessagesRequest(BaseModel):
+    # Anthropic accepts many more fields (system, tools, ...); the emulator ignores them.
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+    max_tokens: int = Field(ge=1)
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    stream: bool = False
+
+
+@dataclass
+class LoggedRequest:
+    seq: int
+    received_at: float  # time.monotonic(): comparable across processes on one host
+    method: str
+    path: str
+    auth: str | None  # "x-api-key", "bearer" or None
+    key_index: int | None  # position in --api-key, when keys are configured
+    headers: dict[str, str]
+    body: Any = None
+    stream: bool = False
+    outcome: str = "pending"
+    finished_at: float | None = None
+
+
+@dataclass
+class Emulator:
+    api_keys: Sequence[str] = ()
+    models: Sequence[str] = ()
+    script: Script = field(default_factory=lambda: Script(Latency()))
+    log: deque[LoggedRequest] = field(default_factory=lambda: deque(maxlen=LOG_LIMIT))
+    _seq: int = 0
+
+    def knows_model(self, model_id: str) -> bool:
+        # With no --model list every Claude-looking id exists, so examples just work.
+        return model_id in self.models if self.models else model_id.startswith("claude-")
+
+    def record(self, request: web.Request, auth: str | None,
+               key_index: int | None) -> LoggedRequest:
+        self._seq += 1
+        entry = LoggedRequest(
+            seq=self._seq,
+            received_at=time.monotonic(),
+            method=request.method,
+            path=request.path,
+            auth=auth,
+            key_index=key_index,
+            headers={k.lower(): v for k, v in request.headers.items()
+                     if k.lower() not in _SECRET_HEADERS},
+        )
+        self.log.append(entry)
+        return entry
+
+    def authenticate(self, request: web.Request) -> tuple[str | None, int | None, bool]:
+        """(which header carried a key, its index in --api-key, accepted)."""
+        key, auth = request.headers.get("x-api-key"), "x-api-key"
+        if not key:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            key, auth = (token.strip(), "bearer") if scheme.lower() == "bearer" else (None, None)
+        if not key:
+            return None, None, False
+        if not self.api_keys:
+            return auth, None, True
+        index = self.api_keys.index(key) if key in self.api_keys else None
+        return auth, index, index is not None
+
+
+EMULATOR = web.AppKey("emulator", Emulator)
+
+
+def _error(status: int, message: str, error_type: str | None = None,
+           headers: dict[str, str] | None = None) -> web.Response:
+    body = wire.error_body(status, message, error_type)
+    return web.json_response(
+        body, status=status, headers={"request-id": body["request_id"], **(headers or {})}
+    )
+
+
+def _auth_error(request: web.Request,
+                emulator: Emulator) -> tuple[LoggedRequest, web.Response | None]:
+    auth, index, ok = emulator.authenticate(request)
+    entry = emulator.record(request, auth, index)
+    if ok:
+        return entry, None
+    entry.outcome = "401"
+    message = "invalid x-api-key" if auth else "x-api-key header is required"
+    return entry, _error(401, message)
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    emulator = request.app[EMULATOR]
+    entry, denied = _auth_error(request, emulator)
+    if denied:
+        return denied
+    try:
+        entry.body = await request.json()
+        body = MessagesRequest.model_validate(entry.body)
+    except (json.JSONDecodeError, ValidationError) as error:
+        entry.outcome = "400"
+        return _error(400, _describe(error))
+    entry.stream = body.stream
+    if not emulator.knows_model(body.model):
+        entry.outcome = "404"
+        return _error(404, f"model: {body.model}")
+
+    fault = emulator.script.take()
+    latency = emulator.script.latency
+    try:
+        await asyncio.sleep(latency.first_token)
+        if isinstance(fault, ErrorFault):
+            entry.outcome = str(fault.status)
+            headers = dict(fault.headers)
+            if fault.retry_after is not None:
+                headers["retry-after"] = fault.retry_after
+            return _error(fault.status, fault.message, fault.error_type, headers)
+        if isinstance(fault, DropFault):
+            entry.outcome = "dropped"
+            return _drop(request)
+        reply = wire.Reply.for_request(body.model, body.messages, body.max_tokens)
+        if not body.stream:
+            await asyncio.sleep(latency.per_token * len(reply.deltas))
+            entry.outcome = "200"
+            return web.json_response(reply.message(), headers={"request-id": wire.next_id("req")})
+        return await _stream(request, entry, reply, latency, fault)
+    except asyncio.CancelledError:
+        # The client went away (handler cancellation is on): tests assert on this.
+        if entry.outcome == "pending":
+            entry.outcome = "cancelled"
+        raise
+    finally:
+        entry.finished_at = time.monotonic()
+
+
+async def _stream(request: web.Request, entry: LoggedRequest, reply: wire.Reply,
+                  latency: Latency, fault: StreamErrorFault | StreamDropFault | None
+                  ) -> web.StreamResponse:
+    response = web.StreamResponse(headers={
+        "Content-Type": "text/event-stream; charset=utf-8",
+        "Cache-Control": "no-cache",
+        "request-id": wire.next_id("req"),
+    })
+    await response.prepare(request)
+    await response.write(b"".join(reply.stream_head()))
+    for index, delta in enumerate(reply.deltas):
+        if fault is not None and index == fault.after:
+            return await _break_stream(request, response, entry, fault)
+        if index:
+            await asyncio.sleep(latency.per_token)
+        await response.write(reply.stream_delta(delta))
+    if fault is not None:  # ``after`` beyond the reply's length: break at the end
+        return await _break_stream(request, response, entry, fault)
+    await response.write(b"".join(reply.stream_tail()))
+    await response.write_eof()
+    entry.outcome = "200"
+    return response
+
+
+async def _break_stream(request: web.Request, response: web.StreamResponse,
+                        entry: LoggedRequest, fault: StreamErrorFault | StreamDropFault
+                        ) -> web.StreamResponse:
+    if isinstance(fault, StreamDropFault):
+        entry.outcome = "stream dropped"
+        return _drop(request)
+    entry.outcome = f"stream error {fault.error_type}"
+    error = wire.error_body(500, fault.message, fault.error_type)
+    await response.write(wire.sse("error", error))
+    await response.write_eof()
+    return response
+
+
+def _drop(request: web.Request) -> web.StreamResponse:
+    # Abort the socket: the client sees a connection reset, as with a real network fault.
+    if request.transport is not None:
+        request.transport.abort()
+    raise asyncio.CancelledError
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+    return "The request body is not valid JSON."
+
+
+async def get_model(request: web.Request) -> web.Response:
+    emulator = request.app[EMULATOR]
+    entry, denied = _auth_error(request, emulator)
+    if denied:
+        return denied
+    model_id = request.match_info["model_id"]
+    if not emulator.knows_model(model_id):
+        entry.outcome = "404"
+        return _error(404, f"model: {model_id}")
+    entry.outcome = "200"
+    return web.json_response(wire.model_info(model_id))
+
+
+async def list_models(request: web.Request) -> web.Response:
+    emulator = request.app[EMULATOR]
+    entry, denied = _auth_error(request, emulator)
+    if denied:
+        return denied
+    entry.outcome = "200"
+    data = [wire.model_info(m) for m in emulator.models]
+    return web.json_response({
+        "data": data, "has_more": False,
+        "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None,
+    })
+
+
+async def add_faults(request: web.Request) -> web.Response:
+    try:
+        faults = FAULTS.validate_python(await request.json())
+    except (json.JSONDecodeError, ValidationError) as error:
+        return web.json_response({"error": _describe(error)}, status=400)
+    script = request.app[EMULATOR].script
+    script.add(faults)
+    return web.json_response({"pending": script.pending()})
+
+
+async def clear_faults(request: web.Request) -> web.Response:
+    request.app[EMULATOR].script.clear()
+    return web.json_response({"pending": 0})
+
+
+async def get_latency(request: web.Request) -> web.Response:
+    return web.json_response(request.app[EMULATOR].script.latency.model_dump())
+
+
+async def set_latency(request: web.Request) -> web.Response:
+    try:
+        latency = Latency.model_validate(await request.json())
+    except (json.JSONDecodeError, ValidationError) as error:
+        return web.json_response({"error": _describe(error)}, status=400)
+    request.app[EMULATOR].script.latency = latency
+    return web.json_response(latency.model_dump())
+
+
+async def get_requests(request: web.Request) -> web.Response:
+    return web.json_response([asdict(entry) for entry in request.app[EMULATOR].log])
+
+
+async def clear_requests(request: web.Request) -> web.Response:
+    request.app[EMULATOR].log.clear()
+    return web.json_response([])
+
+
+async def reset(request: web.Request) -> web.Response:
+    emulator = request.app[EMULATOR]
+    emulator.script = Script(Latency())
+    emulator.log.clear()
+    return web.json_response({"reset": True})
+
+
+def build_app(emulator: Emulator) -> web.Application:
+    app = web.Application()
+    app[EMULATOR] = emulator
+    app.router.add_post("/v1/messages", messages)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model_id}", get_model)
+    app.router.add_post("/_emulator/faults", add_faults)
+    app.router.add_delete("/_emulator/faults", clear_faults)
+    app.router.add_get("/_emulator/latency", get_latency)
+    app.router.add_put("/_emulator/latency", set_latency)
+    app.router.add_get("/_emulator/requests", get_requests)
+    app.router.add_delete("/_emulator/requests", clear_requests)
+    app.router.add_post("/_emulator/reset", reset)
+    return app

@@ -1,0 +1,62 @@
+"""A configured inference endpoint and its three renderings: the filtered config that
+responses show (no key), the record the state file keeps (with the key), and the
+Messages API parameters of a request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import anthropic
+from pydantic import SecretStr
+
+from inference_operator.api.elasticsearch_body import TaskSettingsOverride
+from inference_operator.api.settings import Service, TaskSettings
+from inference_operator.gateway.ratelimit import Bucket
+
+
+@dataclass(frozen=True, eq=False)
+class Endpoint:
+    inference_id: str
+    task_type: str
+    model_id: str
+    requests_per_minute: int
+    task_settings: TaskSettings
+    api_key: SecretStr = field(repr=False)
+    client: anthropic.AsyncAnthropic = field(repr=False)
+    bucket: Bucket = field(repr=False)
+
+    def public(self) -> dict[str, Any]:
+        """As Elasticsearch prints a stored config: the key left out entirely."""
+        return {
+            "inference_id": self.inference_id,
+            "task_type": self.task_type,
+            "service": Service.ANTHROPIC.value,
+            "service_settings": {
+                "model_id": self.model_id,
+                "rate_limit": {"requests_per_minute": self.requests_per_minute},
+            },
+            "task_settings": self.task_settings.model_dump(exclude_none=True),
+        }
+
+    def stored(self) -> dict[str, Any]:
+        """A PUT body plus the id: restoring it goes through the same validation."""
+        record = self.public()
+        record["service_settings"]["api_key"] = self.api_key.get_secret_value()
+        return record
+
+    def message_params(self, text: str, override: TaskSettingsOverride | None) -> dict[str, Any]:
+        settings = self.task_settings.model_dump(exclude_none=True)
+        if override is not None:
+            settings.update(override.given())
+        max_tokens = settings.pop("max_tokens")
+        params: dict[str, Any] = {
+            "model": self.model_id,
+            "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": text}],
+        }
+        if settings:
+            # SDK 2.x no longer types temperature/top_k/top_p; the Messages API body still
+            # carries them, as Elasticsearch sends them.
+            params["extra_body"] = settings
+        return params

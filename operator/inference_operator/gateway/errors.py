@@ -1,0 +1,70 @@
+"""Errors in the Elasticsearch shape:
+``{"error":{"root_cause":[…],"type":…,"reason":…},"status":N}``.
+
+Every failure the gateway reports is an :class:`ESError`; the HTTP layer renders it as
+JSON or as an SSE ``event: error``. The ``type`` names follow Elasticsearch's exception
+classes in snake_case so clients that branch on them keep working."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class ESError(Exception):
+    status: int
+    type: str
+    reason: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"[{self.status}] {self.type}: {self.reason}"
+
+    def body(self) -> dict[str, Any]:
+        cause = {"type": self.type, "reason": self.reason}
+        return {"error": {"root_cause": [cause], **cause}, "status": self.status}
+
+
+def validation_failed(messages: list[str], error_type: str = "validation_exception") -> ESError:
+    numbered = "".join(f"{i}: {m};" for i, m in enumerate(messages, start=1))
+    return ESError(400, error_type, f"Validation Failed: {numbered}")
+
+
+def bad_request(reason: str) -> ESError:
+    return ESError(400, "status_exception", reason)
+
+
+def not_found(inference_id: str) -> ESError:
+    return ESError(404, "resource_not_found_exception",
+                   f"Inference endpoint not found [{inference_id}]")
+
+
+def already_exists(inference_id: str) -> ESError:
+    return ESError(400, "resource_already_exists_exception",
+                   f"Inference endpoint [{inference_id}] already exists")
+
+
+def timed_out(timeout_text: str) -> ESError:
+    return ESError(408, "status_exception", f"Request timed out after [{timeout_text}]")
+
+
+def unauthorized(path: str) -> ESError:
+    return ESError(
+        401, "security_exception", f"missing authentication credentials for REST request [{path}]",
+        headers={"WWW-Authenticate": 'Bearer realm="inference-gateway"'},
+    )
+
+
+def method_not_allowed(path: str, method: str, allowed: list[str], hint: str = "") -> ESError:
+    return ESError(
+        405, "status_exception",
+        f"Incorrect HTTP method for uri [{path}] and method [{method}], "
+        f"allowed: [{', '.join(allowed)}]{hint}",
+        headers={"Allow": ", ".join(allowed)},
+    )
+
+
+def no_handler(path: str, method: str) -> ESError:
+    return ESError(400, "illegal_argument_exception",
+                   f"no handler found for uri [{path}] and method [{method}]")

@@ -1,0 +1,51 @@
+"""Prometheus metrics, per endpoint. Each gateway has its own registry (several can run
+in one process, as in tests). Labels are inference ids, never anything from a key."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Requests for ids that do not exist are counted under this label: client-chosen ids
+# must not create new series.
+UNKNOWN_ID = "_unknown"
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "inference_gateway_requests", "Inference requests answered, by HTTP status.",
+            ["inference_id", "stream", "status"], registry=r)
+        self.duration = Histogram(
+            "inference_gateway_request_duration_seconds",
+            "Time from request to the last byte of the answer.",
+            ["inference_id", "stream"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.queue_wait = Histogram(
+            "inference_gateway_queue_wait_seconds", "Time spent waiting for a rate-limit token.",
+            ["inference_id"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.queued = Gauge(
+            "inference_gateway_queued_requests", "Requests waiting for a rate-limit token.",
+            ["inference_id"], registry=r)
+        self.upstream = Counter(
+            "inference_gateway_upstream_requests", "Calls to Anthropic, by outcome.",
+            ["inference_id", "status"], registry=r)
+        self.retries = Counter(
+            "inference_gateway_upstream_retries", "Retried calls to Anthropic, by cause.",
+            ["inference_id", "cause"], registry=r)
+        self.tokens = Counter(
+            "inference_gateway_tokens", "Tokens reported by Anthropic.",
+            ["inference_id", "kind"], registry=r)
+        self.endpoints = Gauge(
+            "inference_gateway_endpoints", "Inference endpoints configured.", registry=r)
+        self.ready = Gauge(
+            "inference_gateway_ready", "1 once the first full sync arrived.", registry=r)
+
+    def count_tokens(self, inference_id: str, input_tokens: int | None,
+                     output_tokens: int | None) -> None:
+        if input_tokens:
+            self.tokens.labels(inference_id, "input").inc(input_tokens)
+        if output_tokens:
+            self.tokens.labels(inference_id, "output").inc(output_tokens)

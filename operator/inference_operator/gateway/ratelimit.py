@@ -1,0 +1,118 @@
+"""Token buckets with no burst and a FIFO queue, one per (api key, model, rpm) group.
+
+Capacity is 1 token, refilled at rpm/60 per second; the bucket starts full. A request
+that finds no token waits in its group's FIFO queue (capacity 2000 by default). A
+waiter that times out leaves the queue and uses no token.
+
+A queued request is granted at the instant its token exists, and the next token is
+counted from that instant, not from when the event loop got round to waking up: timer
+lateness therefore does not slow the long-run rate below rpm (see docs/gateway.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import time
+import weakref
+from collections import deque
+from typing import Protocol
+
+DEFAULT_QUEUE_CAPACITY = 2000
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class MonotonicClock:
+    def now(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+class QueueFull(Exception):
+    def __init__(self, group: str, retry_after: int) -> None:
+        super().__init__(group)
+        self.group = group
+        self.retry_after = retry_after
+
+
+class Bucket:
+    def __init__(self, name: str, requests_per_minute: int, capacity: int, clock: Clock) -> None:
+        self.name = name
+        self.interval = 60.0 / requests_per_minute
+        self._capacity = capacity
+        self._clock = clock
+        self._next_token = -math.inf
+        # (enqueued at, future); the future is resolved when the waiter gets its token.
+        self._waiters: deque[tuple[float, asyncio.Future[None]]] = deque()
+        self._dispatcher: asyncio.Task[None] | None = None
+
+    def queued(self) -> int:
+        return len(self._waiters)
+
+    async def acquire(self, *, priority: bool = False) -> None:
+        """Wait for a token. ``priority`` (for retries) goes to the head of the queue and
+        is never refused: the request was already admitted once."""
+        now = self._clock.now()
+        if not self._waiters and now >= self._next_token:
+            self._next_token = now + self.interval
+            return
+        if not priority and 0 < self._capacity <= len(self._waiters):
+            raise QueueFull(self.name, max(1, math.ceil(self.interval)))
+        entry = (now, asyncio.get_running_loop().create_future())
+        if priority:
+            self._waiters.appendleft(entry)
+        else:
+            self._waiters.append(entry)
+        if self._dispatcher is None:
+            self._dispatcher = asyncio.create_task(self._dispatch(), name=f"bucket {self.name}")
+        try:
+            await entry[1]
+        finally:
+            if entry in self._waiters:  # cancelled or timed out while waiting
+                self._waiters.remove(entry)
+
+    async def _dispatch(self) -> None:
+        try:
+            while self._waiters:
+                now = self._clock.now()
+                if now < self._next_token:
+                    await self._clock.sleep(self._next_token - now)
+                    continue
+                enqueued_at, future = self._waiters.popleft()
+                if future.done():
+                    continue
+                self._next_token = max(self._next_token, enqueued_at) + self.interval
+                future.set_result(None)
+        finally:
+            self._dispatcher = None
+
+
+class Limiter:
+    """Hands out the shared bucket of a group. Buckets are held by the endpoints that
+    use them (and by requests in flight) and vanish with the last one."""
+
+    def __init__(self, clock: Clock | None = None,
+                 queue_capacity: int = DEFAULT_QUEUE_CAPACITY) -> None:
+        self.clock = clock or MonotonicClock()
+        self._capacity = queue_capacity
+        self._buckets: weakref.WeakValueDictionary[tuple[str, str, int], Bucket] = (
+            weakref.WeakValueDictionary()
+        )
+        self._ordinal = itertools.count(1)
+
+    def bucket(self, api_key: str, model_id: str, requests_per_minute: int) -> Bucket:
+        group = (api_key, model_id, requests_per_minute)
+        bucket = self._buckets.get(group)
+        if bucket is None:
+            # The name is shown in errors and logs, so it must not derive from the key.
+            name = f"{model_id}/{requests_per_minute}rpm#{next(self._ordinal)}"
+            bucket = Bucket(name, requests_per_minute, self._capacity, self.clock)
+            self._buckets[group] = bucket
+        return bucket

@@ -1,0 +1,315 @@
+"""The gateway's behaviour, independent of HTTP: the endpoint registry and its admin
+operations, and inference through rate limit, queue, timeout and retries."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import AsyncGenerator, Awaitable
+from typing import Any, TypeVar
+
+import anthropic
+from pydantic import SecretStr
+
+from inference_operator.api.elasticsearch_body import InferenceRequestBody
+from inference_operator.api.settings import TaskSettings
+from inference_operator.gateway import errors, validation
+from inference_operator.gateway.endpoints import Endpoint
+from inference_operator.gateway.errors import ESError
+from inference_operator.gateway.metrics import GatewayMetrics
+from inference_operator.gateway.ratelimit import Limiter, QueueFull
+from inference_operator.gateway.retry import RetryPolicy, run_with_retries
+from inference_operator.gateway.state import StateFile
+from inference_operator.gateway.timeunits import TimeValue
+from inference_operator.gateway.upstream import Upstream, judge, status_label, to_es_error
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Gateway:
+    def __init__(
+        self,
+        upstream: Upstream,
+        *,
+        limiter: Limiter | None = None,
+        retry: RetryPolicy | None = None,
+        state: StateFile | None = None,
+        require_sync: bool = True,
+    ) -> None:
+        self.upstream = upstream
+        self.limiter = limiter or Limiter()
+        self.retry = retry or RetryPolicy()
+        self.state = state
+        self.metrics = GatewayMetrics()
+        # Changes on every start, so an operator polling /healthz notices a restart.
+        self.boot_id = uuid.uuid4().hex
+        self.synced = not require_sync
+        self.metrics.ready.set(int(self.synced))
+        self._endpoints: dict[str, Endpoint] = {}
+
+    async def start(self) -> None:
+        await self.upstream.start()
+        if self.state is None:
+            return
+        for record in self.state.load():
+            inference_id = record.pop("inference_id")
+            body, task_type = validation.parse_put(json.dumps(record).encode(), None)
+            settings = body.service_settings
+            self._endpoints[inference_id] = self._endpoint(
+                inference_id, task_type, settings.api_key, settings.model_id,
+                settings.rate_limit.requests_per_minute, body.task_settings)
+        self.metrics.endpoints.set(len(self._endpoints))
+        log.info("restored %d endpoint(s) from %s", len(self._endpoints), self.state.path)
+
+    async def close(self) -> None:
+        await self.upstream.close()
+
+    # -- admin -------------------------------------------------------------------------
+
+    async def create(self, inference_id: str, path_task_type: str | None, raw: bytes,
+                     *, replace: bool = False) -> dict[str, Any]:
+        validation.check_inference_id(inference_id)
+        if path_task_type is not None:
+            validation.check_task_type(path_task_type)
+        body, task_type = validation.parse_put(raw, path_task_type)
+        if not replace and inference_id in self._endpoints:
+            raise errors.already_exists(inference_id)
+        settings = body.service_settings
+        endpoint = self._endpoint(inference_id, task_type, settings.api_key, settings.model_id,
+                                  settings.rate_limit.requests_per_minute, body.task_settings)
+        replaced = self._endpoints.get(inference_id) is not None
+        self._endpoints[inference_id] = endpoint
+        await self._persist()
+        log.info("endpoint [%s] %s: model %s, %d rpm", inference_id,
+                 "replaced" if replaced else "created", endpoint.model_id,
+                 endpoint.requests_per_minute)
+        return endpoint.public()
+
+    async def update(self, inference_id: str, path_task_type: str | None,
+                     raw: bytes) -> dict[str, Any]:
+        validation.check_inference_id(inference_id)
+        if path_task_type is not None:
+            validation.check_task_type(path_task_type)
+        body, task_type = validation.parse_update(raw, path_task_type)
+        current = self._endpoints.get(inference_id)
+        if current is None:
+            raise errors.not_found(inference_id)
+        if task_type not in (None, "any", current.task_type):
+            raise errors.bad_request("Task type must match the task type of the existing endpoint")
+        api_key = body.service_settings.api_key if body.service_settings else current.api_key
+        endpoint = self._endpoint(inference_id, current.task_type, api_key, current.model_id,
+                                  current.requests_per_minute,
+                                  body.task_settings or current.task_settings)
+        self._endpoints[inference_id] = endpoint
+        await self._persist()
+        log.info("endpoint [%s] updated (%s)", inference_id, ", ".join(
+            name for name, given in (("api key", body.service_settings),
+                                     ("task settings", body.task_settings)) if given))
+        return endpoint.public()
+
+    async def delete(self, inference_id: str, path_task_type: str | None,
+                     *, dry_run: bool = False) -> dict[str, Any]:
+        endpoint = self._lookup(inference_id, path_task_type)
+        if dry_run:
+            return {"acknowledged": False, "pipelines": [], "indexes": [], "error_message": ""}
+        del self._endpoints[endpoint.inference_id]
+        await self._persist()
+        log.info("endpoint [%s] deleted", inference_id)
+        return {"acknowledged": True, "pipelines": [], "indexes": []}
+
+    def describe(self, inference_id: str | None, task_type: str | None) -> dict[str, Any]:
+        if inference_id in (None, "_all", "*"):
+            if task_type is not None:
+                validation.check_task_type(task_type)
+            chosen = [e for e in self._endpoints.values()
+                      if task_type in (None, "any", e.task_type)]
+        else:
+            chosen = [self._lookup(inference_id, task_type)]
+        return {"endpoints": [e.public() for e in sorted(chosen, key=lambda e: e.inference_id)]}
+
+    async def sync(self, raw: bytes) -> dict[str, Any]:
+        """The operator's "full sync done": optionally drop every endpoint it did not list,
+        then report ready."""
+        data = validation.load_json(raw, required=False)
+        wanted = data.get("inference_ids")
+        if wanted is not None and not (
+            isinstance(wanted, list) and all(isinstance(i, str) for i in wanted)
+        ):
+            raise errors.bad_request("[inference_ids] must be an array of inference ids")
+        removed = sorted(set(self._endpoints) - set(wanted)) if wanted is not None else []
+        for inference_id in removed:
+            del self._endpoints[inference_id]
+        if removed:
+            await self._persist()
+            log.info("sync removed endpoint(s) %s", removed)
+        if not self.synced:
+            log.info("first full sync arrived; ready")
+        self.synced = True
+        self.metrics.ready.set(1)
+        return {"acknowledged": True, "removed": removed, "boot_id": self.boot_id}
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok", "boot_id": self.boot_id, "synced": self.synced,
+                "endpoints": len(self._endpoints)}
+
+    # -- inference ---------------------------------------------------------------------
+
+    def resolve(self, inference_id: str, path_task_type: str | None) -> Endpoint:
+        endpoint = self._endpoints.get(inference_id)
+        if endpoint is None:
+            raise errors.not_found(inference_id)
+        if path_task_type not in (None, "any", endpoint.task_type):
+            validation.check_task_type(path_task_type)
+            raise errors.bad_request(
+                f"Incompatible task_type, the requested type [{path_task_type}] does not match "
+                f"the model type [{endpoint.task_type}]")
+        return endpoint
+
+    async def complete(self, endpoint: Endpoint, body: InferenceRequestBody,
+                       time_limit: TimeValue) -> dict[str, Any]:
+        params = endpoint.message_params(_single_input(body), body.task_settings)
+        message = await self._within(time_limit, self._call(endpoint, params, False, time_limit))
+        usage = message.usage
+        self.metrics.count_tokens(endpoint.inference_id, usage and usage.input_tokens,
+                                  usage and usage.output_tokens)
+        return {"completion": [{"result": block.text} for block in message.content or []
+                               if block.type == "text"]}
+
+    async def stream(self, endpoint: Endpoint, body: InferenceRequestBody,
+                     time_limit: TimeValue) -> AsyncGenerator[str, None]:
+        """Open the upstream stream within the timeout (errors raise here), then return
+        its text as it arrives; later failures raise ESError from the iterator."""
+        params = endpoint.message_params(_single_input(body), body.task_settings)
+        upstream = await self._within(time_limit, self._call(endpoint, params, True, time_limit))
+        return self._texts(endpoint, upstream)
+
+    async def _texts(self, endpoint: Endpoint,
+                     upstream: anthropic.AsyncStream[Any]) -> AsyncGenerator[str, None]:
+        key = endpoint.api_key.get_secret_value()
+        try:
+            async for event in upstream:
+                if event.type == "message_start":
+                    usage = event.message.usage
+                    self.metrics.count_tokens(endpoint.inference_id,
+                                              usage and usage.input_tokens, None)
+                elif event.type == "content_block_start":
+                    if event.content_block.type == "text" and event.content_block.text:
+                        yield event.content_block.text
+                elif event.type == "content_block_delta":
+                    if event.delta.type == "text_delta" and event.delta.text:
+                        yield event.delta.text
+                elif event.type == "message_delta":
+                    self.metrics.count_tokens(endpoint.inference_id, None,
+                                              event.usage.output_tokens)
+        except Exception as error:
+            self.metrics.upstream.labels(endpoint.inference_id, status_label(error)).inc()
+            failure = to_es_error(error, endpoint.inference_id, key)
+            log.warning("stream from [%s] failed: %s", endpoint.inference_id, failure)
+            raise failure from None
+        finally:
+            # Also runs when the client went away: closing drops the upstream connection.
+            await upstream.close()
+
+    async def _call(self, endpoint: Endpoint, params: dict[str, Any], stream: bool,
+                    time_limit: TimeValue) -> Any:
+        clock = self.limiter.clock
+        deadline = None if time_limit.seconds is None else clock.now() + time_limit.seconds
+        inference_id = endpoint.inference_id
+        await self._admit(endpoint, priority=False)
+
+        async def attempt() -> Any:
+            try:
+                # Elasticsearch sends "stream" only when streaming; so do we.
+                result = await endpoint.client.messages.create(
+                    **params, **({"stream": True} if stream else {}))
+            except Exception as error:
+                self.metrics.upstream.labels(inference_id, status_label(error)).inc()
+                raise
+            self.metrics.upstream.labels(inference_id, "200").inc()
+            return result
+
+        async def before_retry(error: Exception, delay: float) -> None:
+            cause = status_label(error)
+            self.metrics.retries.labels(inference_id, cause).inc()
+            log.info("retrying [%s] after upstream %s in %.2fs", inference_id, cause, delay)
+            await asyncio.sleep(delay)
+            await self._admit(endpoint, priority=True)
+
+        try:
+            return await run_with_retries(self.retry, attempt, judge=judge,
+                                          before_retry=before_retry, now=clock.now,
+                                          deadline=deadline)
+        except Exception as error:
+            failure = to_es_error(error, inference_id, endpoint.api_key.get_secret_value())
+            log.warning("request to [%s] failed: %s", inference_id, failure)
+            raise failure from None
+
+    async def _admit(self, endpoint: Endpoint, *, priority: bool) -> None:
+        clock = self.limiter.clock
+        queued = self.metrics.queued.labels(endpoint.inference_id)
+        started = clock.now()
+        queued.inc()
+        try:
+            await endpoint.bucket.acquire(priority=priority)
+        except QueueFull as full:
+            raise ESError(
+                429, "es_rejected_execution_exception",
+                f"Failed to execute task for inference id [{endpoint.inference_id}] because "
+                f"the request service [{full.group}] queue is full",
+                headers={"Retry-After": str(full.retry_after)},
+            ) from None
+        finally:
+            queued.dec()
+        self.metrics.queue_wait.labels(endpoint.inference_id).observe(clock.now() - started)
+
+    @staticmethod
+    async def _within(time_limit: TimeValue, work: Awaitable[T]) -> T:
+        """Run ``work`` under the request's timeout (queue wait plus the upstream call)."""
+        if time_limit.seconds is None:
+            return await work
+        limit = asyncio.timeout(time_limit.seconds)
+        try:
+            async with limit:
+                return await work
+        except TimeoutError:
+            if limit.expired():
+                raise errors.timed_out(time_limit.text) from None
+            raise
+
+    def _lookup(self, inference_id: str, task_type: str | None) -> Endpoint:
+        if task_type is not None:
+            validation.check_task_type(task_type)
+        endpoint = self._endpoints.get(inference_id)
+        if endpoint is None:
+            raise errors.not_found(inference_id)
+        if task_type not in (None, "any", endpoint.task_type):
+            raise errors.bad_request(
+                f"Requested task type [{task_type}] does not match the inference endpoint's "
+                f"task type [{endpoint.task_type}]")
+        return endpoint
+
+    def _endpoint(self, inference_id: str, task_type: str, api_key: SecretStr, model_id: str,
+                  requests_per_minute: int, task_settings: TaskSettings) -> Endpoint:
+        key = api_key.get_secret_value()
+        return Endpoint(
+            inference_id=inference_id, task_type=task_type, model_id=model_id,
+            requests_per_minute=requests_per_minute, task_settings=task_settings,
+            api_key=api_key, client=self.upstream.client(key),
+            bucket=self.limiter.bucket(key, model_id, requests_per_minute),
+        )
+
+    async def _persist(self) -> None:
+        self.metrics.endpoints.set(len(self._endpoints))
+        if self.state is not None:
+            await self.state.save([e.stored() for e in sorted(
+                self._endpoints.values(), key=lambda e: e.inference_id)])
+
+
+def _single_input(body: InferenceRequestBody) -> str:
+    inputs = body.inputs()
+    if len(inputs) != 1:
+        raise errors.bad_request("Anthropic chat completions only accepts 1 input")
+    return inputs[0]

@@ -1,0 +1,130 @@
+"""Upstream failures: which are retried, how long the gateway waits, what the client gets."""
+
+from __future__ import annotations
+
+import pytest
+from gateway_support import RunningEmulator, RunningGateway, seed_body
+
+from inference_operator.gateway.retry import RetryPolicy
+
+COMPLETION = "/_inference/completion/anthropic_completion"
+PREFIX = "for request from inference entity id [anthropic_completion]"
+
+
+@pytest.fixture
+async def fast(gateway: RunningGateway) -> RunningGateway:
+    # A high rpm, so the rate limiter never decides when a retry goes out.
+    await gateway.put(body=seed_body(requests_per_minute=60_000))
+    return gateway
+
+
+@pytest.mark.parametrize("faults", [
+    [{"kind": "error", "status": 429}],
+    [{"kind": "error", "status": 529, "count": 2}],
+    [{"kind": "error", "status": 500}, {"kind": "error", "status": 529}],
+    [{"kind": "drop"}],
+])
+async def test_retryable_failures_are_retried(fast: RunningGateway, emulator: RunningEmulator,
+                                              faults) -> None:
+    emulator.fail(*faults)
+    status, _, payload = await fast.call("POST", COMPLETION, {"input": "x"})
+    assert status == 200, payload
+    attempts = emulator.requests()
+    assert len(attempts) == 1 + sum(f.get("count", 1) for f in faults)
+    # Our retries, not the SDK's: it would send x-stainless-retry-count 1, 2.
+    assert {a.headers.get("x-stainless-retry-count") for a in attempts} == {"0"}
+    _, _, metrics = await fast.call("GET", "/metrics")
+    assert "inference_gateway_upstream_retries_total" in metrics
+
+
+@pytest.mark.parametrize(("status", "outcome", "reason"), [
+    (529, 502, f"Received an Anthropic server is temporarily overloaded status code {PREFIX} "
+               "status [529]. Error message: [Emulated error]"),
+    (500, 502, f"Received a server error status code {PREFIX} status [500]. "
+               "Error message: [Emulated error]"),
+])
+async def test_at_most_three_attempts(fast: RunningGateway, emulator: RunningEmulator, status,
+                                      outcome, reason) -> None:
+    emulator.fail({"kind": "error", "status": status, "count": 5})
+    got, _, payload = await fast.call("POST", COMPLETION, {"input": "x"})
+    assert got == outcome
+    assert payload["error"] == {"root_cause": [{"type": "status_exception", "reason": reason}],
+                                "type": "status_exception", "reason": reason}
+    assert len(emulator.requests()) == 3
+
+
+async def test_rate_limited_after_retries_keeps_429(fast: RunningGateway,
+                                                    emulator: RunningEmulator) -> None:
+    emulator.fail({"kind": "error", "status": 429, "retry_after": "0", "count": 3,
+                   "headers": {"anthropic-ratelimit-requests-limit": "50"}})
+    status, headers, payload = await fast.call("POST", COMPLETION, {"input": "x"})
+    assert status == 429
+    assert headers["Retry-After"] == "1"
+    assert payload["error"]["reason"] == (
+        "Received a rate limit status code. Token limit [unknown], remaining tokens [unknown], "
+        "tokens reset [unknown]. Request limit [50], remaining requests [unknown], request "
+        f"reset [unknown]. Retry after [0] {PREFIX} status [429]. Error message: [Emulated error]")
+    assert len(emulator.requests()) == 3
+
+
+async def test_retry_after_is_honoured(fast: RunningGateway, emulator: RunningEmulator) -> None:
+    emulator.fail({"kind": "error", "status": 429, "retry_after": "1"})
+    status, _, _ = await fast.call("POST", COMPLETION, {"input": "x"})
+    assert status == 200
+    first, second = emulator.requests()
+    # The configured backoff is ~0.02 s; only the header explains a gap of a second.
+    assert second.received_at - first.received_at >= 1.0
+
+
+async def test_retry_after_beyond_the_deadline_answers_at_once(
+        fast: RunningGateway, emulator: RunningEmulator) -> None:
+    emulator.fail({"kind": "error", "status": 429, "retry_after": "120"})
+    status, headers, _ = await fast.call("POST", COMPLETION + "?timeout=10s", {"input": "x"})
+    assert status == 429 and headers["Retry-After"] == "120"
+    assert len(emulator.requests()) == 1
+
+
+@pytest.mark.parametrize(("fault", "status", "reason"), [
+    ({"status": 401, "message": "invalid x-api-key"}, 401,
+     f"Received an authentication error status code {PREFIX} status [401]. "
+     "Error message: [invalid x-api-key]"),
+    ({"status": 403}, 403,
+     f"Received a permission denied error status code {PREFIX} status [403]. "
+     "Error message: [Emulated error]"),
+    ({"status": 400, "message": "max_tokens: too big"}, 400,
+     f"Received an unsuccessful status code {PREFIX} status [400]. "
+     "Error message: [max_tokens: too big]"),
+    ({"status": 503}, 502,
+     f"Received a server error status code {PREFIX} status [503]. "
+     "Error message: [Emulated error]"),
+])
+async def test_not_retried(fast: RunningGateway, emulator: RunningEmulator, fault, status,
+                           reason) -> None:
+    emulator.fail({"kind": "error", **fault})
+    got, _, payload = await fast.call("POST", COMPLETION, {"input": "x"})
+    assert got == status
+    assert payload["error"]["reason"] == reason and payload["status"] == status
+    assert len(emulator.requests()) == 1
+
+
+async def test_unknown_model_is_404(gateway: RunningGateway, emulator: RunningEmulator) -> None:
+    body = seed_body()
+    body["service_settings"]["model_id"] = "gpt-4"
+    await gateway.put(body=body)
+    status, _, payload = await gateway.call("POST", COMPLETION, {"input": "x"})
+    assert status == 404
+    assert payload["error"]["reason"].endswith("status [404]. Error message: [model: gpt-4]")
+
+
+async def test_unreachable_upstream_is_502(make_gateway) -> None:
+    gateway = await make_gateway(anthropic_base_url="http://127.0.0.1:9")
+    await gateway.put(body=seed_body(requests_per_minute=60_000))
+    status, _, payload = await gateway.call("POST", COMPLETION, {"input": "x"})
+    assert status == 502
+    assert payload["error"]["reason"].startswith(f"Failed to reach the upstream service {PREFIX}")
+
+
+def test_backoff_is_jittered_exponential_between_1_and_5_seconds() -> None:
+    low, high = RetryPolicy(jitter=lambda: 0.0), RetryPolicy(jitter=lambda: 1.0)
+    assert [low.backoff(n) for n in (1, 2, 3, 4, 5)] == [0.5, 1.0, 2.0, 2.5, 2.5]
+    assert [high.backoff(n) for n in (1, 2, 3, 4, 5)] == [1.0, 2.0, 4.0, 5.0, 5.0]

@@ -1,0 +1,148 @@
+"""PUT bodies are validated with Elasticsearch's status, error type and wording (the error
+table of elasticsearch-inference-api.md §4 and the settings rules of §2)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from gateway_support import API_KEY, SEED_BODY, RunningGateway
+
+
+def body(**changes: Any) -> dict[str, Any]:
+    """The seed body with dotted paths set (value ``...`` deletes the field)."""
+    result = copy.deepcopy(SEED_BODY)
+    for dotted, value in changes.items():
+        *parents, name = dotted.split("__")
+        target = result
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        if value is ...:
+            target.pop(name, None)
+        else:
+            target[name] = value
+    return result
+
+
+def failed(*messages: str) -> str:
+    return "Validation Failed: " + "".join(f"{i}: {m};" for i, m in enumerate(messages, 1))
+
+
+CASES = [
+    # (id, path, body, status, type, reason)
+    ("invalid id", "/_inference/completion/Bad_ID", SEED_BODY, 400,
+     "action_request_validation_exception",
+     failed("Invalid inference_id; 'Bad_ID' can contain lowercase alphanumeric (a-z and 0-9), "
+            "hyphens or underscores; must start and end with alphanumeric")),
+    ("id ends with dash", "/_inference/completion/abc-", SEED_BODY, 400,
+     "action_request_validation_exception",
+     failed("Invalid inference_id; 'abc-' can contain lowercase alphanumeric (a-z and 0-9), "
+            "hyphens or underscores; must start and end with alphanumeric")),
+    ("unknown task type in path", "/_inference/bogus/x", SEED_BODY, 400, "status_exception",
+     "Unknown task_type [bogus]"),
+    ("unsupported task type", "/_inference/text_embedding/x", SEED_BODY, 400,
+     "status_exception", "The [anthropic] service does not support task type [text_embedding]"),
+    ("no task type anywhere", "/_inference/x", SEED_BODY, 400, "validation_exception",
+     failed("model is missing required setting [task_type]")),
+    ("task type any in body", "/_inference/x", body(task_type="any"), 400, "status_exception",
+     "task_type [any] is not valid type for inference"),
+    ("conflicting task types", "/_inference/completion/x", body(task_type="rerank"), 400,
+     "status_exception", "Cannot resolve conflicting task_type parameter in the request URL "
+     "[completion] and the request body [rerank]"),
+    ("missing service", "/_inference/completion/x", body(service=...), 400, "status_exception",
+     "Inference endpoint configuration is missing the [service] setting"),
+    ("unknown service", "/_inference/completion/x", body(service="openai"), 400,
+     "status_exception", "Unknown service [openai]"),
+    ("missing service_settings", "/_inference/completion/x", body(service_settings=...), 400,
+     "status_exception", "Missing required field [service_settings]"),
+    ("missing model_id", "/_inference/completion/x", body(service_settings__model_id=...), 400,
+     "validation_exception",
+     failed("[service_settings] does not contain the required setting [model_id]")),
+    ("missing api_key", "/_inference/completion/x", body(service_settings__api_key=...), 400,
+     "validation_exception",
+     failed("[service_settings] does not contain the required setting [api_key]")),
+    ("empty model_id", "/_inference/completion/x", body(service_settings__model_id=""), 400,
+     "validation_exception",
+     failed("[service_settings] Invalid value empty string. [model_id] must be a non-empty "
+            "string")),
+    ("model_id wrong type", "/_inference/completion/x", body(service_settings__model_id=5), 400,
+     "validation_exception",
+     failed("field [model_id] is not of the expected type. The value [5] cannot be converted "
+            "to a [String]")),
+    ("rpm zero", "/_inference/completion/x",
+     body(service_settings__rate_limit__requests_per_minute=0), 400, "validation_exception",
+     failed("[rate_limit] Invalid value [0]. [requests_per_minute] must be a positive long")),
+    ("missing task_settings", "/_inference/completion/x", body(task_settings=...), 400,
+     "validation_exception",
+     failed("[task_settings] does not contain the required setting [max_tokens]")),
+    ("max_tokens zero", "/_inference/completion/x", body(task_settings__max_tokens=0), 400,
+     "validation_exception",
+     failed("[task_settings] Invalid value [0]. [max_tokens] must be a positive integer")),
+    ("max_tokens float", "/_inference/completion/x", body(task_settings__max_tokens=1.5), 400,
+     "validation_exception",
+     failed("field [max_tokens] is not of the expected type. The value [1.5] cannot be "
+            "converted to a [Integer]")),
+    ("temperature out of range", "/_inference/completion/x",
+     body(task_settings__temperature=1.5), 400, "validation_exception",
+     failed("[task_settings] Invalid value [1.5]. [temperature] must be a number between 0.0 "
+            "and 1.0")),
+    ("several errors at once", "/_inference/completion/x",
+     body(task_settings__max_tokens=0, task_settings__top_k=-1,
+          service_settings__model_id=...), 400, "validation_exception",
+     failed("[service_settings] does not contain the required setting [model_id]",
+            "[task_settings] Invalid value [0]. [max_tokens] must be a positive integer",
+            "[task_settings] Invalid value [-1]. [top_k] must be a non-negative integer")),
+    ("unknown top-level field", "/_inference/completion/x", body(chunking_settings={}), 400,
+     "status_exception",
+     "Model configuration contains settings [chunking_settings] unknown to the [anthropic] "
+     "service"),
+    ("unknown service setting", "/_inference/completion/x", body(service_settings__url="u"), 400,
+     "status_exception",
+     "Model configuration contains settings [service_settings.url] unknown to the [anthropic] "
+     "service"),
+    ("unknown task setting", "/_inference/completion/x", body(task_settings__stop="x"), 400,
+     "status_exception",
+     "Model configuration contains settings [task_settings.stop] unknown to the [anthropic] "
+     "service"),
+    ("no body", "/_inference/completion/x", None, 400, "parse_exception",
+     "request body is required"),
+]
+
+
+@pytest.mark.parametrize(("path", "payload", "status", "error_type", "reason"),
+                         [case[1:] for case in CASES], ids=[case[0] for case in CASES])
+async def test_put_error_table(gateway: RunningGateway, path, payload, status, error_type,
+                               reason) -> None:
+    got, headers, answer = await gateway.call("PUT", path, payload, admin=True)
+    assert got == status
+    assert headers["X-Elastic-Product"] == "Elasticsearch"
+    assert answer == {"error": {"root_cause": [{"type": error_type, "reason": reason}],
+                                "type": error_type, "reason": reason}, "status": status}
+
+
+async def test_invalid_json(gateway: RunningGateway) -> None:
+    status, _, answer = await gateway.call("PUT", "/_inference/completion/x", raw=b"{nope",
+                                           admin=True)
+    assert status == 400 and answer["error"]["type"] == "x_content_parse_exception"
+
+
+async def test_misplaced_key_is_not_echoed(gateway: RunningGateway) -> None:
+    for payload in (body(service_settings__apikey=API_KEY),
+                    body(service_settings__api_key=[API_KEY])):
+        status, _, answer = await gateway.call("PUT", "/_inference/completion/x", payload,
+                                               admin=True)
+        assert status == 400
+        assert API_KEY not in str(answer)
+
+
+async def test_optional_settings_accepted(gateway: RunningGateway) -> None:
+    payload = body(task_settings__temperature=0.2, task_settings__top_p=0.9,
+                   task_settings__top_k=40, service_settings__rate_limit={
+                       "requests_per_minute": 10})
+    status, _, answer = await gateway.call("PUT", "/_inference/x", {
+        **payload, "task_type": "completion"}, admin=True)
+    assert status == 200, answer
+    assert answer["task_settings"] == {"max_tokens": 1024, "temperature": 0.2, "top_k": 40,
+                                       "top_p": 0.9}
+    assert answer["service_settings"]["rate_limit"] == {"requests_per_minute": 10}
