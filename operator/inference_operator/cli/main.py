@@ -13,6 +13,7 @@ from collections.abc import Sequence
 # Both import their heavy dependencies only when run, so --help stays fast.
 from inference_operator.cli import emulator as emulator_cli
 from inference_operator.cli import gateway as gateway_cli
+from inference_operator.cli import run as run_cli
 
 
 def _not_yet(issue: str):
@@ -44,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run the operator against the current kubeconfig")
-    run.set_defaults(handler=_not_yet("operator"))
+    run_cli.add_arguments(run)
+    run.set_defaults(handler=run_cli.run)
 
     gateway = commands.add_parser("gateway", help="run the _inference gateway")
     gateway.add_argument("--port", type=int, default=9200)

@@ -181,6 +181,8 @@ def _apiserver_argv(
         # No controller-manager runs to create each namespace's default
         # ServiceAccount, so the admission plugin that requires it would refuse pods.
         "--disable-admission-plugins=ServiceAccount",
+        # The `kubernetes` Service cannot point at a loopback address; nothing needs it.
+        "--endpoint-reconciler-type=none",
         "--v=1",
     ]
 

@@ -1,0 +1,65 @@
+"""kopf registrations. Level-based by design: indices and raw events feed one reconcile
+(``reconciler.Controller``); kopf's high-level cause handlers are used only for the
+finalizer, and never ``on.update`` on Secrets (its diff base would copy Secret data into
+an annotation)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from inference_operator.api.models import GROUP, PLURAL, VERSION
+from inference_operator.controller.claims import claim_of, effective_inference_id
+from inference_operator.controller.reconciler import Controller
+from inference_operator.controller.secrets import secret_ref
+
+log = logging.getLogger(__name__)
+RESOURCE = (GROUP, VERSION, PLURAL)
+
+
+def _not_deleting(body: kopf.Body, **_: Any) -> bool:
+    return not body.metadata.get("deletionTimestamp")
+
+
+@kopf.index(*RESOURCE)
+async def endpoints(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict:
+    return {(namespace, name): dict(body)}
+
+
+@kopf.index(*RESOURCE, when=_not_deleting)
+async def claims(body: kopf.Body, **_: Any) -> dict:
+    return {effective_inference_id(body): claim_of(body)}
+
+
+@kopf.index(*RESOURCE)
+async def by_secret(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict | None:
+    ref = secret_ref(namespace, body.get("spec") or {})
+    return {(namespace, ref.name): (namespace, name)} if ref else None
+
+
+@kopf.on.event(*RESOURCE)
+async def endpoint_event(
+    event: dict, body: kopf.Body, memo: kopf.Memo, **_: Any
+) -> None:
+    if event.get("type") == "DELETED":
+        return
+    controller: Controller = memo.controller
+    await controller.reconcile(dict(body))
+
+
+@kopf.on.delete(*RESOURCE)
+async def endpoint_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    controller: Controller = memo.controller
+    await controller.withdraw(dict(body))
+
+
+@kopf.on.event("", "v1", "secrets")
+async def secret_event(
+    namespace: str, name: str, by_secret: kopf.Index, memo: kopf.Memo, **_: Any
+) -> None:
+    # Only Secrets some endpoint references matter; the rest cost one dict lookup.
+    if (namespace, name) in by_secret:
+        controller: Controller = memo.controller
+        controller.secret_changed(namespace, name)

@@ -1,0 +1,1 @@
+"""The local stack (emulator, gateway, operator processes) for `dev` and the tests."""
