@@ -49,8 +49,10 @@ def kustomization_yaml() -> str:
 GENERATED: dict[str, Callable[[], str]] = {
     f"crds/{CRD_FILE}": crd_yaml,
     f"crds/{POLICIES_FILE}": policies_yaml,
-    f"charts/inference-operator/crds/{CRD_FILE}": crd_yaml,
-    f"charts/inference-operator/crds/{POLICIES_FILE}": policies_yaml,
+    # Not the chart's crds/ folder, which Helm installs once and never upgrades: the
+    # chart's templates/crds.yaml reads these and adds its labels and keep policy.
+    f"charts/inference-operator/files/crds/{CRD_FILE}": crd_yaml,
+    f"charts/inference-operator/files/crds/{POLICIES_FILE}": policies_yaml,
     f"manifests/crds/{CRD_FILE}": crd_yaml,
     f"manifests/crds/{POLICIES_FILE}": policies_yaml,
     "manifests/crds/kustomization.yaml": kustomization_yaml,

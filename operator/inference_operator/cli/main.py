@@ -16,19 +16,16 @@ from inference_operator.cli import gateway as gateway_cli
 from inference_operator.cli import run as run_cli
 
 
-def _not_yet(issue: str):
-    def handler(_: argparse.Namespace) -> int:
-        print(f"not implemented yet: this subcommand is delivered by the {issue} issue",
-              file=sys.stderr)
-        return 2
-
-    return handler
-
-
 def _controlplane(args: argparse.Namespace) -> int:
     from inference_operator.cli.controlplane import run
 
     return run(args)
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from inference_operator.devstack.dev import run
+
+    return run(check_only=args.check)
 
 
 def _crd(args: argparse.Namespace) -> int:
@@ -66,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     dev = commands.add_parser("dev", help="local control plane + emulator + gateway + operator")
     dev.add_argument("--check", action="store_true")
-    dev.set_defaults(handler=_not_yet("operator"))
+    dev.set_defaults(handler=_dev)
 
     crd = commands.add_parser("crd", help="print the InferenceEndpoint CRD")
     crd.add_argument(

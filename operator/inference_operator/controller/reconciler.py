@@ -65,6 +65,9 @@ class Controller:
         self._pushed: dict[str, str] = {}  # inference_id -> fingerprint of the pushed body
         self._served: dict[Key, str] = {}  # which inference_id each resource holds
         self._retries: dict[Key, int] = {}
+        # The status last written per resource. Bodies from events and the index can lag
+        # behind our own patch; comparing with them would repeat patches and Events.
+        self._written: dict[Key, dict[str, Any]] = {}
         self._background: set[asyncio.Task[None]] = set()
 
     # -- triggers ----------------------------------------------------------------------
@@ -104,6 +107,7 @@ class Controller:
             self._served.pop(key, None)
         self._locks.pop(key, None)
         self._retries.pop(key, None)
+        self._written.pop(key, None)
         self.reconcile_soon(
             (c.namespace, c.name) for c in self.indices.claimants(inference_id)
             if (c.namespace, c.name) != key
@@ -225,7 +229,8 @@ class Controller:
     async def _report(self, body: Body, outcome: Outcome, detail: dict[str, Any]) -> None:
         metadata = body["metadata"]
         generation = metadata.get("generation", 0)
-        old = body.get("status") or {}
+        key = key_of(body)
+        old = self._written.get(key) or body.get("status") or {}
         status = {
             "observedGeneration": generation,
             "conditions": build_conditions(outcome, generation, old.get("conditions")),
@@ -236,6 +241,7 @@ class Controller:
         if _without_none(status) == _without_none({k: old.get(k) for k in status}):
             return
         await self.kube.patch_status(metadata["namespace"], metadata["name"], status)
+        self._written[key] = status
 
         before = ready_condition(old)
         if before is None or (before.get("status"), before.get("reason")) != (
@@ -243,7 +249,7 @@ class Controller:
         ):
             kind = "Normal" if outcome.ready or outcome.reconciling else "Warning"
             await self.kube.post_event(body, kind, outcome.reason, outcome.message)
-            log.info("%s/%s: %s (%s)", *key_of(body), outcome.reason, outcome.message)
+            log.info("%s/%s: %s (%s)", *key, outcome.reason, outcome.message)
         if old.get("observedGeneration") != generation:
             for warning in spec_warnings(body.get("spec") or {}):
                 await self.kube.post_event(body, "Warning", "SpecWarning", str(warning))

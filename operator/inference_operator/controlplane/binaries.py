@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from inference_operator.checkout import checkout_path
+
 BINARY_NAMES = ("etcd", "kube-apiserver", "kubectl", "helm")
 
 
@@ -58,9 +60,7 @@ def envtest_sources() -> Path | None:
     override = os.environ.get("INFERENCE_OPERATOR_ENVTEST_DIR")
     if override:
         return Path(override)
-    # operator/inference_operator/controlplane/binaries.py -> repository root
-    candidate = Path(__file__).resolve().parents[3] / "tests" / "envtest"
-    return candidate if candidate.is_dir() else None
+    return checkout_path("tests", "envtest")
 
 
 def cache_root() -> Path:

@@ -7,12 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import anthropic
 from pydantic import SecretStr
 
 from inference_operator.api.elasticsearch_body import TaskSettingsOverride
 from inference_operator.api.settings import Service, TaskSettings
 from inference_operator.gateway.ratelimit import Bucket
+from inference_operator.gateway.upstream import Client
 
 
 @dataclass(frozen=True, eq=False)
@@ -23,7 +23,7 @@ class Endpoint:
     requests_per_minute: int
     task_settings: TaskSettings
     api_key: SecretStr = field(repr=False)
-    client: anthropic.AsyncAnthropic = field(repr=False)
+    client: Client = field(repr=False)
     bucket: Bucket = field(repr=False)
 
     def public(self) -> dict[str, Any]:
@@ -49,14 +49,10 @@ class Endpoint:
         settings = self.task_settings.model_dump(exclude_none=True)
         if override is not None:
             settings.update(override.given())
-        max_tokens = settings.pop("max_tokens")
-        params: dict[str, Any] = {
+        # temperature/top_k/top_p go into the body only when set, as Elasticsearch sends them.
+        return {
             "model": self.model_id,
-            "max_tokens": max_tokens,
+            "max_tokens": settings.pop("max_tokens"),
             "messages": [{"role": "user", "content": text}],
+            **settings,
         }
-        if settings:
-            # SDK 2.x no longer types temperature/top_k/top_p; the Messages API body still
-            # carries them, as Elasticsearch sends them.
-            params["extra_body"] = settings
-        return params

@@ -10,7 +10,6 @@ import uuid
 from collections.abc import AsyncGenerator, Awaitable
 from typing import Any, TypeVar
 
-import anthropic
 from pydantic import SecretStr
 
 from inference_operator.api.elasticsearch_body import InferenceRequestBody
@@ -23,7 +22,13 @@ from inference_operator.gateway.ratelimit import Limiter, QueueFull
 from inference_operator.gateway.retry import RetryPolicy, run_with_retries
 from inference_operator.gateway.state import StateFile
 from inference_operator.gateway.timeunits import TimeValue
-from inference_operator.gateway.upstream import Upstream, judge, status_label, to_es_error
+from inference_operator.gateway.upstream import (
+    MessageStream,
+    Upstream,
+    judge,
+    status_label,
+    to_es_error,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -172,11 +177,15 @@ class Gateway:
                        time_limit: TimeValue) -> dict[str, Any]:
         params = endpoint.message_params(_single_input(body), body.task_settings)
         message = await self._within(time_limit, self._call(endpoint, params, False, time_limit))
-        usage = message.usage
-        self.metrics.count_tokens(endpoint.inference_id, usage and usage.input_tokens,
-                                  usage and usage.output_tokens)
-        return {"completion": [{"result": block.text} for block in message.content or []
-                               if block.type == "text"]}
+        usage = _usage(message)
+        self.metrics.count_tokens(endpoint.inference_id, usage.get("input_tokens"),
+                                  usage.get("output_tokens"))
+        # Read as leniently as the SDK does (it does not validate a Message either).
+        content = message.get("content")
+        return {"completion": [{"result": block.get("text")}
+                               for block in content if isinstance(block, dict)
+                               and block.get("type") == "text"]
+                if isinstance(content, list) else []}
 
     async def stream(self, endpoint: Endpoint, body: InferenceRequestBody,
                      time_limit: TimeValue) -> AsyncGenerator[str, None]:
@@ -187,23 +196,26 @@ class Gateway:
         return self._texts(endpoint, upstream)
 
     async def _texts(self, endpoint: Endpoint,
-                     upstream: anthropic.AsyncStream[Any]) -> AsyncGenerator[str, None]:
+                     upstream: MessageStream) -> AsyncGenerator[str, None]:
         key = endpoint.api_key.get_secret_value()
         try:
-            async for event in upstream:
-                if event.type == "message_start":
-                    usage = event.message.usage
+            async for event in upstream.events():
+                kind = event.get("type")
+                if kind == "content_block_delta":
+                    delta = event.get("delta") or {}
+                    if delta.get("type") == "text_delta" and delta.get("text"):
+                        yield delta["text"]
+                elif kind == "content_block_start":
+                    block = event.get("content_block") or {}
+                    if block.get("type") == "text" and block.get("text"):
+                        yield block["text"]
+                elif kind == "message_start":
                     self.metrics.count_tokens(endpoint.inference_id,
-                                              usage and usage.input_tokens, None)
-                elif event.type == "content_block_start":
-                    if event.content_block.type == "text" and event.content_block.text:
-                        yield event.content_block.text
-                elif event.type == "content_block_delta":
-                    if event.delta.type == "text_delta" and event.delta.text:
-                        yield event.delta.text
-                elif event.type == "message_delta":
+                                              _usage(event.get("message")).get("input_tokens"),
+                                              None)
+                elif kind == "message_delta":
                     self.metrics.count_tokens(endpoint.inference_id, None,
-                                              event.usage.output_tokens)
+                                              _usage(event).get("output_tokens"))
         except Exception as error:
             self.metrics.upstream.labels(endpoint.inference_id, status_label(error)).inc()
             failure = to_es_error(error, endpoint.inference_id, key)
@@ -211,7 +223,7 @@ class Gateway:
             raise failure from None
         finally:
             # Also runs when the client went away: closing drops the upstream connection.
-            await upstream.close()
+            upstream.close()
 
     async def _call(self, endpoint: Endpoint, params: dict[str, Any], stream: bool,
                     time_limit: TimeValue) -> Any:
@@ -223,8 +235,8 @@ class Gateway:
         async def attempt() -> Any:
             try:
                 # Elasticsearch sends "stream" only when streaming; so do we.
-                result = await endpoint.client.messages.create(
-                    **params, **({"stream": True} if stream else {}))
+                result = await (endpoint.client.stream(params) if stream
+                                else endpoint.client.create(params))
             except Exception as error:
                 self.metrics.upstream.labels(inference_id, status_label(error)).inc()
                 raise
@@ -306,6 +318,11 @@ class Gateway:
         if self.state is not None:
             await self.state.save([e.stored() for e in sorted(
                 self._endpoints.values(), key=lambda e: e.inference_id)])
+
+
+def _usage(holder: Any) -> dict[str, Any]:
+    usage = holder.get("usage") if isinstance(holder, dict) else None
+    return usage if isinstance(usage, dict) else {}
 
 
 def _single_input(body: InferenceRequestBody) -> str:

@@ -1,0 +1,155 @@
+"""``inference-operator dev``: the whole product on one machine, for trying it out.
+
+A local control plane, the CRD and admission policies, the Anthropic emulator (or the
+real API when ``ANTHROPIC_API_KEY`` is set), the gateway, the operator, and the examples.
+``--check`` proves the path end to end and exits 0 or 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import IO
+
+import yaml
+
+from inference_operator.api.generate import crd_yaml, policies_yaml
+from inference_operator.checkout import checkout_path
+from inference_operator.controlplane import binaries, launcher
+from inference_operator.controlplane.kubectl import Kubectl, KubectlError
+from inference_operator.devstack.processes import ProcessFailed, Stack
+
+REAL_ANTHROPIC = "https://api.anthropic.com"
+NAMESPACE = "default"
+
+
+class CheckFailed(RuntimeError):
+    pass
+
+
+def _say(out: IO[str], message: str) -> None:
+    print(message, file=out, flush=True)
+
+
+def _examples() -> list[dict]:
+    folder = checkout_path("examples")
+    if folder is None:
+        raise CheckFailed("no examples/ folder next to the package (run from a checkout)")
+    return [doc for path in sorted(folder.glob("*.yaml"))
+            for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def _use_real_key(examples: list[dict], api_key: str) -> list[dict]:
+    """Swap the placeholder in the example Secret for the real key, never printing it."""
+    for doc in examples:
+        if doc["kind"] == "Secret":
+            doc["stringData"] = {k: api_key for k in doc.get("stringData", {})}
+    return examples
+
+
+def _post(url: str, body: dict) -> urllib.request.Request:
+    return urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+
+
+def check(stack: Stack, kubectl: Kubectl, out: IO[str]) -> None:
+    """Ready, one completion and one stream through the gateway; CheckFailed otherwise."""
+    endpoints = json.loads(kubectl.run("get", "iep", "-n", NAMESPACE, "-o", "json").stdout)
+    if not endpoints["items"]:
+        raise CheckFailed("no InferenceEndpoint was created from examples/")
+    for item in endpoints["items"]:
+        name = item["metadata"]["name"]
+        try:
+            kubectl.wait_for_condition(f"iep/{name}", "Ready", NAMESPACE, timeout=60)
+        except KubectlError as error:
+            status = kubectl.get("iep", name, NAMESPACE).get("status", {})
+            raise CheckFailed(f"{name} did not become Ready: {error}; status: "
+                              f"{json.dumps(status.get('conditions'))}") from None
+        _say(out, f"check: {name} is Ready")
+    url = kubectl.get("iep", endpoints["items"][0]["metadata"]["name"], NAMESPACE)["status"]["url"]
+    try:
+        with urllib.request.urlopen(_post(url, {"input": "Say hello"}), timeout=60) as r:
+            text = json.load(r)["completion"][0]["result"]
+        _say(out, f"check: completion ok: {text[:60]!r}")
+        deltas = 0
+        with urllib.request.urlopen(_post(f"{url}/_stream", {"input": "Count"}), timeout=60) as r:
+            for line in r:
+                if line.startswith(b"event: error"):
+                    raise CheckFailed(f"the stream reported an error: {r.read(500)!r}")
+                if line.startswith(b"data: [DONE]"):
+                    break
+                deltas += line.startswith(b"data: ")
+        if not deltas:
+            raise CheckFailed("the stream ended without any delta")
+        _say(out, f"check: stream ok: {deltas} deltas, then [DONE]")
+    except urllib.error.HTTPError as error:
+        raise CheckFailed(f"{error.url} answered {error.code}: {error.read()[:500]!r}") from None
+    except (urllib.error.URLError, OSError) as error:
+        raise CheckFailed(f"gateway unreachable at {url}: {error}") from None
+
+
+def run(check_only: bool, out: IO[str] = sys.stdout) -> int:
+    work_dir = Path(checkout_path() or Path.cwd()) / ".cache" / "dev"
+    shutil.rmtree(work_dir, ignore_errors=True)
+    real_key = os.environ.get("ANTHROPIC_API_KEY")
+    stack = Stack(work_dir, api_keys=(), anthropic_base_url=REAL_ANTHROPIC if real_key else None)
+    stop = threading.Event()
+    if not check_only:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
+    try:
+        _say(out, "starting the control plane ...")
+        plane = launcher.start(work_dir / "controlplane")
+    except (launcher.ControlPlaneError, binaries.BinaryUnavailable) as error:
+        _say(sys.stderr, f"dev: {error}")
+        return 1
+    kubectl = Kubectl(binaries.resolve("kubectl"), plane.kubeconfig)
+    try:
+        kubectl.apply(crd_yaml())
+        kubectl.wait_for_condition(
+            "crd/inferenceendpoints.inference-operator.dev", "Established", timeout=30)
+        kubectl.apply(policies_yaml())
+        if real_key is None:
+            stack.start(stack.emulator())
+        stack.start(stack.gateway())
+        stack.start(stack.operator(plane.kubeconfig))
+        examples = _examples()
+        if real_key:
+            examples = _use_real_key(examples, real_key)
+        kubectl.apply(examples, NAMESPACE)
+        upstream = "the real Anthropic API" if real_key else f"the emulator at {stack.emulator_url}"
+        _say(out, f"""
+inference-operator dev is up ({upstream}).
+  kubeconfig:  export KUBECONFIG={plane.kubeconfig}
+  kubectl:     {kubectl.binary} get iep -A
+  gateway:     {stack.gateway_url}
+  logs:        {work_dir}/{{gateway,operator,emulator}}.log
+  try:         curl -s -XPOST {stack.gateway_url}/_inference/completion/anthropic_completion \\
+                 -H 'Content-Type: application/json' -d '{{"input": "Say hello"}}'
+""")
+        if check_only:
+            check(stack, kubectl, out)
+            _say(out, "dev --check: OK")
+            return 0
+        _say(out, "Ctrl-C stops everything.")
+        while not stop.wait(1):
+            for service in stack.services.values():
+                if not service.running():
+                    raise ProcessFailed(f"{service.name} exited")
+        return 0
+    except (CheckFailed, ProcessFailed, KubectlError) as error:
+        _say(sys.stderr, f"dev{' --check' if check_only else ''}: FAILED: {error}")
+        _say(sys.stderr, stack.log_tails())
+        return 1
+    finally:
+        stack.stop()
+        plane.stop()
