@@ -27,9 +27,11 @@ test: binaries
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Re-renders every file generated from the API models (CRDs, admission policies, docs
-# tables); tests fail when a checked-in copy differs from a fresh render.
+# tables, manifests/install.yaml from the chart); tests fail when a checked-in copy differs
+# from a fresh render.
 generate: $(STAMP)
 	$(CLI) crd --write .
+	$(BIN)/python tests/install/chart_render.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check operator tests
@@ -40,8 +42,10 @@ controlplane: binaries
 dev: binaries
 	$(CLI) dev
 
+# Every benchmark (bench/run.py), bounded in time; results into docs/benchmarks.md.
 bench: binaries
-	$(BIN)/python bench/gateway/run.py $(BENCH_ARGS)
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

@@ -1,0 +1,106 @@
+"""Fixtures for the install paths: renders of the chart and the objects they need."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from chart_render import ROOT, documents, helm_template
+
+from inference_operator.api.models import CRD_NAME
+from inference_operator.controlplane.kubeconfig import write_token_kubeconfig
+from inference_operator.controlplane.kubectl import Kubectl
+
+# Just enough of the Prometheus Operator's CRD for the API server to accept a
+# ServiceMonitor in a server-side dry run.
+SERVICE_MONITOR_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
+    "spec": {
+        "group": "monitoring.coreos.com",
+        "names": {"kind": "ServiceMonitor", "listKind": "ServiceMonitorList",
+                  "plural": "servicemonitors", "singular": "servicemonitor"},
+        "scope": "Namespaced",
+        "versions": [{
+            "name": "v1", "served": True, "storage": True,
+            "schema": {"openAPIV3Schema": {
+                "type": "object", "x-kubernetes-preserve-unknown-fields": True,
+            }},
+        }],
+    },
+}
+
+
+@pytest.fixture(scope="session")
+def crd_installed(kubectl: Kubectl) -> None:
+    """The InferenceEndpoint CRD alone, as `kubectl apply -k manifests/crds/` installs it
+    (kubectl resolves resource names through discovery, so RBAC checks need it)."""
+    kubectl.run("apply", "-k", str(ROOT / "manifests" / "crds"))
+    kubectl.wait_for_condition(f"crd/{CRD_NAME}", "Established", timeout=30)
+
+
+@pytest.fixture(scope="session")
+def service_monitor_crd(kubectl: Kubectl) -> None:
+    kubectl.apply(SERVICE_MONITOR_CRD)
+    kubectl.wait_for_condition(
+        "crd/servicemonitors.monitoring.coreos.com", "Established", timeout=30
+    )
+
+
+@pytest.fixture
+def release() -> str:
+    """A release name of its own, so cluster-scoped objects never collide between tests."""
+    return f"r{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def make_namespaces(kubectl: Kubectl) -> Iterator:
+    """Factory: fresh namespaces (the `namespace` fixture gives only one)."""
+    made: list[str] = []
+
+    def make(count: int) -> list[str]:
+        names = [f"t-{uuid.uuid4().hex[:10]}" for _ in range(count)]
+        for name in names:
+            kubectl.run("create", "namespace", name)
+        made.extend(names)
+        return names
+
+    yield make
+    for name in made:
+        kubectl.run("delete", "namespace", name, "--wait=false", check=False)
+
+
+RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+
+
+@pytest.fixture
+def chart_service_account(
+    kubectl: Kubectl, control_plane, crd_installed, namespace: str, release: str,
+    tmp_path: Path,
+) -> Iterator:
+    """Factory: apply the chart's ServiceAccount and RBAC (rendered with these helm
+    arguments) for real, and return a kubeconfig that acts as that ServiceAccount with a
+    token the API server issued."""
+    applied: list[dict] = []
+
+    def install(*values: str) -> Path:
+        rendered = documents(helm_template(*values, release=release, namespace=namespace).stdout)
+        rbac = [doc for doc in rendered if doc["kind"] in RBAC_KINDS]
+        applied.extend(rbac)
+        kubectl.apply(rbac)
+        (account,) = (doc["metadata"]["name"] for doc in rbac if doc["kind"] == "ServiceAccount")
+        token = kubectl.run("create", "token", account, "-n", namespace).stdout.strip()
+        path = tmp_path / "operator.kubeconfig"
+        write_token_kubeconfig(path, control_plane.kubeconfig, token)
+        whoami = Kubectl(kubectl.binary, path).run(
+            "auth", "whoami", "-o=jsonpath={.status.userInfo.username}")
+        assert whoami.stdout == f"system:serviceaccount:{namespace}:{account}"
+        return path
+
+    yield install
+    for document in applied:  # namespaced ones go with their namespaces
+        if document["kind"].startswith("Cluster"):
+            kubectl.run("delete", document["kind"], document["metadata"]["name"], check=False)

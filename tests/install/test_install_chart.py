@@ -1,0 +1,166 @@
+"""The chart lints, renders with every values file, and every render is accepted by the
+real API server; a typo in values stops `helm install` before anything is created."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from chart_render import CHART, ROOT, ci_values_files, documents, helm_template
+
+from inference_operator.api.generate import CRD_FILE, POLICIES_FILE
+from inference_operator.controlplane import binaries
+from inference_operator.controlplane.kubectl import Kubectl
+
+# None: the default values.
+VALUES_CASES = [None, *(path.name for path in ci_values_files())]
+
+
+def values_args(name: str | None) -> list[str]:
+    return [f"--values={CHART / 'ci' / name}"] if name else []
+
+
+def ci_values(name: str | None) -> dict:
+    return yaml.safe_load((CHART / "ci" / name).read_text()) if name else {}
+
+
+def helm(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(binaries.resolve("helm")), f"--kubeconfig={kubeconfig}", *args],
+        capture_output=True, text=True, check=False, timeout=120,
+    )
+
+
+@pytest.mark.parametrize("values", VALUES_CASES)
+def test_helm_lint_is_clean(values: str | None) -> None:
+    result = subprocess.run(
+        [str(binaries.resolve("helm")), "lint", "--strict", str(CHART), *values_args(values)],
+        capture_output=True, text=True, check=False, timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("values", VALUES_CASES)
+def test_every_render_is_accepted_by_the_api_server(
+    values: str | None, kubectl: Kubectl, namespace: str, release: str, request,
+) -> None:
+    if ci_values(values).get("serviceMonitor", {}).get("enabled"):
+        request.getfixturevalue("service_monitor_crd")
+    for watched in ci_values(values).get("watchNamespaces", []):
+        kubectl.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": watched}})
+    # Pod Security "restricted" in warn mode: the server reports any pod template that
+    # would break it, so the dry run below also checks the hardening.
+    kubectl.run("label", "namespace", namespace, "pod-security.kubernetes.io/warn=restricted",
+                "pod-security.kubernetes.io/enforce=restricted")
+    rendered = helm_template(*values_args(values), release=release, namespace=namespace).stdout
+
+    result = kubectl.run("apply", "--dry-run=server", "-f", "-", stdin=rendered)
+
+    kinds = {doc["kind"] for doc in documents(rendered)}
+    assert {"Deployment", "Service", "ServiceAccount"} <= kinds
+    assert result.stdout.count("(server dry run)") == len(documents(rendered))
+    assert "PodSecurity" not in result.stderr, result.stderr
+
+
+def test_the_helm_test_pod_is_admitted_under_restricted_pod_security(
+    kubectl: Kubectl, namespace: str, release: str
+) -> None:
+    kubectl.run("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
+    rendered = helm_template(
+        "--show-only=templates/tests/test-gateway.yaml", release=release, namespace=namespace
+    ).stdout
+    (pod,) = documents(rendered)
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+
+    kubectl.run("create", "--dry-run=server", "-f", "-", stdin=rendered)
+
+
+@pytest.mark.parametrize(
+    ("typo", "field"),
+    [
+        ("gatway.port=9300", "gatway"),  # a misspelled top-level key
+        ("operator.verifyUpstreams=false", "verifyUpstreams"),  # a misspelled nested key
+        ("networkPolicy.ingresFrom[0].podSelector.matchLabels.a=b", "ingresFrom"),
+    ],
+)
+def test_a_values_typo_fails_helm_install_with_a_schema_error(
+    typo: str, field: str, control_plane, kubectl: Kubectl, namespace: str, release: str
+) -> None:
+    result = helm(control_plane.kubeconfig, "install", release, str(CHART),
+                  f"--namespace={namespace}", f"--set={typo}")
+
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert f"'{field}' not allowed" in result.stderr, result.stderr
+    assert kubectl.run("get", "all,secrets", "-n", namespace, "-o", "name").stdout.count(
+        release) == 0
+
+
+def test_install_upgrade_to_namespaced_mode_and_uninstall(
+    control_plane, kubectl: Kubectl, namespace: str, make_namespaces, release: str
+) -> None:
+    """A real release: NOTES tell how to call an endpoint, switching to namespaced RBAC
+    replaces the ClusterRole with per-namespace Roles, uninstall leaves nothing behind.
+    (The CRD is shared by the whole test session, so this release does not manage it.)"""
+    kubeconfig = control_plane.kubeconfig
+    installed = helm(kubeconfig, "install", release, str(CHART), f"--namespace={namespace}",
+                     "--set=crds.install=false")
+    assert installed.returncode == 0, installed.stderr
+    assert (f"kubectl port-forward -n {namespace} svc/{release}-inference-operator-gateway"
+            in installed.stdout)
+    assert kubectl.run("get", "clusterrole", f"{release}-inference-operator").returncode == 0
+
+    team_a, team_b = make_namespaces(2)
+    upgraded = helm(kubeconfig, "upgrade", release, str(CHART), f"--namespace={namespace}",
+                    "--reuse-values", f"--set=watchNamespaces={{{team_a},{team_b}}}")
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert f"It watches InferenceEndpoints in: {team_a}, {team_b}." in upgraded.stdout
+    gone = kubectl.run("get", "clusterrole", f"{release}-inference-operator", check=False)
+    assert "NotFound" in gone.stderr
+    for team in (team_a, team_b):
+        kubectl.get("role", f"{release}-inference-operator", team)
+        kubectl.get("rolebinding", f"{release}-inference-operator", team)
+    deployment = kubectl.get("deployment", f"{release}-inference-operator", namespace)
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [a for a in args if a.startswith("--namespace=")] == [
+        f"--namespace={team_a}", f"--namespace={team_b}"]
+
+    uninstalled = helm(kubeconfig, "uninstall", release, f"--namespace={namespace}")
+    assert uninstalled.returncode == 0, uninstalled.stderr
+    left = kubectl.run("get", "deployment,service,serviceaccount,role,rolebinding", "-A",
+                       "-l", f"app.kubernetes.io/instance={release}", "-o", "name").stdout
+    assert left == ""
+
+
+def generated(name: str) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all((ROOT / "crds" / name).read_text()) if doc]
+
+
+def test_the_chart_carries_the_generated_crd_and_policies_and_keeps_them() -> None:
+    rendered = documents(helm_template("--show-only=templates/crds.yaml").stdout)
+
+    for document in rendered:
+        assert document["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+        assert document["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+        del document["metadata"]["annotations"]
+        document["metadata"]["labels"] = {"app.kubernetes.io/part-of": "inference-operator"}
+    def by_name(documents: list[dict]) -> dict:
+        return {(d["kind"], d["metadata"]["name"]): d for d in documents}
+
+    assert by_name(rendered) == by_name(generated(CRD_FILE) + generated(POLICIES_FILE))
+
+
+def test_crds_can_be_left_out_or_released_without_the_keep_policy() -> None:
+    without_keep = documents(
+        helm_template("--show-only=templates/crds.yaml", "--set=crds.keep=false").stdout)
+    assert sorted(d["kind"] for d in without_keep) == [
+        "CustomResourceDefinition",
+        "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding", "ValidatingAdmissionPolicyBinding",
+    ]
+    assert all("annotations" not in d["metadata"] for d in without_keep)
+
+    kinds = {d["kind"] for d in documents(helm_template("--set=crds.install=false").stdout)}
+    assert not kinds & {"CustomResourceDefinition", "ValidatingAdmissionPolicy"}
