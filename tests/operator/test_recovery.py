@@ -66,3 +66,27 @@ def test_an_operator_killed_mid_reconcile_converges_after_restart(
     # At most one per operator life: the status is read back, so no repeat after restart
     # for an object whose Ready was already written.
     assert max(serving.values()) <= 2, serving
+
+
+def test_deleting_while_the_gateway_is_down_does_not_hang(
+    stack, kubectl, namespace, tmp_path
+):
+    gateway = stack.services["gateway"]
+    # A gateway with a state file comes back with what it had, the deleted one included.
+    gateway.argv += ["--state-file", str(tmp_path / "gateway-state.json")]
+    gateway.stop()
+    gateway.start()
+    iid = f"{namespace}-orphan"
+    kubectl.apply([secret("anthropic"), endpoint("orphan", inference_id=iid)], namespace)
+    kubectl.wait_for_condition("iep/orphan", "Ready", namespace)
+    poll(lambda: complete(stack, iid)[0] == 200, timeout=10, message="never served")
+
+    gateway.kill()
+    try:
+        kubectl.run("delete", "iep", "orphan", "-n", namespace, "--timeout=15s")
+    finally:
+        gateway.start()
+
+    # Restored from its state file with the orphan, then told the full set by the operator.
+    poll(lambda: complete(stack, iid)[0] == 404, timeout=10,
+         message="the deleted endpoint is still served after the gateway's return")

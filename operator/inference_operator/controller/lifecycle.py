@@ -36,6 +36,9 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 60
+    # kopf would list and watch CRDs (and namespaces) to discover resources; the operator
+    # serves one known resource, and least-privilege RBAC rightly refuses those reads.
+    settings.scanning.disabled = True
 
 
 @kopf.on.startup()

@@ -73,10 +73,14 @@ class Controller:
     # -- triggers ----------------------------------------------------------------------
 
     async def reconcile(self, body: Body) -> None:
-        if body["metadata"].get("deletionTimestamp"):
-            return  # the delete handler owns the way out
         key = key_of(body)
         async with self._locks.setdefault(key, asyncio.Lock()):
+            # Whatever triggered this may hold an older body than kopf's index, which is
+            # updated before any handler runs; acting on a stale one could serve a
+            # resource that is already being deleted.
+            body = self.indices.body(key) or body
+            if body["metadata"].get("deletionTimestamp") or key not in self.indices.endpoints:
+                return  # deleted, or the delete handler owns the way out
             outcome, detail = await self._converge(key, body)
             await self._report(body, outcome, detail)
         self._schedule_retry(key, outcome)
@@ -101,10 +105,10 @@ class Controller:
         key = key_of(body)
         inference_id = effective_inference_id(body)
         async with self._locks.setdefault(key, asyncio.Lock()):
-            if self._holds(key, inference_id):
-                await self.gateway.delete_endpoint(inference_id)  # GatewayUnavailable: kopf retries
-                self._pushed.pop(inference_id, None)
             self._served.pop(key, None)
+            if self._holds(key, inference_id):
+                log.info("%s/%s deleted; %r leaves the gateway", *key, inference_id)
+                await self._delete_from_gateway(inference_id)
         self._locks.pop(key, None)
         self._retries.pop(key, None)
         self._written.pop(key, None)
@@ -125,6 +129,8 @@ class Controller:
         removed = await self.gateway.sync(set(self._served.values()))
         if removed:
             log.info("full sync removed stale endpoint(s) %s from the gateway", removed)
+            for inference_id in removed:
+                self._pushed.pop(inference_id, None)
 
     # -- convergence -------------------------------------------------------------------
 
@@ -135,12 +141,17 @@ class Controller:
     async def _release(self, key: Key, inference_id: str) -> None:
         """Stop serving: a rejected or missing key must not stay in use."""
         if self._served.get(key) == inference_id or self._holds(key, inference_id):
-            try:
-                await self.gateway.delete_endpoint(inference_id)
-            except GatewayUnavailable:
-                pass  # the full sync after the gateway returns leaves it out
-            self._pushed.pop(inference_id, None)
+            await self._delete_from_gateway(inference_id)
         self._served.pop(key, None)
+
+    async def _delete_from_gateway(self, inference_id: str) -> None:
+        try:
+            await self.gateway.delete_endpoint(inference_id)
+        except GatewayUnavailable:
+            # Never block a deletion on the gateway: the full sync that follows its
+            # return lists only the ids still held, which drops this one.
+            log.warning("gateway unavailable; %r is dropped at its next sync", inference_id)
+        self._pushed.pop(inference_id, None)
 
     async def _converge(self, key: Key, body: Body) -> tuple[Outcome, dict[str, Any]]:
         spec = body.get("spec") or {}
@@ -189,15 +200,18 @@ class Controller:
                 await self._release(key, inference_id)
                 return upstream_problem, detail
 
+        # Claimed before the push, so a concurrent full sync lists it even while the
+        # push is in flight and does not remove what is about to be served.
+        self._served[key] = inference_id
         try:
             await self._push(inference_id, task_type, spec, resolved.api_key)
         except GatewayUnavailable as error:
             return Outcome.waiting(Reason.GATEWAY_UNAVAILABLE, str(error)), detail
         except GatewayRejected as error:
+            self._served.pop(key, None)
             return Outcome.needs_human(
                 Reason.SPEC_INVALID, f"the gateway refused the endpoint: {error}"
             ), detail
-        self._served[key] = inference_id
         if upstream_problem is not None:
             return upstream_problem, detail  # served, but the upstream check must run again
         return Outcome.serving(
@@ -240,9 +254,8 @@ class Controller:
         }
         if _without_none(status) == _without_none({k: old.get(k) for k in status}):
             return
-        await self.kube.patch_status(metadata["namespace"], metadata["name"], status)
-        self._written[key] = status
-
+        # Events first: a crash between the two then repeats an Event after restart
+        # instead of losing it (the status read back would hide the transition).
         before = ready_condition(old)
         if before is None or (before.get("status"), before.get("reason")) != (
             "True" if outcome.ready else "False", outcome.reason
@@ -253,6 +266,8 @@ class Controller:
         if old.get("observedGeneration") != generation:
             for warning in spec_warnings(body.get("spec") or {}):
                 await self.kube.post_event(body, "Warning", "SpecWarning", str(warning))
+        await self.kube.patch_status(metadata["namespace"], metadata["name"], status)
+        self._written[key] = status
 
     # -- retries -----------------------------------------------------------------------
 
