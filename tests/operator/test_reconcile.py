@@ -7,8 +7,10 @@ import copy
 import json
 import threading
 import time
+import uuid
 from pathlib import Path
 
+import pytest
 from operator_support import (
     KEY,
     REJECTED_KEY,
@@ -211,3 +213,18 @@ def test_a_spec_stored_under_a_laxer_crd_is_reported_invalid(stack, kubectl, nam
     assert "spec.task_settings.temperature: must be less than or equal to 1" in message
     assert condition(obj, "Stalled")["status"] == "True"
     assert complete(stack, "lax")[0] == 404
+
+
+def test_deleting_the_namespace_does_not_hang(stack, kubectl, control_plane):
+    if control_plane.is_local and "kube-controller-manager" not in control_plane.logs():
+        pytest.skip("no kube-controller-manager (KUBEBUILDER_ASSETS without it)")
+    namespace = f"gone-{uuid.uuid4().hex[:8]}"
+    iid = f"{namespace}-ep"
+    kubectl.run("create", "namespace", namespace)
+    kubectl.apply([secret("anthropic"), endpoint("ep", inference_id=iid)], namespace)
+    kubectl.wait_for_condition("iep/ep", "Ready", namespace)
+
+    kubectl.run("delete", "namespace", namespace, "--timeout=60s", timeout=90)
+
+    assert complete(stack, iid)[0] == 404
+    assert kubectl.run("get", "namespace", namespace, check=False).returncode != 0

@@ -11,6 +11,7 @@ Resolution order:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -25,6 +26,8 @@ from pathlib import Path
 from inference_operator.checkout import checkout_path
 
 BINARY_NAMES = ("etcd", "kube-apiserver", "kubectl", "helm")
+# Optional: envtest-style asset folders lack it; the harness then runs without it.
+CONTROLLER_MANAGER = "kube-controller-manager"
 
 
 @dataclass(frozen=True)
@@ -35,17 +38,31 @@ class GoTool:
     module_dir: str
     pinned_module: str
     package: str
+    # Source builds report v0.0.0 unless told their version (helm's kubeVersion checks read it).
+    stamps_kubernetes_version: bool = False
+
+    def ldflags(self, version: str) -> str:
+        flags = ["-s", "-w"]
+        if self.stamps_kubernetes_version:
+            major, minor = version.lstrip("v").split(".")[:2]
+            flags += [
+                f"-X k8s.io/component-base/version.gitVersion={version}",
+                f"-X k8s.io/component-base/version.gitMajor={major}",
+                f"-X k8s.io/component-base/version.gitMinor={minor}",
+                "-X k8s.io/component-base/version.gitTreeState=clean",
+            ]
+        return " ".join(flags)
 
 
 TOOLS: dict[str, GoTool] = {
     tool.name: tool
     for tool in (
         GoTool("etcd", "etcd", "go.etcd.io/etcd/server/v3", "go.etcd.io/etcd/server/v3"),
-        GoTool(
-            "kube-apiserver", "kubernetes", "k8s.io/kubernetes",
-            "k8s.io/kubernetes/cmd/kube-apiserver",
+        *(
+            GoTool(name, "kubernetes", "k8s.io/kubernetes", f"k8s.io/kubernetes/cmd/{name}",
+                   stamps_kubernetes_version=True)
+            for name in ("kube-apiserver", "kubectl", CONTROLLER_MANAGER)
         ),
-        GoTool("kubectl", "kubernetes", "k8s.io/kubernetes", "k8s.io/kubernetes/cmd/kubectl"),
         GoTool("helm", "helm", "helm.sh/helm/v4", "helm.sh/helm/v4/cmd/helm"),
     )
 }
@@ -77,8 +94,10 @@ def pinned_version(tool: GoTool, sources: Path) -> str:
 
 
 def cached_path(tool: GoTool, sources: Path) -> Path:
+    """Keyed by the pinned version and the build flags: a change of either builds anew."""
     version = pinned_version(tool, sources)
-    return cache_root() / f"{tool.module_dir}-{version}" / tool.name
+    recipe = hashlib.sha256(tool.ldflags(version).encode()).hexdigest()[:8]
+    return cache_root() / f"{tool.module_dir}-{version}-{recipe}" / tool.name
 
 
 def _report_progress(name: str, log: Path, done: threading.Event, out) -> None:
@@ -125,7 +144,8 @@ def build(tool: GoTool, sources: Path, out=sys.stderr) -> Path:
         reporter.start()
         with log.open("w") as log_file:
             result = subprocess.run(
-                [go, "build", "-v", "-ldflags=-s -w", "-o", str(partial), tool.package],
+                [go, "build", "-v", f"-ldflags={tool.ldflags(pinned_version(tool, sources))}",
+                 "-o", str(partial), tool.package],
                 cwd=sources / tool.module_dir,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
@@ -166,4 +186,12 @@ def resolve(name: str, *, build_missing: bool = True, out=sys.stderr) -> Path:
 
 
 def resolve_all(out=sys.stderr) -> dict[str, Path]:
-    return {name: resolve(name, out=out) for name in BINARY_NAMES}
+    """The required binaries, plus kube-controller-manager unless an asset folder
+    without it was given."""
+    found = {name: resolve(name, out=out) for name in BINARY_NAMES}
+    try:
+        found[CONTROLLER_MANAGER] = resolve(CONTROLLER_MANAGER, out=out)
+    except BinaryUnavailable:
+        if not os.environ.get("KUBEBUILDER_ASSETS"):
+            raise
+    return found

@@ -187,8 +187,27 @@ def _apiserver_argv(
     ]
 
 
-def start(work_dir: Path | None = None, out: IO[str] = sys.stderr) -> ControlPlane:
+def _controller_manager_argv(binary: Path, kubeconfig: Path, work_dir: Path) -> list[str]:
+    return [
+        str(binary),
+        f"--kubeconfig={kubeconfig}",
+        # Namespace deletion and garbage collection make deleting a namespace real; the
+        # controllers that would need nodes or a cloud stay off.
+        "--controllers=namespace,garbagecollector",
+        "--leader-elect=false",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={free_port()}",
+        f"--cert-dir={work_dir / 'controller-manager-certs'}",
+        "--v=1",
+    ]
+
+
+def start(
+    work_dir: Path | None = None, out: IO[str] = sys.stderr, *, controllers: bool = True
+) -> ControlPlane:
     """Start etcd and kube-apiserver on free loopback ports; returns once /readyz is ok.
+    With ``controllers`` (and the binary at hand) kube-controller-manager runs the
+    namespace and garbage-collector controllers too, started without waiting for it.
 
     Honours ``USE_EXISTING_CLUSTER=true`` (with ``KUBECONFIG``): nothing is started.
     """
@@ -222,12 +241,28 @@ def start(work_dir: Path | None = None, out: IO[str] = sys.stderr) -> ControlPla
         )
         _wait_ready(plane, time.monotonic() + READY_TIMEOUT_SECONDS)
         write_admin_kubeconfig(plane.kubeconfig, server, certs)
+        manager = _optional_binary(binaries.CONTROLLER_MANAGER) if controllers else None
+        if manager is not None:
+            controller_manager = _Process(
+                binaries.CONTROLLER_MANAGER, work_dir / "kube-controller-manager.log"
+            )
+            plane.processes.append(controller_manager)
+            controller_manager.start(
+                _controller_manager_argv(manager, plane.kubeconfig, work_dir)
+            )
     except BaseException:
         plane.keep_work_dir = True  # leave the logs for the error message's reader
         plane.stop()
         raise
     plane.startup_seconds = time.monotonic() - began
     return plane
+
+
+def _optional_binary(name: str) -> Path | None:
+    try:
+        return binaries.resolve(name)
+    except binaries.BinaryUnavailable:
+        return None
 
 
 def existing_cluster() -> ControlPlane:
