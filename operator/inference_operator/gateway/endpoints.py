@@ -5,6 +5,7 @@ Messages API parameters of a request."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from pydantic import SecretStr
@@ -36,7 +37,7 @@ class Endpoint:
                 "model_id": self.model_id,
                 "rate_limit": {"requests_per_minute": self.requests_per_minute},
             },
-            "task_settings": self.task_settings.model_dump(exclude_none=True),
+            "task_settings": dict(self._settings),
         }
 
     def stored(self) -> dict[str, Any]:
@@ -45,14 +46,13 @@ class Endpoint:
         record["service_settings"]["api_key"] = self.api_key.get_secret_value()
         return record
 
+    @cached_property
+    def _settings(self) -> dict[str, Any]:
+        # Dumped once per endpoint, not once per request.
+        return self.task_settings.model_dump(exclude_none=True)
+
     def message_params(self, text: str, override: TaskSettingsOverride | None) -> dict[str, Any]:
-        settings = self.task_settings.model_dump(exclude_none=True)
-        if override is not None:
-            settings.update(override.given())
-        # temperature/top_k/top_p go into the body only when set, as Elasticsearch sends them.
-        return {
-            "model": self.model_id,
-            "max_tokens": settings.pop("max_tokens"),
-            "messages": [{"role": "user", "content": text}],
-            **settings,
-        }
+        settings = self._settings if override is None else {**self._settings, **override.given()}
+        # max_tokens, plus temperature/top_k/top_p only when set, as Elasticsearch sends them.
+        return {"model": self.model_id, "messages": [{"role": "user", "content": text}],
+                **settings}

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import time
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from inference_operator.gateway import errors, routes, validation
+from inference_operator.gateway import errors, jsoncodec, routes, validation
 from inference_operator.gateway.errors import ESError
 from inference_operator.gateway.metrics import UNKNOWN_ID
 from inference_operator.gateway.routes import Action, Route
@@ -49,7 +48,7 @@ async def _product_header(_: web.Request, response: web.StreamResponse) -> None:
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(text=json.dumps(body), status=status, headers=headers,
+    return web.Response(body=jsoncodec.dumps(body), status=status, headers=headers,
                         content_type="application/json")
 
 
@@ -199,7 +198,7 @@ async def _stream(request: web.Request, gateway: Gateway, route: Route) -> web.S
 
 def _event(name: str, data: Any) -> bytes:
     # No byte-order mark (Elasticsearch sends one per event; strict parsers choke on it).
-    return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+    return b"event: %s\ndata: %s\n\n" % (name.encode(), jsoncodec.dumps(data))
 
 
 def _observe(gateway: Gateway, inference_id: str, stream: str, status: int,

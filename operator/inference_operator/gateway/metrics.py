@@ -3,11 +3,33 @@ in one process, as in tests). Labels are inference ids, never anything from a ke
 
 from __future__ import annotations
 
+from typing import Generic, TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 # Requests for ids that do not exist are counted under this label: client-chosen ids
 # must not create new series.
 UNKNOWN_ID = "_unknown"
+
+M = TypeVar("M", bound=MetricWrapperBase)
+
+
+class Labelled(Generic[M]):
+    """A labelled metric whose children are looked up once: prometheus_client's
+    ``labels()`` validates, takes a lock and builds a tuple on every call, which showed
+    in the profile of the request path at ~5 % of the gateway's CPU."""
+
+    def __init__(self, metric: M) -> None:
+        self.metric = metric
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def labels(self, *values: str) -> M:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self.metric.labels(*values)
+        return child
+
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -16,28 +38,28 @@ class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter(
+        self.requests = Labelled(Counter(
             "inference_gateway_requests", "Inference requests answered, by HTTP status.",
-            ["inference_id", "stream", "status"], registry=r)
-        self.duration = Histogram(
+            ["inference_id", "stream", "status"], registry=r))
+        self.duration = Labelled(Histogram(
             "inference_gateway_request_duration_seconds",
             "Time from request to the last byte of the answer.",
-            ["inference_id", "stream"], buckets=_LATENCY_BUCKETS, registry=r)
-        self.queue_wait = Histogram(
+            ["inference_id", "stream"], buckets=_LATENCY_BUCKETS, registry=r))
+        self.queue_wait = Labelled(Histogram(
             "inference_gateway_queue_wait_seconds", "Time spent waiting for a rate-limit token.",
-            ["inference_id"], buckets=_LATENCY_BUCKETS, registry=r)
-        self.queued = Gauge(
+            ["inference_id"], buckets=_LATENCY_BUCKETS, registry=r))
+        self.queued = Labelled(Gauge(
             "inference_gateway_queued_requests", "Requests waiting for a rate-limit token.",
-            ["inference_id"], registry=r)
-        self.upstream = Counter(
+            ["inference_id"], registry=r))
+        self.upstream = Labelled(Counter(
             "inference_gateway_upstream_requests", "Calls to Anthropic, by outcome.",
-            ["inference_id", "status"], registry=r)
-        self.retries = Counter(
+            ["inference_id", "status"], registry=r))
+        self.retries = Labelled(Counter(
             "inference_gateway_upstream_retries", "Retried calls to Anthropic, by cause.",
-            ["inference_id", "cause"], registry=r)
-        self.tokens = Counter(
+            ["inference_id", "cause"], registry=r))
+        self.tokens = Labelled(Counter(
             "inference_gateway_tokens", "Tokens reported by Anthropic.",
-            ["inference_id", "kind"], registry=r)
+            ["inference_id", "kind"], registry=r))
         self.endpoints = Gauge(
             "inference_gateway_endpoints", "Inference endpoints configured.", registry=r)
         self.ready = Gauge(

@@ -1,11 +1,11 @@
 """Anthropic's Messages API on the gateway's hot path, and the mapping of its failures to
 retry verdicts and Elasticsearch errors.
 
-Why not the ``anthropic`` SDK here: measured in one run (docs/benchmarks.md, "SDK on the
-hot path"), a call through the SDK with its aiohttp transport costs about 1.5 ms of CPU
-more than the same request sent with aiohttp directly, which alone is more than the
-1 ms p50 the gateway may add; and importing the SDK adds ~47 MiB of RSS and ~2 s of
-start-up, more than half the gateway's 80 MiB budget. The wire format is small: the body
+Why not the ``anthropic`` SDK here (measured by every ``make bench``, docs/benchmarks.md,
+"Why not the SDK on the hot path"): a call through the SDK with its aiohttp transport
+costs ~3 ms of CPU against ~0.6 ms for this client, more than the 1 ms p50 the gateway
+may add in all; and importing the SDK adds ~42 MiB of RSS and ~2 s of start-up, half the
+gateway's 80 MiB budget. The wire format is small: the body
 is JSON the gateway builds anyway, the answer a JSON Message, streaming is SSE with an
 ``event:`` line per event. What we took from the SDK is pinned by tests against the
 installed SDK (tests/gateway/test_gateway_wire.py): the auth and version headers it
@@ -19,13 +19,15 @@ its own capped policy (retry.py)."""
 from __future__ import annotations
 
 import email.utils
-import json
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
 
+from inference_operator.gateway import jsoncodec
 from inference_operator.gateway.errors import ESError
 from inference_operator.gateway.retry import Verdict
 
@@ -83,10 +85,14 @@ class Upstream:
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        # The session must be created inside the running loop.
+        # The session must be created inside the running loop. HTTP(S)_PROXY/NO_PROXY are
+        # honoured as the SDK (httpx) did, looked up once here instead of per request.
+        # No cookie jar: the Messages API needs none, and filtering cookies cost ~2 % of
+        # the gateway's CPU per request in the profile.
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS),
-            timeout=self._timeout, skip_auto_headers=("User-Agent",))
+            cookie_jar=aiohttp.DummyCookieJar(), timeout=self._timeout,
+            skip_auto_headers=("User-Agent",), proxy=_env_proxy(self._url))
 
     async def close(self) -> None:
         if self._session is not None:
@@ -119,7 +125,7 @@ class Client:
         async with response:
             raw = await _read(response)
         try:
-            message = json.loads(raw)
+            message = jsoncodec.loads(raw)
         except ValueError:
             raise MalformedReply("the answer is not JSON") from None
         if not isinstance(message, dict):
@@ -132,9 +138,10 @@ class Client:
 
     async def _send(self, params: dict[str, Any]) -> aiohttp.ClientResponse:
         try:
-            response = await self._session.post(self._url, data=json.dumps(params),
+            response = await self._session.post(self._url, data=jsoncodec.dumps(params),
                                                 headers=self._headers)
-        except (aiohttp.ClientConnectionError, aiohttp.ServerTimeoutError) as error:
+        except aiohttp.ClientError as error:
+            # Any transport failure before an answer, as the SDK's APIConnectionError.
             raise ConnectionFailed(type(error).__name__) from error
         if response.status >= 300:
             async with response:
@@ -158,7 +165,7 @@ class MessageStream:
                 raise StatusError(self._response.status, self._response.headers,
                                   _json_or_text(data.encode()))
             if data:
-                yield json.loads(data)
+                yield jsoncodec.loads(data)
 
     def close(self) -> None:
         # Closing (rather than releasing) drops the connection of an unfinished stream, so
@@ -166,39 +173,52 @@ class MessageStream:
         self._response.close()
 
 
+def _env_proxy(url: str) -> str | None:
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if urllib.request.proxy_bypass(host):
+        return None
+    return urllib.request.getproxies().get(urllib.parse.urlsplit(url).scheme)
+
+
 async def _server_sent_events(content: aiohttp.StreamReader
                               ) -> AsyncIterator[tuple[str | None, str]]:
-    """(event, data) per SSE event (WHATWG event-stream rules, ``\\n`` or ``\\r\\n``
+    """(event, data) per SSE event (WHATWG event-stream rules, ``\n`` or ``\r\n``
     line ends): several ``data:`` lines join with newlines, comments and ``id``/``retry``
-    are ignored, an event without a ``data:`` or ``event:`` field is not dispatched."""
+    are ignored, an event without a ``data:`` or ``event:`` field is not dispatched.
+
+    Reads whatever arrived and splits it here: one await per network read rather than
+    one per line (an event is two or three lines)."""
     name: str | None = None
     data: list[str] = []
-    async for raw in content:
-        line = raw.decode().rstrip("\r\n")
-        if not line:
-            if name is not None or data:
-                yield name, "\n".join(data)
-            name, data = None, []
-            continue
-        field, _, value = line.partition(":")
-        if value.startswith(" "):
-            value = value[1:]
-        if field == "event":
-            name = value
-        elif field == "data":
-            data.append(value)
+    pending = b""
+    async for chunk in content.iter_any():
+        *lines, pending = (pending + chunk).split(b"\n")
+        for raw in lines:
+            line = raw.decode().rstrip("\r")
+            if not line:
+                if name is not None or data:
+                    yield name, "\n".join(data)
+                name, data = None, []
+                continue
+            field, _, value = line.partition(":")
+            if value.startswith(" "):
+                value = value[1:]
+            if field == "event":
+                name = value
+            elif field == "data":
+                data.append(value)
 
 
 async def _read(response: aiohttp.ClientResponse) -> bytes:
     try:
         return await response.read()
-    except (aiohttp.ClientConnectionError, aiohttp.ServerTimeoutError) as error:
+    except aiohttp.ClientError as error:
         raise ConnectionFailed(type(error).__name__) from error
 
 
 def _json_or_text(raw: bytes) -> Any:
     try:
-        return json.loads(raw)
+        return jsoncodec.loads(raw)
     except ValueError:
         return raw.decode(errors="replace")
 

@@ -1,0 +1,124 @@
+"""LiteLLM proxy as the peer: installed by the bench into its own throwaway venv under
+``.cache/`` (never a dependency of the product) and run offline, one worker, against the
+same emulator (setup from ../shared/reference/gateway-peer-measurements.md)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+# The version measured in the reference; --litellm-spec picks another.
+DEFAULT_SPEC = "litellm[proxy]==1.108.7"
+INSTALL_TIMEOUT = 900.0
+START_TIMEOUT = 120.0
+
+# Every switch that keeps LiteLLM from fetching remote config or sending telemetry.
+_OFFLINE_ENV = {
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    "LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS": "True",
+    "LITELLM_LOCAL_AUTOROUTER_PRESETS": "True",
+    "LITELLM_LOCAL_BLOG_POSTS": "True",
+    "LITELLM_LOCAL_POLICY_TEMPLATES": "True",
+    "LITELLM_TELEMETRY_DISABLED": "true",
+    "HF_HUB_OFFLINE": "1",
+    "NO_PROXY": "127.0.0.1,localhost",
+}
+
+
+class Unavailable(Exception):
+    """LiteLLM could not be installed or started; the message says why."""
+
+
+def ensure_installed(venv: Path, spec: str, log: Path) -> str:
+    """The venv's LiteLLM version, installing it first when missing or different."""
+    python = venv / "bin" / "python"
+    stamp = venv / ".installed-spec"
+    if python.exists() and stamp.exists() and stamp.read_text() == spec:
+        return _version(python)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print(f"installing {spec} into {venv} (once; ~1 min, ~750 MB; log: {log})", flush=True)
+    try:
+        with log.open("w") as out:
+            subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True,
+                           stdout=out, stderr=subprocess.STDOUT, timeout=120)
+            subprocess.run([str(python), "-m", "pip", "install", "--quiet", spec], check=True,
+                           stdout=out, stderr=subprocess.STDOUT, timeout=INSTALL_TIMEOUT)
+    except (OSError, subprocess.SubprocessError) as error:
+        raise Unavailable(f"cannot install {spec}: {error} (see {log})") from None
+    stamp.write_text(spec)
+    return _version(python)
+
+
+def _version(python: Path) -> str:
+    result = subprocess.run([str(python), "-m", "pip", "show", "litellm"], capture_output=True,
+                            text=True, timeout=60)
+    for line in result.stdout.splitlines():
+        if line.startswith("Version:"):
+            return line.split(":", 1)[1].strip()
+    raise Unavailable(f"litellm is not installed in {python.parent.parent}")
+
+
+@dataclass
+class LiteLLM:
+    process: subprocess.Popen
+    url: str
+    master_key: str
+    log: Path
+
+    def stop(self) -> None:
+        # Its own session: stop the whole group it may have forked, by our child's id.
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+        except ProcessLookupError:
+            pass
+
+
+def start(venv: Path, *, port: int, upstream: str, model: str, api_key: str,
+          log: Path) -> LiteLLM:
+    """One worker on 127.0.0.1:port, routing ``model`` to the emulator at ``upstream``."""
+    work = Path(tempfile.mkdtemp(prefix="litellm-bench-"))
+    config = work / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "model_list": [{"model_name": model, "litellm_params": {
+            "model": f"anthropic/{model}", "api_base": upstream, "api_key": api_key}}],
+        "litellm_settings": {"drop_params": True},
+    }))
+    master_key = "sk-" + secrets.token_hex(32)  # it refuses to start without one
+    env = {k: v for k, v in os.environ.items()
+           if k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
+    env.update(_OFFLINE_ENV, LITELLM_MASTER_KEY=master_key)
+    out = log.open("w")
+    process = subprocess.Popen(
+        [str(venv / "bin" / "litellm"), "--config", str(config), "--host", "127.0.0.1",
+         "--port", str(port), "--num_workers", "1"],
+        cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    out.close()
+    return LiteLLM(process, f"http://127.0.0.1:{port}", master_key, log)
+
+
+def wait_ready(peer: LiteLLM, probe: Callable[[], bool], timeout: float = START_TIMEOUT) -> float:
+    """Seconds until ``probe()`` is true; raises Unavailable when the process dies or the
+    time runs out."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if peer.process.poll() is not None:
+            raise Unavailable(f"LiteLLM exited with {peer.process.returncode} "
+                              f"(see {peer.log})")
+        if probe():
+            return time.monotonic() - started
+        time.sleep(0.5)
+    raise Unavailable(f"LiteLLM did not answer within {timeout:.0f} s (see {peer.log})")

@@ -1,0 +1,27 @@
+"""JSON on the hot path: orjson where it is safe to, the standard library elsewhere.
+
+Encoding (the upstream body, every answer, one event per streamed delta) and decoding the
+upstream's replies cost ~2 µs with orjson instead of ~30 µs with ``json`` per request
+(docs/benchmarks.md). Client request bodies stay with ``json``: orjson reads integers
+past 64 bits as floats, which would change what validation says about them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+
+
+def loads(raw: bytes | str) -> Any:
+    """An upstream reply; what orjson refuses (NaN, invalid UTF-8, ...) goes to ``json``,
+    so nothing the SDK (``json`` too) read is lost."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
+
+
+def dumps(value: Any) -> bytes:
+    """Compact UTF-8 JSON."""
+    return orjson.dumps(value)
