@@ -12,11 +12,14 @@ import kopf
 
 from inference_operator.api.models import GROUP, PLURAL, VERSION
 from inference_operator.controller.claims import claim_of, effective_inference_id
+from inference_operator.controller.kube import SecretValue
 from inference_operator.controller.reconciler import Controller
 from inference_operator.controller.secrets import secret_ref
 
 log = logging.getLogger(__name__)
 RESOURCE = (GROUP, VERSION, PLURAL)
+_KEPT_METADATA = ("name", "namespace", "uid", "generation", "resourceVersion",
+                  "creationTimestamp", "deletionTimestamp")
 
 
 def _not_deleting(body: kopf.Body, **_: Any) -> bool:
@@ -25,7 +28,13 @@ def _not_deleting(body: kopf.Body, **_: Any) -> bool:
 
 @kopf.index(*RESOURCE)
 async def endpoints(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict:
-    return {(namespace, name): dict(body)}
+    """What a reconcile needs, without managedFields and annotations, which can outweigh
+    the rest of an object many times (this index holds every endpoint)."""
+    metadata = {k: body.metadata.get(k) for k in _KEPT_METADATA if k in body.metadata}
+    return {(namespace, name): {
+        "apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
+        "metadata": metadata, "spec": body.get("spec"), "status": body.get("status"),
+    }}
 
 
 @kopf.index(*RESOURCE, when=_not_deleting)
@@ -57,9 +66,12 @@ async def endpoint_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event("", "v1", "secrets")
 async def secret_event(
-    namespace: str, name: str, by_secret: kopf.Index, memo: kopf.Memo, **_: Any
+    event: dict, body: kopf.Body, namespace: str, name: str, by_secret: kopf.Index,
+    memo: kopf.Memo, **_: Any,
 ) -> None:
     # Only Secrets some endpoint references matter; the rest cost one dict lookup.
     if (namespace, name) in by_secret:
         controller: Controller = memo.controller
-        controller.secret_changed(namespace, name)
+        secret = None if event.get("type") == "DELETED" else SecretValue(
+            dict(body.get("data") or {}), body["metadata"]["resourceVersion"])
+        controller.secret_changed(namespace, name, secret)

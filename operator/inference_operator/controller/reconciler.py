@@ -21,8 +21,8 @@ from inference_operator.controller.gateway_client import (
     GatewayRejected,
     GatewayUnavailable,
 )
-from inference_operator.controller.kube import Kube
-from inference_operator.controller.secrets import resolve_key, secret_ref
+from inference_operator.controller.kube import Kube, SecretValue
+from inference_operator.controller.secrets import SecretCache, secret_ref
 from inference_operator.controller.upstream import UpstreamVerifier
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,7 @@ class Controller:
         self.gateway = gateway
         self.verifier = verifier
         self.indices = Indices()
+        self.secrets = SecretCache(kube)
         self._locks: dict[Key, asyncio.Lock] = {}
         self._pushed: dict[str, str] = {}  # inference_id -> fingerprint of the pushed body
         self._served: dict[Key, str] = {}  # which inference_id each resource holds
@@ -97,7 +98,8 @@ class Controller:
         if body is not None:
             await self.reconcile(body)
 
-    def secret_changed(self, namespace: str, name: str) -> None:
+    def secret_changed(self, namespace: str, name: str, secret: SecretValue | None) -> None:
+        self.secrets.observed(namespace, name, secret)
         self.reconcile_soon(self.indices.by_secret.get((namespace, name), ()))
 
     async def withdraw(self, body: Body) -> None:
@@ -186,7 +188,7 @@ class Controller:
 
         ref = secret_ref(key[0], spec)
         assert ref is not None  # validated above
-        resolved = await resolve_key(self.kube, ref)
+        resolved = await self.secrets.resolve_key(ref)
         if isinstance(resolved, Outcome):
             await self._release(key, inference_id)
             return resolved, detail

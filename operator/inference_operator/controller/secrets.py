@@ -64,5 +64,20 @@ def key_from(ref: SecretRef, secret: SecretValue | None) -> ResolvedKey | Outcom
     return ResolvedKey(api_key, secret.resource_version)
 
 
-async def resolve_key(kube: Kube, ref: SecretRef) -> ResolvedKey | Outcome:
-    return key_from(ref, await kube.read_secret(ref.namespace, ref.name))
+class SecretCache:
+    """The referenced Secrets as the watch last delivered them, so a reconcile reads
+    no Secret from the API server; a miss (a reference newer than the last event) is
+    read once. Only referenced Secrets are kept; ``None`` records a known absence."""
+
+    def __init__(self, kube: Kube) -> None:
+        self._kube = kube
+        self._secrets: dict[tuple[str, str], SecretValue | None] = {}
+
+    def observed(self, namespace: str, name: str, secret: SecretValue | None) -> None:
+        self._secrets[(namespace, name)] = secret
+
+    async def resolve_key(self, ref: SecretRef) -> ResolvedKey | Outcome:
+        cache_key = (ref.namespace, ref.name)
+        if cache_key not in self._secrets:
+            self._secrets[cache_key] = await self._kube.read_secret(ref.namespace, ref.name)
+        return key_from(ref, self._secrets[cache_key])
