@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CLI := $(BIN)/inference-operator
 
-.PHONY: .venv dev test lint controlplane binaries bench clean generate
+.PHONY: .venv dev test soak lint controlplane binaries bench clean generate
 
 # Only builds the virtualenv (package + test extras); reinstalls when pyproject.toml changes.
 .venv: $(STAMP)
@@ -25,6 +25,12 @@ binaries: $(STAMP)
 test: binaries
 	$(BIN)/ruff check operator tests
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The longer variants of the fault tests (docs/reliability.md): RELIABILITY_SCALE control-
+# plane restarts in a row per test and a burst RELIABILITY_SCALE x 100 creates under SIGKILL.
+RELIABILITY_SCALE ?= 5
+soak: binaries
+	RELIABILITY_SCALE=$(RELIABILITY_SCALE) $(BIN)/pytest tests/reliability tests/operator/test_recovery.py -p no:warnings -s $(PYTEST_ARGS)
 
 # Re-renders every file generated from the API models (CRDs, admission policies, docs
 # tables, manifests/install.yaml from the chart); tests fail when a checked-in copy differs

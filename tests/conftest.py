@@ -1,4 +1,6 @@
-"""Shared fixtures: one real control plane per test session, a fresh namespace per test.
+"""Shared fixtures: one real control plane per test session, a fresh namespace per test,
+and one ``stack`` (emulator, gateway and operator as real processes) per session, shared
+by tests/operator and tests/reliability: two operators on one cluster would fight.
 
 ``USE_EXISTING_CLUSTER=true`` with ``KUBECONFIG`` runs the same suite against a real
 cluster (kind, ...); ``KUBEBUILDER_ASSETS`` supplies prebuilt binaries.
@@ -16,6 +18,10 @@ from kubernetes import client, config
 from inference_operator.controlplane import binaries, launcher
 from inference_operator.controlplane.kubeconfig import write_token_kubeconfig
 from inference_operator.controlplane.kubectl import Kubectl
+from inference_operator.devstack.processes import Stack
+from operator_support import KEY, ROTATED_KEY
+
+REPO = Path(__file__).resolve().parents[1]
 
 _planes: list[launcher.ControlPlane] = []  # running now: their logs go into failure reports
 _started: list[launcher.ControlPlane] = []  # for the closing summary
@@ -71,11 +77,36 @@ def service_account_kubeconfig(
     return make
 
 
+@pytest.fixture(scope="session")
+def crd_installed(kubectl: Kubectl) -> None:
+    kubectl.run("apply", "-f", str(REPO / "crds"))
+    kubectl.wait_for_condition(
+        "crd/inferenceendpoints.inference-operator.dev", "Established", timeout=30
+    )
+
+
+@pytest.fixture(scope="session")
+def stack(control_plane, crd_installed, tmp_path_factory) -> Iterator[Stack]:
+    """The operator against the real control plane, a real gateway and the emulator, each
+    a separate process started the way a user starts it."""
+    stack = Stack(tmp_path_factory.mktemp("stack"), api_keys=(KEY, ROTATED_KEY))
+    try:
+        stack.start(stack.emulator())
+        stack.start(stack.gateway())
+        stack.start(stack.operator(control_plane.kubeconfig))
+        yield stack
+    finally:
+        stack.stop()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report = yield
     if report.failed and _planes:
         report.sections.append(("control plane logs", _planes[-1].log_tails()))
+    stack = getattr(item, "funcargs", {}).get("stack")
+    if report.when == "call" and report.failed and isinstance(stack, Stack):
+        report.sections.append(("stack logs", stack.log_tails()))
     return report
 
 

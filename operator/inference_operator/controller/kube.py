@@ -22,6 +22,10 @@ from inference_operator.api.models import GROUP, PLURAL, VERSION
 
 COMPONENT = "inference-operator"
 log = logging.getLogger(__name__)
+# kubernetes_asyncio logs every response body at DEBUG ("response body: ..."), the Secrets
+# read for their keys included (base64 hides nothing), and ``run --verbose`` puts the root
+# logger at DEBUG. This logger stays at INFO so a debug run never writes a key into a log.
+logging.getLogger("kubernetes_asyncio.client.rest").setLevel(logging.INFO)
 
 
 @dataclass(frozen=True)

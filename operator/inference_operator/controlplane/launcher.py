@@ -52,13 +52,18 @@ class _Process:
     log_path: Path
     popen: subprocess.Popen[bytes] | None = None
     _log_file: IO[bytes] | None = None
+    argv: list[str] = field(default_factory=list)  # kept, so a restart reuses flags and ports
 
-    def start(self, argv: list[str]) -> None:
-        self._log_file = self.log_path.open("wb")
+    def start(self, argv: list[str] | None = None) -> None:
+        """Start with ``argv``, or, without it, restart with the argv of the last start
+        (its log then continues instead of starting over)."""
+        if argv is not None:
+            self.argv = list(argv)
+        self._log_file = self.log_path.open("wb" if argv is not None else "ab")
         # A process group of its own, so Ctrl-C in a terminal reaches only our
         # launcher, which then stops the children in order.
         self.popen = subprocess.Popen(
-            argv, stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            self.argv, stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
 
@@ -102,6 +107,22 @@ class ControlPlane:
             f"--- last lines of {name} ({path}) ---\n{tail(path, lines)}"
             for name, path in self.logs().items()
         )
+
+    def restart(self, *names: str) -> None:
+        """Stop the named processes and start them again with the same argv (same ports,
+        data directory and certificates), then wait until the API server is ready again.
+        For fault tests: clients and watches must survive it. Stops later-started
+        processes first, as ``stop`` does, and starts in the original order."""
+        chosen = [process for process in self.processes if process.name in names]
+        if not self.is_local or len(chosen) != len(set(names)):
+            raise ValueError(
+                f"cannot restart {names}: have {[p.name for p in self.processes]}"
+            )
+        for process in reversed(chosen):
+            process.stop()
+        for process in chosen:
+            process.start()
+        _wait_ready(self, time.monotonic() + READY_TIMEOUT_SECONDS)
 
     def stop(self) -> None:
         # API server first, so it does not spin on a vanished etcd.

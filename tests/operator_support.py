@@ -1,0 +1,211 @@
+"""Helpers for the tests that drive the session's ``stack`` (tests/operator,
+tests/reliability): manifests, status probes, gateway and emulator calls, restarts with
+other flags, and the search for leaked keys."""
+
+from __future__ import annotations
+
+import base64
+import collections
+import hashlib
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from inference_operator.controlplane.kubectl import Kubectl, poll
+from inference_operator.devstack.processes import Service, Stack
+
+# Distinctive, obviously fake keys: the hygiene checks search every output for them.
+KEY = "sk-ant-test-PRIMARY-4f1d9c7b2e"
+ROTATED_KEY = "sk-ant-test-ROTATED-8a3e6b1f0c"
+REJECTED_KEY = "sk-ant-test-REJECTED-77c2d"
+ALL_KEYS = (KEY, ROTATED_KEY, REJECTED_KEY)
+
+
+def secret(name: str, key: str = KEY, data_key: str = "api_key") -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+        "type": "Opaque", "data": {data_key: base64.b64encode(key.encode()).decode()},
+    }
+
+
+def endpoint(
+    name: str, secret_name: str = "anthropic", *, model: str = "claude-sonnet-4-5",
+    max_tokens: int = 64, inference_id: str | None = None, rpm: int = 6000,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "task_type": "completion",
+        "service": "anthropic",
+        "service_settings": {
+            "api_key": {"secret_key_ref": {"name": secret_name}},
+            "model_id": model,
+            "rate_limit": {"requests_per_minute": rpm},
+        },
+        "task_settings": {"max_tokens": max_tokens},
+    }
+    if inference_id:
+        spec["inference_id"] = inference_id
+    return {
+        "apiVersion": "inference-operator.dev/v1alpha1", "kind": "InferenceEndpoint",
+        "metadata": {"name": name}, "spec": spec,
+    }
+
+
+def condition(obj: dict[str, Any], kind: str = "Ready") -> dict[str, Any]:
+    for item in (obj.get("status") or {}).get("conditions") or ():
+        if item["type"] == kind:
+            return item
+    return {}
+
+
+def wait_reason(
+    kubectl: Kubectl, namespace: str, name: str, reason: str, timeout: float = 30
+) -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        obj = kubectl.get("iep", name, namespace)
+        return obj if condition(obj).get("reason") == reason else None
+
+    return poll(probe, timeout=timeout, interval=0.2, message=f"{name} never reached {reason}")
+
+
+def http(method: str, url: str, body: Any = None, token: str | None = None,
+         timeout: float = 30) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        url, method=method, data=None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json",
+                 **({"Authorization": f"Bearer {token}"} if token else {})},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+def complete(stack: Stack, inference_id: str, text: str = "hello") -> tuple[int, Any]:
+    return http("POST", f"{stack.gateway_url}/_inference/completion/{inference_id}",
+                {"input": text})
+
+
+def emulator_requests(stack: Stack) -> list[dict[str, Any]]:
+    return http("GET", f"{stack.emulator_url}/_emulator/requests")[1]
+
+
+def wait_caught_up(
+    kubectl: Kubectl, namespace: str, name: str, timeout: float = 30
+) -> dict[str, Any]:
+    """Ready=True for the current generation: a ``kubectl wait`` on Ready alone would pass
+    on the status written for the previous spec."""
+    def probe() -> dict[str, Any] | None:
+        obj = kubectl.get("iep", name, namespace)
+        status = obj.get("status") or {}
+        current = status.get("observedGeneration") == obj["metadata"]["generation"]
+        return obj if current and condition(obj).get("status") == "True" else None
+
+    return poll(probe, timeout=timeout, interval=0.2,
+                message=f"{name} not Ready at its current generation")
+
+
+def events(kubectl: Kubectl, namespace: str) -> list[dict[str, Any]]:
+    return json.loads(kubectl.run("get", "events", "-n", namespace, "-o", "json").stdout)["items"]
+
+
+def event_counts(kubectl: Kubectl, namespace: str) -> collections.Counter[tuple[str, str]]:
+    """How many Events each (object name, reason) got."""
+    return collections.Counter(
+        (e["involvedObject"]["name"], e["reason"]) for e in events(kubectl, namespace))
+
+
+@contextmanager
+def restarted_with(service: Service, *extra: str) -> Iterator[Service]:
+    """Run ``service`` with extra flags (later flags win in argparse), then put the
+    original back, so the session's other tests see the stack they expect."""
+    original = list(service.argv)
+    service.stop()
+    service.argv = [*original, *extra]
+    service.start()
+    try:
+        yield service
+    finally:
+        service.stop()
+        service.argv = original
+        service.start()
+
+
+def key_forms(key: str) -> dict[str, str]:
+    """Every form a key could leak in: as is, as a Secret's ``data`` holds it, and as a
+    fingerprint (the status may carry neither the key nor a hash of it)."""
+    return {
+        "literal": key,
+        "base64": base64.b64encode(key.encode()).decode(),
+        "sha256": hashlib.sha256(key.encode()).hexdigest(),
+    }
+
+
+def find_leaks(
+    outputs: Mapping[str, str], keys: Iterable[str] = ALL_KEYS
+) -> list[tuple[str, str, str]]:
+    """(where, key, form) for every output that holds any form of any key."""
+    return [(where, key, form) for where, text in outputs.items() for key in keys
+            for form, value in key_forms(key).items() if value in text]
+
+
+def observable_outputs(stack: Stack, kubectl: Kubectl, namespace: str) -> dict[str, str]:
+    """Everything a user, an admin or a log collector can read, by where it came from."""
+    return {
+        "endpoints (status, annotations, managedFields)": kubectl.run(
+            "get", "iep", "-A", "-o", "json", "--show-managed-fields").stdout,
+        "events": kubectl.run("get", "events", "-A", "-o", "json").stdout,
+        "describe": kubectl.run("describe", "iep", "-n", namespace).stdout,
+        "operator log": stack.services["operator"].log_text(),
+        "gateway log": stack.services["gateway"].log_text(),
+        "gateway GET _inference": json.dumps(
+            http("GET", f"{stack.gateway_url}/_inference/_all")[1]),
+        "gateway admin GET _inference": json.dumps(
+            http("GET", f"{stack.admin_url}/_inference/_all", token=stack.admin_token)[1]),
+        "gateway metrics": urllib.request.urlopen(f"{stack.gateway_url}/metrics").read().decode(),
+        "gateway healthz": urllib.request.urlopen(f"{stack.gateway_url}/healthz").read().decode(),
+    }
+
+
+def run_main_flows(stack: Stack, kubectl: Kubectl, namespace: str) -> None:
+    """Every main flow once, with the distinctive keys, for the leak searches: serve,
+    rotate, reject, conflict, delete, and a Secret deleted, recreated without the data
+    key, then fixed."""
+    clean = f"{namespace}-clean"
+    kubectl.apply([secret("anthropic", KEY), secret("bad", REJECTED_KEY),
+                   endpoint("clean", inference_id=clean), endpoint("rejected", "bad")],
+                  namespace)
+    kubectl.wait_for_condition("iep/clean", "Ready", namespace)
+    assert complete(stack, clean)[0] == 200
+    kubectl.apply(secret("anthropic", ROTATED_KEY), namespace)
+    wait_reason(kubectl, namespace, "rejected", "UpstreamAuthFailed")
+    kubectl.apply(endpoint("twin", inference_id=clean), namespace)
+    wait_reason(kubectl, namespace, "twin", "InferenceIdConflict")
+    kubectl.run("delete", "iep", "twin", "-n", namespace, "--timeout=20s")
+
+    kubectl.run("delete", "secret", "anthropic", "-n", namespace)
+    wait_reason(kubectl, namespace, "clean", "SecretNotFound")
+    kubectl.apply(secret("anthropic", KEY, data_key="token"), namespace)
+    wait_reason(kubectl, namespace, "clean", "SecretKeyMissing")
+    kubectl.apply(secret("anthropic", KEY), namespace)
+    wait_reason(kubectl, namespace, "clean", "Serving")
+    poll(lambda: complete(stack, clean)[0] == 200, timeout=10, message="not served again")
+
+
+def assert_outputs_were_read(outputs: Mapping[str, str], namespace: str) -> None:
+    """The searches looked at real content, not empty strings or error pages."""
+    assert f"{namespace}-clean" in outputs["gateway GET _inference"]
+    assert "UpstreamAuthFailed" in outputs["events"]
+    assert "SecretNotFound" in outputs["events"]
+    assert "managedFields" in outputs["endpoints (status, annotations, managedFields)"]
+    assert "Serving" in outputs["operator log"]
+
+
+def emulator_requests_for(stack: Stack, model: str, after_seq: int = 0) -> list[dict[str, Any]]:
+    """The emulator's log for one model (completions and Models API checks alike): a
+    model id of a test's own keeps other tests' traffic out of the picture."""
+    return [r for r in emulator_requests(stack) if r["seq"] > after_seq and (
+        (r.get("body") or {}).get("model") == model or r["path"] == f"/v1/models/{model}")]

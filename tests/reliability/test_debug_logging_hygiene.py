@@ -1,0 +1,30 @@
+"""Debug logging must not change the key hygiene: the operator runs with ``--verbose``
+(kopf debug: the root logger at DEBUG, so every library's debug lines too) through the
+main flows, and no form of any key shows up anywhere a user or a log collector reads."""
+
+from __future__ import annotations
+
+from operator_support import (
+    assert_outputs_were_read,
+    find_leaks,
+    observable_outputs,
+    restarted_with,
+    run_main_flows,
+)
+
+
+def test_no_key_leaks_with_debug_logging(stack, kubectl, namespace):
+    operator = stack.services["operator"]
+    log_before = len(operator.log_text())
+    with restarted_with(operator, "--verbose"):
+        run_main_flows(stack, kubectl, namespace)
+        outputs = observable_outputs(stack, kubectl, namespace)
+
+    leaks = find_leaks(outputs)
+    assert leaks == [], leaks
+    assert_outputs_were_read(outputs, namespace)
+    # Debug lines were written, so the search covered them: kopf's own (Secret events
+    # included) and a client library's (the Anthropic SDK's, verifying the keys).
+    debug_part = outputs["operator log"][log_before:]
+    assert "Handler 'secret_event' succeeded" in debug_part
+    assert "Request options" in debug_part
