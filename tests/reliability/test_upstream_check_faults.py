@@ -83,13 +83,10 @@ def test_models_api_500_and_529_are_transient(stack, kubectl, namespace, models_
     assert counts[("new", UNAVAILABLE)] == 1 and counts[("old", UNAVAILABLE)] == 1, counts
 
 
-# BUG (reported in docs/reliability.md): the status message carries the upstream's code,
-# so a Models API flapping between 500 and 529 changes the status on every check; the
-# operator's own status patch comes back as an event, which reconciles and checks again at
-# once, bypassing the 2/5/10/30/60 s backoff: measured ~470 checks and ~490 status patches
-# in 20 s (2 checks with a steady 500). Strict: this fails once the loop is fixed; then
-# drop the mark.
-@pytest.mark.xfail(strict=True, reason="flapping upstream errors bypass the retry backoff")
+# Regression: the status message carries the upstream's code, so a Models API flapping
+# between 500 and 529 changed the status on every check, and the echo of the operator's
+# own status patch reconciled and checked again at once, bypassing the retry backoff
+# (~470 checks and ~490 status patches in 20 s before the fix; 2 with a steady 500).
 def test_a_flapping_models_api_is_checked_at_the_backoff_pace(
     stack, kubectl, namespace, models_api
 ):

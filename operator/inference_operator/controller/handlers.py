@@ -52,9 +52,9 @@ async def by_secret(body: kopf.Body, namespace: str, name: str, **_: Any) -> dic
 async def endpoint_event(
     event: dict, body: kopf.Body, memo: kopf.Memo, **_: Any
 ) -> None:
-    if event.get("type") == "DELETED":
-        return
     controller: Controller = memo.controller
+    if event.get("type") == "DELETED" or controller.is_status_echo(body):
+        return
     await controller.reconcile(dict(body))
 
 

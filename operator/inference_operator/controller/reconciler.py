@@ -86,6 +86,14 @@ class Controller:
             await self._report(body, outcome, detail)
         self._schedule_retry(key, outcome)
 
+    def is_status_echo(self, body: Body) -> bool:
+        """The watch event of our own status patch: the spec is the one last reconciled,
+        so reconciling again would only repeat the work (and, with a message that changes
+        each time, loop past the retry backoff). Every other cause has its own trigger."""
+        written = self._written.get(key_of(body))
+        return written is not None and written["observedGeneration"] == body["metadata"].get(
+            "generation") and not body["metadata"].get("deletionTimestamp")
+
     def reconcile_soon(self, keys: Iterable[Key], delay: float = 0.0) -> None:
         """Reconcile other resources from their latest indexed body, without waiting."""
         for key in keys:
