@@ -23,7 +23,7 @@ binaries: $(STAMP)
 	$(CLI) controlplane --build-only
 
 test: binaries
-	$(BIN)/ruff check operator tests
+	$(BIN)/ruff check --no-cache operator tests bench
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The longer variants of the fault tests (docs/reliability.md): RELIABILITY_SCALE control-
@@ -40,7 +40,7 @@ generate: $(STAMP)
 	$(BIN)/python tests/install/chart_render.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check operator tests
+	$(BIN)/ruff check --no-cache operator tests bench
 
 controlplane: binaries
 	$(CLI) controlplane

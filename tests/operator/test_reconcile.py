@@ -11,6 +11,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+
+from inference_operator.controlplane.kubectl import poll
 from operator_support import (
     KEY,
     REJECTED_KEY,
@@ -22,8 +24,6 @@ from operator_support import (
     secret,
     wait_reason,
 )
-
-from inference_operator.controlplane.kubectl import poll
 
 REPO = Path(__file__).resolve().parents[2]
 

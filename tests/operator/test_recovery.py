@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import time
 
-from operator_support import complete, endpoint, secret
-
 from inference_operator.controlplane.kubectl import poll
+from operator_support import complete, endpoint, secret
 
 
 def _resource_versions(kubectl, namespace: str) -> dict[str, str]:
