@@ -3,32 +3,30 @@ ephemeral ports; no Kubernetes is involved."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from gateway_support import (
-    ADMIN_TOKEN,
-    FAST_RETRY,
     GatewayFactory,
+    GatewayProcess,
     RunningEmulator,
     RunningGateway,
+    gateway_config,
+    start_emulator,
 )
 
-from inference_operator.emulator.app import Emulator, build_app
-from inference_operator.gateway.server import GatewayConfig, GatewayServer
+from inference_operator.gateway.server import GatewayServer
 
 
 @pytest.fixture
 async def emulator() -> AsyncIterator[RunningEmulator]:
-    state = Emulator()
-    runner = web.AppRunner(build_app(state), handler_cancellation=True, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    yield RunningEmulator(state, f"http://127.0.0.1:{runner.addresses[0][1]}")
-    await runner.cleanup()
+    running = await start_emulator()
+    yield running
+    assert running.runner is not None
+    await running.runner.cleanup()
 
 
 @pytest.fixture
@@ -37,12 +35,7 @@ async def make_gateway(emulator: RunningEmulator) -> AsyncIterator[GatewayFactor
     session = aiohttp.ClientSession()
 
     async def make(**overrides: Any) -> RunningGateway:
-        config = GatewayConfig(**{
-            "admin_token": ADMIN_TOKEN, "anthropic_base_url": emulator.url,
-            "host": "127.0.0.1", "port": 0, "admin_port": 0, "require_sync": False,
-            "retry": FAST_RETRY, **overrides,
-        })
-        server = GatewayServer(config)
+        server = GatewayServer(gateway_config(emulator.url, **overrides))
         await server.start()
         running = RunningGateway(server, session)
         started.append(running)
@@ -59,3 +52,19 @@ async def gateway(make_gateway: GatewayFactory) -> RunningGateway:
     return await make_gateway()
 
 
+
+
+@pytest.fixture
+async def gateway_process(emulator: RunningEmulator, tmp_path: Path
+                          ) -> AsyncIterator[Callable[..., Awaitable[GatewayProcess]]]:
+    """Factory: a real gateway process against the emulator; killed at the end."""
+    started: list[GatewayProcess] = []
+
+    async def spawn(*extra: str, **ports: int) -> GatewayProcess:
+        running = await GatewayProcess.start(tmp_path, emulator.url, *extra, **ports)
+        started.append(running)
+        return running
+
+    yield spawn
+    for running in started:
+        await running.stop()

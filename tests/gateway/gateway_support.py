@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 
-from inference_operator.emulator.app import Emulator
+from inference_operator.emulator.app import Emulator, build_app
 from inference_operator.emulator.script import FAULTS, Latency
 from inference_operator.gateway.retry import RetryPolicy
-from inference_operator.gateway.server import GatewayServer
+from inference_operator.gateway.server import GatewayConfig, GatewayServer
 
 ADMIN_TOKEN = "test-admin-token"
 API_KEY = "sk-ant-test-KEY-7f3a9c1e5b"
@@ -40,6 +49,12 @@ FAST_RETRY = RetryPolicy(initial_delay=0.02, max_delay=0.1)
 class RunningEmulator:
     state: Emulator
     url: str
+    runner: web.AppRunner | None = field(default=None, repr=False)
+
+    def connections(self) -> int:
+        """Connections open to the emulator now: the gateway's upstream connections."""
+        assert self.runner is not None and self.runner.server is not None
+        return len(self.runner.server.connections)
 
     def fail(self, *faults: dict[str, Any]) -> None:
         self.state.script.add(FAULTS.validate_python(list(faults)))
@@ -49,6 +64,23 @@ class RunningEmulator:
 
     def requests(self) -> list[Any]:
         return [e for e in self.state.log if e.path == "/v1/messages"]
+
+
+async def start_emulator() -> RunningEmulator:
+    state = Emulator()
+    runner = web.AppRunner(build_app(state), handler_cancellation=True, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return RunningEmulator(state, f"http://127.0.0.1:{runner.addresses[0][1]}", runner)
+
+
+def gateway_config(upstream_url: str, **overrides: Any) -> GatewayConfig:
+    """The tests' gateway: loopback, ephemeral ports, ready at once, fast retries."""
+    return GatewayConfig(**{
+        "admin_token": ADMIN_TOKEN, "anthropic_base_url": upstream_url,
+        "host": "127.0.0.1", "port": 0, "admin_port": 0, "require_sync": False,
+        "retry": FAST_RETRY, **overrides,
+    })
 
 
 @dataclass
@@ -93,9 +125,246 @@ GatewayFactory = Callable[..., Awaitable[RunningGateway]]
 
 
 def sse_events(text: str) -> list[tuple[str, str]]:
-    """(event, data) pairs of an SSE body."""
+    """(event, data) pairs of an SSE body. Lines end at "\n" only, as the gateway writes
+    them (SSE allows no other separator inside a line; str.splitlines() would also split
+    at U+0085 or U+2028, which JSON data may hold unescaped: fuzzing found that)."""
     events = []
-    for block in text.strip().split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+    for block in text.strip("\n").split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.split("\n") if ": " in line)
         events.append((fields.get("event", "message"), fields.get("data", "")))
     return events
+
+
+def is_es_error(payload: Any, status: int | None = None) -> bool:
+    """``{"error":{"root_cause":[{type,reason},…],"type","reason"},"status":N}``."""
+    if not isinstance(payload, dict) or set(payload) != {"error", "status"}:
+        return False
+    error = payload["error"]
+    if not isinstance(error, dict):
+        return False
+    causes = error.get("root_cause")
+    return (isinstance(payload["status"], int) and status in (None, payload["status"])
+            and isinstance(error.get("type"), str) and isinstance(error.get("reason"), str)
+            and isinstance(causes, list) and len(causes) > 0
+            and all(isinstance(c, dict) and isinstance(c.get("type"), str)
+                    and isinstance(c.get("reason"), str) for c in causes))
+
+
+def answer_problems(status: int, headers: Mapping[str, Any], body: bytes, *,
+                    upstream_fault: bool = False) -> list[str]:
+    """What is wrong with an answer by the rules every answer must follow: the product
+    header, no 5xx, no traceback, every error (JSON, or SSE ``event: error``) in the
+    Elasticsearch shape with the HTTP status (or, inside a 200 stream, its own).
+    ``headers`` as any client gives them: any letter case, values or lists of values.
+    ``upstream_fault``: a 502 (the upstream failed) is the expected answer."""
+    headers = {k.lower(): v[0] if isinstance(v, list) else v for k, v in headers.items()}
+    problems = []
+    if headers.get("x-elastic-product") != "Elasticsearch":
+        problems.append("no X-Elastic-Product: Elasticsearch header")
+    if status >= 500 and not (upstream_fault and status == 502):
+        problems.append(f"server error {status}")
+    if b"Traceback (most recent call last)" in body or b'File "/' in body:
+        problems.append("a traceback in the body")
+    if headers.get("content-type", "").startswith("text/event-stream"):
+        errors = [data for name, data in sse_events(body.decode(errors="replace"))
+                  if name == "error"]
+        if status >= 400 and len(errors) != 1:
+            problems.append(f"{status} stream without exactly one error event")
+        for data in errors:
+            try:
+                payload = json.loads(data)
+            except ValueError:
+                payload = None
+            if not is_es_error(payload, status if status >= 400 else None):
+                problems.append(f"error event not in the Elasticsearch shape: {data[:200]}")
+    elif status >= 400:
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            payload = None
+        if not is_es_error(payload, status):
+            problems.append(f"{status} not in the Elasticsearch shape: {body[:200]!r}")
+    return problems
+
+
+class ThreadedStack:
+    """The emulator and a gateway on an event loop in a thread of their own, for
+    synchronous clients (schemathesis, hypothesis) that would block a test's loop."""
+
+    def __init__(self, **overrides: Any) -> None:
+        self._overrides = overrides
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name="gateway-stack")
+        self.emulator: RunningEmulator | None = None
+        self.server: GatewayServer | None = None
+
+    def run(self, work: Awaitable[Any], timeout: float = 30.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(work, self._loop).result(timeout)  # type: ignore[arg-type]
+
+    def __enter__(self) -> ThreadedStack:
+        self._thread.start()
+        self.run(self._start())
+        return self
+
+    async def _start(self) -> None:
+        self.emulator = await start_emulator()
+        self.server = GatewayServer(gateway_config(self.emulator.url, **self._overrides))
+        await self.server.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.run(self._stop())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    async def _stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
+        if self.emulator is not None and self.emulator.runner is not None:
+            await self.emulator.runner.cleanup()
+
+    @property
+    def public(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.port}"
+
+    @property
+    def admin(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.admin_port}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class GatewayProcess:
+    """``inference-operator gateway`` as a real process (for SIGKILL and RSS)."""
+
+    process: asyncio.subprocess.Process
+    args: list[str]
+    port: int
+    admin_port: int
+    log: Path
+
+    @property
+    def public(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    @classmethod
+    async def start(cls, workdir: Path, upstream_url: str, *extra: str,
+                    port: int | None = None, admin_port: int | None = None) -> GatewayProcess:
+        token = workdir / "admin-token"
+        token.write_text(ADMIN_TOKEN)
+        port, admin_port = port or free_port(), admin_port or free_port()
+        args = [sys.executable, "-m", "inference_operator.cli.main", "gateway",
+                "--host", "127.0.0.1", "--port", str(port), "--admin-port", str(admin_port),
+                "--admin-token-file", str(token), "--anthropic-base-url", upstream_url,
+                "--ready-without-sync", "--retry-initial-delay", "0.02",
+                "--retry-max-delay", "0.1", *extra]
+        log = workdir / f"gateway-{port}.log"
+        with log.open("ab") as out:
+            process = await asyncio.create_subprocess_exec(*args, stdout=out, stderr=out)
+        running = cls(process, args, port, admin_port, log)
+        await running.wait_healthy()
+        return running
+
+    async def wait_healthy(self, seconds: float = 30.0) -> None:
+        deadline = time.monotonic() + seconds
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                if self.process.returncode is not None:
+                    raise RuntimeError(f"gateway exited: {self.log.read_text()[-2000:]}")
+                try:
+                    async with session.get(self.public + "/healthz") as response:
+                        if response.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise TimeoutError(f"gateway not healthy in {seconds}s: {self.log.read_text()[-2000:]}")
+
+    def rss_mib(self) -> float:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        kib = next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))
+        return int(kib) / 1024
+
+    async def kill(self) -> None:
+        if self.process.returncode is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+        await self.process.wait()
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            self.process.terminate()
+            try:
+                await asyncio.wait_for(self.process.wait(), 10)
+            except TimeoutError:
+                await self.kill()
+
+
+async def metric(session: aiohttp.ClientSession, base: str, name: str,
+                 labels: str = "") -> float:
+    """One sample of ``GET /metrics``, e.g. ``metric(s, url, "x", 'listener="public"')``."""
+    async with session.get(base + "/metrics") as response:
+        text = await response.text()
+    wanted = f"{name}{{{labels}}}" if labels else name
+    for line in text.splitlines():
+        sample, _, value = line.rpartition(" ")
+        if sample == wanted:
+            return float(value)
+    raise KeyError(wanted)
+
+
+async def raw_exchange(port: int, chunks: list[bytes], *, gap: float = 0.0,
+                       limit: float = 15.0) -> tuple[bytes, float]:
+    """Send ``chunks`` on a fresh connection (``gap`` seconds apart, stopping when the
+    gateway closes it), then read until it closes: (everything read, seconds from
+    connecting to the close). Bounded by ``limit``: TimeoutError if still open then."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    started = time.monotonic()
+
+    async def send() -> None:
+        for index, chunk in enumerate(chunks):
+            if index and gap:
+                await asyncio.sleep(gap)
+            if writer.is_closing():
+                return
+            writer.write(chunk)
+            try:
+                await writer.drain()
+            except ConnectionError:
+                return
+
+    sender = asyncio.create_task(send())
+    received = b""
+    try:
+        async with asyncio.timeout(limit):
+            while True:
+                try:
+                    data = await reader.read(65536)
+                except ConnectionError:
+                    break
+                if not data:
+                    break
+                received += data
+        return received, time.monotonic() - started
+    finally:
+        sender.cancel()
+        writer.close()
+
+
+def split_http(raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers, body) of one HTTP/1.1 answer read off the socket."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+    return int(lines[0].split()[1]), headers, body

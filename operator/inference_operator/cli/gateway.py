@@ -16,6 +16,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="requests that may wait per rate-limit group (0: unbounded)")
     parser.add_argument("--retry-initial-delay", type=float, default=1.0, help="seconds")
     parser.add_argument("--retry-max-delay", type=float, default=5.0, help="seconds")
+    parser.add_argument("--max-body-size", type=int, default=1024 * 1024,
+                        help="bytes; larger request bodies get 413 (default 1 MiB)")
+    parser.add_argument("--header-timeout", type=float, default=60.0,
+                        help="seconds for a connection to deliver a complete request head "
+                             "(from opening, or from the previous answer); also the idle "
+                             "keep-alive limit")
+    parser.add_argument("--body-timeout", type=float, default=60.0,
+                        help="seconds for a request body to arrive once its head has (408)")
     parser.add_argument("--access-log", action="store_true", help="log every request")
     parser.add_argument("--log-level", default="info")
 
@@ -51,5 +59,8 @@ def run(args: argparse.Namespace) -> int:
         retry=RetryPolicy(initial_delay=args.retry_initial_delay,
                           max_delay=args.retry_max_delay),
         access_log=args.access_log,
+        max_body_size=args.max_body_size,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
     ))
     return run_until_signal(server.start, server.stop)

@@ -21,9 +21,11 @@ from inference_operator.emulator.script import (
     DropFault,
     ErrorFault,
     Latency,
+    MalformedFault,
     Script,
     StreamDropFault,
     StreamErrorFault,
+    StreamTruncateFault,
 )
 
 LOG_LIMIT = 10_000
@@ -149,6 +151,10 @@ async def messages(request: web.Request) -> web.StreamResponse:
         if isinstance(fault, DropFault):
             entry.outcome = "dropped"
             return _drop(request)
+        if isinstance(fault, MalformedFault):
+            entry.outcome = "malformed"
+            return web.Response(body=fault.body.encode(), content_type=fault.content_type,
+                                headers={"request-id": wire.next_id("req")})
         reply = wire.Reply.for_request(body.model, body.messages, body.max_tokens)
         if not body.stream:
             await asyncio.sleep(latency.per_token * len(reply.deltas))
@@ -165,7 +171,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
 
 
 async def _stream(request: web.Request, entry: LoggedRequest, reply: wire.Reply,
-                  latency: Latency, fault: StreamErrorFault | StreamDropFault | None
+                  latency: Latency,
+                  fault: StreamErrorFault | StreamDropFault | StreamTruncateFault | None
                   ) -> web.StreamResponse:
     response = web.StreamResponse(headers={
         "Content-Type": "text/event-stream; charset=utf-8",
@@ -189,11 +196,16 @@ async def _stream(request: web.Request, entry: LoggedRequest, reply: wire.Reply,
 
 
 async def _break_stream(request: web.Request, response: web.StreamResponse,
-                        entry: LoggedRequest, fault: StreamErrorFault | StreamDropFault
+                        entry: LoggedRequest,
+                        fault: StreamErrorFault | StreamDropFault | StreamTruncateFault
                         ) -> web.StreamResponse:
     if isinstance(fault, StreamDropFault):
         entry.outcome = "stream dropped"
         return _drop(request)
+    if isinstance(fault, StreamTruncateFault):
+        entry.outcome = "stream truncated"
+        await response.write_eof()  # a clean end of the body, no message_stop
+        return response
     entry.outcome = f"stream error {fault.error_type}"
     error = wire.error_body(500, fault.message, fault.error_type)
     await response.write(wire.sse("error", error))

@@ -50,8 +50,27 @@ class StreamDropFault(_Fault):
     after: int = Field(default=1, ge=0)
 
 
+class StreamTruncateFault(_Fault):
+    """A streaming reply that sends ``after`` deltas, then ends the body cleanly, without
+    ``message_stop``: what a proxy that gives up on a long response produces."""
+
+    kind: Literal["stream_truncate"] = "stream_truncate"
+    after: int = Field(default=1, ge=0)
+
+
+class MalformedFault(_Fault):
+    """A 200 whose body is not JSON (``body``), for either kind of request: a broken
+    proxy or load balancer page in front of the API."""
+
+    kind: Literal["malformed"] = "malformed"
+    body: str = '{"id": "msg_'
+    content_type: str = "application/json"
+
+
 Fault = Annotated[
-    ErrorFault | DropFault | StreamErrorFault | StreamDropFault, Field(discriminator="kind")
+    ErrorFault | DropFault | StreamErrorFault | StreamDropFault | StreamTruncateFault
+    | MalformedFault,
+    Field(discriminator="kind"),
 ]
 FAULTS = TypeAdapter(list[Fault])
 

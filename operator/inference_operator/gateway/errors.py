@@ -17,6 +17,9 @@ class ESError(Exception):
     type: str
     reason: str
     headers: dict[str, str] = field(default_factory=dict)
+    # Close the connection after the answer: the rest of the request cannot be trusted
+    # (a body over the limit, a client that stalled) and reading it would cost more.
+    close_connection: bool = False
 
     def __str__(self) -> str:
         return f"[{self.status}] {self.type}: {self.reason}"
@@ -68,3 +71,19 @@ def method_not_allowed(path: str, method: str, allowed: list[str], hint: str = "
 def no_handler(path: str, method: str) -> ESError:
     return ESError(400, "illegal_argument_exception",
                    f"no handler found for uri [{path}] and method [{method}]")
+
+
+def too_large(limit: int) -> ESError:
+    return ESError(413, "content_too_long_exception",
+                   f"request body is larger than the limit of [{limit}] bytes",
+                   close_connection=True)
+
+
+def body_timed_out(seconds: float) -> ESError:
+    return ESError(408, "status_exception",
+                   f"request body not received within [{seconds:g}s]", close_connection=True)
+
+
+def internal(path: str) -> ESError:
+    # Never the exception's text: it could carry anything; the log has the traceback.
+    return ESError(500, "exception", f"internal error while handling [{path}]; see the gateway log")

@@ -6,22 +6,38 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from inference_operator.gateway import errors, jsoncodec, routes, validation
+from inference_operator.gateway import errors, jsoncodec, openapi, routes, validation
 from inference_operator.gateway.errors import ESError
 from inference_operator.gateway.metrics import UNKNOWN_ID
 from inference_operator.gateway.routes import Action, Route
 from inference_operator.gateway.service import Gateway
 from inference_operator.gateway.timeunits import parse_time_value
 
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may cost the gateway before it is refused (docs/gateway.md,
+    "Limits"). The header timeout is not here: it is aiohttp's keep-alive timer, set where
+    the listener starts (server.py)."""
+
+    max_body_size: int = 1024 * 1024  # an inference body is a prompt; 1 MiB is ~250k tokens
+    body_timeout: float = 60.0  # nginx's client_body_timeout
+
+
 GATEWAY = web.AppKey("gateway", Gateway)
 ADMIN_TOKEN = web.AppKey("admin_token", str)
-MAX_BODY = 10 * 1024 * 1024
+LIMITS = web.AppKey("limits", Limits)
+OPENAPI = web.AppKey("openapi", bytes)
 CLIENT_CLOSED = 499  # nginx's code for "the client went away", used as a metrics label
 _SSE_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
@@ -32,14 +48,22 @@ _SSE_HEADERS = {
 _DONE = b"event: message\ndata: [DONE]\n\n"
 
 
-def build_app(gateway: Gateway, *, admin_token: str | None = None) -> web.Application:
+def build_app(gateway: Gateway, *, admin_token: str | None = None,
+              limits: Limits | None = None) -> web.Application:
     """The admin listener when ``admin_token`` is given, else the public one."""
-    app = web.Application(client_max_size=MAX_BODY)
+    limits = limits or Limits()
+    # client_max_size also stops bodies without Content-Length (chunked) at the limit.
+    app = web.Application(client_max_size=limits.max_body_size)
     app[GATEWAY] = gateway
+    app[LIMITS] = limits
     if admin_token is not None:
         app[ADMIN_TOKEN] = admin_token
+    # Rendered once: the document depends only on the listener.
+    app[OPENAPI] = jsoncodec.dumps(openapi.document(admin=admin_token is not None))
     app.on_response_prepare.append(_product_header)
-    app.router.add_route("*", "/{tail:.*}", _dispatch)
+    # [\s\S], not ".": a decoded path may hold a newline (%0A), which "." would not match,
+    # and aiohttp would answer its own plain-text 404.
+    app.router.add_route("*", r"/{tail:[\s\S]*}", _dispatch)
     return app
 
 
@@ -67,19 +91,83 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
         if admin and not _authorized(request):
             raise errors.unauthorized(request.path)
         route = routes.match(request.method, request.path, admin=admin)
+        if request.query_string:  # the hot path has none: no cost there
+            _check_parameters(request, route)
         return await _HANDLERS[route.action](request, gateway, route)
     except ESError as error:
-        return _error(error)
+        response = _error(error)
+        if error.close_connection:
+            response.force_close()
+        return response
+    except web.HTTPException as error:  # aiohttp's own, e.g. from reading the body
+        return _error(ESError(error.status, "status_exception", error.reason))
+    except ConnectionError:  # the client went away: nobody to answer
+        raise
+    except Exception:
+        # A bug: answer in the Elasticsearch shape without the exception's text (no
+        # traceback in a response); the log has it. Nothing to do once a stream started.
+        if request.writer is not None and request.writer.output_size:
+            raise
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        response = _error(errors.internal(request.path))
+        response.force_close()
+        return response
+
+
+async def _body(request: web.Request) -> bytes:
+    """The request body within the size limit and the body timeout."""
+    limits = request.app[LIMITS]
+    length = request.content_length
+    if length is not None and length > limits.max_body_size:
+        raise errors.too_large(limits.max_body_size)  # refused before reading a byte
+    try:
+        if request.content.is_eof():
+            # The common case: the whole body came with the head, nothing to wait for,
+            # so no timer is set up on the hot path.
+            return await request.read()
+        async with asyncio.timeout(limits.body_timeout):
+            return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise errors.too_large(limits.max_body_size) from None
+    except TimeoutError:
+        raise errors.body_timed_out(limits.body_timeout) from None
+
+
+# Query parameters each action reads; like Elasticsearch, any other is refused, so a typo
+# (?timout=5s) is not silently ignored. Elasticsearch's universal output parameters are
+# accepted and ignored (error_trace included: the gateway never sends a stack trace).
+_PARAMETERS = {Action.INFER: {"timeout"}, Action.STREAM: {"timeout"},
+               Action.CREATE: {"replace"}, Action.DELETE: {"dry_run"}}
+_IGNORED_PARAMETERS = frozenset({"pretty", "human", "error_trace", "filter_path"})
+
+
+def _check_parameters(request: web.Request, route: Route) -> None:
+    allowed = _PARAMETERS.get(route.action, set())
+    unknown = sorted(set(request.query) - allowed - _IGNORED_PARAMETERS)
+    if unknown:
+        listed = ", ".join(f"[{name}]" for name in unknown)
+        raise ESError(400, "illegal_argument_exception",
+                      f"request [{request.path}] contains unrecognized "
+                      f"parameter{'s' if len(unknown) > 1 else ''}: {listed}")
 
 
 def _authorized(request: web.Request) -> bool:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    # Constant time (for tokens of the right length; a length difference returns early,
+    # which tells an attacker only the length). surrogateescape: aiohttp decodes header
+    # bytes that are not UTF-8 that way, and a strict encode() would raise on them.
     return scheme.lower() == "bearer" and hmac.compare_digest(
-        token.strip().encode(), request.app[ADMIN_TOKEN].encode())
+        token.strip().encode("utf-8", "surrogateescape"),
+        request.app[ADMIN_TOKEN].encode())
 
 
 def _flag(request: web.Request, name: str) -> bool:
-    return request.query.get(name, "false").lower() in ("", "true")
+    # Strict, as Elasticsearch parses boolean parameters: a typo must not mean "false".
+    value = request.query.get(name, "false")
+    if value not in ("", "true", "false"):
+        raise ESError(400, "illegal_argument_exception",
+                      f"Failed to parse value [{value}] as only [true] or [false] are allowed.")
+    return value != "false"
 
 
 def _healthz(gateway: Gateway) -> web.Response:
@@ -102,6 +190,10 @@ def _metrics(gateway: Gateway) -> web.Response:
 _PROBES = {"/healthz": _healthz, "/readyz": _readyz, "/metrics": _metrics}
 
 
+async def _openapi(request: web.Request, gateway: Gateway, route: Route) -> web.Response:
+    return web.Response(body=request.app[OPENAPI], content_type="application/json")
+
+
 async def _list(request: web.Request, gateway: Gateway, route: Route) -> web.Response:
     return _json(gateway.describe(None, route.task_type))
 
@@ -113,13 +205,13 @@ async def _get(request: web.Request, gateway: Gateway, route: Route) -> web.Resp
 async def _create(request: web.Request, gateway: Gateway, route: Route) -> web.Response:
     # ``?replace=true`` (an extension for the operator) turns create into create-or-replace.
     assert route.inference_id is not None
-    return _json(await gateway.create(route.inference_id, route.task_type, await request.read(),
+    return _json(await gateway.create(route.inference_id, route.task_type, await _body(request),
                                       replace=_flag(request, "replace")))
 
 
 async def _update(request: web.Request, gateway: Gateway, route: Route) -> web.Response:
     assert route.inference_id is not None
-    return _json(await gateway.update(route.inference_id, route.task_type, await request.read()))
+    return _json(await gateway.update(route.inference_id, route.task_type, await _body(request)))
 
 
 async def _delete(request: web.Request, gateway: Gateway, route: Route) -> web.Response:
@@ -129,7 +221,7 @@ async def _delete(request: web.Request, gateway: Gateway, route: Route) -> web.R
 
 
 async def _sync(request: web.Request, gateway: Gateway, route: Route) -> web.Response:
-    return _json(await gateway.sync(await request.read()))
+    return _json(await gateway.sync(await _body(request)))
 
 
 async def _infer(request: web.Request, gateway: Gateway, route: Route) -> web.Response:
@@ -139,7 +231,7 @@ async def _infer(request: web.Request, gateway: Gateway, route: Route) -> web.Re
     status = 500
     try:
         timeout = parse_time_value(request.query.get("timeout"))
-        body = validation.parse_inference(await request.read(), route.task_type or "completion")
+        body = validation.parse_inference(await _body(request), route.task_type or "completion")
         endpoint = gateway.resolve(route.inference_id, route.task_type)
         label = endpoint.inference_id
         result = await gateway.complete(endpoint, body, timeout)
@@ -162,7 +254,7 @@ async def _stream(request: web.Request, gateway: Gateway, route: Route) -> web.S
     # Request parsing fails as plain JSON, like a REST handler; failures of the action
     # itself are reported in the event stream, as Elasticsearch's SSE listener does.
     timeout = parse_time_value(request.query.get("timeout"))
-    body = validation.parse_inference(await request.read(), route.task_type or "completion")
+    body = validation.parse_inference(await _body(request), route.task_type or "completion")
     status = 500
     try:
         endpoint = gateway.resolve(route.inference_id, route.task_type)
@@ -217,4 +309,5 @@ _HANDLERS = {
     Action.SYNC: _sync,
     Action.INFER: _infer,
     Action.STREAM: _stream,
+    Action.OPENAPI: _openapi,
 }

@@ -23,5 +23,11 @@ def loads(raw: bytes | str) -> Any:
 
 
 def dumps(value: Any) -> bytes:
-    """Compact UTF-8 JSON."""
-    return orjson.dumps(value)
+    """Compact UTF-8 JSON. What orjson cannot encode goes to ``json``, which escapes it:
+    integers past 64 bits (``max_tokens`` may be any JSON integer) and
+    lone surrogates (``"\\ud800"`` in a client's JSON is valid and decodes to one).
+    orjson raising first costs nothing on the common path."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":")).encode()

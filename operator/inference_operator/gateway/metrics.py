@@ -64,6 +64,14 @@ class GatewayMetrics:
             "inference_gateway_endpoints", "Inference endpoints configured.", registry=r)
         self.ready = Gauge(
             "inference_gateway_ready", "1 once the first full sync arrived.", registry=r)
+        # Both read at scrape time (set_function), for spotting leaks: after a burst they
+        # return to where they were (tests/gateway/test_gateway_faults.py).
+        self.tasks = Gauge(
+            "inference_gateway_asyncio_tasks", "asyncio tasks in the gateway's event loop.",
+            registry=r)
+        self.connections = Gauge(
+            "inference_gateway_client_connections", "Open client connections, by listener.",
+            ["listener"], registry=r)
 
     def count_tokens(self, inference_id: str, input_tokens: int | None,
                      output_tokens: int | None) -> None:

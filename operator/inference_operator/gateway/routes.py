@@ -19,6 +19,7 @@ class Action(StrEnum):
     INFER = "infer"
     STREAM = "stream"
     SYNC = "sync"
+    OPENAPI = "openapi"
 
 
 # Only the admin listener performs these.
@@ -40,6 +41,8 @@ def _methods(segments: list[str]) -> tuple[dict[str, Action], str | None, str | 
             return {"GET": Action.LIST}, None, None
         case ["_sync"]:
             return {"POST": Action.SYNC}, None, None
+        case ["_openapi"]:  # ids never start with "_", so this cannot shadow one
+            return {"GET": Action.OPENAPI}, None, None
         case [task_type, "_all" | "*"]:
             return {"GET": Action.LIST}, None, task_type
         case [inference_id, "_update"] | [_, inference_id, "_update"]:

@@ -10,7 +10,9 @@ from inference_operator.gateway.errors import ESError
 _UNITS = {
     "nanos": 1e-9, "micros": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0,
 }
-_VALUE = re.compile(r"^(\d+)(nanos|micros|ms|s|m|h|d)$")
+# ASCII digits only (``\d`` would take other scripts' digits) and blanks only around the
+# value: the same rule as the OpenAPI document's pattern (openapi.TIME_VALUE_PATTERN).
+_VALUE = re.compile(r"([0-9]+)(nanos|micros|ms|s|m|h|d)")
 
 
 @dataclass(frozen=True)
@@ -26,13 +28,15 @@ def parse_time_value(text: str | None, setting: str = "timeout",
                      default: TimeValue = DEFAULT_TIMEOUT) -> TimeValue:
     if text is None or text == "":
         return default
-    normalized = text.strip().lower()
+    normalized = text.strip(" \t").lower()
     if normalized == "-1":
         return TimeValue(None, text)
     if normalized == "0":
         return TimeValue(0.0, text)
-    match = _VALUE.match(normalized)
-    if not match:
+    match = _VALUE.fullmatch(normalized)  # "$" would let a final newline through
+    # Bounded: int() refuses more than 4300 digits and float() overflows long before,
+    # both as exceptions that would escape as 500s; 18 digits of days is forever anyway.
+    if not match or len(match.group(1)) > 18:
         raise ESError(
             400, "parse_exception",
             f"failed to parse setting [{setting}] with value [{text}] as a time value: "

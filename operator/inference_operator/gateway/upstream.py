@@ -70,7 +70,8 @@ class ConnectionFailed(Exception):
 
 
 class MalformedReply(Exception):
-    """A 200 whose body is not the JSON object the Messages API sends."""
+    """A 200 whose body is not the JSON object the Messages API sends, or a stream that
+    ended without its ``message_stop``."""
 
 
 class Upstream:
@@ -138,8 +139,10 @@ class Client:
 
     async def _send(self, params: dict[str, Any]) -> aiohttp.ClientResponse:
         try:
+            # Never follow a redirect: it would resend the key and the prompt to wherever
+            # the Location points. A 3xx is an upstream failure (502) instead.
             response = await self._session.post(self._url, data=jsoncodec.dumps(params),
-                                                headers=self._headers)
+                                                headers=self._headers, allow_redirects=False)
         except aiohttp.ClientError as error:
             # Any transport failure before an answer, as the SDK's APIConnectionError.
             raise ConnectionFailed(type(error).__name__) from error
@@ -158,6 +161,7 @@ class MessageStream:
         self._response = response
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:
+        stopped = False
         async for name, data in _server_sent_events(self._response.content):
             if name is None or name == "ping":
                 continue
@@ -165,7 +169,17 @@ class MessageStream:
                 raise StatusError(self._response.status, self._response.headers,
                                   _json_or_text(data.encode()))
             if data:
-                yield jsoncodec.loads(data)
+                try:
+                    event = jsoncodec.loads(data)
+                except ValueError:
+                    raise MalformedReply("an event is not JSON") from None
+                yield event
+            stopped = stopped or name == "message_stop"
+        # Read to the end (so the connection goes back to the pool), then: a clean end of
+        # the body before message_stop means the answer was cut short (a proxy or the
+        # upstream gave up), which must not reach the client as a complete one.
+        if not stopped:
+            raise MalformedReply("the stream ended before message_stop")
 
     def close(self) -> None:
         # Closing (rather than releasing) drops the connection of an unfinished stream, so
@@ -255,7 +269,7 @@ def to_es_error(error: Exception, inference_id: str, api_key: str) -> ESError:
     if isinstance(error, StatusError):
         status, message = _status_of(error)
         what = _STATUS_WORDS.get(status, "a server error" if status >= 500
-                                 else "an unsuccessful")
+                                 else "a redirect" if status < 400 else "an unsuccessful")
         prefix = f"Received {what} status code"
         if status == 429:
             prefix = _rate_limit_prefix(error.headers)
@@ -266,12 +280,16 @@ def to_es_error(error: Exception, inference_id: str, api_key: str) -> ESError:
         headers = {}
         if status == 429 and (hint := retry_after(error.headers)) is not None:
             headers["Retry-After"] = str(max(1, round(hint)))
-        return ESError(status if status < 500 else 502, "status_exception",
+        return ESError(status if 400 <= status < 500 else 502, "status_exception",
                        _scrub(reason, api_key), headers)
     if isinstance(error, ConnectionFailed):
         return ESError(502, "status_exception",
                        f"Failed to reach the upstream service for request from inference entity "
                        f"id [{inference_id}]: [{error}]")
+    if isinstance(error, MalformedReply):
+        return ESError(502, "status_exception",
+                       f"Received an invalid response for request from inference entity id "
+                       f"[{inference_id}]: [{error}]")
     return ESError(502, "status_exception",
                    f"Lost the upstream response for inference entity id [{inference_id}]: "
                    f"[{type(error).__name__}]")
@@ -283,6 +301,8 @@ def status_label(error: Exception) -> str:
         return str(_status_of(error)[0])
     if isinstance(error, ConnectionFailed):
         return "connection_error"
+    if isinstance(error, MalformedReply):
+        return "malformed"
     return "stream_error"
 
 
@@ -292,7 +312,7 @@ def _status_of(error: StatusError) -> tuple[int, str]:
     error_type = str(detail.get("type", ""))
     message = str(detail.get("message", ""))
     status = error.status
-    if status < 400:  # an ``event: error`` inside a 200 stream
+    if status < 300:  # an ``event: error`` inside a 200 stream
         status = _STREAM_ERROR_STATUS.get(error_type, 500)
     return status, message
 
