@@ -18,9 +18,9 @@ from inference_operator.controlplane.kubectl import Kubectl, poll
 from inference_operator.devstack.processes import Service, Stack
 
 # Distinctive, obviously fake keys: the hygiene checks search every output for them.
-KEY = "sk-ant-test-PRIMARY-4f1d9c7b2e"
-ROTATED_KEY = "sk-ant-test-ROTATED-8a3e6b1f0c"
-REJECTED_KEY = "sk-ant-test-REJECTED-77c2d"
+KEY = "fake-key-test-PRIMARY-4f1d9c7b2e"
+ROTATED_KEY = "fake-key-test-ROTATED-8a3e6b1f0c"
+REJECTED_KEY = "fake-key-test-REJECTED-77c2d"
 ALL_KEYS = (KEY, ROTATED_KEY, REJECTED_KEY)
 
 

@@ -35,7 +35,7 @@ from inference_operator.controlplane import binaries, launcher
 from inference_operator.controlplane.kubectl import Kubectl
 from inference_operator.devstack.processes import Stack
 
-KEY = "sk-ant-bench-not-a-real-key"
+KEY = "bench-key-not-a-real-key"
 OPERATOR_NS, FLOOR_NS = "bench-operator", "bench-floor"
 DEADLINE_SECONDS = 600
 CREATE_WORKERS = 8

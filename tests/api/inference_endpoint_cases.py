@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from inference_operator.api.models import API_VERSION, KIND
 
-FAKE_KEY = "sk-ant-example-not-a-real-key"
+FAKE_KEY = "example-key-not-a-real-key"
 DELETE = object()
 
 

@@ -46,7 +46,7 @@ def test_the_shipped_example_is_valid() -> None:
 def test_every_error_is_reported_at_once_sorted_by_field() -> None:
     spec = valid_spec()
     spec["inference_id"] = "_all"
-    spec["service_settings"]["api_key"] = "sk-ant-example-not-a-real-key"
+    spec["service_settings"]["api_key"] = "example-key-not-a-real-key"
     spec["task_settings"] = {"temperature": 2, "colour": "blue"}
 
     errors = validate_spec(spec)

@@ -24,7 +24,7 @@ from inference_operator.gateway.retry import RetryPolicy
 from inference_operator.gateway.server import GatewayConfig, GatewayServer
 
 ADMIN_TOKEN = "test-admin-token"
-API_KEY = "sk-ant-test-KEY-7f3a9c1e5b"
+API_KEY = "fake-key-test-KEY-7f3a9c1e5b"
 MODEL = "claude-sonnet-4-5"
 SEED_BODY: dict[str, Any] = {
     "service": "anthropic",
