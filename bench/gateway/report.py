@@ -88,12 +88,19 @@ def verdicts(r: dict[str, Any]) -> list[Verdict]:
     return out
 
 
+def _compact_json(results: dict[str, Any]) -> str:
+    lines = [f"  {json.dumps(key)}: {json.dumps(value)}" for key, value in results.items()]
+    return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
 def write(results: dict[str, Any], docs: Path) -> list[Verdict]:
     checks = verdicts(results)
     results["verdicts"] = [v.__dict__ for v in checks]
     folder = docs / "benchmarks"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "gateway.json").write_text(json.dumps(results, indent=1) + "\n")
+    # One line per top-level key: the raw latency series would otherwise make the
+    # file thousands of lines long in every diff.
+    (folder / "gateway.json").write_text(_compact_json(results))
     charts = _charts(results, folder)
     page = docs / "benchmarks.md"
     text = page.read_text() if page.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
