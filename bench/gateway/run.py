@@ -23,7 +23,6 @@ import itertools
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,8 @@ import loadgen
 import peer_litellm
 import report
 from loadgen import Sample, Target
+
+from inference_operator.loopback import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "inference_operator.cli.main"]
@@ -69,12 +70,6 @@ class Processes:
                 process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 process.kill()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def rss_mib(pid: int) -> float:

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -22,6 +21,7 @@ from inference_operator.emulator.app import Emulator, build_app
 from inference_operator.emulator.script import FAULTS, Latency
 from inference_operator.gateway.retry import RetryPolicy
 from inference_operator.gateway.server import GatewayConfig, GatewayServer
+from inference_operator.loopback import free_port
 
 ADMIN_TOKEN = "test-admin-token"
 API_KEY = "fake-key-test-KEY-7f3a9c1e5b"
@@ -233,12 +233,6 @@ class ThreadedStack:
     def admin(self) -> str:
         assert self.server is not None
         return f"http://127.0.0.1:{self.server.admin_port}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from typing import IO
 from inference_operator.controlplane import binaries
 from inference_operator.controlplane.certs import CertPaths, write_cert_material
 from inference_operator.controlplane.kubeconfig import write_admin_kubeconfig
+from inference_operator.loopback import free_port
 
 READY_TIMEOUT_SECONDS = 90.0
 LOG_TAIL_LINES = 40
@@ -31,12 +31,6 @@ LOG_TAIL_LINES = 40
 
 class ControlPlaneError(RuntimeError):
     """The control plane did not come up; the message carries both logs' last lines."""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:

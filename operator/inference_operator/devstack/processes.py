@@ -14,7 +14,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from inference_operator.controlplane.launcher import free_port, tail
+from inference_operator.controlplane.launcher import tail
+from inference_operator.loopback import free_port
 
 
 class ProcessFailed(RuntimeError):
