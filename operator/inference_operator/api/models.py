@@ -148,6 +148,8 @@ class Reason(StrEnum):
     GATEWAY_UNAVAILABLE = "GatewayUnavailable"
     UPSTREAM_AUTH_FAILED = "UpstreamAuthFailed"
     MODEL_NOT_FOUND = "ModelNotFound"
+    UPSTREAM_UNAVAILABLE = "UpstreamUnavailable"
+    RECONCILE_FAILED = "ReconcileFailed"
 
 
 class Condition(_Strict):

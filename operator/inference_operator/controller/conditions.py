@@ -9,9 +9,17 @@ from __future__ import annotations
 import datetime
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from inference_operator.api.models import ConditionType, Reason
+
+
+class Requeue(Enum):
+    """What brings the next visit, besides the periodic resync."""
+
+    ON_EVENT = "on_event"  # a change of the resource or of its Secret
+    WITH_BACKOFF = "with_backoff"  # a retry after RETRY_DELAYS (gateway, Models API, a bug)
 
 
 @dataclass(frozen=True)
@@ -23,6 +31,7 @@ class Outcome:
     message: str
     stalled: bool = False
     reconciling: bool = False
+    requeue: Requeue = Requeue.ON_EVENT
 
     @classmethod
     def serving(cls, message: str) -> Outcome:
@@ -30,8 +39,15 @@ class Outcome:
 
     @classmethod
     def waiting(cls, reason: str, message: str) -> Outcome:
-        """Not ready, but it will fix itself (a Secret may appear, a gateway come back)."""
+        """Not ready until something changes by itself (a Secret appears or gets its key);
+        that change's own event brings the next visit."""
         return cls(False, reason, message, reconciling=True)
+
+    @classmethod
+    def retrying(cls, reason: str, message: str) -> Outcome:
+        """Not ready because of trouble that passes (the gateway or the Models API away,
+        an API server error): tried again with backoff."""
+        return cls(False, reason, message, reconciling=True, requeue=Requeue.WITH_BACKOFF)
 
     @classmethod
     def needs_human(cls, reason: str, message: str) -> Outcome:

@@ -59,6 +59,11 @@ class GatewayClient:
         """Create or replace in one step, so a changed key or setting never leaves a gap."""
         await self._request("PUT", f"/_inference/{task_type}/{inference_id}?replace=true", body)
 
+    async def served_ids(self) -> set[str]:
+        """The ids the gateway serves now."""
+        answer = await self._request("GET", "/_inference/_all")
+        return {endpoint["inference_id"] for endpoint in answer.get("endpoints", [])}
+
     async def delete_endpoint(self, inference_id: str) -> None:
         await self._request("DELETE", f"/_inference/{inference_id}", ok_missing=True)
 

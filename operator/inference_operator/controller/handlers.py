@@ -66,12 +66,11 @@ async def endpoint_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event("", "v1", "secrets")
 async def secret_event(
-    event: dict, body: kopf.Body, namespace: str, name: str, by_secret: kopf.Index,
-    memo: kopf.Memo, **_: Any,
+    event: dict, body: kopf.Body, namespace: str, name: str, memo: kopf.Memo, **_: Any,
 ) -> None:
-    # Only Secrets some endpoint references matter; the rest cost one dict lookup.
-    if (namespace, name) in by_secret:
-        controller: Controller = memo.controller
-        secret = None if event.get("type") == "DELETED" else SecretValue(
-            dict(body.get("data") or {}), body["metadata"]["resourceVersion"])
-        controller.secret_changed(namespace, name, secret)
+    # Every Secret's event, referenced or not: the controller keeps the referenced ones
+    # and drops any copy of the others (a reference may come back later).
+    controller: Controller = memo.controller
+    value = None if event.get("type") == "DELETED" else SecretValue(
+        dict(body.get("data") or {}), body["metadata"]["resourceVersion"])
+    controller.secret_changed(namespace, name, value)

@@ -1,6 +1,7 @@
 """The one level-based reconcile: whatever triggered it (create, update, resume, a Secret
 change, a gateway restart, a resync), it converges the gateway to the resource and writes
-one status patch when, and only when, the status changes."""
+one status patch when, and only when, the status changes. It is total: whatever goes
+wrong ends in a status, an Event and, for trouble that passes, a retry with backoff."""
 
 from __future__ import annotations
 
@@ -8,13 +9,21 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from inference_operator.api.models import Reason
 from inference_operator.api.validation import spec_warnings, validate_spec
 from inference_operator.controller.claims import Claim, effective_inference_id, holder
-from inference_operator.controller.conditions import Outcome, build_conditions, ready_condition
+from inference_operator.controller.conditions import (
+    Outcome,
+    Requeue,
+    build_conditions,
+    ready_condition,
+)
 from inference_operator.controller.config import OperatorConfig
 from inference_operator.controller.gateway_client import (
     GatewayClient,
@@ -22,14 +31,17 @@ from inference_operator.controller.gateway_client import (
     GatewayUnavailable,
 )
 from inference_operator.controller.kube import Kube, SecretValue
-from inference_operator.controller.secrets import SecretCache, secret_ref
-from inference_operator.controller.upstream import UpstreamVerifier
+from inference_operator.controller.secrets import ResolvedKey, SecretCache, SecretKey, secret_ref
+from inference_operator.controller.upstream import UpstreamVerifier, VerifiedKeys
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (namespace, name)
 Body = Mapping[str, Any]
 RETRY_DELAYS = (2.0, 5.0, 10.0, 30.0, 60.0)
+# Reconciles at once in a full sync: each may call the Models API, and a burst of
+# thousands would meet Anthropic's rate limit (kopf bounds its own workers likewise).
+SYNC_CONCURRENCY = 8
 
 
 def key_of(body: Body) -> Key:
@@ -42,13 +54,47 @@ class Indices:
     def __init__(self) -> None:
         self.endpoints: Mapping[Key, Iterable[Body]] = {}
         self.claims: Mapping[str, Iterable[Claim]] = {}
-        self.by_secret: Mapping[Key, Iterable[Key]] = {}
+        self.by_secret: Mapping[SecretKey, Iterable[Key]] = {}
 
     def body(self, key: Key) -> Body | None:
         return next(iter(self.endpoints.get(key, ())), None)
 
     def claimants(self, inference_id: str) -> list[Claim]:
         return list(self.claims.get(inference_id, ()))
+
+    def referenced(self, secret: SecretKey) -> bool:
+        return bool(self.by_secret.get(secret))
+
+
+@dataclass
+class Served:
+    """What a resource has in the gateway."""
+
+    inference_id: str
+    fingerprint: str | None = None  # of the body last pushed; None: push it again
+
+
+@dataclass
+class Tracked:
+    """Everything the controller remembers about one resource, all of it in memory and
+    rebuilt from the cluster after a restart."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    served: Served | None = None
+    secret: SecretKey | None = None  # referenced at the last visit
+    retries: int = 0
+    # The status last written. Bodies from events and the index can lag behind our own
+    # patch; comparing with them would repeat patches and Events.
+    written: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Published:
+    """What the status says besides the conditions."""
+
+    inference_id: str
+    url: str
+    secret_resource_version: str | None = None
 
 
 class Controller:
@@ -62,35 +108,44 @@ class Controller:
         self.verifier = verifier
         self.indices = Indices()
         self.secrets = SecretCache(kube)
-        self._locks: dict[Key, asyncio.Lock] = {}
-        self._pushed: dict[str, str] = {}  # inference_id -> fingerprint of the pushed body
-        self._served: dict[Key, str] = {}  # which inference_id each resource holds
-        self._retries: dict[Key, int] = {}
-        # The status last written per resource. Bodies from events and the index can lag
-        # behind our own patch; comparing with them would repeat patches and Events.
-        self._written: dict[Key, dict[str, Any]] = {}
+        self.verified = VerifiedKeys()
+        self._tracked: dict[Key, Tracked] = {}
+        self._checking: dict[tuple[Any, ...], asyncio.Future[Outcome | None]] = {}
         self._background: set[asyncio.Task[None]] = set()
 
     # -- triggers ----------------------------------------------------------------------
 
     async def reconcile(self, body: Body) -> None:
         key = key_of(body)
-        async with self._locks.setdefault(key, asyncio.Lock()):
+        tracked = self._tracked.setdefault(key, Tracked())
+        async with tracked.lock:
             # Whatever triggered this may hold an older body than kopf's index, which is
             # updated before any handler runs; acting on a stale one could serve a
             # resource that is already being deleted.
             body = self.indices.body(key) or body
             if body["metadata"].get("deletionTimestamp") or key not in self.indices.endpoints:
                 return  # deleted, or the delete handler owns the way out
-            outcome, detail = await self._converge(key, body)
-            await self._report(body, outcome, detail)
-        self._schedule_retry(key, outcome)
+            published = self._published(body)
+            # Total: kopf ignores what an on.event handler raises, so anything that fails
+            # here becomes a status, an Event and a retry, not a wait for the resync.
+            try:
+                outcome, published = await self._converge(key, tracked, body, published)
+            except Exception as error:
+                log.exception("reconcile of %s/%s failed", *key)
+                outcome = _failed(error)
+            try:
+                await self._report(tracked, body, outcome, published)
+            except Exception as error:
+                log.exception("status of %s/%s not written", *key)
+                outcome = _failed(error)
+        self._requeue(key, tracked, outcome)
 
     def is_status_echo(self, body: Body) -> bool:
         """The watch event of our own status patch: the spec is the one last reconciled,
         so reconciling again would only repeat the work (and, with a message that changes
         each time, loop past the retry backoff). Every other cause has its own trigger."""
-        written = self._written.get(key_of(body))
+        tracked = self._tracked.get(key_of(body))
+        written = tracked.written if tracked else None
         return written is not None and written["observedGeneration"] == body["metadata"].get(
             "generation") and not body["metadata"].get("deletionTimestamp")
 
@@ -106,22 +161,26 @@ class Controller:
         if body is not None:
             await self.reconcile(body)
 
-    def secret_changed(self, namespace: str, name: str, secret: SecretValue | None) -> None:
-        self.secrets.observed(namespace, name, secret)
-        self.reconcile_soon(self.indices.by_secret.get((namespace, name), ()))
+    def secret_changed(self, namespace: str, name: str, value: SecretValue | None) -> None:
+        """A Secret's watch event (``None``: deleted). Only referenced Secrets are kept,
+        so no copy outlives the events that would have updated it."""
+        secret = (namespace, name)
+        if not self.indices.referenced(secret):
+            self._forget_secret(secret)
+            return
+        self.secrets.observed(secret, value)
+        self.reconcile_soon(self.indices.by_secret.get(secret, ()))
 
     async def withdraw(self, body: Body) -> None:
         """Deletion: the endpoint leaves the gateway, then the next claimant may take over."""
         key = key_of(body)
         inference_id = effective_inference_id(body)
-        async with self._locks.setdefault(key, asyncio.Lock()):
-            self._served.pop(key, None)
-            if self._holds(key, inference_id):
-                log.info("%s/%s deleted; %r leaves the gateway", *key, inference_id)
-                await self._delete_from_gateway(inference_id)
-        self._locks.pop(key, None)
-        self._retries.pop(key, None)
-        self._written.pop(key, None)
+        tracked = self._tracked.setdefault(key, Tracked())
+        async with tracked.lock:
+            log.info("%s/%s deleted; %r leaves the gateway", *key, inference_id)
+            await self._stop_serving(key, tracked, inference_id)
+            self._follow_secret(tracked, None)
+        self._tracked.pop(key, None)
         self.reconcile_soon(
             (c.namespace, c.name) for c in self.indices.claimants(inference_id)
             if (c.namespace, c.name) != key
@@ -129,107 +188,129 @@ class Controller:
 
     async def full_sync(self, *, force: bool) -> None:
         """Reconcile everything, then tell the gateway the complete set, which also drops
-        endpoints whose resource vanished meanwhile. ``force`` re-pushes unchanged
-        endpoints too: after a gateway restart, or at operator start, nothing is known."""
-        if force:
-            self._pushed.clear()
-        keys = list(self.indices.endpoints.keys())
-        bodies = [b for b in map(self.indices.body, keys) if b is not None]
-        await asyncio.gather(*(self.reconcile(b) for b in bodies))
-        removed = await self.gateway.sync(set(self._served.values()))
+        endpoints whose resource vanished meanwhile. ``force`` re-pushes every endpoint:
+        after a gateway restart, or at operator start, nothing is known. Otherwise only
+        what the gateway lacks (lost or removed by hand since the last push) and what
+        changed is pushed."""
+        present = None if force else await self.gateway.served_ids()
+        for tracked in self._tracked.values():
+            if tracked.served and (present is None or tracked.served.inference_id not in present):
+                tracked.served.fingerprint = None
+        limit = asyncio.Semaphore(SYNC_CONCURRENCY)
+
+        async def bounded(body: Body) -> None:
+            async with limit:
+                await self.reconcile(body)
+
+        bodies = [b for b in map(self.indices.body, list(self.indices.endpoints)) if b]
+        await asyncio.gather(*map(bounded, bodies))
+        served = {t.served.inference_id for t in self._tracked.values() if t.served}
+        removed = await self.gateway.sync(served)
         if removed:
             log.info("full sync removed stale endpoint(s) %s from the gateway", removed)
-            for inference_id in removed:
-                self._pushed.pop(inference_id, None)
 
     # -- convergence -------------------------------------------------------------------
 
-    def _holds(self, key: Key, inference_id: str) -> bool:
-        first = holder(self.indices.claimants(inference_id))
-        return first is None or (first.namespace, first.name) == key
-
-    async def _release(self, key: Key, inference_id: str) -> None:
-        """Stop serving: a rejected or missing key must not stay in use."""
-        if self._served.get(key) == inference_id or self._holds(key, inference_id):
-            await self._delete_from_gateway(inference_id)
-        self._served.pop(key, None)
-
-    async def _delete_from_gateway(self, inference_id: str) -> None:
-        try:
-            await self.gateway.delete_endpoint(inference_id)
-        except GatewayUnavailable:
-            # Never block a deletion on the gateway: the full sync that follows its
-            # return lists only the ids still held, which drops this one.
-            log.warning("gateway unavailable; %r is dropped at its next sync", inference_id)
-        self._pushed.pop(inference_id, None)
-
-    async def _converge(self, key: Key, body: Body) -> tuple[Outcome, dict[str, Any]]:
+    async def _converge(
+        self, key: Key, tracked: Tracked, body: Body, published: Published,
+    ) -> tuple[Outcome, Published]:
         spec = body.get("spec") or {}
-        inference_id = effective_inference_id(body)
-        task_type = spec.get("task_type") or "completion"
-        detail: dict[str, Any] = {
-            "inference_id": inference_id,
-            "url": self.config.endpoint_url(inference_id, task_type),
-        }
-        previous = self._served.get(key)
-        if previous is not None and previous != inference_id:
-            await self._release(key, previous)
-            self.reconcile_soon(
-                (c.namespace, c.name) for c in self.indices.claimants(previous)
-            )
+        inference_id = published.inference_id
+        if tracked.served and tracked.served.inference_id != inference_id:
+            previous = tracked.served.inference_id
+            await self._stop_serving(key, tracked, previous)
+            self.reconcile_soon((c.namespace, c.name) for c in self.indices.claimants(previous))
+        ref = secret_ref(key[0], spec)
+        self._follow_secret(tracked, ref.secret if ref else None)
 
         if problems := validate_spec(spec):
-            await self._release(key, inference_id)
+            await self._stop_serving(key, tracked, inference_id)
             return Outcome.needs_human(
-                Reason.SPEC_INVALID, "; ".join(map(str, problems))
-            ), detail
+                Reason.SPEC_INVALID, "; ".join(map(str, problems))), published
 
         first = holder(self.indices.claimants(inference_id))
         if first is not None and (first.namespace, first.name) != key:
-            self._served.pop(key, None)
+            await self._stop_serving(key, tracked, inference_id)
             return Outcome.needs_human(
                 Reason.INFERENCE_ID_CONFLICT,
                 f"inference_id {inference_id!r} is already held by the older "
                 f"InferenceEndpoint {first.display}; this one takes over if that one "
                 "is deleted or changes its id",
-            ), detail
+            ), published
 
-        ref = secret_ref(key[0], spec)
         assert ref is not None  # validated above
         resolved = await self.secrets.resolve_key(ref)
         if isinstance(resolved, Outcome):
-            await self._release(key, inference_id)
-            return resolved, detail
-        detail["secret_resource_version"] = resolved.secret_resource_version
+            await self._stop_serving(key, tracked, inference_id)
+            return resolved, published
+        published = replace(published, secret_resource_version=resolved.secret_resource_version)
 
         model_id = spec["service_settings"]["model_id"]
-        upstream_problem = None
-        if self.verifier is not None:
-            upstream_problem = await self.verifier.verify(resolved.api_key, model_id)
-            if upstream_problem is not None and upstream_problem.stalled:
-                await self._release(key, inference_id)
-                return upstream_problem, detail
+        upstream_problem = await self._verify(resolved, model_id)
+        if upstream_problem is not None and upstream_problem.stalled:
+            await self._stop_serving(key, tracked, inference_id)
+            return upstream_problem, published
 
-        # Claimed before the push, so a concurrent full sync lists it even while the
-        # push is in flight and does not remove what is about to be served.
-        self._served[key] = inference_id
         try:
-            await self._push(inference_id, task_type, spec, resolved.api_key)
+            await self._push(tracked, inference_id, spec, resolved.api_key)
         except GatewayUnavailable as error:
-            return Outcome.waiting(Reason.GATEWAY_UNAVAILABLE, str(error)), detail
+            return Outcome.retrying(Reason.GATEWAY_UNAVAILABLE, str(error)), published
         except GatewayRejected as error:
-            self._served.pop(key, None)
+            tracked.served = None
             return Outcome.needs_human(
-                Reason.SPEC_INVALID, f"the gateway refused the endpoint: {error}"
-            ), detail
+                Reason.SPEC_INVALID, f"the gateway refused the endpoint: {error}"), published
         if upstream_problem is not None:
-            return upstream_problem, detail  # served, but the upstream check must run again
+            return upstream_problem, published  # served, but the upstream check must run again
         return Outcome.serving(
-            f"serving inference_id {inference_id!r} with model {model_id}"
-        ), detail
+            f"serving inference_id {inference_id!r} with model {model_id}"), published
+
+    def _published(self, body: Body) -> Published:
+        inference_id = effective_inference_id(body)
+        task_type = (body.get("spec") or {}).get("task_type") or "completion"
+        return Published(inference_id, self.config.endpoint_url(inference_id, task_type))
+
+    async def _verify(self, key: ResolvedKey, model_id: str) -> Outcome | None:
+        """The Models API's verdict; endpoints that share a Secret and a model share one
+        check, so a rotated key referenced by many endpoints costs one call."""
+        if self.verifier is None or self.verified.holds(key, model_id):
+            return None
+        pair = (key.ref, key.secret_resource_version, model_id)
+        check = self._checking.get(pair)
+        if check is None:
+            check = asyncio.ensure_future(self.verifier.check(key.api_key, model_id))
+            self._checking[pair] = check
+            check.add_done_callback(lambda _: self._checking.pop(pair, None))
+        # Shielded: one waiter cancelled (its resource deleted) cancels nobody else's.
+        problem = await asyncio.shield(check)
+        if problem is None:
+            self.verified.remember(key, model_id)
+        return problem
+
+    def _follow_secret(self, tracked: Tracked, secret: SecretKey | None) -> None:
+        previous, tracked.secret = tracked.secret, secret
+        if previous is not None and previous != secret and not self.indices.referenced(previous):
+            self._forget_secret(previous)
+
+    def _forget_secret(self, secret: SecretKey) -> None:
+        self.secrets.drop(secret)
+        self.verified.forget(secret)
+
+    async def _stop_serving(self, key: Key, tracked: Tracked, inference_id: str) -> None:
+        """The endpoint leaves the gateway (a rejected or missing key must not stay in
+        use), unless another resource holds the id now: that one's endpoint stays."""
+        tracked.served = None
+        first = holder(self.indices.claimants(inference_id))
+        if first is not None and (first.namespace, first.name) != key:
+            return
+        try:
+            await self.gateway.delete_endpoint(inference_id)
+        except GatewayUnavailable:
+            # Never block on the gateway: the full sync that follows its return lists
+            # only the ids still held, which drops this one.
+            log.warning("gateway unavailable; %r is dropped at its next sync", inference_id)
 
     async def _push(
-        self, inference_id: str, task_type: str, spec: Mapping[str, Any], api_key: str
+        self, tracked: Tracked, inference_id: str, spec: Mapping[str, Any], api_key: str
     ) -> None:
         settings = spec["service_settings"]
         body = {
@@ -243,24 +324,30 @@ class Controller:
         }
         # In memory only: tells an unchanged endpoint apart so resyncs cost nothing.
         fingerprint = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-        if self._pushed.get(inference_id) == fingerprint:
+        if tracked.served is None or tracked.served.inference_id != inference_id:
+            # Claimed before the push, so a concurrent full sync lists it even while the
+            # push is in flight and does not remove what is about to be served.
+            tracked.served = Served(inference_id)
+        if tracked.served.fingerprint == fingerprint:
             return
-        await self.gateway.put_endpoint(inference_id, task_type, body)
-        self._pushed[inference_id] = fingerprint
+        await self.gateway.put_endpoint(inference_id, spec.get("task_type") or "completion",
+                                        body)
+        tracked.served.fingerprint = fingerprint
 
     # -- reporting ---------------------------------------------------------------------
 
-    async def _report(self, body: Body, outcome: Outcome, detail: dict[str, Any]) -> None:
+    async def _report(
+        self, tracked: Tracked, body: Body, outcome: Outcome, published: Published,
+    ) -> None:
         metadata = body["metadata"]
         generation = metadata.get("generation", 0)
-        key = key_of(body)
-        old = self._written.get(key) or body.get("status") or {}
+        old = tracked.written or body.get("status") or {}
         status = {
             "observedGeneration": generation,
             "conditions": build_conditions(outcome, generation, old.get("conditions")),
-            "inference_id": detail["inference_id"],
-            "url": detail["url"],
-            "secret_resource_version": detail.get("secret_resource_version"),
+            "inference_id": published.inference_id,
+            "url": published.url,
+            "secret_resource_version": published.secret_resource_version,
         }
         if _without_none(status) == _without_none({k: old.get(k) for k in status}):
             return
@@ -270,31 +357,28 @@ class Controller:
         if before is None or (before.get("status"), before.get("reason")) != (
             "True" if outcome.ready else "False", outcome.reason
         ):
-            kind = "Normal" if outcome.ready or outcome.reconciling else "Warning"
-            await self.kube.post_event(body, kind, outcome.reason, outcome.message)
-            log.info("%s/%s: %s (%s)", *key, outcome.reason, outcome.message)
+            healthy = outcome.ready or (outcome.reconciling and outcome.reason != (
+                Reason.RECONCILE_FAILED))
+            await self.kube.post_event(body, "Normal" if healthy else "Warning",
+                                       outcome.reason, outcome.message)
+            log.info("%s/%s: %s (%s)", *key_of(body), outcome.reason, outcome.message)
         if old.get("observedGeneration") != generation:
             for warning in spec_warnings(body.get("spec") or {}):
                 await self.kube.post_event(body, "Warning", "SpecWarning", str(warning))
         await self.kube.patch_status(metadata["namespace"], metadata["name"], status)
-        self._written[key] = status
+        tracked.written = status
 
     # -- retries -----------------------------------------------------------------------
 
-    def _schedule_retry(self, key: Key, outcome: Outcome) -> None:
-        """Transient trouble (gateway or Models API away) is retried with backoff;
-        Secret trouble waits for the Secret's own event, and stalls for a human."""
-        transient = outcome.reconciling and outcome.reason not in (
-            Reason.SECRET_NOT_FOUND, Reason.SECRET_KEY_MISSING,
-        )
-        if not transient:
-            self._retries.pop(key, None)
+    def _requeue(self, key: Key, tracked: Tracked, outcome: Outcome) -> None:
+        if outcome.requeue is not Requeue.WITH_BACKOFF:
+            tracked.retries = 0
             return
-        attempt = self._retries.get(key, 0)
-        self._retries[key] = attempt + 1
-        self.reconcile_soon([key], delay=RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)])
+        delay = RETRY_DELAYS[min(tracked.retries, len(RETRY_DELAYS) - 1)]
+        tracked.retries += 1
+        self.reconcile_soon([key], delay=delay)
 
-    def _spawn(self, work: Any) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
         self._background.add(task)
         task.add_done_callback(self._finished)
@@ -310,6 +394,14 @@ class Controller:
         await asyncio.gather(*self._background, return_exceptions=True)
 
 
+def _failed(error: Exception) -> Outcome:
+    """Never the exception's text in a status or Event: it may quote a response body."""
+    if isinstance(error, ApiException):
+        cause = f"the Kubernetes API answered {error.status} {error.reason or ''}".rstrip()
+    else:
+        cause = f"unexpected {type(error).__name__} (a bug; the operator log has the traceback)"
+    return Outcome.retrying(Reason.RECONCILE_FAILED, f"{cause}; retrying with backoff")
+
+
 def _without_none(mapping: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in mapping.items() if v is not None}
-

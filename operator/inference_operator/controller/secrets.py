@@ -13,6 +13,8 @@ from inference_operator.api.settings import DEFAULT_SECRET_KEY
 from inference_operator.controller.conditions import Outcome
 from inference_operator.controller.kube import Kube, SecretValue
 
+SecretKey = tuple[str, str]  # (namespace, name)
+
 
 @dataclass(frozen=True)
 class SecretRef:
@@ -20,14 +22,20 @@ class SecretRef:
     name: str
     key: str
 
+    @property
+    def secret(self) -> SecretKey:
+        return self.namespace, self.name
+
 
 @dataclass(frozen=True)
 class ResolvedKey:
     api_key: str
+    ref: SecretRef
     secret_resource_version: str
 
     def __repr__(self) -> str:  # never let a debug log print the key
-        return f"ResolvedKey(secret_resource_version={self.secret_resource_version!r})"
+        return (f"ResolvedKey(ref={self.ref!r}, "
+                f"secret_resource_version={self.secret_resource_version!r})")
 
 
 def secret_ref(namespace: str, spec: Mapping[str, Any]) -> SecretRef | None:
@@ -61,23 +69,35 @@ def key_from(ref: SecretRef, secret: SecretValue | None) -> ResolvedKey | Outcom
             Reason.SECRET_KEY_MISSING,
             f"key {ref.key!r} of Secret {ref.name!r} is empty or not UTF-8 text",
         )
-    return ResolvedKey(api_key, secret.resource_version)
+    return ResolvedKey(api_key, ref, secret.resource_version)
+
+
+SecretKey = tuple[str, str]  # (namespace, name)
 
 
 class SecretCache:
-    """The referenced Secrets as the watch last delivered them, so a reconcile reads
-    no Secret from the API server; a miss (a reference newer than the last event) is
-    read once. Only referenced Secrets are kept; ``None`` records a known absence."""
+    """The referenced Secrets as the watch last delivered them, so a reconcile reads no
+    Secret from the API server; a miss (a reference newer than the last event) is read
+    once. ``None`` records a known absence. The controller drops a copy as soon as no
+    endpoint references its Secret (whose events it then stops following)."""
 
     def __init__(self, kube: Kube) -> None:
         self._kube = kube
-        self._secrets: dict[tuple[str, str], SecretValue | None] = {}
+        self._secrets: dict[SecretKey, SecretValue | None] = {}
 
-    def observed(self, namespace: str, name: str, secret: SecretValue | None) -> None:
-        self._secrets[(namespace, name)] = secret
+    def observed(self, secret: SecretKey, value: SecretValue | None) -> None:
+        self._secrets[secret] = value
+
+    def drop(self, secret: SecretKey) -> None:
+        self._secrets.pop(secret, None)
+
+    def cached(self) -> set[SecretKey]:
+        return set(self._secrets)
 
     async def resolve_key(self, ref: SecretRef) -> ResolvedKey | Outcome:
-        cache_key = (ref.namespace, ref.name)
-        if cache_key not in self._secrets:
-            self._secrets[cache_key] = await self._kube.read_secret(ref.namespace, ref.name)
-        return key_from(ref, self._secrets[cache_key])
+        secret = ref.secret
+        if secret not in self._secrets:
+            value = await self._kube.read_secret(ref.namespace, ref.name)
+            # An event that arrived during the read is newer than what the read returned.
+            self._secrets.setdefault(secret, value)
+        return key_from(ref, self._secrets[secret])

@@ -1,0 +1,234 @@
+"""In-memory stand-ins for what ``Controller`` talks to (the Kubernetes API, the gateway's
+admin API, Anthropic's Models API), recording every call, so the reconcile's decisions
+can be tested in milliseconds. The wiring to the real parts is tested end to end in
+tests/operator."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from inference_operator.controller import handlers
+from inference_operator.controller.claims import claim_of, effective_inference_id
+from inference_operator.controller.config import OperatorConfig
+from inference_operator.controller.gateway_client import GatewayUnavailable
+from inference_operator.controller.kube import SecretValue
+from inference_operator.controller.reconciler import Controller
+from inference_operator.controller.secrets import secret_ref
+
+NAMESPACE = "team-a"
+KEY = "fake-key-unit-PRIMARY"
+OTHER_KEY = "fake-key-unit-OTHER"
+
+
+def endpoint(name: str = "ep", *, secret: str = "creds", generation: int = 1,
+             created: str = "2026-01-01T00:00:00Z", inference_id: str | None = None,
+             **task_settings: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "task_type": "completion", "service": "anthropic",
+        "service_settings": {"api_key": {"secret_key_ref": {"name": secret}},
+                             "model_id": "claude-sonnet-4-5"},
+        "task_settings": {"max_tokens": 64, **task_settings},
+    }
+    if inference_id:
+        spec["inference_id"] = inference_id
+    return {
+        "apiVersion": "inference-operator.dev/v1alpha1", "kind": "InferenceEndpoint",
+        "metadata": {"name": name, "namespace": NAMESPACE, "uid": f"uid-{name}",
+                     "generation": generation, "resourceVersion": "1",
+                     "creationTimestamp": created},
+        "spec": spec,
+    }
+
+
+def secret_value(key: str = KEY, resource_version: str = "100",
+                 data_key: str = "api_key") -> SecretValue:
+    return SecretValue({data_key: base64.b64encode(key.encode()).decode()}, resource_version)
+
+
+class FakeKube:
+    def __init__(self) -> None:
+        self.secrets: dict[tuple[str, str], SecretValue] = {}
+        self.statuses: dict[tuple[str, str], dict[str, Any]] = {}
+        self.events: list[tuple[str, str, str, str]] = []  # (object, type, reason, message)
+        self.secret_reads = 0
+        self.fail_reads: Exception | None = None
+        self.fail_patches: Exception | None = None
+
+    async def read_secret(self, namespace: str, name: str) -> SecretValue | None:
+        self.secret_reads += 1
+        if self.fail_reads is not None:
+            raise self.fail_reads
+        return self.secrets.get((namespace, name))
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        if self.fail_patches is not None:
+            raise self.fail_patches
+        self.statuses[(namespace, name)] = status
+
+    async def post_event(self, body: Any, event_type: str, reason: str, message: str) -> None:
+        self.events.append((body["metadata"]["name"], event_type, reason, message))
+
+    async def list_endpoints(self, *_: Any, **__: Any) -> list[dict[str, Any]]:
+        return []
+
+    async def close(self) -> None:
+        pass
+
+
+class FakeGateway:
+    """The gateway's registry as a dict; ``calls`` lists each admin call in order."""
+
+    def __init__(self) -> None:
+        self.endpoints: dict[str, dict[str, Any]] = {}
+        self.calls: list[tuple[str, str]] = []
+        self.unavailable = False
+        self.reject: Exception | None = None
+
+    def _check(self) -> None:
+        if self.unavailable:
+            raise GatewayUnavailable("gateway admin API unreachable: refused")
+
+    async def put_endpoint(self, inference_id: str, task_type: str, body: dict[str, Any]) -> None:
+        self._check()
+        self.calls.append(("put", inference_id))
+        if self.reject is not None:
+            raise self.reject
+        self.endpoints[inference_id] = body
+
+    async def delete_endpoint(self, inference_id: str) -> None:
+        self._check()
+        self.calls.append(("delete", inference_id))
+        self.endpoints.pop(inference_id, None)
+
+    async def sync(self, inference_ids: Any) -> list[str]:
+        self._check()
+        wanted = set(inference_ids)
+        removed = sorted(set(self.endpoints) - wanted)
+        for inference_id in removed:
+            del self.endpoints[inference_id]
+        return removed
+
+    async def served_ids(self) -> set[str]:
+        self._check()
+        return set(self.endpoints)
+
+    async def health(self) -> dict[str, Any]:
+        self._check()
+        return {"boot_id": "boot-1", "synced": True}
+
+    async def close(self) -> None:
+        pass
+
+    def key_of(self, inference_id: str) -> str:
+        return self.endpoints[inference_id]["service_settings"]["api_key"]
+
+
+@dataclass
+class FakeVerifier:
+    """Answers ``answer`` (None: key and model are good), counting checks and how many
+    ran at once; ``delay`` keeps each check in flight that long."""
+
+    answer: Any = None
+    delay: float = 0.0
+    checks: int = 0
+    running: int = 0
+    most_at_once: int = 0
+    fail: Exception | None = None
+    keys_checked: list[str] = field(default_factory=list)
+
+    async def check(self, api_key: str, model_id: str) -> Any:
+        self.checks += 1
+        self.keys_checked.append(api_key)
+        self.running += 1
+        self.most_at_once = max(self.most_at_once, self.running)
+        try:
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            if self.fail is not None:
+                raise self.fail
+            return self.answer
+        finally:
+            self.running -= 1
+
+    async def close(self) -> None:
+        pass
+
+
+class World:
+    """A controller over fakes, with kopf's three indices kept as kopf keeps them."""
+
+    def __init__(self, *, verifier: FakeVerifier | None = None) -> None:
+        self.kube = FakeKube()
+        self.gateway = FakeGateway()
+        self.verifier = verifier
+        self.controller = Controller(
+            OperatorConfig(gateway_public_url="http://gw:9200"), self.kube,  # type: ignore[arg-type]
+            self.gateway, self.verifier)  # type: ignore[arg-type]
+        self.bodies: dict[tuple[str, str], dict[str, Any]] = {}
+        self._index()
+
+    def _index(self) -> None:
+        endpoints: dict[Any, list[Any]] = {}
+        claims: dict[Any, list[Any]] = defaultdict(list)
+        by_secret: dict[Any, list[Any]] = defaultdict(list)
+        for key, body in self.bodies.items():
+            endpoints[key] = [body]
+            if not body["metadata"].get("deletionTimestamp"):
+                claims[effective_inference_id(body)].append(claim_of(body))
+            ref = secret_ref(key[0], body.get("spec") or {})
+            if ref is not None:
+                by_secret[(ref.namespace, ref.name)].append(key)
+        self.controller.indices.endpoints = endpoints
+        self.controller.indices.claims = dict(claims)
+        self.controller.indices.by_secret = dict(by_secret)
+
+    async def put_secret(self, name: str, value: SecretValue | None) -> None:
+        """The Secret changes in the API server, and kopf hands its watch event to the
+        operator's handler."""
+        if value is None:
+            self.kube.secrets.pop((NAMESPACE, name), None)
+            event, body = {"type": "DELETED"}, {"metadata": {"name": name}}
+        else:
+            self.kube.secrets[(NAMESPACE, name)] = value
+            event = {"type": "MODIFIED"}
+            body = {"metadata": {"name": name, "resourceVersion": value.resource_version},
+                    "data": value.data}
+        await handlers.secret_event(
+            event=event, body=body, namespace=NAMESPACE, name=name,
+            by_secret=self.controller.indices.by_secret, memo=kopf.Memo(controller=self.controller))
+
+    async def apply(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The resource changes, kopf updates its indices, then the event's reconcile."""
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        self.bodies[key] = body
+        self._index()
+        await self.controller.reconcile(body)
+        return self.status(body["metadata"]["name"])
+
+    async def delete(self, name: str) -> None:
+        body = self.bodies.pop((NAMESPACE, name))
+        self._index()
+        await self.controller.withdraw(body)
+
+    async def settle(self) -> None:
+        """Let the reconciles the controller started by itself (reconcile_soon) finish."""
+        for _ in range(100):
+            pending = [t for t in self.controller._background if not t.done()]
+            if not pending:
+                return
+            await asyncio.wait(pending, timeout=5)
+
+    def status(self, name: str = "ep") -> dict[str, Any]:
+        return self.kube.statuses.get((NAMESPACE, name), {})
+
+    def ready(self, name: str = "ep") -> dict[str, Any]:
+        return next(c for c in self.status(name)["conditions"] if c["type"] == "Ready")
+
+    def conditions(self, name: str = "ep") -> dict[str, str]:
+        return {c["type"]: c["status"] for c in self.status(name).get("conditions", ())}

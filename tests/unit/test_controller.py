@@ -1,0 +1,316 @@
+"""``Controller`` over fakes: each row an input state and the status, Events and gateway
+calls a user would see, in the manner of cert-manager's controller tests."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from controller_fakes import KEY, NAMESPACE, OTHER_KEY, FakeVerifier, World, endpoint, secret_value
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from inference_operator.api.models import Reason
+from inference_operator.controller import reconciler
+from inference_operator.controller.conditions import Outcome
+from inference_operator.controller.gateway_client import GatewayRejected
+
+
+@pytest.fixture(autouse=True)
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reconciler, "RETRY_DELAYS", (0.01, 0.02, 0.05))
+
+
+AUTH_FAILED = Outcome.needs_human(Reason.UPSTREAM_AUTH_FAILED, "Anthropic rejected the key")
+NO_MODEL = Outcome.needs_human(Reason.MODEL_NOT_FOUND, "no such model")
+UPSTREAM_DOWN = Outcome.retrying(Reason.UPSTREAM_UNAVAILABLE, "Models API answered 503")
+
+
+@dataclass
+class Row:
+    """One starting state; what the controller must make of it."""
+
+    name: str
+    reason: str
+    conditions: tuple[str, str, str]  # Ready, Reconciling, Stalled
+    event: str  # the Event type posted for the transition
+    gateway: list[tuple[str, str]]  # admin calls, in order
+    body: dict[str, Any] = field(default_factory=endpoint)
+    secret: Any = field(default_factory=secret_value)
+    verifier_answer: Any = None
+    verifier_fails: Exception | None = None
+    gateway_unavailable: bool = False
+    gateway_rejects: bool = False
+    read_fails: Exception | None = None
+    message_has: str = ""
+    retried: bool = False
+
+
+ROWS = [
+    Row("serving", "Serving", ("True", "False", "False"), "Normal", [("put", "ep")],
+        message_has="serving inference_id 'ep'"),
+    Row("invalid spec", "SpecInvalid", ("False", "False", "True"), "Warning",
+        [("delete", "ep")], body=endpoint(max_tokens=0),
+        message_has="spec.task_settings.max_tokens"),
+    Row("no Secret", "SecretNotFound", ("False", "True", "False"), "Normal",
+        [("delete", "ep")], secret=None, message_has="'creds'"),
+    Row("no key in the Secret", "SecretKeyMissing", ("False", "True", "False"), "Normal",
+        [("delete", "ep")], secret=secret_value(data_key="token"), message_has="token"),
+    Row("key rejected", "UpstreamAuthFailed", ("False", "False", "True"), "Warning",
+        [("delete", "ep")], verifier_answer=AUTH_FAILED),
+    Row("no such model", "ModelNotFound", ("False", "False", "True"), "Warning",
+        [("delete", "ep")], verifier_answer=NO_MODEL),
+    Row("Models API down: served, retried", "UpstreamUnavailable",
+        ("False", "True", "False"), "Normal", [("put", "ep")],
+        verifier_answer=UPSTREAM_DOWN, retried=True),
+    Row("gateway down: retried", "GatewayUnavailable", ("False", "True", "False"), "Normal",
+        [], gateway_unavailable=True, retried=True),
+    Row("gateway refuses the body", "SpecInvalid", ("False", "False", "True"), "Warning",
+        [("put", "ep")], gateway_rejects=True, message_has="the gateway refused"),
+    Row("Secret read fails with 500: retried", "ReconcileFailed",
+        ("False", "True", "False"), "Warning", [],
+        read_fails=ApiException(status=500, reason="Internal Server Error"),
+        message_has="500", retried=True),
+    Row("a bug in the reconcile: retried", "ReconcileFailed", ("False", "True", "False"),
+        "Warning", [], verifier_fails=KeyError("oops"), message_has="KeyError", retried=True),
+]
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[row.name for row in ROWS])
+async def test_reconcile(row: Row, caplog: pytest.LogCaptureFixture) -> None:
+    world = World(verifier=FakeVerifier(answer=row.verifier_answer, fail=row.verifier_fails))
+    if row.secret is not None:
+        world.kube.secrets[(NAMESPACE, "creds")] = row.secret
+    world.kube.fail_reads = row.read_fails
+    world.gateway.unavailable = row.gateway_unavailable
+    if row.gateway_rejects:
+        world.gateway.reject = GatewayRejected("max_tokens too large")
+
+    status = await world.apply(row.body)
+
+    ready = world.ready()
+    assert (ready["reason"], tuple(world.conditions().values())) == (row.reason, row.conditions)
+    assert row.message_has in ready["message"]
+    assert status["observedGeneration"] == 1
+    assert status["inference_id"] == "ep"
+    assert status["url"] == "http://gw:9200/_inference/completion/ep"
+    assert [(kind, reason) for _, kind, reason, _ in world.kube.events] == [
+        (row.event, row.reason)]
+    assert world.gateway.calls == row.gateway
+    assert KEY not in repr(world.kube.statuses) + repr(world.kube.events) + caplog.text
+
+    # The fault goes away: a transient one heals by itself (retried with backoff); a
+    # stalled or Secret-bound one waits for a human or for the Secret's own event.
+    world.kube.fail_reads = world.verifier.fail = world.verifier.answer = None
+    world.gateway.unavailable, world.gateway.reject = False, None
+    await world.settle()
+    assert (world.ready()["reason"] == "Serving") == (row.retried or row.reason == "Serving")
+
+
+async def test_an_unexpected_error_is_logged_with_its_traceback_then_recovers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    world = World()
+    world.kube.secrets[(NAMESPACE, "creds")] = secret_value()
+    world.kube.fail_reads = ApiException(status=500, reason="Internal Server Error")
+
+    with caplog.at_level(logging.ERROR):
+        await world.apply(endpoint())
+    assert world.ready()["reason"] == "ReconcileFailed"
+    assert "Traceback" in caplog.text and "ApiException" in caplog.text
+
+    world.kube.fail_reads = None
+    await world.settle()
+    assert world.ready()["reason"] == "Serving"
+    assert world.gateway.key_of("ep") == KEY
+
+
+async def test_a_failed_status_patch_is_retried() -> None:
+    world = World()
+    world.kube.secrets[(NAMESPACE, "creds")] = secret_value()
+    world.kube.fail_patches = ApiException(status=500, reason="Internal Server Error")
+
+    await world.apply(endpoint())
+    assert world.status() == {}
+    world.kube.fail_patches = None
+    await world.settle()
+
+    assert world.ready()["reason"] == "Serving"
+
+
+async def test_a_secret_deleted_while_unreferenced_is_not_used_when_referenced_again() -> None:
+    world = World()
+    await world.put_secret("first", secret_value(KEY))
+    await world.put_secret("second", secret_value(OTHER_KEY))
+    await world.apply(endpoint(secret="first"))
+    await world.apply(endpoint(secret="second", generation=2))
+    assert world.gateway.key_of("ep") == OTHER_KEY
+
+    await world.put_secret("first", None)  # revoked while nothing references it
+    await world.apply(endpoint(secret="first", generation=3))
+    await world.settle()
+
+    assert world.ready()["reason"] == "SecretNotFound"
+    assert "ep" not in world.gateway.endpoints
+
+
+async def test_a_secret_rotated_while_unreferenced_serves_its_new_key() -> None:
+    world = World()
+    await world.put_secret("first", secret_value(KEY, "1"))
+    await world.put_secret("second", secret_value(KEY, "2"))
+    await world.apply(endpoint(secret="first"))
+    await world.apply(endpoint(secret="second", generation=2))
+
+    await world.put_secret("first", secret_value(OTHER_KEY, "3"))
+    await world.apply(endpoint(secret="first", generation=3))
+
+    assert world.gateway.key_of("ep") == OTHER_KEY
+
+
+async def test_a_secret_nobody_references_is_not_kept() -> None:
+    world = World()
+    await world.put_secret("first", secret_value(KEY))
+    await world.apply(endpoint(secret="first"))
+    await world.apply(endpoint(secret="second", generation=2))
+    await world.delete("ep")
+
+    assert world.controller.secrets.cached() == set()
+
+
+async def test_a_key_changed_back_is_verified_again() -> None:
+    """A verification holds for the Secret version it checked: rotating away from a key
+    and back (as when a revoked key is restored by mistake) asks the Models API again."""
+    verifier = FakeVerifier()
+    world = World(verifier=verifier)
+    await world.put_secret("creds", secret_value(KEY, "1"))
+    await world.apply(endpoint())
+    await world.put_secret("creds", secret_value(OTHER_KEY, "2"))
+    await world.settle()
+    verifier.answer = AUTH_FAILED
+    await world.put_secret("creds", secret_value(KEY, "3"))
+    await world.settle()
+
+    assert verifier.keys_checked == [KEY, OTHER_KEY, KEY]
+    assert world.ready()["reason"] == "UpstreamAuthFailed"
+    assert "ep" not in world.gateway.endpoints
+
+
+async def test_a_resync_checks_a_verified_key_no_second_time() -> None:
+    verifier = FakeVerifier()
+    world = World(verifier=verifier)
+    await world.put_secret("creds", secret_value())
+    await world.apply(endpoint())
+
+    await world.controller.full_sync(force=False)
+
+    assert verifier.checks == 1
+    assert world.gateway.calls == [("put", "ep")]
+
+
+async def test_a_full_sync_bounds_how_many_reconciles_run_at_once() -> None:
+    verifier = FakeVerifier(delay=0.01)
+    world = World(verifier=verifier)
+    for number in range(40):  # a Secret each: no check can be shared
+        world.kube.secrets[(NAMESPACE, f"creds-{number}")] = secret_value()
+        body = endpoint(f"ep-{number}", secret=f"creds-{number}")
+        world.bodies[(NAMESPACE, f"ep-{number}")] = body
+    world._index()
+
+    await world.controller.full_sync(force=True)
+
+    assert len(world.gateway.endpoints) == 40
+    assert 1 < verifier.most_at_once <= reconciler.SYNC_CONCURRENCY
+
+
+async def test_endpoints_sharing_a_secret_share_one_models_api_check() -> None:
+    verifier = FakeVerifier(delay=0.01)
+    world = World(verifier=verifier)
+    world.kube.secrets[(NAMESPACE, "creds")] = secret_value()
+    bodies = [endpoint(f"ep-{number}") for number in range(20)]
+    for body in bodies:
+        world.bodies[(NAMESPACE, body["metadata"]["name"])] = body
+    world._index()
+
+    await asyncio.gather(*map(world.controller.reconcile, bodies))
+
+    assert verifier.checks == 1
+    assert len(world.gateway.endpoints) == 20
+
+
+async def test_an_endpoint_the_gateway_lost_is_pushed_again_at_the_resync() -> None:
+    world = World()
+    await world.put_secret("creds", secret_value())
+    await world.apply(endpoint())
+    world.gateway.endpoints.clear()  # e.g. deleted on the admin listener by hand
+
+    await world.controller.full_sync(force=False)
+
+    assert world.gateway.key_of("ep") == KEY
+
+
+async def test_the_older_claim_holds_the_id_and_the_younger_takes_over() -> None:
+    world = World()
+    await world.put_secret("creds", secret_value())
+    await world.apply(endpoint("old", inference_id="shared", created="2026-01-01T00:00:00Z"))
+    await world.apply(endpoint("new", inference_id="shared", created="2026-01-02T00:00:00Z",
+                               max_tokens=7))
+
+    assert world.ready("new")["reason"] == "InferenceIdConflict"
+    assert "team-a/old" in world.ready("new")["message"]
+    assert world.gateway.endpoints["shared"]["task_settings"]["max_tokens"] == 64
+
+    await world.delete("old")
+    await world.settle()
+
+    assert world.ready("new")["reason"] == "Serving"
+    assert world.gateway.endpoints["shared"]["task_settings"]["max_tokens"] == 7
+
+
+async def test_a_losing_claim_never_deletes_the_holders_endpoint() -> None:
+    world = World()
+    await world.put_secret("creds", secret_value())
+    await world.apply(endpoint("old", inference_id="shared", created="2026-01-01T00:00:00Z"))
+    await world.apply(endpoint("new", inference_id="shared", created="2026-01-02T00:00:00Z",
+                               max_tokens=0))  # invalid too
+
+    assert world.ready("new")["reason"] == "SpecInvalid"
+    assert "shared" in world.gateway.endpoints
+
+
+async def test_an_unchanged_status_is_written_once_and_its_event_posted_once() -> None:
+    world = World()
+    await world.put_secret("creds", secret_value())
+    await world.apply(endpoint())
+    written = world.kube.statuses.copy()
+    world.kube.statuses.clear()
+
+    await world.controller.reconcile(endpoint())
+
+    assert world.kube.statuses == {}
+    assert len(world.kube.events) == 1
+    assert written
+
+
+async def test_a_changed_inference_id_leaves_the_old_one() -> None:
+    world = World()
+    await world.put_secret("creds", secret_value())
+    await world.apply(endpoint(inference_id="before"))
+    await world.apply(endpoint(inference_id="after", generation=2))
+
+    assert set(world.gateway.endpoints) == {"after"}
+    assert world.status()["inference_id"] == "after"
+
+
+async def test_deletion_withdraws_the_endpoint_even_while_the_gateway_is_down() -> None:
+    world = World()
+    await world.put_secret("creds", secret_value())
+    await world.apply(endpoint())
+    world.gateway.unavailable = True
+
+    await world.delete("ep")  # does not raise, does not hang
+    world.gateway.unavailable = False
+    await world.controller.full_sync(force=True)
+
+    assert world.gateway.endpoints == {}
