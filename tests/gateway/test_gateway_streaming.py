@@ -7,7 +7,8 @@ import json
 import time
 
 import aiohttp
-from gateway_support import RunningEmulator, RunningGateway, seed_body, sse_events
+import pytest
+from gateway_support import RunningEmulator, RunningGateway, metric, seed_body, sse_events
 
 STREAM = "/_inference/completion/anthropic_completion/_stream"
 
@@ -132,3 +133,21 @@ async def test_client_disconnect_cancels_completion_upstream(gateway: RunningGat
             pass
     assert await wait_for(lambda: emulator.requests() != []
                           and emulator.requests()[-1].outcome == "cancelled")
+    assert await metric(gateway.session, gateway.public, "inference_gateway_requests_total",
+                        'inference_id="anthropic_completion",status="499",stream="false"') == 1
+
+
+@pytest.mark.parametrize(("query", "body", "error_type"), [
+    ("?timeout=soon", {"input": "x"}, "parse_exception"),
+    ("", {"input": "x", "query": "q"}, "x_content_parse_exception"),
+    ("?timout=5s", {"input": "x"}, "illegal_argument_exception"),
+])
+async def test_stream_request_errors_are_plain_json_and_counted(
+        gateway: RunningGateway, query: str, body, error_type: str) -> None:
+    await gateway.put()
+    async with gateway.session.post(gateway.public + STREAM + query, json=body) as r:
+        status, payload = r.status, await r.json()
+    assert status == 400 and payload["error"]["type"] == error_type
+    # Was not counted: these were raised before the handler's counting started.
+    assert await metric(gateway.session, gateway.public, "inference_gateway_requests_total",
+                        'inference_id="_unknown",status="400",stream="true"') == 1

@@ -1,9 +1,10 @@
 """Errors in the Elasticsearch shape:
 ``{"error":{"root_cause":[…],"type":…,"reason":…},"status":N}``.
 
-Every failure the gateway reports is an :class:`ESError`; the HTTP layer renders it as
-JSON or as an SSE ``event: error``. The ``type`` names follow Elasticsearch's exception
-classes in snake_case so clients that branch on them keep working."""
+Every failure the gateway reports is an :class:`ESError`; the HTTP layer's middleware
+(``http._answer``) renders it as JSON or as an SSE ``event: error``. The ``type`` names
+follow Elasticsearch's exception classes in snake_case so clients that branch on them keep
+working."""
 
 from __future__ import annotations
 
@@ -86,4 +87,6 @@ def body_timed_out(seconds: float) -> ESError:
 
 def internal(path: str) -> ESError:
     # Never the exception's text: it could carry anything; the log has the traceback.
-    return ESError(500, "exception", f"internal error while handling [{path}]; see the gateway log")
+    # The connection is closed: a bug may have left the request half read.
+    return ESError(500, "exception", f"internal error while handling [{path}]; see the gateway log",
+                   close_connection=True)

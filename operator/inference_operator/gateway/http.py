@@ -12,14 +12,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from inference_operator.api.elasticsearch_body import InferenceRequestBody
 from inference_operator.gateway import errors, jsoncodec, openapi, routes, validation
+from inference_operator.gateway.endpoints import Endpoint
 from inference_operator.gateway.errors import ESError
 from inference_operator.gateway.metrics import UNKNOWN_ID
 from inference_operator.gateway.routes import Action, Route
 from inference_operator.gateway.service import Gateway
-from inference_operator.gateway.timeunits import parse_time_value
+from inference_operator.gateway.timeunits import TimeValue, parse_time_value
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +41,14 @@ GATEWAY = web.AppKey("gateway", Gateway)
 ADMIN_TOKEN = web.AppKey("admin_token", str)
 LIMITS = web.AppKey("limits", Limits)
 OPENAPI = web.AppKey("openapi", bytes)
+# What a handler tells the middleware (_answer): the route, once matched; the endpoint's
+# id for the metrics, once resolved; a stream's response, once its errors are events.
+ROUTE = web.RequestKey("route", Route)
+INFERENCE_ID = web.RequestKey("inference_id", str)
+EVENTS = web.RequestKey("events", web.StreamResponse)
 CLIENT_CLOSED = 499  # nginx's code for "the client went away", used as a metrics label
+# The routes whose requests are measured, with their metrics' "stream" label.
+_STREAM_LABEL = {Action.INFER: "false", Action.STREAM: "true"}
 _SSE_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
     # Proxies (nginx and friends) must pass every event on at once.
@@ -53,7 +63,7 @@ def build_app(gateway: Gateway, *, admin_token: str | None = None,
     """The admin listener when ``admin_token`` is given, else the public one."""
     limits = limits or Limits()
     # client_max_size also stops bodies without Content-Length (chunked) at the limit.
-    app = web.Application(client_max_size=limits.max_body_size)
+    app = web.Application(client_max_size=limits.max_body_size, middlewares=[_answer])
     app[GATEWAY] = gateway
     app[LIMITS] = limits
     if admin_token is not None:
@@ -76,42 +86,76 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
                         content_type="application/json")
 
 
-def _error(error: ESError) -> web.Response:
-    return _json(error.body(), error.status, error.headers)
+@web.middleware
+async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every route's failures, answered in one place in the Elasticsearch shape, and the
+    inference routes' request metrics (status 499 when the client went away)."""
+    started = time.monotonic()
+    status = CLIENT_CLOSED  # unless an answer is made below
+    try:
+        try:
+            response = await handler(request)
+        except ESError as error:
+            failure = error
+        except web.HTTPException as error:  # aiohttp's own, e.g. from reading the body
+            failure = ESError(error.status, "status_exception", error.reason)
+        except ConnectionError:  # the client went away: nobody to answer
+            raise
+        except Exception:
+            # A bug: answered without the exception's text (no traceback in a response);
+            # the log has it.
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            failure = errors.internal(request.path)
+        else:
+            status = response.status
+            return response
+        response = await _error(request, failure)
+        status = failure.status
+        return response
+    finally:
+        route = request.get(ROUTE)
+        if route is not None and route.action in _STREAM_LABEL:
+            inference_id = request.get(INFERENCE_ID, UNKNOWN_ID)
+            stream = _STREAM_LABEL[route.action]
+            metrics = request.app[GATEWAY].metrics
+            metrics.requests.labels(inference_id, stream, str(status)).inc()
+            metrics.duration.labels(inference_id, stream).observe(time.monotonic() - started)
+
+
+async def _error(request: web.Request, error: ESError) -> web.StreamResponse:
+    """JSON; or, once a stream's errors are events, one ``event: error``: the whole answer
+    (with the error's status) before the stream started, its last event after."""
+    stream = request.get(EVENTS)
+    if stream is None:
+        response: web.StreamResponse = _json(error.body(), error.status, error.headers)
+    else:
+        event = _event("error", error.body())
+        if not stream.prepared:
+            stream.set_status(error.status)
+            stream.headers.update(error.headers)
+            stream.content_length = len(event)
+            await stream.prepare(request)
+        await stream.write(event)
+        await stream.write_eof()
+        response = stream
+    if error.close_connection:
+        response.force_close()
+    return response
 
 
 async def _dispatch(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     admin = ADMIN_TOKEN in request.app
-    try:
-        if request.path in _PROBES:
-            if request.method not in ("GET", "HEAD"):
-                raise errors.method_not_allowed(request.path, request.method, ["GET"])
-            return _PROBES[request.path](gateway)
-        if admin and not _authorized(request):
-            raise errors.unauthorized(request.path)
-        route = routes.match(request.method, request.path, admin=admin)
-        if request.query_string:  # the hot path has none: no cost there
-            _check_parameters(request, route)
-        return await _HANDLERS[route.action](request, gateway, route)
-    except ESError as error:
-        response = _error(error)
-        if error.close_connection:
-            response.force_close()
-        return response
-    except web.HTTPException as error:  # aiohttp's own, e.g. from reading the body
-        return _error(ESError(error.status, "status_exception", error.reason))
-    except ConnectionError:  # the client went away: nobody to answer
-        raise
-    except Exception:
-        # A bug: answer in the Elasticsearch shape without the exception's text (no
-        # traceback in a response); the log has it. Nothing to do once a stream started.
-        if request.writer is not None and request.writer.output_size:
-            raise
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        response = _error(errors.internal(request.path))
-        response.force_close()
-        return response
+    if request.path in _PROBES:
+        if request.method not in ("GET", "HEAD"):
+            raise errors.method_not_allowed(request.path, request.method, ["GET"])
+        return _PROBES[request.path](gateway)
+    if admin and not _authorized(request):
+        raise errors.unauthorized(request.path)
+    route = request[ROUTE] = routes.match(request.method, request.path, admin=admin)
+    if request.query_string:  # the hot path has none: no cost there
+        _check_parameters(request, route)
+    return await _HANDLERS[route.action](request, gateway, route)
 
 
 async def _body(request: web.Request) -> bytes:
@@ -224,80 +268,45 @@ async def _sync(request: web.Request, gateway: Gateway, route: Route) -> web.Res
     return _json(await gateway.sync(await _body(request)))
 
 
-async def _infer(request: web.Request, gateway: Gateway, route: Route) -> web.Response:
+async def _inference_request(request: web.Request,
+                             route: Route) -> tuple[TimeValue, InferenceRequestBody]:
+    return (parse_time_value(request.query.get("timeout")),
+            validation.parse_inference(await _body(request), route.task_type or "completion"))
+
+
+def _resolve(request: web.Request, gateway: Gateway, route: Route) -> Endpoint:
     assert route.inference_id is not None
-    started = time.monotonic()
-    label = UNKNOWN_ID
-    status = 500
-    try:
-        timeout = parse_time_value(request.query.get("timeout"))
-        body = validation.parse_inference(await _body(request), route.task_type or "completion")
-        endpoint = gateway.resolve(route.inference_id, route.task_type)
-        label = endpoint.inference_id
-        result = await gateway.complete(endpoint, body, timeout)
-        status = 200
-        return _json(result)
-    except ESError as error:
-        status = error.status
-        raise
-    except asyncio.CancelledError:
-        status = CLIENT_CLOSED
-        raise
-    finally:
-        _observe(gateway, label, "false", status, started)
+    endpoint = gateway.resolve(route.inference_id, route.task_type)
+    request[INFERENCE_ID] = endpoint.inference_id
+    return endpoint
+
+
+async def _infer(request: web.Request, gateway: Gateway, route: Route) -> web.Response:
+    timeout, body = await _inference_request(request, route)
+    return _json(await gateway.complete(_resolve(request, gateway, route), body, timeout))
 
 
 async def _stream(request: web.Request, gateway: Gateway, route: Route) -> web.StreamResponse:
-    assert route.inference_id is not None
-    started = time.monotonic()
-    label = UNKNOWN_ID
-    # Request parsing fails as plain JSON, like a REST handler; failures of the action
-    # itself are reported in the event stream, as Elasticsearch's SSE listener does.
-    timeout = parse_time_value(request.query.get("timeout"))
-    body = validation.parse_inference(await _body(request), route.task_type or "completion")
-    status = 500
-    try:
-        endpoint = gateway.resolve(route.inference_id, route.task_type)
-        label = endpoint.inference_id
-        texts = await gateway.stream(endpoint, body, timeout)
-    except ESError as error:
-        status = error.status
-        _observe(gateway, label, "true", status, started)
-        response = web.Response(body=_event("error", error.body()), status=error.status,
-                                headers={**_SSE_HEADERS, **error.headers})
-        return response
-    response = web.StreamResponse(status=200, headers=_SSE_HEADERS)
+    timeout, body = await _inference_request(request, route)
+    # From here on failures are events: request parsing fails as plain JSON, like a REST
+    # handler; failures of the action itself are reported in the event stream, as
+    # Elasticsearch's SSE listener does.
+    response = request[EVENTS] = web.StreamResponse(headers=_SSE_HEADERS)
+    texts = await gateway.stream(_resolve(request, gateway, route), body, timeout)
     try:
         await response.prepare(request)
-        try:
-            async for text in texts:
-                await response.write(_event("message", {"completion": [{"delta": text}]}))
-        except ESError as error:
-            status = error.status
-            await response.write(_event("error", error.body()))
-        else:
-            status = 200
-            await response.write(_DONE)
+        async for text in texts:
+            await response.write(_event("message", {"completion": [{"delta": text}]}))
+        await response.write(_DONE)
         await response.write_eof()
-    except (asyncio.CancelledError, ConnectionResetError):
-        status = CLIENT_CLOSED
-        raise
     finally:
         await texts.aclose()
-        _observe(gateway, label, "true", status, started)
     return response
 
 
 def _event(name: str, data: Any) -> bytes:
     # No byte-order mark (Elasticsearch sends one per event; strict parsers choke on it).
     return b"event: %s\ndata: %s\n\n" % (name.encode(), jsoncodec.dumps(data))
-
-
-def _observe(gateway: Gateway, inference_id: str, stream: str, status: int,
-             started: float) -> None:
-    metrics = gateway.metrics
-    metrics.requests.labels(inference_id, stream, str(status)).inc()
-    metrics.duration.labels(inference_id, stream).observe(time.monotonic() - started)
 
 
 _HANDLERS = {

@@ -3,7 +3,7 @@ in one process, as in tests). Labels are inference ids, never anything from a ke
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
@@ -18,7 +18,7 @@ M = TypeVar("M", bound=MetricWrapperBase)
 class Labelled(Generic[M]):
     """A labelled metric whose children are looked up once: prometheus_client's
     ``labels()`` validates, takes a lock and builds a tuple on every call, which showed
-    in the profile of the request path at ~5 % of the gateway's CPU."""
+    in the profile of the request path (docs/benchmarks.md, "Reading the results")."""
 
     def __init__(self, metric: M) -> None:
         self.metric = metric
@@ -73,9 +73,10 @@ class GatewayMetrics:
             "inference_gateway_client_connections", "Open client connections, by listener.",
             ["listener"], registry=r)
 
-    def count_tokens(self, inference_id: str, input_tokens: int | None,
-                     output_tokens: int | None) -> None:
-        if input_tokens:
+    def count_tokens(self, inference_id: str, input_tokens: Any, output_tokens: Any) -> None:
+        """Counts as reported in an upstream reply; what is not a positive number (absent,
+        or a reply that is odd) is no count, not a failure of the request."""
+        if isinstance(input_tokens, int) and input_tokens > 0:
             self.tokens.labels(inference_id, "input").inc(input_tokens)
-        if output_tokens:
+        if isinstance(output_tokens, int) and output_tokens > 0:
             self.tokens.labels(inference_id, "output").inc(output_tokens)

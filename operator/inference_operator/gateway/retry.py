@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 T = TypeVar("T")
+E = TypeVar("E", bound=Exception)
 
 
 @dataclass(frozen=True)
@@ -32,17 +33,22 @@ class Verdict:
     retry_after: float | None = None  # the upstream's hint, in seconds
 
 
+NOT_RETRIED = Verdict(False)
+
+
 async def run_with_retries(
     policy: RetryPolicy,
     attempt: Callable[[], Awaitable[T]],
     *,
-    judge: Callable[[Exception], Verdict],
-    before_retry: Callable[[Exception, float], Awaitable[None]],
+    retry_on: type[E],
+    judge: Callable[[E], Verdict],
+    before_retry: Callable[[E, float], Awaitable[None]],
     now: Callable[[], float],
     deadline: float | None,
 ) -> T:
     """Call ``attempt`` until it succeeds or may not be retried; re-raise the last error.
 
+    Only ``retry_on`` errors are judged; any other exception (a bug) passes at once.
     A retry is skipped (and the error returned at once) when its delay would end past the
     budget or past the caller's deadline: the upstream's error is more useful than a 408.
     ``before_retry(error, delay)`` sleeps and takes a rate-limit token."""
@@ -50,7 +56,7 @@ async def run_with_retries(
     for number in range(1, policy.max_attempts + 1):
         try:
             return await attempt()
-        except Exception as error:
+        except retry_on as error:
             verdict = judge(error)
             if not verdict.retryable or number == policy.max_attempts:
                 raise

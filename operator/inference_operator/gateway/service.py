@@ -25,9 +25,8 @@ from inference_operator.gateway.timeunits import TimeValue
 from inference_operator.gateway.upstream import (
     MessageStream,
     Upstream,
-    judge,
-    status_label,
-    to_es_error,
+    UpstreamError,
+    object_at,
 )
 
 log = logging.getLogger(__name__)
@@ -177,7 +176,7 @@ class Gateway:
                        time_limit: TimeValue) -> dict[str, Any]:
         params = endpoint.message_params(_single_input(body), body.task_settings)
         message = await self._within(time_limit, self._call(endpoint, params, False, time_limit))
-        usage = _usage(message)
+        usage = object_at(message, "usage")
         self.metrics.count_tokens(endpoint.inference_id, usage.get("input_tokens"),
                                   usage.get("output_tokens"))
         # Read as leniently as the SDK does (it does not validate a Message either).
@@ -197,30 +196,28 @@ class Gateway:
 
     async def _texts(self, endpoint: Endpoint,
                      upstream: MessageStream) -> AsyncGenerator[str, None]:
-        key = endpoint.api_key.get_secret_value()
         try:
             async for event in upstream.events():
                 kind = event.get("type")
-                if kind == "content_block_delta":
-                    delta = event.get("delta") or {}
-                    if delta.get("type") == "text_delta" and delta.get("text"):
+                if kind == "content_block_delta":  # per delta, the hot loop: no helper call
+                    delta = event.get("delta")
+                    if (isinstance(delta, dict) and delta.get("type") == "text_delta"
+                            and delta.get("text")):
                         yield delta["text"]
                 elif kind == "content_block_start":
-                    block = event.get("content_block") or {}
+                    block = object_at(event, "content_block")
                     if block.get("type") == "text" and block.get("text"):
                         yield block["text"]
                 elif kind == "message_start":
+                    usage = object_at(object_at(event, "message"), "usage")
                     self.metrics.count_tokens(endpoint.inference_id,
-                                              _usage(event.get("message")).get("input_tokens"),
-                                              None)
+                                              usage.get("input_tokens"), None)
                 elif kind == "message_delta":
                     self.metrics.count_tokens(endpoint.inference_id, None,
-                                              _usage(event).get("output_tokens"))
-        except Exception as error:
-            self.metrics.upstream.labels(endpoint.inference_id, status_label(error)).inc()
-            failure = to_es_error(error, endpoint.inference_id, key)
-            log.warning("stream from [%s] failed: %s", endpoint.inference_id, failure)
-            raise failure from None
+                                              object_at(event, "usage").get("output_tokens"))
+        except UpstreamError as error:
+            self.metrics.upstream.labels(endpoint.inference_id, error.label).inc()
+            raise self._failure(endpoint, error) from None
         finally:
             # Also runs when the client went away: closing drops the upstream connection.
             upstream.close()
@@ -237,27 +234,31 @@ class Gateway:
                 # Elasticsearch sends "stream" only when streaming; so do we.
                 result = await (endpoint.client.stream(params) if stream
                                 else endpoint.client.create(params))
-            except Exception as error:
-                self.metrics.upstream.labels(inference_id, status_label(error)).inc()
+            except UpstreamError as error:
+                self.metrics.upstream.labels(inference_id, error.label).inc()
                 raise
             self.metrics.upstream.labels(inference_id, "200").inc()
             return result
 
-        async def before_retry(error: Exception, delay: float) -> None:
-            cause = status_label(error)
-            self.metrics.retries.labels(inference_id, cause).inc()
-            log.info("retrying [%s] after upstream %s in %.2fs", inference_id, cause, delay)
+        async def before_retry(error: UpstreamError, delay: float) -> None:
+            self.metrics.retries.labels(inference_id, error.label).inc()
+            log.info("retrying [%s] after upstream %s in %.2fs", inference_id, error.label,
+                     delay)
             await asyncio.sleep(delay)
             await self._admit(endpoint, priority=True)
 
         try:
-            return await run_with_retries(self.retry, attempt, judge=judge,
-                                          before_retry=before_retry, now=clock.now,
-                                          deadline=deadline)
-        except Exception as error:
-            failure = to_es_error(error, inference_id, endpoint.api_key.get_secret_value())
-            log.warning("request to [%s] failed: %s", inference_id, failure)
-            raise failure from None
+            return await run_with_retries(self.retry, attempt, retry_on=UpstreamError,
+                                          judge=UpstreamError.verdict, before_retry=before_retry,
+                                          now=clock.now, deadline=deadline)
+        except UpstreamError as error:
+            raise self._failure(endpoint, error) from None
+
+    @staticmethod
+    def _failure(endpoint: Endpoint, error: UpstreamError) -> ESError:
+        failure = error.es_error(endpoint.inference_id, endpoint.api_key.get_secret_value())
+        log.warning("upstream call for [%s] failed: %s", endpoint.inference_id, failure)
+        return failure
 
     async def _admit(self, endpoint: Endpoint, *, priority: bool) -> None:
         clock = self.limiter.clock
@@ -318,11 +319,6 @@ class Gateway:
         if self.state is not None:
             await self.state.save([e.stored() for e in sorted(
                 self._endpoints.values(), key=lambda e: e.inference_id)])
-
-
-def _usage(holder: Any) -> dict[str, Any]:
-    usage = holder.get("usage") if isinstance(holder, dict) else None
-    return usage if isinstance(usage, dict) else {}
 
 
 def _single_input(body: InferenceRequestBody) -> str:

@@ -1,11 +1,10 @@
-"""Anthropic's Messages API on the gateway's hot path, and the mapping of its failures to
-retry verdicts and Elasticsearch errors.
+"""Anthropic's Messages API on the gateway's hot path, and its failures
+(:class:`UpstreamError`, which maps each to a retry verdict and an Elasticsearch error).
 
-Why not the ``anthropic`` SDK here (measured by every ``make bench``, docs/benchmarks.md,
-"Why not the SDK on the hot path"): a call through the SDK with its aiohttp transport
-costs ~3 ms of CPU against ~0.6 ms for this client, more than the 1 ms p50 the gateway
-may add in all; and importing the SDK adds ~42 MiB of RSS and ~2 s of start-up, half the
-gateway's 80 MiB budget. The wire format is small: the body
+Why not the ``anthropic`` SDK here: a call through it costs several times the CPU of this
+client, more than the gateway's whole added-latency budget, and importing it a large share
+of the memory budget (measured by every ``make bench``; the figures are in
+docs/benchmarks.md, "Why not the SDK on the hot path"). The wire format is small: the body
 is JSON the gateway builds anyway, the answer a JSON Message, streaming is SSE with an
 ``event:`` line per event. What we took from the SDK is pinned by tests against the
 installed SDK (tests/gateway/test_gateway_wire.py): the auth and version headers it
@@ -29,7 +28,7 @@ import aiohttp
 
 from inference_operator.gateway import jsoncodec
 from inference_operator.gateway.errors import ESError
-from inference_operator.gateway.retry import Verdict
+from inference_operator.gateway.retry import NOT_RETRIED, Verdict
 
 # What anthropic 2.14.0 sends (``Authorization: Bearer`` and this version); the wire test
 # fails when the installed SDK sends something else.
@@ -55,23 +54,78 @@ _STATUS_WORDS = {
 }
 
 
-class StatusError(Exception):
-    """An error answer: a non-2xx status, or an ``event: error`` inside a 200 stream."""
+class UpstreamError(Exception):
+    """A call to Anthropic that failed, and the one place that decides what the gateway
+    makes of it: ``label`` for the upstream metrics, :meth:`verdict` for the retry policy
+    and :meth:`es_error` for the client. An upstream 4xx keeps its status; any other
+    failure is a 502 (Elasticsearch answers 400; we prefer the honest code). The message
+    is Elasticsearch's: ``{what} for request from inference entity id [id]{detail}``."""
+
+    def __init__(self, label: str, what: str, detail: str, *, status: int = 502,
+                 verdict: Verdict = NOT_RETRIED, headers: dict[str, str] | None = None) -> None:
+        super().__init__(what + detail)
+        self.label = label
+        self._what = what
+        self._detail = detail
+        self._status = status
+        self._verdict = verdict
+        self._headers = headers or {}
+
+    def verdict(self) -> Verdict:
+        return self._verdict
+
+    def es_error(self, inference_id: str, api_key: str) -> ESError:
+        reason = f"{self._what} for request from inference entity id [{inference_id}]{self._detail}"
+        # Upstream messages are not ours: make sure none of them can carry the key out.
+        if api_key:
+            reason = reason.replace(api_key, "<redacted>")
+        return ESError(self._status, "status_exception", reason, self._headers)
+
+
+class StatusError(UpstreamError):
+    """An error answer: a non-2xx status, or an ``event: error`` inside a 200 stream
+    (its status then comes from the Anthropic error type)."""
 
     def __init__(self, status: int, headers: Mapping[str, str], body: Any) -> None:
-        super().__init__(f"upstream status {status}")
-        self.status = status
+        self.status = status  # as received
         self.headers = headers
         self.body = body
+        error = object_at(body, "error")
+        if status < 300:
+            status = _STREAM_ERROR_STATUS.get(str(error.get("type", "")), 500)
+        detail = f" status [{status}]"
+        if message := str(error.get("message", "")):
+            detail += f". Error message: [{message}]"
+        hint = retry_after(headers)
+        super().__init__(
+            str(status), _status_words(status, headers), detail,
+            status=status if 400 <= status < 500 else 502,
+            verdict=Verdict(True, hint) if status in RETRYABLE_STATUSES else NOT_RETRIED,
+            headers={"Retry-After": str(max(1, round(hint)))}
+            if status == 429 and hint is not None else None)
 
 
-class ConnectionFailed(Exception):
-    """No answer: the connection failed, dropped or timed out before the status line."""
+class ConnectionFailed(UpstreamError):
+    """No answer: the connection failed, dropped or timed out before the answer was read."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__("connection_error", "Failed to reach the upstream service",
+                         f": [{cause}]", verdict=Verdict(True))
 
 
-class MalformedReply(Exception):
-    """A 200 whose body is not the JSON object the Messages API sends, or a stream that
-    ended without its ``message_stop``."""
+class ConnectionLost(UpstreamError):
+    """The connection failed while a stream was being read: too late to retry."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__("stream_error", "Lost the upstream response", f": [{cause}]")
+
+
+class MalformedReply(UpstreamError):
+    """A 200 whose body is not what the Messages API sends: not a JSON object, an event
+    that is not one, or a stream that ended without its ``message_stop``."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__("malformed", "Received an invalid response", f": [{what}]")
 
 
 class Upstream:
@@ -88,8 +142,8 @@ class Upstream:
     async def start(self) -> None:
         # The session must be created inside the running loop. HTTP(S)_PROXY/NO_PROXY are
         # honoured as the SDK (httpx) did, looked up once here instead of per request.
-        # No cookie jar: the Messages API needs none, and filtering cookies cost ~2 % of
-        # the gateway's CPU per request in the profile.
+        # No cookie jar: the Messages API needs none, and filtering cookies showed in the
+        # request path's profile (docs/benchmarks.md).
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS),
             cookie_jar=aiohttp.DummyCookieJar(), timeout=self._timeout,
@@ -162,19 +216,24 @@ class MessageStream:
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:
         stopped = False
-        async for name, data in _server_sent_events(self._response.content):
-            if name is None or name == "ping":
-                continue
-            if name == "error":
-                raise StatusError(self._response.status, self._response.headers,
-                                  _json_or_text(data.encode()))
-            if data:
-                try:
-                    event = jsoncodec.loads(data)
-                except ValueError:
-                    raise MalformedReply("an event is not JSON") from None
-                yield event
-            stopped = stopped or name == "message_stop"
+        try:
+            async for name, data in _server_sent_events(self._response.content):
+                if name is None or name == "ping":
+                    continue
+                if name == "error":
+                    raise StatusError(self._response.status, self._response.headers,
+                                      _json_or_text(data.encode()))
+                if data:
+                    try:
+                        event = jsoncodec.loads(data)
+                    except ValueError:
+                        raise MalformedReply("an event is not JSON") from None
+                    if not isinstance(event, dict):
+                        raise MalformedReply("an event is not a JSON object")
+                    yield event
+                stopped = stopped or name == "message_stop"
+        except aiohttp.ClientError as error:
+            raise ConnectionLost(type(error).__name__) from error
         # Read to the end (so the connection goes back to the pool), then: a clean end of
         # the body before message_stop means the answer was cut short (a proxy or the
         # upstream gave up), which must not reach the client as a complete one.
@@ -208,7 +267,10 @@ async def _server_sent_events(content: aiohttp.StreamReader
     async for chunk in content.iter_any():
         *lines, pending = (pending + chunk).split(b"\n")
         for raw in lines:
-            line = raw.decode().rstrip("\r")
+            try:
+                line = raw.decode().rstrip("\r")
+            except UnicodeDecodeError:
+                raise MalformedReply("an event is not UTF-8") from None
             if not line:
                 if name is not None or data:
                     yield name, "\n".join(data)
@@ -237,14 +299,6 @@ def _json_or_text(raw: bytes) -> Any:
         return raw.decode(errors="replace")
 
 
-def judge(error: Exception) -> Verdict:
-    if isinstance(error, ConnectionFailed):
-        return Verdict(True)
-    if isinstance(error, StatusError) and error.status in RETRYABLE_STATUSES:
-        return Verdict(True, retry_after(error.headers))
-    return Verdict(False)
-
-
 def retry_after(headers: Mapping[str, str]) -> float | None:
     """``retry-after-ms``, then ``retry-after`` in seconds or as an HTTP date."""
     try:
@@ -262,59 +316,19 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
         return None
 
 
-def to_es_error(error: Exception, inference_id: str, api_key: str) -> ESError:
-    """Upstream 4xx keep their status; 5xx and 529 become 502 (Elasticsearch says 400)."""
-    if isinstance(error, ESError):
-        return error
-    if isinstance(error, StatusError):
-        status, message = _status_of(error)
-        what = _STATUS_WORDS.get(status, "a server error" if status >= 500
-                                 else "a redirect" if status < 400 else "an unsuccessful")
-        prefix = f"Received {what} status code"
-        if status == 429:
-            prefix = _rate_limit_prefix(error.headers)
-        reason = (f"{prefix} for request from inference entity id [{inference_id}] "
-                  f"status [{status}]")
-        if message:
-            reason += f". Error message: [{message}]"
-        headers = {}
-        if status == 429 and (hint := retry_after(error.headers)) is not None:
-            headers["Retry-After"] = str(max(1, round(hint)))
-        return ESError(status if 400 <= status < 500 else 502, "status_exception",
-                       _scrub(reason, api_key), headers)
-    if isinstance(error, ConnectionFailed):
-        return ESError(502, "status_exception",
-                       f"Failed to reach the upstream service for request from inference entity "
-                       f"id [{inference_id}]: [{error}]")
-    if isinstance(error, MalformedReply):
-        return ESError(502, "status_exception",
-                       f"Received an invalid response for request from inference entity id "
-                       f"[{inference_id}]: [{error}]")
-    return ESError(502, "status_exception",
-                   f"Lost the upstream response for inference entity id [{inference_id}]: "
-                   f"[{type(error).__name__}]")
+def _status_words(status: int, headers: Mapping[str, str]) -> str:
+    if status == 429:
+        return _rate_limit_prefix(headers)
+    what = _STATUS_WORDS.get(status, "a server error" if status >= 500
+                             else "a redirect" if status < 400 else "an unsuccessful")
+    return f"Received {what} status code"
 
 
-def status_label(error: Exception) -> str:
-    """A short label for metrics: the upstream status or the kind of failure."""
-    if isinstance(error, StatusError):
-        return str(_status_of(error)[0])
-    if isinstance(error, ConnectionFailed):
-        return "connection_error"
-    if isinstance(error, MalformedReply):
-        return "malformed"
-    return "stream_error"
-
-
-def _status_of(error: StatusError) -> tuple[int, str]:
-    body = error.body if isinstance(error.body, dict) else {}
-    detail = body.get("error") if isinstance(body.get("error"), dict) else {}
-    error_type = str(detail.get("type", ""))
-    message = str(detail.get("message", ""))
-    status = error.status
-    if status < 300:  # an ``event: error`` inside a 200 stream
-        status = _STREAM_ERROR_STATUS.get(error_type, 500)
-    return status, message
+def object_at(holder: Any, name: str) -> dict[str, Any]:
+    """``holder[name]`` if both are JSON objects, else an empty one: replies are read as
+    leniently as the SDK reads them."""
+    value = holder.get(name) if isinstance(holder, dict) else None
+    return value if isinstance(value, dict) else {}
 
 
 def _rate_limit_prefix(headers: Mapping[str, str]) -> str:
@@ -331,9 +345,3 @@ def _rate_limit_prefix(headers: Mapping[str, str]) -> str:
         f"request reset [{h('anthropic-ratelimit-requests-reset')}]. "
         f"Retry after [{h('retry-after')}]"
     )
-
-
-def _scrub(text: str, api_key: str) -> str:
-    # Upstream messages are not ours: make sure none of them can carry the key out.
-    return text.replace(api_key, "<redacted>") if api_key else text
-
