@@ -14,8 +14,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from inference_operator.controlplane.kubectl import Kubectl, poll
+from inference_operator.controlplane.kubectl import Kubectl
 from inference_operator.devstack.processes import Service, Stack
+from inference_operator.waiting import poll
 
 # Distinctive, obviously fake keys: the hygiene checks search every output for them.
 KEY = "fake-key-test-PRIMARY-4f1d9c7b2e"

@@ -50,16 +50,13 @@ class _Socket(asyncio.Protocol):
         return await self.waiter
 
 _IMPORT_PROBE = """
-import json, time
-def rss():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
+import json, os, time
+from inference_operator.procfs import rss_mib  # the standard library only
 t0 = time.perf_counter()
 import inference_operator.gateway.server, inference_operator.cli.serving
-t1 = time.perf_counter(); r1 = rss()
+t1 = time.perf_counter(); r1 = rss_mib(os.getpid())
 import anthropic
-t2 = time.perf_counter(); r2 = rss()
+t2 = time.perf_counter(); r2 = rss_mib(os.getpid())
 print(json.dumps({"gateway_modules_mib": round(r1, 1), "gateway_import_s": round(t1 - t0, 3),
                   "anthropic_extra_mib": round(r2 - r1, 1),
                   "anthropic_import_s": round(t2 - t1, 3)}))

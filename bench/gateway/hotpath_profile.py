@@ -12,26 +12,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from inference_operator.devstack.processes import Service
+
 SECONDS = 6
 TOP = 25
 
 
 @dataclass
 class Recording:
-    process: subprocess.Popen | None
+    spy: Service | None
     out: Path
     error: str | None = None
 
     def finish(self) -> dict[str, Any]:
-        if self.process is None:
+        if self.spy is None:
             return {"error": self.error}
+        assert self.spy.popen is not None
         try:
-            _, stderr = self.process.communicate(timeout=SECONDS + 30)
+            returncode = self.spy.popen.wait(SECONDS + 30)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            self.spy.kill()
             return {"error": "py-spy did not finish"}
-        if self.process.returncode != 0 or not self.out.exists():
-            return {"error": f"py-spy failed: {stderr.strip()[-300:]}"}
+        if returncode != 0 or not self.out.exists():
+            return {"error": f"py-spy failed: {self.spy.log_text().strip()[-300:]}"}
         return {"raw_stacks": str(self.out), **summarise(self.out)}
 
 
@@ -39,12 +42,12 @@ def start(pid: int, out: Path) -> Recording:
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(spy).exists():
         return Recording(None, out, "py-spy is not installed (pip install -e '.[bench]')")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    process = subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(SECONDS),
-                                "--rate", "250", "--format", "raw", "--output", str(out),
-                                "--nonblocking"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    return Recording(process, out)
+    log = out.with_name(out.name + ".log")
+    log.unlink(missing_ok=True)
+    recorder = Service("py-spy", ["record", "--pid", str(pid), "--duration", str(SECONDS),
+                                  "--rate", "250", "--format", "raw", "--output", str(out),
+                                  "--nonblocking"], log, program=(spy,))
+    return Recording(recorder.start(), out)
 
 
 # Own time by where it is spent, first match of the innermost frame's file wins.

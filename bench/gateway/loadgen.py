@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from common import percentile
 
 
 @dataclass(frozen=True)
@@ -58,10 +59,7 @@ class Sample:
         return len(self.latencies) / self.seconds if self.seconds else 0.0
 
     def percentile(self, p: float) -> float:
-        if not self.latencies:
-            return float("nan")
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+        return percentile(self.latencies, p / 100)
 
     def summary(self) -> dict[str, Any]:
         ms = {f"p{p}_ms": round(self.percentile(p) * 1000, 3) for p in (50, 90, 99)}

@@ -6,21 +6,21 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from inference_operator.devstack.processes import ProcessFailed, Service
+
 # The version measured in the reference; --litellm-spec picks another.
 DEFAULT_SPEC = "litellm[proxy]==1.108.7"
 INSTALL_TIMEOUT = 900.0
 START_TIMEOUT = 120.0
+STOP_GRACE = 20.0
 
 # Every switch that keeps LiteLLM from fetching remote config or sending telemetry.
 _OFFLINE_ENV = {
@@ -70,26 +70,15 @@ def _version(python: Path) -> str:
 
 @dataclass
 class LiteLLM:
-    process: subprocess.Popen
+    service: Service
     url: str
     master_key: str
-    log: Path
-
-    def stop(self) -> None:
-        # Its own session: stop the whole group it may have forked, by our child's id.
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-        except ProcessLookupError:
-            pass
 
 
 def start(venv: Path, *, port: int, upstream: str, model: str, api_key: str,
           log: Path) -> LiteLLM:
-    """One worker on 127.0.0.1:port, routing ``model`` to the emulator at ``upstream``."""
+    """One worker on 127.0.0.1:port, routing ``model`` to the emulator at ``upstream``;
+    returns once it answers, raises Unavailable when it exits or the time runs out."""
     work = Path(tempfile.mkdtemp(prefix="litellm-bench-"))
     config = work / "config.yaml"
     config.write_text(yaml.safe_dump({
@@ -98,27 +87,19 @@ def start(venv: Path, *, port: int, upstream: str, model: str, api_key: str,
         "litellm_settings": {"drop_params": True},
     }))
     master_key = "sk-" + secrets.token_hex(32)  # it refuses to start without one
-    env = {k: v for k, v in os.environ.items()
-           if k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
-    env.update(_OFFLINE_ENV, LITELLM_MASTER_KEY=master_key)
-    out = log.open("w")
-    process = subprocess.Popen(
-        [str(venv / "bin" / "litellm"), "--config", str(config), "--host", "127.0.0.1",
-         "--port", str(port), "--num_workers", "1"],
-        cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    out.close()
-    return LiteLLM(process, f"http://127.0.0.1:{port}", master_key, log)
-
-
-def wait_ready(peer: LiteLLM, probe: Callable[[], bool], timeout: float = START_TIMEOUT) -> float:
-    """Seconds until ``probe()`` is true; raises Unavailable when the process dies or the
-    time runs out."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if peer.process.poll() is not None:
-            raise Unavailable(f"LiteLLM exited with {peer.process.returncode} "
-                              f"(see {peer.log})")
-        if probe():
-            return time.monotonic() - started
-        time.sleep(0.5)
-    raise Unavailable(f"LiteLLM did not answer within {timeout:.0f} s (see {peer.log})")
+    url = f"http://127.0.0.1:{port}"
+    log.unlink(missing_ok=True)
+    service = Service(
+        "LiteLLM", ["--config", str(config), "--host", "127.0.0.1", "--port", str(port),
+                    "--num_workers", "1"], log,
+        env={**_OFFLINE_ENV, "LITELLM_MASTER_KEY": master_key,
+             **{k: None for k in os.environ
+                if k.lower() in ("http_proxy", "https_proxy", "all_proxy")}},
+        health_url=f"{url}/health/liveliness", program=(str(venv / "bin" / "litellm"),),
+        cwd=work)
+    try:
+        service.start(START_TIMEOUT)
+    except ProcessFailed as error:
+        service.stop(STOP_GRACE)
+        raise Unavailable(f"{str(error).splitlines()[0]} (see {log})") from None
+    return LiteLLM(service, url, master_key)

@@ -22,18 +22,16 @@ import importlib.metadata
 import itertools
 import os
 import platform
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/common.py
 import clientcost
 import hotpath_profile
 import loadgen
@@ -41,10 +39,10 @@ import peer_litellm
 import report
 from loadgen import Sample, Target
 
+from inference_operator.devstack.processes import Stack
 from inference_operator.loopback import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-m", "inference_operator.cli.main"]
 TOKEN = "bench-admin-token"
 MODEL = "claude-bench"
 RATE_MODEL = "claude-bench-rate"
@@ -52,90 +50,22 @@ PROMPT = "What is Elastic?"
 MAX_TOKENS = 64
 ENDPOINTS = 100
 UNLIMITED_RPM = 10_000_000  # far above any load here: the limiter never waits
-
-
-@dataclass
-class Processes:
-    emulator: subprocess.Popen
-    gateway: subprocess.Popen
-    emulator_url: str
-    public_url: str
-    admin_url: str
-
-    def stop(self) -> None:
-        for process in (self.gateway, self.emulator):
-            process.send_signal(signal.SIGTERM)
-        for process in (self.gateway, self.emulator):
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def tree_rss_mib(pid: int) -> float:
-    """RSS of a process and every process in its session (LiteLLM may fork)."""
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.getsid(int(entry.name)) == pid:
-                    total += rss_mib(int(entry.name))
-            except (OSError, ValueError):
-                continue
-    return total
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def start_processes(work: Path) -> Processes:
-    emulator_port, port, admin_port = free_port(), free_port(), free_port()
-    (work / "token").write_text(TOKEN)
-    emulator = subprocess.Popen([*CLI, "emulator", "--host", "127.0.0.1",
-                                 "--port", str(emulator_port), "--log-level", "warning"])
-    gateway = subprocess.Popen([*CLI, "gateway", "--host", "127.0.0.1", "--port", str(port),
-                                "--admin-port", str(admin_port),
-                                "--admin-token-file", str(work / "token"),
-                                "--anthropic-base-url", f"http://127.0.0.1:{emulator_port}",
-                                "--ready-without-sync", "--log-level", "warning"])
-    return Processes(emulator, gateway, f"http://127.0.0.1:{emulator_port}",
-                     f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}")
-
-
-async def wait_up(session: aiohttp.ClientSession, url: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            async with session.get(url) as response:
-                await response.read()
-                return
-        except aiohttp.ClientError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.1)
+START_SECONDS = 60.0
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, procs: Processes) -> None:
+    def __init__(self, args: argparse.Namespace, stack: Stack) -> None:
         self.args = args
-        self.procs = procs
+        self.stack = stack
+        self.gateway_process = stack.services["gateway"]
         self.results: dict[str, Any] = {}
         direct_headers = {"x-api-key": "bench-key-000", "anthropic-version": "2023-06-01"}
         self.emulator = Target(
-            "emulator", procs.emulator_url + "/v1/messages",
+            "emulator", stack.emulator_url + "/v1/messages",
             {"model": MODEL, "max_tokens": MAX_TOKENS,
              "messages": [{"role": "user", "content": PROMPT}]},
             direct_headers, b"event: content_block_delta")
-        completion = procs.public_url + "/_inference/completion/bench-000"
+        completion = stack.gateway_url + "/_inference/completion/bench-000"
         self.gateway = Target("gateway", completion, {"input": PROMPT}, {}, b'"delta"',
                               stream_url=completion + "/_stream")
         self.litellm: Target | None = None
@@ -145,7 +75,7 @@ class Bench:
     async def admin_put(self, session: aiohttp.ClientSession, inference_id: str, key: str,
                         model: str, rpm: int) -> None:
         async with session.put(
-            f"{self.procs.admin_url}/_inference/completion/{inference_id}",
+            f"{self.stack.admin_url}/_inference/completion/{inference_id}",
             headers={"Authorization": f"Bearer {TOKEN}"},
             json={"service": "anthropic",
                   "service_settings": {"api_key": key, "model_id": model,
@@ -157,25 +87,25 @@ class Bench:
                                    f"{await response.text()}")
 
     async def emulator_latency(self, session: aiohttp.ClientSession, per_token: float) -> None:
-        async with session.put(self.procs.emulator_url + "/_emulator/latency",
+        async with session.put(self.stack.emulator_url + "/_emulator/latency",
                                json={"first_token": 0.0, "per_token": per_token}) as response:
             response.raise_for_status()
 
     # -- phases ------------------------------------------------------------------------
 
     async def memory_idle(self, session: aiohttp.ClientSession) -> None:
-        pid = self.procs.gateway.pid
-        started = rss_mib(pid)
+        rss_mib = self.gateway_process.rss_mib
+        started = rss_mib()
         for n in range(ENDPOINTS):
             await self.admin_put(session, f"bench-{n:03d}", f"bench-key-{n:03d}", MODEL,
                                  UNLIMITED_RPM)
         await asyncio.sleep(1.0)
         self.results["memory"] = {"gateway_started_mib": round(started, 1),
-                                  "gateway_idle_100_endpoints_mib": round(rss_mib(pid), 1)}
+                                  "gateway_idle_100_endpoints_mib": round(rss_mib(), 1)}
 
     async def throughput(self, session: aiohttp.ClientSession) -> None:
         a = self.args
-        pid = self.procs.gateway.pid
+        process = self.gateway_process
         for target in (self.emulator, self.gateway):  # warm-up, not measured
             await loadgen.closed_loop(session, target, requests=a.warmup,
                                       concurrency=a.concurrency, time_limit=a.time_limit)
@@ -185,12 +115,13 @@ class Bench:
             rounds["emulator"].append(await loadgen.closed_loop(
                 session, self.emulator, requests=a.requests, concurrency=a.concurrency,
                 time_limit=a.time_limit))
-            cpu = cpu_seconds(pid)
-            profiler = hotpath_profile.start(pid, a.profile) if a.profile and number == 0 else None
+            cpu = process.cpu_seconds()
+            profiler = (hotpath_profile.start(process.pid, a.profile)
+                        if a.profile and number == 0 else None)
             rounds["gateway"].append(await loadgen.closed_loop(
                 session, self.gateway, requests=a.requests, concurrency=a.concurrency,
                 time_limit=a.time_limit))
-            gateway_cpu += cpu_seconds(pid) - cpu
+            gateway_cpu += process.cpu_seconds() - cpu
             if profiler is not None:
                 self.results["profile"] = await asyncio.to_thread(profiler.finish)
         merged = {name: loadgen.merged(samples) for name, samples in rounds.items()}
@@ -207,19 +138,19 @@ class Bench:
                                  peer: peer_litellm.LiteLLM) -> None:
         a = self.args
         assert self.litellm is not None
-        pid = peer.process.pid
+        process = peer.service
         await loadgen.closed_loop(session, self.litellm, requests=a.litellm_warmup,
                                   concurrency=a.concurrency, time_limit=a.time_limit)
-        cpu = cpu_seconds(pid)
+        cpu = process.cpu_seconds()
         sample = await loadgen.closed_loop(session, self.litellm, requests=a.litellm_requests,
                                            concurrency=a.concurrency, time_limit=a.time_limit)
         done = len(sample.latencies)
         self.results["throughput"]["litellm"] = {
             **sample.summary(),
-            "cpu_ms_per_request": round((cpu_seconds(pid) - cpu) / done * 1000, 3)
+            "cpu_ms_per_request": round((process.cpu_seconds() - cpu) / done * 1000, 3)
             if done else None,
         }
-        self.results["memory"]["litellm_after_load_mib"] = round(tree_rss_mib(pid), 1)
+        self.results["memory"]["litellm_after_load_mib"] = round(process.rss_mib(session=True), 1)
 
     async def fixed_rate(self, session: aiohttp.ClientSession) -> None:
         a = self.args
@@ -269,7 +200,7 @@ class Bench:
 
     async def open_streams(self) -> None:
         a = self.args
-        pid = self.procs.gateway.pid
+        rss_mib = self.gateway_process.rss_mib
         peak = 0.0
         at_all_open: list[float] = []
         sampling = True
@@ -277,7 +208,7 @@ class Bench:
         async def sample() -> None:
             nonlocal peak
             while sampling:
-                peak = max(peak, rss_mib(pid))
+                peak = max(peak, rss_mib())
                 await asyncio.sleep(0.1)
 
         # A separate pool, large enough for every stream at once.
@@ -289,7 +220,7 @@ class Bench:
             try:
                 opened, completed = await loadgen.hold_streams(
                     session, self.gateway, streams=a.streams, time_limit=a.time_limit,
-                    on_all_open=lambda: at_all_open.append(rss_mib(pid)))
+                    on_all_open=lambda: at_all_open.append(rss_mib()))
             finally:
                 sampling = False
                 await sampler
@@ -299,7 +230,7 @@ class Bench:
             "stream_phase_seconds": round(time.monotonic() - started, 1),
             "gateway_all_streams_open_mib": round(at_all_open[0], 1) if at_all_open else None,
             "gateway_peak_streams_mib": round(peak, 1),
-            "gateway_after_streams_mib": round(rss_mib(pid), 1),
+            "gateway_after_streams_mib": round(rss_mib(), 1),
         })
 
     async def rate_limit(self, session: aiohttp.ClientSession) -> None:
@@ -309,14 +240,14 @@ class Bench:
         rpm = 600
         count = round(a.rate_window * rpm / 60) + 1  # the first token is there at once
         await self.admin_put(session, "bench-rate", "bench-key-rate", RATE_MODEL, rpm)
-        async with session.delete(self.procs.emulator_url + "/_emulator/requests"):
+        async with session.delete(self.stack.emulator_url + "/_emulator/requests"):
             pass
-        url = (f"{self.procs.public_url}/_inference/completion/bench-rate"
+        url = (f"{self.stack.gateway_url}/_inference/completion/bench-rate"
                f"?timeout={round(a.rate_window + 30)}s")
         target = Target("rate", url, {"input": PROMPT})
         sample = await loadgen.closed_loop(session, target, requests=count, concurrency=count,
                                            time_limit=a.rate_window + 40)
-        async with session.get(self.procs.emulator_url + "/_emulator/requests") as response:
+        async with session.get(self.stack.emulator_url + "/_emulator/requests") as response:
             log = await response.json()
         arrivals = sorted(e["received_at"] for e in log
                           if e["path"] == "/v1/messages" and (e.get("body") or {}).get("model")
@@ -347,21 +278,15 @@ class Bench:
         try:
             info["version"] = peer_litellm.ensure_installed(
                 venv, a.litellm_spec, cache / "litellm-install.log")
-            peer = peer_litellm.start(venv, port=free_port(), upstream=self.procs.emulator_url,
+            started = time.monotonic()
+            peer = peer_litellm.start(venv, port=free_port(), upstream=self.stack.emulator_url,
                                       model=MODEL, api_key="bench-key-litellm",
                                       log=cache / "litellm.log")
         except peer_litellm.Unavailable as error:
             info["unavailable"] = str(error)
             print(f"LiteLLM unavailable, continuing without it: {error}", flush=True)
             return None
-        try:
-            info["startup_seconds"] = round(peer_litellm.wait_ready(
-                peer, lambda: _answers(peer.url + "/health/liveliness")), 1)
-        except peer_litellm.Unavailable as error:
-            peer.stop()
-            info["unavailable"] = str(error)
-            print(f"LiteLLM unavailable, continuing without it: {error}", flush=True)
-            return None
+        info["startup_seconds"] = round(time.monotonic() - started, 1)
         self.litellm = Target(
             "litellm", peer.url + "/v1/chat/completions",
             {"model": MODEL, "max_tokens": MAX_TOKENS,
@@ -376,11 +301,9 @@ class Bench:
         connector = aiohttp.TCPConnector(limit=max(a.concurrency, 1100))
         timeout = aiohttp.ClientTimeout(total=a.time_limit + 60)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            await wait_up(session, self.procs.emulator_url + "/_emulator/latency")
-            await wait_up(session, self.procs.public_url + "/healthz")
             step("SDK against a direct request (in this process)")
             self.results["client_cost"] = await clientcost.measure(
-                self.procs.emulator_url, MODEL, PROMPT, MAX_TOKENS, a.client_cost_requests)
+                self.stack.emulator_url, MODEL, PROMPT, MAX_TOKENS, a.client_cost_requests)
             step(f"memory: gateway idle with {ENDPOINTS} endpoints")
             await self.memory_idle(session)
             step(f"throughput: {a.rounds}x{a.requests} requests at concurrency {a.concurrency}")
@@ -392,7 +315,7 @@ class Bench:
             try:
                 if peer is not None:
                     self.results["memory"]["litellm_idle_mib"] = round(
-                        tree_rss_mib(peer.process.pid), 1)
+                        peer.service.rss_mib(session=True), 1)
                     step(f"LiteLLM throughput: {a.litellm_requests} requests at concurrency "
                          f"{a.concurrency}")
                     await self.throughput_litellm(session, peer)
@@ -400,20 +323,12 @@ class Bench:
                 await self.first_delta(session)
             finally:
                 if peer is not None:
-                    await asyncio.to_thread(peer.stop)
+                    await asyncio.to_thread(peer.service.stop, peer_litellm.STOP_GRACE)
             step(f"memory: {a.streams} concurrent open streams")
             await self.open_streams()
             step(f"rate limit: 600 rpm over {a.rate_window:.0f} s")
             await self.rate_limit(session)
         return self.results
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # loopback only
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def step(text: str) -> None:
@@ -433,33 +348,34 @@ def machine() -> dict[str, Any]:
             "anthropic": md.version("anthropic")}
 
 
+# The numeric options: flag, default (its type is the option's), help.
+NUMBERS: tuple[tuple[str, float, str | None], ...] = (
+    ("--requests", 3000, "requests per throughput round and target"),
+    ("--rounds", 2, "alternating throughput rounds per target"),
+    ("--concurrency", 50, None),
+    ("--warmup", 300, None),
+    ("--rate", 100.0, "requests/s of the fixed-rate latency phase"),
+    ("--rate-seconds", 20.0, "seconds of fixed-rate load per target"),
+    ("--ttfb-requests", 300, None),
+    ("--streams", 1000, None),
+    ("--stream-token-latency", 0.5,
+     "the emulator's seconds between deltas while streams are held"),
+    ("--rate-window", 10.0,
+     "seconds the 600 rpm bucket is kept busy (the target is stated for 60)"),
+    ("--client-cost-requests", 500, None),
+    ("--litellm-requests", 400, None),
+    ("--litellm-warmup", 50, None),
+    ("--litellm-ttfb-requests", 30, None),
+    ("--time-limit", 60.0, "seconds per phase and target at most"),
+)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=3000,
-                        help="requests per throughput round and target")
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="alternating throughput rounds per target")
-    parser.add_argument("--concurrency", type=int, default=50)
-    parser.add_argument("--warmup", type=int, default=300)
-    parser.add_argument("--rate", type=float, default=100.0,
-                        help="requests/s of the fixed-rate latency phase")
-    parser.add_argument("--rate-seconds", type=float, default=20.0,
-                        help="seconds of fixed-rate load per target")
-    parser.add_argument("--ttfb-requests", type=int, default=300)
-    parser.add_argument("--streams", type=int, default=1000)
-    parser.add_argument("--stream-token-latency", type=float, default=0.5,
-                        help="the emulator's seconds between deltas while streams are held")
-    parser.add_argument("--rate-window", type=float, default=10.0,
-                        help="seconds the 600 rpm bucket is kept busy (the target is "
-                             "stated for 60)")
-    parser.add_argument("--client-cost-requests", type=int, default=500)
+    for flag, default, text in NUMBERS:
+        parser.add_argument(flag, type=type(default), default=default, help=text)
     parser.add_argument("--no-litellm", action="store_true", help="skip the peer")
     parser.add_argument("--litellm-spec", default=peer_litellm.DEFAULT_SPEC)
-    parser.add_argument("--litellm-requests", type=int, default=400)
-    parser.add_argument("--litellm-warmup", type=int, default=50)
-    parser.add_argument("--litellm-ttfb-requests", type=int, default=30)
-    parser.add_argument("--time-limit", type=float, default=60.0,
-                        help="seconds per phase and target at most")
     parser.add_argument("--profile", type=Path, metavar="FILE",
                         help="record the gateway with py-spy during the first throughput "
                              "round: raw stacks to FILE, the top functions into the results")
@@ -489,11 +405,15 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.get("MAKELEVEL"):
         command = "make bench" + (f' BENCH_ARGS="{" ".join(given)}"' if given else "")
     work = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
-    procs = start_processes(work)
+    stack = Stack(work, api_keys=(), admin_token=TOKEN)  # the emulator takes any key
+    step(f"emulator and gateway: logs in {work}")
     try:
-        results = asyncio.run(Bench(args, procs).run())
+        stack.start(stack.emulator("--log-level", "warning"), START_SECONDS)
+        stack.start(stack.gateway("--ready-without-sync", "--log-level", "warning"),
+                    START_SECONDS)
+        results = asyncio.run(Bench(args, stack).run())
     finally:
-        procs.stop()
+        stack.stop()
     results["run"] = {"command": command, "date": started.strftime("%Y-%m-%d %H:%M UTC"),
                       "duration_seconds": round((datetime.now(UTC) - started).total_seconds()),
                       "machine": {**machine(), "load_average_start": load_start,

@@ -29,11 +29,15 @@ from typing import Any
 
 from kubernetes import client, config, watch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/common.py
+from common import percentile
+
 from inference_operator.api.generate import crd_yaml
 from inference_operator.api.models import GROUP, PLURAL, VERSION
 from inference_operator.controlplane import binaries, launcher
 from inference_operator.controlplane.kubectl import Kubectl
-from inference_operator.devstack.processes import Stack
+from inference_operator.devstack.processes import Service, Stack
+from inference_operator.waiting import poll
 
 KEY = "bench-key-not-a-real-key"
 OPERATOR_NS, FLOOR_NS = "bench-operator", "bench-floor"
@@ -62,7 +66,6 @@ class ReadyWatch:
         self._custom = client.CustomObjectsApi(api)
         self._namespace = namespace
         self._watch = watch.Watch()
-        self._changed = threading.Condition()
         self._stopped = False
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -89,34 +92,24 @@ class ReadyWatch:
     def _record(self, obj: dict[str, Any]) -> None:
         conditions = (obj.get("status") or {}).get("conditions") or []
         if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
-            with self._changed:
-                self.ready_at.setdefault(obj["metadata"]["name"], time.perf_counter())
-                self._changed.notify_all()
+            self.ready_at.setdefault(obj["metadata"]["name"], time.perf_counter())
 
-    def wait_for(self, names: set[str], deadline: float) -> None:
-        with self._changed:
-            while not names <= self.ready_at.keys():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    missing = len(names - self.ready_at.keys())
-                    raise TimeoutError(f"{missing} object(s) not Ready in time")
-                self._changed.wait(min(left, 1))
+    def wait_for(self, names: set[str], timeout: float) -> None:
+        """Until all of ``names`` are Ready (the times are the watch's, not this wait's)."""
+        try:
+            poll(lambda: all(name in self.ready_at for name in names), timeout=timeout,
+                 interval=0.01)
+        except TimeoutError:
+            missing = sum(name not in self.ready_at for name in names)
+            raise TimeoutError(f"{missing} object(s) not Ready in time") from None
 
     def stop(self) -> None:
         self._stopped = True
         self._watch.stop()
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
-
-
-def rss_mib(pid: int) -> dict[str, float]:
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text()
-                  .splitlines() if ":" in line)
-    return {name: int(fields[key].split()[0]) / 1024 for name, key in
-            (("rss_mib", "VmRSS"), ("peak_rss_mib", "VmHWM"))}
+def memory(service: Service) -> dict[str, float]:
+    return {"rss_mib": service.rss_mib(), "peak_rss_mib": service.rss_mib(field="VmHWM")}
 
 
 def measure_latency(api, watcher: ReadyWatch, count: int) -> dict[str, float]:
@@ -127,7 +120,7 @@ def measure_latency(api, watcher: ReadyWatch, count: int) -> dict[str, float]:
         started = time.perf_counter()
         custom.create_namespaced_custom_object(GROUP, VERSION, OPERATOR_NS, PLURAL,
                                                manifest(name))
-        watcher.wait_for({name}, time.monotonic() + 60)
+        watcher.wait_for({name}, 60)
         took.append(watcher.ready_at[name] - started)
     return {"objects": count, "p50_s": percentile(took, 0.5), "p99_s": percentile(took, 0.99),
             "mean_s": statistics.fmean(took), "max_s": max(took), "first_s": took[0]}
@@ -223,8 +216,7 @@ def main() -> int:
         api = config.new_client_from_config(config_file=str(plane.kubeconfig))
         api.configuration.connection_pool_maxsize = CREATE_WORKERS * 2
         watcher = ReadyWatch(api, OPERATOR_NS)
-        assert operator.popen is not None
-        idle = rss_mib(operator.popen.pid)
+        idle = memory(operator)
 
         print(f"latency: {args.latency_objects} objects, one at a time ...", flush=True)
         latency = measure_latency(api, watcher, args.latency_objects)
@@ -238,12 +230,12 @@ def main() -> int:
         print(f"operator: {len(names)} objects at once until all Ready ...", flush=True)
         started = time.perf_counter()
         created = create_all(api, OPERATOR_NS, names, patch_status=False)
-        watcher.wait_for(set(names), time.monotonic() + DEADLINE_SECONDS)
+        watcher.wait_for(set(names), DEADLINE_SECONDS)
         all_ready = max(watcher.ready_at[n] for n in names) - started
-        memory = rss_mib(operator.popen.pid)
+        after = memory(operator)
         print(f"  {all_ready:.1f} s (creates alone {created:.1f} s); ratio to floor "
-              f"{all_ready / floor:.2f}x; operator RSS {memory['rss_mib']:.0f} MiB "
-              f"(peak {memory['peak_rss_mib']:.0f} MiB, idle {idle['rss_mib']:.0f} MiB)")
+              f"{all_ready / floor:.2f}x; operator RSS {after['rss_mib']:.0f} MiB "
+              f"(peak {after['peak_rss_mib']:.0f} MiB, idle {idle['rss_mib']:.0f} MiB)")
         watcher.stop()
         result = {
             "date": time.strftime("%Y-%m-%d"),
@@ -254,7 +246,7 @@ def main() -> int:
             "bulk": {"objects": len(names), "operator_all_ready_s": all_ready,
                      "operator_creates_s": created, "floor_s": floor,
                      "ratio_to_floor": all_ready / floor},
-            "operator_memory": {"idle": idle, "after_bulk": memory},
+            "operator_memory": {"idle": idle, "after_bulk": after},
         }
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(result, indent=2) + "\n")

@@ -3,21 +3,23 @@ ephemeral ports; no Kubernetes is involved."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from gateway_support import (
+    ADMIN_TOKEN,
     GatewayFactory,
-    GatewayProcess,
     RunningEmulator,
     RunningGateway,
     gateway_config,
     start_emulator,
 )
 
+from inference_operator.devstack.processes import Stack
 from inference_operator.gateway.server import GatewayServer
 
 
@@ -52,19 +54,10 @@ async def gateway(make_gateway: GatewayFactory) -> RunningGateway:
     return await make_gateway()
 
 
-
-
 @pytest.fixture
-async def gateway_process(emulator: RunningEmulator, tmp_path: Path
-                          ) -> AsyncIterator[Callable[..., Awaitable[GatewayProcess]]]:
-    """Factory: a real gateway process against the emulator; killed at the end."""
-    started: list[GatewayProcess] = []
-
-    async def spawn(*extra: str, **ports: int) -> GatewayProcess:
-        running = await GatewayProcess.start(tmp_path, emulator.url, *extra, **ports)
-        started.append(running)
-        return running
-
-    yield spawn
-    for running in started:
-        await running.stop()
+async def process_stack(emulator: RunningEmulator, tmp_path: Path) -> AsyncIterator[Stack]:
+    """Where ``start_gateway`` runs a real gateway process against the emulator; whatever
+    it started is stopped at the end."""
+    stack = Stack(tmp_path, api_keys=(), admin_token=ADMIN_TOKEN, anthropic_base_url=emulator.url)
+    yield stack
+    await asyncio.to_thread(stack.stop)

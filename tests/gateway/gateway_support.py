@@ -4,24 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
+from inference_operator.devstack.processes import Service, Stack
 from inference_operator.emulator.app import Emulator, build_app
 from inference_operator.emulator.script import FAULTS, Latency
 from inference_operator.gateway.retry import RetryPolicy
 from inference_operator.gateway.server import GatewayConfig, GatewayServer
-from inference_operator.loopback import free_port
 
 ADMIN_TOKEN = "test-admin-token"
 API_KEY = "fake-key-test-KEY-7f3a9c1e5b"
@@ -85,16 +83,14 @@ def gateway_config(upstream_url: str, **overrides: Any) -> GatewayConfig:
 
 @dataclass
 class RunningGateway:
-    server: GatewayServer
+    server: GatewayServer  # started: its ports are known
     session: aiohttp.ClientSession
+    public: str = field(init=False)
+    admin: str = field(init=False)
 
-    @property
-    def public(self) -> str:
-        return f"http://127.0.0.1:{self.server.port}"
-
-    @property
-    def admin(self) -> str:
-        return f"http://127.0.0.1:{self.server.admin_port}"
+    def __post_init__(self) -> None:
+        self.public = f"http://127.0.0.1:{self.server.port}"
+        self.admin = f"http://127.0.0.1:{self.server.admin_port}"
 
     async def call(self, method: str, path: str, body: Any = None, *, admin: bool = False,
                    token: str | None = ADMIN_TOKEN, raw: bytes | None = None
@@ -235,74 +231,15 @@ class ThreadedStack:
         return f"http://127.0.0.1:{self.server.admin_port}"
 
 
-@dataclass
-class GatewayProcess:
-    """``inference-operator gateway`` as a real process (for SIGKILL and RSS)."""
+# The in-process test gateway's settings (gateway_config), as the process's flags.
+PROCESS_FLAGS = ("--ready-without-sync", "--retry-initial-delay", "0.02",
+                 "--retry-max-delay", "0.1")
 
-    process: asyncio.subprocess.Process
-    args: list[str]
-    port: int
-    admin_port: int
-    log: Path
 
-    @property
-    def public(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def admin(self) -> str:
-        return f"http://127.0.0.1:{self.admin_port}"
-
-    @classmethod
-    async def start(cls, workdir: Path, upstream_url: str, *extra: str,
-                    port: int | None = None, admin_port: int | None = None) -> GatewayProcess:
-        token = workdir / "admin-token"
-        token.write_text(ADMIN_TOKEN)
-        port, admin_port = port or free_port(), admin_port or free_port()
-        args = [sys.executable, "-m", "inference_operator.cli.main", "gateway",
-                "--host", "127.0.0.1", "--port", str(port), "--admin-port", str(admin_port),
-                "--admin-token-file", str(token), "--anthropic-base-url", upstream_url,
-                "--ready-without-sync", "--retry-initial-delay", "0.02",
-                "--retry-max-delay", "0.1", *extra]
-        log = workdir / f"gateway-{port}.log"
-        with log.open("ab") as out:
-            process = await asyncio.create_subprocess_exec(*args, stdout=out, stderr=out)
-        running = cls(process, args, port, admin_port, log)
-        await running.wait_healthy()
-        return running
-
-    async def wait_healthy(self, seconds: float = 30.0) -> None:
-        deadline = time.monotonic() + seconds
-        async with aiohttp.ClientSession() as session:
-            while time.monotonic() < deadline:
-                if self.process.returncode is not None:
-                    raise RuntimeError(f"gateway exited: {self.log.read_text()[-2000:]}")
-                try:
-                    async with session.get(self.public + "/healthz") as response:
-                        if response.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise TimeoutError(f"gateway not healthy in {seconds}s: {self.log.read_text()[-2000:]}")
-
-    def rss_mib(self) -> float:
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        kib = next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))
-        return int(kib) / 1024
-
-    async def kill(self) -> None:
-        if self.process.returncode is None:
-            os.kill(self.process.pid, signal.SIGKILL)
-        await self.process.wait()
-
-    async def stop(self) -> None:
-        if self.process.returncode is None:
-            self.process.terminate()
-            try:
-                await asyncio.wait_for(self.process.wait(), 10)
-            except TimeoutError:
-                await self.kill()
+async def start_gateway(stack: Stack, *extra: str) -> Service:
+    """``inference-operator gateway`` as a real process (for SIGKILL and RSS), on the
+    stack's ports: started again on the same stack, it comes back where it was."""
+    return await asyncio.to_thread(stack.start, stack.gateway(*PROCESS_FLAGS, *extra))
 
 
 async def metric(session: aiohttp.ClientSession, base: str, name: str,
@@ -310,12 +247,15 @@ async def metric(session: aiohttp.ClientSession, base: str, name: str,
     """One sample of ``GET /metrics``, e.g. ``metric(s, url, "x", 'listener="public"')``."""
     async with session.get(base + "/metrics") as response:
         text = await response.text()
-    wanted = f"{name}{{{labels}}}" if labels else name
-    for line in text.splitlines():
-        sample, _, value = line.rpartition(" ")
-        if sample == wanted:
-            return float(value)
-    raise KeyError(wanted)
+    (wanted,) = _samples(f"{name}{{{labels}}} 0\n")
+    for sample in _samples(text):
+        if (sample.name, sample.labels) == (wanted.name, wanted.labels):
+            return sample.value
+    raise KeyError(f"{name}{{{labels}}}")
+
+
+def _samples(text: str) -> list[Sample]:
+    return [s for family in text_string_to_metric_families(text) for s in family.samples]
 
 
 async def raw_exchange(port: int, chunks: list[bytes], *, gap: float = 0.0,

@@ -11,35 +11,37 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 from gateway_support import (
     ADMIN_TOKEN,
-    GatewayProcess,
     RunningEmulator,
     RunningGateway,
     answer_problems,
     metric,
     seed_body,
     sse_events,
+    start_gateway,
 )
+
+from inference_operator.devstack.processes import Stack
+from inference_operator.waiting import poll_async
 
 COMPLETION = "/_inference/completion/anthropic_completion"
 STREAM = COMPLETION + "/_stream"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-Spawn = Callable[..., Awaitable[GatewayProcess]]
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if await check():
-            return True
-        await asyncio.sleep(0.2)
-    return await check()
+async def eventually(check: Callable[[], Coroutine[Any, Any, bool]], seconds: float) -> bool:
+    """Whether ``check`` comes true within ``seconds``."""
+    try:
+        return await poll_async(check, timeout=seconds, interval=0.2)
+    except TimeoutError:
+        return False
 
 
 # -- upstream faults not covered by test_gateway_upstream.py / test_gateway_streaming.py --
@@ -135,26 +137,27 @@ async def _load(base: str, ids: list[str], *, seconds: float, max_requests: int,
 
 
 async def test_sigkill_under_load_then_restart_serves_every_endpoint(
-        gateway_process: Spawn, tmp_path: Path) -> None:
+        process_stack: Stack, tmp_path: Path) -> None:
     state = tmp_path / "state.json"
-    first = await gateway_process("--state-file", str(state))
+    first = await start_gateway(process_stack, "--state-file", str(state))
+    public, admin_url = process_stack.gateway_url, process_stack.admin_url
     ids = [f"endpoint-{n}" for n in range(5)]
     async with aiohttp.ClientSession(headers=ADMIN) as admin:
         for inference_id in ids:
-            async with admin.put(f"{first.admin}/_inference/completion/{inference_id}",
+            async with admin.put(f"{admin_url}/_inference/completion/{inference_id}",
                                  json=seed_body(requests_per_minute=60_000)) as r:
                 assert r.status == 200, await r.text()
 
     outcomes: Counter[str] = Counter()
     stop = asyncio.Event()
-    load = asyncio.create_task(_load(first.public, ids, seconds=30, max_requests=5000,
+    load = asyncio.create_task(_load(public, ids, seconds=30, max_requests=5000,
                                      outcomes=outcomes, stop=stop))
 
     async def busy() -> bool:
         return outcomes["200"] >= 100
 
     assert await eventually(busy, 15), outcomes
-    await first.kill()  # SIGKILL, mid-load
+    first.kill()  # SIGKILL, mid-load
     killed_at = sum(outcomes.values())
     await asyncio.sleep(0.5)
     stop.set()
@@ -162,19 +165,18 @@ async def test_sigkill_under_load_then_restart_serves_every_endpoint(
     print(f"\nSIGKILL after {killed_at} requests under load: {dict(outcomes)}")
     assert set(outcomes) <= {"200", "connection error"}, outcomes
 
-    second = await gateway_process("--state-file", str(state), port=first.port,
-                                   admin_port=first.admin_port)
+    await start_gateway(process_stack, "--state-file", str(state))  # the same ports
     async with aiohttp.ClientSession() as session:
-        async with session.get(second.admin + "/_inference/_all", headers=ADMIN) as r:
+        async with session.get(admin_url + "/_inference/_all", headers=ADMIN) as r:
             listed = [e["inference_id"] for e in (await r.json())["endpoints"]]
         assert listed == ids
         for inference_id in ids:
-            async with session.get(f"{second.public}/_inference/{inference_id}") as r:
+            async with session.get(f"{public}/_inference/{inference_id}") as r:
                 assert r.status == 200
-            async with session.post(f"{second.public}/_inference/{inference_id}",
+            async with session.post(f"{public}/_inference/{inference_id}",
                                     json={"input": "back?"}) as r:
                 assert r.status == 200, await r.text()
-            async with session.post(f"{second.public}/_inference/{inference_id}/_stream",
+            async with session.post(f"{public}/_inference/{inference_id}/_stream",
                                     json={"input": "back?"}) as r:
                 assert (await r.read()).endswith(b"data: [DONE]\n\n")
     assert state.stat().st_mode & 0o777 == 0o600
@@ -199,20 +201,20 @@ async def _burst(base: str, count: int, path: str) -> Counter[str]:
 
 
 async def test_queue_at_capacity_is_429_with_retry_after_and_memory_stays_bounded(
-        gateway_process: Spawn) -> None:
+        process_stack: Stack) -> None:
     capacity, burst = 200, 1000
-    gateway = await gateway_process("--queue-capacity", str(capacity))
+    gateway = await start_gateway(process_stack, "--queue-capacity", str(capacity))
     async with aiohttp.ClientSession(headers=ADMIN) as admin:
-        async with admin.put(f"{gateway.admin}{COMPLETION}",
+        async with admin.put(f"{process_stack.admin_url}{COMPLETION}",
                              json=seed_body(requests_per_minute=1)) as r:
             assert r.status == 200
     path = COMPLETION + "?timeout=2s"  # the queued ones give up after 2 s (408)
     # A first, smaller round warms up every path (200, 429, 408) before measuring.
-    await _burst(gateway.public, capacity + 10, path)
+    await _burst(process_stack.gateway_url, capacity + 10, path)
     baseline = gateway.rss_mib()
     rounds = []
     for _ in range(2):
-        outcomes = await _burst(gateway.public, burst, path)
+        outcomes = await _burst(process_stack.gateway_url, burst, path)
         rounds.append((outcomes, gateway.rss_mib()))
     print(f"\nqueue capacity {capacity}, bursts of {burst}: RSS {baseline:.1f} MiB before, "
           + ", ".join(f"{rss:.1f} MiB after {dict(o)}" for o, rss in rounds))
@@ -226,19 +228,20 @@ async def test_queue_at_capacity_is_429_with_retry_after_and_memory_stays_bounde
 
 
 async def test_500_clients_leaving_mid_stream_leak_no_tasks_or_connections(
-        gateway_process: Spawn, emulator: RunningEmulator) -> None:
+        process_stack: Stack, emulator: RunningEmulator) -> None:
     clients = 500
-    gateway = await gateway_process()
+    await start_gateway(process_stack)
+    public = process_stack.gateway_url
     emulator.latency(per_token=0.3)  # streams last ~4 s: every client leaves mid-way
     scrape = aiohttp.ClientSession()  # one keep-alive connection for every scrape
     try:
-        async with scrape.put(f"{gateway.admin}{COMPLETION}", headers=ADMIN,
+        async with scrape.put(f"{process_stack.admin_url}{COMPLETION}", headers=ADMIN,
                               json=seed_body(requests_per_minute=60_000)) as r:
             assert r.status == 200
 
         async def gauges() -> tuple[float, float, int]:
-            return (await metric(scrape, gateway.public, "inference_gateway_asyncio_tasks"),
-                    await metric(scrape, gateway.public, "inference_gateway_client_connections",
+            return (await metric(scrape, public, "inference_gateway_asyncio_tasks"),
+                    await metric(scrape, public, "inference_gateway_client_connections",
                                  'listener="public"'),
                     emulator.connections())
 
@@ -250,7 +253,7 @@ async def test_500_clients_leaving_mid_stream_leak_no_tasks_or_connections(
                                          timeout=aiohttp.ClientTimeout(total=60)) as session:
             async def leave_mid_stream() -> None:
                 nonlocal streaming, left
-                response = await session.post(gateway.public + STREAM,
+                response = await session.post(public + STREAM,
                                               json={"input": "a b c d e f g h i j"})
                 assert response.status == 200
                 await response.content.readuntil(b"\n\n")  # the first delta
@@ -284,7 +287,7 @@ async def test_500_clients_leaving_mid_stream_leak_no_tasks_or_connections(
         assert settled_in_time, (before, after)
         # Every upstream call was cut when its client left, none ran to the end.
         assert outcomes == Counter({"cancelled": clients}), outcomes
-        closed = await metric(scrape, gateway.public, "inference_gateway_requests_total",
+        closed = await metric(scrape, public, "inference_gateway_requests_total",
                               'inference_id="anthropic_completion",status="499",stream="true"')
         assert closed == clients
     finally:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from inference_operator.waiting import poll as poll  # the one poll loop, re-exported
 
 
 class KubectlError(RuntimeError):
@@ -72,16 +73,3 @@ class Kubectl:
             args += ["-n", namespace]
         self.run(*args, timeout=timeout + 10)
 
-
-def poll(
-    probe, *, timeout: float = 30, interval: float = 0.1, message: str = "condition not met"
-) -> Any:
-    """Call ``probe`` until it returns something truthy; raise TimeoutError otherwise."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    raise TimeoutError(f"{message} within {timeout:g}s (last: {last!r})")

@@ -1,21 +1,28 @@
-"""Start the product's own processes (emulator, gateway, operator) as a user would,
-each with its log in a file; shared by ``inference-operator dev`` and the tests."""
+"""The one process supervisor: the product's own processes (emulator, gateway, operator)
+started as a user would, each with its log in a file, waited for, measured (RSS, CPU) and
+stopped; shared by ``inference-operator dev``, the tests and the benchmarks."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from inference_operator import procfs
 from inference_operator.controlplane.launcher import tail
 from inference_operator.loopback import free_port
+from inference_operator.waiting import poll
+
+CLI = (sys.executable, "-m", "inference_operator.cli.main")
+# Health URLs are on loopback: never through a proxy from the environment.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 class ProcessFailed(RuntimeError):
@@ -24,44 +31,66 @@ class ProcessFailed(RuntimeError):
 
 @dataclass
 class Service:
-    """One ``inference-operator <command>`` child process."""
+    """One child process, its output in a log file: ``inference-operator <argv>``, or
+    ``program`` with ``argv`` (the benchmark's LiteLLM). It leads a session of its own;
+    stop and kill signal that whole process group, forks included."""
 
     name: str
     argv: list[str]
     log_path: Path
-    env: dict[str, str] = field(default_factory=dict)
-    health_url: str | None = None
+    env: dict[str, str | None] = field(default_factory=dict)  # None: removed
+    health_url: str | None = None  # start() waits until it answers 200
+    program: tuple[str, ...] = CLI
+    cwd: Path | None = None
     popen: subprocess.Popen[bytes] | None = None
 
     def start(self, wait: float = 30.0) -> Service:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in {**os.environ, **self.env}.items() if v is not None}
         with self.log_path.open("ab") as log:
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", "inference_operator.cli.main", *self.argv],
+                [*self.program, *self.argv], cwd=self.cwd, env=env,
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, **self.env}, start_new_session=True,
+                start_new_session=True,
             )
         if self.health_url:
             self.wait_healthy(wait)
         return self
 
     def wait_healthy(self, wait: float = 30.0) -> None:
-        assert self.health_url is not None
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
+        url = self.health_url
+        assert url is not None
+
+        def healthy() -> bool:
             if not self.running():
-                raise ProcessFailed(f"{self.name} exited\n{self.log_tail()}")
+                assert self.popen is not None
+                raise ProcessFailed(
+                    f"{self.name} exited with {self.popen.returncode}\n{self.log_tail()}")
             try:
-                with urllib.request.urlopen(self.health_url, timeout=1) as response:
-                    if response.status == 200:
-                        return
+                with _DIRECT.open(url, timeout=1) as response:
+                    return response.status == 200
             except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.05)
-        raise ProcessFailed(f"{self.name} not healthy within {wait:g}s\n{self.log_tail()}")
+                return False
+
+        try:
+            poll(healthy, timeout=wait, interval=0.05)
+        except TimeoutError:
+            raise ProcessFailed(
+                f"{self.name} not healthy within {wait:g}s\n{self.log_tail()}") from None
 
     def running(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def rss_mib(self, *, field: str = "VmRSS", session: bool = False) -> float:
+        return procfs.rss_mib(self.pid, field=field, session=session)
+
+    def cpu_seconds(self) -> float:
+        return procfs.cpu_seconds(self.pid)
 
     def log_tail(self, lines: int = 40) -> str:
         return f"--- last lines of {self.name} ({self.log_path}) ---\n{tail(self.log_path, lines)}"
@@ -69,21 +98,27 @@ class Service:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def _signal_group(self, signum: int) -> None:
+        # Only while our child is unreaped: its id (the group's) cannot be reused yet.
+        if self.running():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signum)
+
     def kill(self) -> None:
         """SIGKILL: the crash case, no cleanup."""
         if self.running():
             assert self.popen is not None
-            self.popen.kill()
+            self._signal_group(signal.SIGKILL)
             self.popen.wait()
 
     def stop(self, grace: float = 10.0) -> None:
         if self.running():
             assert self.popen is not None
-            self.popen.send_signal(signal.SIGTERM)
+            self._signal_group(signal.SIGTERM)
             try:
                 self.popen.wait(grace)
             except subprocess.TimeoutExpired:
-                self.popen.kill()
+                self._signal_group(signal.SIGKILL)
                 self.popen.wait()
 
 
@@ -121,11 +156,11 @@ class Stack:
             path.write_text(self.admin_token)
         return path
 
-    def emulator(self) -> Service:
+    def emulator(self, *extra: str) -> Service:
         return Service(
             "emulator",
             ["emulator", "--host", "127.0.0.1", "--port", str(self.emulator_port),
-             *(f"--api-key={key}" for key in self.api_keys)],
+             *(f"--api-key={key}" for key in self.api_keys), *extra],
             self.work_dir / "emulator.log",
             health_url=f"{self.emulator_url}/_emulator/latency",
         )
