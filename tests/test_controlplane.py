@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +12,9 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from inference_operator.controlplane import binaries, launcher
-from inference_operator.controlplane.kubectl import Kubectl, KubectlError, poll
+from inference_operator.controlplane.kubectl import Kubectl, KubectlError
+from inference_operator.devstack.processes import Service
+from inference_operator.waiting import poll
 
 WIDGET_CRD = {
     "apiVersion": "apiextensions.k8s.io/v1",
@@ -210,39 +209,26 @@ def _processes_mentioning(text: str) -> list[int]:
 
 def test_controlplane_command_serves_until_ctrl_c_and_leaves_nothing(tmp_path, kubectl):
     kubeconfig = tmp_path / "kubeconfig"
-    command = subprocess.Popen(
-        [sys.executable, "-m", "inference_operator.cli.main", "controlplane",
-         "--kubeconfig", str(kubeconfig)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={k: v for k, v in os.environ.items() if k != "USE_EXISTING_CLUSTER"},
-    )
-    lines: list[str] = []
+    command = Service("controlplane", ["controlplane", "--kubeconfig", str(kubeconfig)],
+                      tmp_path / "controlplane.log", env={"USE_EXISTING_CLUSTER": None})
+    command.start()
     try:
-        assert command.stdout is not None
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = command.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if line.startswith("Ctrl-C"):
-                break
-        output = "".join(lines)
+        output = poll(lambda: "Ctrl-C" in command.log_text() and command.log_text(),
+                      timeout=120, message="controlplane never said it was ready")
         assert f"kubeconfig: {kubeconfig}" in output, output
-        data_dir = next(
-            line.split(":", 1)[1].strip() for line in lines if line.startswith("data:")
-        )
+        data_dir = next(line.split(":", 1)[1].strip()
+                        for line in output.splitlines() if line.startswith("data:"))
 
         namespaces = Kubectl(kubectl.binary, kubeconfig).run("get", "ns").stdout
         assert "kube-system" in namespaces
         assert _processes_mentioning(data_dir), "etcd and kube-apiserver should be running"
 
-        command.send_signal(signal.SIGINT)
-        assert command.wait(60) == 0
+        assert command.popen is not None
+        command.popen.send_signal(signal.SIGINT)
+        assert command.popen.wait(60) == 0
     finally:
-        if command.poll() is None:
-            command.kill()
-    assert "control plane stopped" in command.stdout.read()
+        command.kill()
+    assert "control plane stopped" in command.log_text()
     assert _processes_mentioning(data_dir) == []
     assert not Path(data_dir).exists()
     assert not kubeconfig.exists()

@@ -28,7 +28,8 @@ from kubernetes.client.exceptions import ApiException
 from inference_operator.api import models
 from inference_operator.api.crd import openapi_schema
 from inference_operator.api.validation import validate_spec
-from inference_operator.controlplane.kubectl import Kubectl, poll
+from inference_operator.controlplane.kubectl import Kubectl
+from inference_operator.waiting import poll
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 
@@ -10,16 +9,16 @@ import aiohttp
 import pytest
 from gateway_support import RunningEmulator, RunningGateway, metric, seed_body, sse_events
 
+from inference_operator.waiting import poll_async
+
 STREAM = "/_inference/completion/anthropic_completion/_stream"
 
 
 async def wait_for(predicate, seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.02)
-    return predicate()
+    async def probe() -> bool:
+        return predicate()
+
+    return await poll_async(probe, timeout=seconds, interval=0.02)
 
 
 async def test_deltas_in_order_then_done(gateway: RunningGateway) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from inference_operator.controlplane.kubectl import poll
+from inference_operator.waiting import poll
 from operator_support import (
     KEY,
     REJECTED_KEY,

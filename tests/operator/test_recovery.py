@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from inference_operator.controlplane.kubectl import poll
+from inference_operator.waiting import poll
 from operator_support import complete, endpoint, secret
 
 

@@ -11,8 +11,6 @@ from typing import Any
 
 import yaml
 
-from inference_operator.waiting import poll as poll  # the one poll loop, re-exported
-
 
 class KubectlError(RuntimeError):
     def __init__(self, argv: list[str], returncode: int, stderr: str) -> None:
