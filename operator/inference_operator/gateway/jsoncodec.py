@@ -1,8 +1,8 @@
 """JSON on the hot path: orjson where it is safe to, the standard library elsewhere.
 
 Encoding (the upstream body, every answer, one event per streamed delta) and decoding the
-upstream's replies cost ~2 µs with orjson instead of ~30 µs with ``json`` per request
-(docs/benchmarks.md). Client request bodies stay with ``json``: orjson reads integers
+upstream's replies cost several times less with orjson than with ``json`` (the figures are
+in docs/benchmarks.md). Client request bodies stay with ``json``: orjson reads integers
 past 64 bits as floats, which would change what validation says about them."""
 
 from __future__ import annotations
