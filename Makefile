@@ -32,12 +32,11 @@ RELIABILITY_SCALE ?= 5
 soak: binaries
 	RELIABILITY_SCALE=$(RELIABILITY_SCALE) $(BIN)/pytest tests/reliability tests/operator/test_recovery.py -p no:warnings -s $(PYTEST_ARGS)
 
-# Re-renders every file generated from the API models (CRDs, admission policies, docs
-# tables, manifests/install.yaml from the chart); tests fail when a checked-in copy differs
-# from a fresh render.
+# Re-renders every generated file (CRDs, admission policies, docs tables, docs/openapi.json,
+# manifests/install.yaml from the chart, with helm built first if missing); tests fail when
+# a checked-in copy differs from a fresh render.
 generate: $(STAMP)
-	$(CLI) crd --write .
-	$(BIN)/python tests/install/chart_render.py
+	$(CLI) generate
 
 lint: $(STAMP)
 	$(BIN)/ruff check --no-cache operator tests bench

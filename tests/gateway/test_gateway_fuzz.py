@@ -48,7 +48,7 @@ TALLY: dict[str, int] = {"public": 0, "admin": 0, "hypothesis": 0}
 
 
 def test_docs_openapi_json_is_the_admin_document() -> None:
-    # Regenerate with: python -m inference_operator.gateway.openapi > docs/openapi.json
+    # Regenerate with: make generate
     assert json.loads(DOCS.read_text()) == openapi.document(admin=True)
 
 

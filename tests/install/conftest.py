@@ -7,12 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from chart_render import ROOT, documents, helm_template
 
 from inference_operator.api.models import CRD_NAME
+from inference_operator.chart import documents, helm_template
 from inference_operator.controlplane.kubeconfig import write_token_kubeconfig
 from inference_operator.controlplane.kubectl import Kubectl
 
+ROOT = Path(__file__).resolve().parents[2]
 # Just enough of the Prometheus Operator's CRD for the API server to accept a
 # ServiceMonitor in a server-side dry run.
 SERVICE_MONITOR_CRD = {

@@ -8,11 +8,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from chart_render import CHART, ROOT, ci_values_files, documents, helm_template
 
+from inference_operator import chart
 from inference_operator.api.generate import CRD_FILE, POLICIES_FILE
+from inference_operator.chart import ci_values_files, documents, helm_template
 from inference_operator.controlplane import binaries
 from inference_operator.controlplane.kubectl import Kubectl
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / chart.CHART
 
 # None: the default values.
 VALUES_CASES = [None, *(path.name for path in ci_values_files())]

@@ -7,10 +7,15 @@ from __future__ import annotations
 import fnmatch
 import re
 import tomllib
+from pathlib import Path
 
 import yaml
-from chart_render import CHART, ROOT, documents, helm_template
 
+from inference_operator import chart
+from inference_operator.chart import documents, helm_template
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / chart.CHART
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from chart_render import ROOT
 from lupa.lua51 import LuaRuntime
 
 from inference_operator.api.models import GROUP, KIND, VERSION, Reason
 from inference_operator.controller.conditions import Outcome, build_conditions
 from inference_operator.controlplane.kubectl import Kubectl
 
+ROOT = Path(__file__).resolve().parents[2]
 HEALTH_LUA = ROOT / "docs" / "argocd-health.lua"
 ARGOCD_KEY = f"resource.customizations.health.{GROUP}_{KIND}"
 

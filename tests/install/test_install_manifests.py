@@ -3,15 +3,20 @@ manifests/install.yaml` and `kubectl apply -k manifests/` are accepted by the AP
 
 from __future__ import annotations
 
-from chart_render import INSTALL_YAML, NAMESPACE, ROOT, documents, install_yaml
+from pathlib import Path
 
+from inference_operator import chart
+from inference_operator.chart import NAMESPACE, documents, install_yaml
 from inference_operator.controlplane.kubectl import Kubectl
+
+ROOT = Path(__file__).resolve().parents[2]
+INSTALL_YAML = ROOT / chart.INSTALL_YAML
 
 
 def test_install_yaml_is_the_chart_rendered_with_default_values() -> None:
-    assert INSTALL_YAML.read_text() == install_yaml(), (
+    assert INSTALL_YAML.read_text() == install_yaml(ROOT), (
         "manifests/install.yaml differs from the chart; edit charts/inference-operator/ and "
-        "run `make generate`, never the file itself"
+        "run `make generate` (`inference-operator generate`), never the file itself"
     )
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from chart_render import ROOT
 
 from inference_operator.controlplane.kubectl import Kubectl
 from inference_operator.devstack.processes import Stack
 
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 
 

@@ -4,8 +4,8 @@ product promises, and container arguments the real CLI accepts."""
 from __future__ import annotations
 
 import pytest
-from chart_render import ci_values_files, documents, helm_template
 
+from inference_operator.chart import ci_values_files, documents, helm_template
 from inference_operator.cli.main import build_parser
 
 RENDERS = {"default": [], **{p.name: [f"--values={p}"] for p in ci_values_files()}}

@@ -22,6 +22,7 @@ from operator_support import (
     emulator_requests,
     endpoint,
     secret,
+    wait_caught_up,
     wait_reason,
 )
 
@@ -132,6 +133,35 @@ def test_rotating_the_key_drops_no_request(stack, kubectl, namespace):
     assert failures == []
     assert sent > 10
     assert took < 5
+
+
+@pytest.mark.parametrize("change", ["deleted", "rotated"])
+def test_a_secret_changed_while_unreferenced_is_read_afresh_when_referenced_again(
+    stack, kubectl, namespace, change
+):
+    """The operator's copy of a Secret never outlives the watch's view of it: a key
+    revoked or rotated while no endpoint used it never comes back."""
+    iid = f"{namespace}-back"
+    kubectl.apply([secret("first", KEY), secret("second", KEY),
+                   endpoint("back", "first", inference_id=iid)], namespace)
+    wait_caught_up(kubectl, namespace, "back")
+    kubectl.apply(endpoint("back", "second", inference_id=iid), namespace)
+    wait_caught_up(kubectl, namespace, "back")
+
+    if change == "deleted":
+        kubectl.run("delete", "secret", "first", "-n", namespace)
+    else:
+        kubectl.apply(secret("first", ROTATED_KEY), namespace)
+    kubectl.apply(endpoint("back", "first", inference_id=iid), namespace)
+
+    if change == "deleted":
+        obj = wait_reason(kubectl, namespace, "back", "SecretNotFound")
+        assert "'first'" in condition(obj)["message"]
+        assert complete(stack, iid)[0] == 404
+    else:
+        wait_caught_up(kubectl, namespace, "back")
+        assert complete(stack, iid)[0] == 200
+        assert emulator_requests(stack)[-1]["key_index"] == 1  # ROTATED_KEY
 
 
 def test_rejected_key_stalls_with_upstream_auth_failed(stack, kubectl, namespace):

@@ -71,11 +71,16 @@ def render_all(root: Path) -> dict[str, str]:
     return rendered
 
 
-def write_all(root: Path) -> list[Path]:
+def write_files(root: Path, rendered: dict[str, str]) -> list[Path]:
+    """Write each rendered file (relative path -> content) under ``root``."""
     written = []
-    for relative, content in render_all(root).items():
+    for relative, content in rendered.items():
         path = root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(content)
         written.append(path)
     return written
+
+
+def write_all(root: Path) -> list[Path]:
+    return write_files(root, render_all(root))

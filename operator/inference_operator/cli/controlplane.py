@@ -9,10 +9,22 @@ import sys
 import threading
 from pathlib import Path
 
+from inference_operator.cli.options import add_log_level
 from inference_operator.controlplane import binaries, launcher
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kubeconfig", default=".cache/controlplane/kubeconfig",
+                        help="where to write the admin kubeconfig")
+    parser.add_argument("--build-only", action="store_true",
+                        help="only make sure the binaries are built (or found), then exit")
+    add_log_level(parser)
+
+
 def run(args: argparse.Namespace) -> int:
+    from inference_operator.cli.serving import setup_logging
+
+    setup_logging(args.log_level)
     try:
         paths = binaries.resolve_all()
     except binaries.BinaryUnavailable as error:

@@ -1,19 +1,27 @@
-"""``inference-operator crd``: prints (or writes) what is rendered from the API models."""
+"""``inference-operator crd``: prints what is rendered from the API models (``generate``
+writes every generated file)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from inference_operator.api import generate
+from inference_operator.cli.options import add_log_level
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--with-policies", action="store_true",
+        help="also print the admission policies that belong with it (for kubectl apply -f -)",
+    )
+    add_log_level(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.write:
-        for path in generate.write_all(Path(args.write)):
-            print(f"wrote {path}", file=sys.stderr)
-        return 0
+    from inference_operator.api import generate
+    from inference_operator.cli.serving import setup_logging
+
+    setup_logging(args.log_level)
     sys.stdout.write(generate.crd_yaml())
     if args.with_policies:
         sys.stdout.write("---\n" + generate.policies_yaml())

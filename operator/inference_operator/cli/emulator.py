@@ -5,34 +5,49 @@ from __future__ import annotations
 import argparse
 import logging
 
+from aiohttp import web
+
+from inference_operator.cli.options import add_log_level, config_default
+from inference_operator.cli.serving import run_until_signal, setup_logging
+from inference_operator.emulator.app import Emulator, build_app
+from inference_operator.emulator.script import Latency, Script
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", action="append", default=[],
-                        help="a model id that exists (repeatable; default: any claude-* id)")
-    parser.add_argument("--first-token-latency", type=float, default=0.0,
+    # The listener's defaults have no other home: only this command opens it.
+    parser.add_argument("--host", default="127.0.0.1", help="listen address")
+    parser.add_argument("--port", type=int, default=8088, help="listen port")
+    parser.add_argument("--api-key", action="append",
+                        default=list(config_default(Emulator, "api_keys")),
+                        help="a key that is accepted (repeatable); none: any non-empty key")
+    parser.add_argument("--model", action="append",
+                        default=list(config_default(Emulator, "models")),
+                        help="a model id that exists (repeatable); none: any claude-* id")
+    parser.add_argument("--first-token-latency", type=float,
+                        default=config_default(Latency, "first_token"),
                         help="seconds before each response starts")
-    parser.add_argument("--token-latency", type=float, default=0.0,
+    parser.add_argument("--token-latency", type=float,
+                        default=config_default(Latency, "per_token"),
                         help="seconds between text deltas")
     parser.add_argument("--access-log", action="store_true", help="log every request")
-    parser.add_argument("--log-level", default="info")
+    add_log_level(parser)
 
 
-def run(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
-    from inference_operator.cli.serving import run_until_signal, setup_logging
-    from inference_operator.emulator.app import Emulator, build_app
-    from inference_operator.emulator.script import Latency, Script
-
-    log = logging.getLogger("inference_operator.emulator")
-    setup_logging(args.log_level)
-    emulator = Emulator(
+def emulator(args: argparse.Namespace) -> Emulator:
+    """The emulator the parsed options describe; no option given: ``Emulator()``'s
+    settings (tests/unit/test_cli_defaults.py)."""
+    return Emulator(
         api_keys=tuple(args.api_key),
         models=tuple(args.model),
         script=Script(Latency(first_token=args.first_token_latency,
                               per_token=args.token_latency)),
     )
-    runner = web.AppRunner(build_app(emulator), handler_cancellation=True,
+
+
+def run(args: argparse.Namespace) -> int:
+    log = logging.getLogger("inference_operator.emulator")
+    setup_logging(args.log_level)
+    runner = web.AppRunner(build_app(emulator(args)), handler_cancellation=True,
                            access_log=log if args.access_log else None)
 
     async def start() -> None:

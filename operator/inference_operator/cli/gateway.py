@@ -4,28 +4,55 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
+
+from inference_operator.cli.options import add_log_level, config_default, optional_path
+from inference_operator.gateway.retry import RetryPolicy
+from inference_operator.gateway.server import GatewayConfig
+
+
+def _default(name: str) -> object:
+    return config_default(GatewayConfig, name)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="0.0.0.0", help="public listener address")
-    parser.add_argument("--admin-host", default="127.0.0.1", help="admin listener address")
+    parser.add_argument("--host", default=_default("host"),
+                        help="public listener address: read and inference only")
+    parser.add_argument("--port", type=int, default=_default("port"),
+                        help="public listener port")
+    parser.add_argument("--admin-host", default=_default("admin_host"),
+                        help="admin listener address: everything, bearer token required")
+    parser.add_argument("--admin-port", type=int, default=_default("admin_port"),
+                        help="admin listener port")
+    parser.add_argument("--admin-token-file", type=optional_path,
+                        help="file holding the admin bearer token (required; read once at start)")
+    parser.add_argument("--anthropic-base-url", default=_default("anthropic_base_url"),
+                        help="upstream; point it at the emulator for offline use")
+    parser.add_argument("--state-file", type=optional_path, default=_default("state_file"),
+                        help="persist endpoints (with their keys) here, mode 0600")
     parser.add_argument("--ready-without-sync", action="store_true",
-                        help="report ready at once (standalone use, no operator to sync)")
-    parser.add_argument("--queue-capacity", type=int, default=2000,
+                        default=not _default("require_sync"),
+                        help="report ready at once (standalone use, no operator to sync; see "
+                             "Readiness)")
+    parser.add_argument("--queue-capacity", type=int, default=_default("queue_capacity"),
                         help="requests that may wait per rate-limit group (0: unbounded)")
-    parser.add_argument("--retry-initial-delay", type=float, default=1.0, help="seconds")
-    parser.add_argument("--retry-max-delay", type=float, default=5.0, help="seconds")
-    parser.add_argument("--max-body-size", type=int, default=1024 * 1024,
-                        help="bytes; larger request bodies get 413 (default 1 MiB)")
-    parser.add_argument("--header-timeout", type=float, default=60.0,
+    parser.add_argument("--retry-initial-delay", type=float,
+                        default=config_default(RetryPolicy, "initial_delay"),
+                        help="seconds; first backoff bound")
+    parser.add_argument("--retry-max-delay", type=float,
+                        default=config_default(RetryPolicy, "max_delay"),
+                        help="seconds; largest backoff bound")
+    parser.add_argument("--max-body-size", type=int, default=_default("max_body_size"),
+                        help="bytes; larger request bodies get 413")
+    parser.add_argument("--header-timeout", type=float, default=_default("header_timeout"),
                         help="seconds for a connection to deliver a complete request head "
                              "(from opening, or from the previous answer); also the idle "
                              "keep-alive limit")
-    parser.add_argument("--body-timeout", type=float, default=60.0,
-                        help="seconds for a request body to arrive once its head has (408)")
-    parser.add_argument("--access-log", action="store_true", help="log every request")
-    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--body-timeout", type=float, default=_default("body_timeout"),
+                        help="seconds for a request body to arrive once its head has, else 408 and "
+                             "the connection closes")
+    parser.add_argument("--access-log", action="store_true", default=_default("access_log"),
+                        help="log every request")
+    add_log_level(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     try:
-        token = Path(args.admin_token_file).read_text().strip()
+        token = args.admin_token_file.read_text().strip()
     except OSError as error:
         print(f"error: cannot read the admin token: {error}", file=sys.stderr)
         return 2
@@ -42,18 +69,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {args.admin_token_file} is empty", file=sys.stderr)
         return 2
     from inference_operator.cli.serving import run_until_signal, setup_logging
-    from inference_operator.gateway.retry import RetryPolicy
-    from inference_operator.gateway.server import GatewayConfig, GatewayServer
+    from inference_operator.gateway.server import GatewayServer
 
     setup_logging(args.log_level)
-    server = GatewayServer(GatewayConfig(
-        admin_token=token,
+    server = GatewayServer(gateway_config(args, token))
+    return run_until_signal(server.start, server.stop)
+
+
+def gateway_config(args: argparse.Namespace, admin_token: str) -> GatewayConfig:
+    """The config the parsed options describe; no option given: ``GatewayConfig``'s
+    defaults (tests/unit/test_cli_defaults.py)."""
+    return GatewayConfig(
+        admin_token=admin_token,
         anthropic_base_url=args.anthropic_base_url,
         host=args.host,
         port=args.port,
         admin_host=args.admin_host,
         admin_port=args.admin_port,
-        state_file=Path(args.state_file) if args.state_file else None,
+        state_file=args.state_file,
         require_sync=not args.ready_without_sync,
         queue_capacity=args.queue_capacity,
         retry=RetryPolicy(initial_delay=args.retry_initial_delay,
@@ -62,5 +95,4 @@ def run(args: argparse.Namespace) -> int:
         max_body_size=args.max_body_size,
         header_timeout=args.header_timeout,
         body_timeout=args.body_timeout,
-    ))
-    return run_until_signal(server.start, server.stop)
+    )

@@ -4,47 +4,55 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-from pathlib import Path
+import logging
+
+from inference_operator.cli.options import add_log_level, config_default, optional_path
+from inference_operator.controller.config import OperatorConfig
+
+
+def _default(name: str) -> object:
+    return config_default(OperatorConfig, name)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    env = os.environ.get
     parser.add_argument(
-        "--namespace", "-n", action="append", default=[], dest="namespaces",
-        help="watch only this namespace (repeatable); default: all namespaces",
+        "--namespace", "-n", action="append", dest="namespaces", metavar="NAMESPACE",
+        default=list(_default("namespaces")),
+        help="watch only this namespace (repeatable); none: all namespaces",
     )
-    parser.add_argument(
-        "--gateway-admin-url", default=env("GATEWAY_ADMIN_URL", "http://127.0.0.1:9201"),
-        help="the gateway's admin listener (default: %(default)s)",
+    parser.add_argument("--gateway-admin-url", default=_default("gateway_admin_url"),
+                        help="the gateway's admin listener")
+    parser.add_argument("--gateway-admin-token-file", type=optional_path,
+                        default=_default("gateway_admin_token_file"),
+                        help="file holding the admin bearer token")
+    parser.add_argument("--gateway-public-url", default=_default("gateway_public_url"),
+                        help="base URL clients use, written into status.url")
+    parser.add_argument("--anthropic-base-url", default=_default("anthropic_base_url"),
+                        help="where the Models API check goes")
+    parser.add_argument("--verify-upstream", action=argparse.BooleanOptionalAction,
+                        default=_default("verify_upstream"),
+                        help="check each key and model against Anthropic's Models API")
+    parser.add_argument("--resync-seconds", type=float, default=_default("resync_seconds"),
+                        help="period of the full resync with the gateway")
+    parser.add_argument("--liveness", metavar="URL",
+                        help="serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz")
+    parser.add_argument("--verbose", action="store_const", dest="log_level", const="debug",
+                        default=argparse.SUPPRESS, help="the same as --log-level=debug")
+    add_log_level(parser)
+
+
+def operator_config(args: argparse.Namespace) -> OperatorConfig:
+    """The config the parsed options describe; no option given: ``OperatorConfig()``
+    (tests/unit/test_cli_defaults.py)."""
+    return OperatorConfig(
+        gateway_admin_url=args.gateway_admin_url,
+        gateway_admin_token_file=args.gateway_admin_token_file,
+        gateway_public_url=args.gateway_public_url,
+        anthropic_base_url=args.anthropic_base_url,
+        verify_upstream=args.verify_upstream,
+        resync_seconds=args.resync_seconds,
+        namespaces=tuple(args.namespaces),
     )
-    parser.add_argument(
-        "--gateway-admin-token-file", default=env("GATEWAY_ADMIN_TOKEN_FILE"),
-        help="file holding the admin bearer token",
-    )
-    parser.add_argument(
-        "--gateway-public-url",
-        default=env("GATEWAY_PUBLIC_URL", "http://inference-operator-gateway:9200"),
-        help="base URL clients use, written into status.url (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--anthropic-base-url", default=env("ANTHROPIC_BASE_URL", "https://api.anthropic.com"),
-        help="where the Models API check goes (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--no-verify-upstream", action="store_true",
-        default=env("VERIFY_UPSTREAM", "true").lower() == "false",
-        help="skip the key/model check against Anthropic's Models API",
-    )
-    parser.add_argument(
-        "--resync-seconds", type=float, default=float(env("RESYNC_SECONDS", "120")),
-        help="period of the full resync (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--liveness", default=env("LIVENESS_ENDPOINT"),
-        help="serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz",
-    )
-    parser.add_argument("--verbose", action="store_true", help="more logging")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,20 +60,14 @@ def run(args: argparse.Namespace) -> int:
 
     # Registers the handlers with kopf's default registry.
     from inference_operator.controller import handlers, lifecycle  # noqa: F401
-    from inference_operator.controller.config import OperatorConfig
 
-    config = OperatorConfig(
-        gateway_admin_url=args.gateway_admin_url,
-        gateway_admin_token_file=(
-            Path(args.gateway_admin_token_file) if args.gateway_admin_token_file else None
-        ),
-        gateway_public_url=args.gateway_public_url,
-        anthropic_base_url=args.anthropic_base_url,
-        verify_upstream=not args.no_verify_upstream,
-        resync_seconds=args.resync_seconds,
-        namespaces=tuple(args.namespaces),
-    )
-    kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
+    config = operator_config(args)
+    # kopf's own setup (root logger, its format); DEBUG is kopf's verbose mode. The
+    # kubernetes_asyncio response-body logger stays at INFO (controller/kube.py).
+    kopf.configure(verbose=args.log_level == "debug",
+                   quiet=args.log_level not in ("debug", "info"),
+                   log_format=kopf.LogFormat.PLAIN)
+    logging.getLogger().setLevel(args.log_level.upper())
     try:
         asyncio.run(
             kopf.operator(

@@ -1,9 +1,12 @@
-"""How the operator is wired to its gateway and upstream; from flags or environment."""
+"""How the operator is wired to its gateway and upstream. Its defaults are the ``run``
+subcommand's (cli/run.py reads them from here); flags or ``INFERENCE_OPERATOR_*`` set the rest."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from inference_operator.anthropic_api import ANTHROPIC_API_URL
 
 
 @dataclass(frozen=True)
@@ -12,7 +15,7 @@ class OperatorConfig:
     gateway_admin_token_file: Path | None = None
     # What clients use; written into each endpoint's status.url.
     gateway_public_url: str = "http://inference-operator-gateway:9200"
-    anthropic_base_url: str = "https://api.anthropic.com"
+    anthropic_base_url: str = ANTHROPIC_API_URL
     verify_upstream: bool = True
     resync_seconds: float = 120.0
     gateway_poll_seconds: float = 1.0

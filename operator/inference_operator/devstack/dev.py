@@ -20,13 +20,13 @@ from typing import IO
 
 import yaml
 
+from inference_operator.anthropic_api import ANTHROPIC_API_URL as REAL_ANTHROPIC
 from inference_operator.api.generate import crd_yaml, policies_yaml
 from inference_operator.checkout import checkout_path
 from inference_operator.controlplane import binaries, launcher
 from inference_operator.controlplane.kubectl import Kubectl, KubectlError
 from inference_operator.devstack.processes import ProcessFailed, Stack
 
-REAL_ANTHROPIC = "https://api.anthropic.com"
 NAMESPACE = "default"
 
 

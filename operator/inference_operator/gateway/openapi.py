@@ -272,7 +272,7 @@ def document(*, admin: bool) -> dict[str, Any]:
     return doc
 
 
-if __name__ == "__main__":  # python -m inference_operator.gateway.openapi > docs/openapi.json
+if __name__ == "__main__":  # prints the admin document; make generate writes docs/openapi.json
     import json
     import sys
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from inference_operator.anthropic_api import ANTHROPIC_API_URL
 from inference_operator.gateway.http import Limits, build_app
 from inference_operator.gateway.ratelimit import DEFAULT_QUEUE_CAPACITY, Limiter
 from inference_operator.gateway.retry import RetryPolicy
@@ -27,7 +28,7 @@ LINGERING_TIME = 2.0
 @dataclass
 class GatewayConfig:
     admin_token: str
-    anthropic_base_url: str = "https://api.anthropic.com"
+    anthropic_base_url: str = ANTHROPIC_API_URL
     host: str = "0.0.0.0"
     port: int = 9200
     admin_host: str = "127.0.0.1"  # the admin listener stays on the pod/host by default

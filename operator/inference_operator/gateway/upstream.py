@@ -179,13 +179,7 @@ class Client:
         response = await self._send(params)
         async with response:
             raw = await _read(response)
-        try:
-            message = jsoncodec.loads(raw)
-        except ValueError:
-            raise MalformedReply("the answer is not JSON") from None
-        if not isinstance(message, dict):
-            raise MalformedReply("the answer is not a JSON object")
-        return message
+        return _json_object(raw, "the answer")
 
     async def stream(self, params: dict[str, Any]) -> MessageStream:
         """``POST /v1/messages`` with ``"stream": true``, open once the status is 200."""
@@ -224,13 +218,7 @@ class MessageStream:
                     raise StatusError(self._response.status, self._response.headers,
                                       _json_or_text(data.encode()))
                 if data:
-                    try:
-                        event = jsoncodec.loads(data)
-                    except ValueError:
-                        raise MalformedReply("an event is not JSON") from None
-                    if not isinstance(event, dict):
-                        raise MalformedReply("an event is not a JSON object")
-                    yield event
+                    yield _json_object(data, "an event")
                 stopped = stopped or name == "message_stop"
         except aiohttp.ClientError as error:
             raise ConnectionLost(type(error).__name__) from error
@@ -290,6 +278,16 @@ async def _read(response: aiohttp.ClientResponse) -> bytes:
         return await response.read()
     except aiohttp.ClientError as error:
         raise ConnectionFailed(type(error).__name__) from error
+
+
+def _json_object(raw: bytes | str, what: str) -> dict[str, Any]:
+    try:
+        value = jsoncodec.loads(raw)
+    except ValueError:
+        raise MalformedReply(f"{what} is not JSON") from None
+    if not isinstance(value, dict):
+        raise MalformedReply(f"{what} is not a JSON object")
+    return value
 
 
 def _json_or_text(raw: bytes) -> Any:

@@ -1,23 +1,19 @@
-"""Render the chart with ``helm template``: the one way install.yaml, the tests and
-``make generate`` turn the chart into manifests.
-
-``python tests/install/chart_render.py`` (run by ``make generate``) rewrites
-manifests/install.yaml; tests/install/test_install_manifests.py fails when it drifts.
-"""
+"""The Helm chart rendered with ``helm template``: the one way manifests/install.yaml
+(written by ``inference-operator generate``) and the install tests turn the chart into
+objects. Needs the helm binary (``controlplane.binaries``) and a source checkout."""
 
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
+from inference_operator.checkout import checkout_path
 from inference_operator.controlplane import binaries
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "inference-operator"
-INSTALL_YAML = ROOT / "manifests" / "install.yaml"
+CHART = Path("charts/inference-operator")  # relative to the repository root
+INSTALL_YAML = Path("manifests/install.yaml")
 # Release and namespace of the plain-manifest install: with the release named like the
 # chart, objects are called "inference-operator" and the Service "inference-operator-gateway".
 RELEASE = NAMESPACE = "inference-operator"
@@ -29,20 +25,35 @@ HEADER = (
 )
 
 
+def source_root() -> Path | None:
+    """The repository this package runs from (an editable install); None in a wheel."""
+    chart = checkout_path(*CHART.parts)
+    return chart.parents[len(CHART.parts) - 1] if chart else None
+
+
+def _chart(root: Path | None) -> Path:
+    root = root or source_root()
+    if root is None:
+        raise FileNotFoundError(f"no {CHART}: not running from a source checkout")
+    return root / CHART
+
+
 def helm_template(
-    *args: str, release: str = RELEASE, namespace: str = NAMESPACE, check: bool = True
+    *args: str, root: Path | None = None, release: str = RELEASE, namespace: str = NAMESPACE,
+    check: bool = True,
 ) -> subprocess.CompletedProcess[str]:
-    """``helm template`` of the chart; ``args`` adds ``--values``/``--set`` and the like."""
+    """``helm template`` of the chart under ``root`` (default: this checkout); ``args``
+    adds ``--values``/``--set`` and the like."""
     return subprocess.run(
-        [str(binaries.resolve("helm")), "template", release, str(CHART),
+        [str(binaries.resolve("helm")), "template", release, str(_chart(root)),
          f"--namespace={namespace}", *args],
         capture_output=True, text=True, check=check, timeout=60,
     )
 
 
-def ci_values_files() -> list[Path]:
+def ci_values_files(root: Path | None = None) -> list[Path]:
     """The chart's ci/*.yaml: each must render, and each render must be accepted."""
-    return sorted((CHART / "ci").glob("*.yaml"))
+    return sorted((_chart(root) / "ci").glob("*.yaml"))
 
 
 def documents(rendered: str) -> list[dict]:
@@ -66,17 +77,9 @@ def namespace_document(name: str) -> str:
     }, sort_keys=False)
 
 
-def install_yaml() -> str:
+def install_yaml(root: Path | None = None) -> str:
+    """What manifests/install.yaml must hold: the chart under ``root`` rendered with its
+    default values, after its namespace."""
     # --skip-tests: the `helm test` pod is for Helm only; kubectl would start it at once.
-    chart = helm_template("--skip-tests").stdout
+    chart = helm_template("--skip-tests", root=root).stdout
     return f"{HEADER}---\n{namespace_document(NAMESPACE)}{chart}"
-
-
-def main() -> int:
-    INSTALL_YAML.write_text(install_yaml())
-    print(f"wrote {INSTALL_YAML.relative_to(ROOT)}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

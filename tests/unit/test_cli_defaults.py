@@ -1,0 +1,173 @@
+"""One source per default: the CLI's defaults are the config objects', every option can
+come from ``INFERENCE_OPERATOR_<FLAG>``, ``--help`` shows each default, and the docs'
+options tables are the parsers rendered. Fast: parsers only, no server."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from inference_operator.anthropic_api import ANTHROPIC_API_URL
+from inference_operator.cli import emulator as emulator_cli
+from inference_operator.cli import gateway as gateway_cli
+from inference_operator.cli import generate as generate_cli
+from inference_operator.cli import run as run_cli
+from inference_operator.cli.main import COMMANDS, build_parser, main
+from inference_operator.cli.options import DEFAULT_LOG_LEVEL, env_name, subcommands
+from inference_operator.controller.config import OperatorConfig
+from inference_operator.emulator.app import Emulator
+from inference_operator.emulator.script import Latency
+from inference_operator.gateway.http import Limits
+from inference_operator.gateway.ratelimit import DEFAULT_QUEUE_CAPACITY
+from inference_operator.gateway.retry import RetryPolicy
+from inference_operator.gateway.server import GatewayConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def parse(*argv: str, environ: dict[str, str] | None = None) -> argparse.Namespace:
+    return build_parser(environ=environ or {}).parse_args(argv)
+
+
+def options(command: str) -> list[argparse.Action]:
+    parser = subcommands(build_parser(environ={}))[command].load()
+    return [a for a in parser._actions if not isinstance(a, argparse._HelpAction)]
+
+
+def test_gateway_defaults_are_gateway_config_defaults() -> None:
+    config = gateway_cli.gateway_config(parse("gateway"), admin_token="t")
+
+    assert config == GatewayConfig(admin_token="t")
+    # ... which are, in turn, their own sources'.
+    assert config.retry == RetryPolicy()
+    assert (config.max_body_size, config.body_timeout) == (
+        Limits().max_body_size, Limits().body_timeout)
+    assert config.queue_capacity == DEFAULT_QUEUE_CAPACITY
+    assert config.anthropic_base_url == ANTHROPIC_API_URL
+
+
+def test_run_defaults_are_operator_config_defaults() -> None:
+    args = parse("run")
+
+    assert run_cli.operator_config(args) == OperatorConfig()
+    assert args.liveness is None
+
+
+def test_emulator_defaults_are_the_emulators() -> None:
+    emulator = emulator_cli.emulator(parse("emulator"))
+
+    assert (emulator.api_keys, emulator.models) == (Emulator().api_keys, Emulator().models)
+    assert emulator.script.latency == Latency()
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_subcommand_has_the_one_logging_option(command: str) -> None:
+    assert parse(command).log_level == DEFAULT_LOG_LEVEL
+    assert parse(command, "--log-level", "WARNING").log_level == "warning"
+    environ = {"INFERENCE_OPERATOR_LOG_LEVEL": "debug"}
+    assert parse(command, environ=environ).log_level == "debug"
+
+
+def test_run_verbose_is_kept_as_log_level_debug() -> None:
+    assert parse("run", "--verbose").log_level == "debug"
+    assert parse("run", "--no-verify-upstream").verify_upstream is False
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_option_has_its_own_variable(command: str) -> None:
+    names = [env_name(action) for action in options(command)]
+    named = [n for n in names if n is not None]
+
+    assert len(named) == len(set(named))
+    for action, name in zip(options(command), names, strict=True):
+        long = next(o for o in action.option_strings if o.startswith("--"))
+        if action.default is argparse.SUPPRESS:  # an alias (run --verbose)
+            assert name is None
+        else:
+            assert name == "INFERENCE_OPERATOR_" + long[2:].upper().replace("-", "_")
+
+
+def test_a_variable_sets_its_flag_and_the_flag_wins() -> None:
+    environ = {
+        "INFERENCE_OPERATOR_GATEWAY_ADMIN_URL": "http://127.0.0.1:1234",
+        "INFERENCE_OPERATOR_RESYNC_SECONDS": "7.5",
+        "INFERENCE_OPERATOR_VERIFY_UPSTREAM": "false",
+        "INFERENCE_OPERATOR_NAMESPACE": "team-a, team-b",
+        "INFERENCE_OPERATOR_GATEWAY_ADMIN_TOKEN_FILE": "/run/token",
+    }
+    args = parse("run", environ=environ)
+
+    assert args.gateway_admin_url == "http://127.0.0.1:1234"
+    assert args.resync_seconds == 7.5
+    assert args.verify_upstream is False
+    assert args.namespaces == ["team-a", "team-b"]
+    assert args.gateway_admin_token_file == Path("/run/token")
+
+    flags = parse("run", "--gateway-admin-url", "http://x:1", "-n", "c", "--verify-upstream",
+                  environ=environ)
+    assert (flags.gateway_admin_url, flags.namespaces, flags.verify_upstream) == (
+        "http://x:1", ["c"], True)
+
+
+def test_on_off_and_typed_variables_in_the_gateway() -> None:
+    args = parse("gateway", environ={"INFERENCE_OPERATOR_READY_WITHOUT_SYNC": "yes",
+                                     "INFERENCE_OPERATOR_PORT": "9300",
+                                     "INFERENCE_OPERATOR_STATE_FILE": ""})
+
+    assert (args.ready_without_sync, args.port, args.state_file) == (True, 9300, None)
+    assert parse("gateway", environ={"INFERENCE_OPERATOR_ACCESS_LOG": "0"}).access_log is False
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("INFERENCE_OPERATOR_PORT", "nine"),
+    ("INFERENCE_OPERATOR_ACCESS_LOG", "maybe"),
+    ("INFERENCE_OPERATOR_LOG_LEVEL", "loud"),
+])
+def test_a_bad_variable_fails_naming_it(
+    variable: str, value: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit:
+        parse("gateway", environ={variable: value})
+
+    assert exit.value.code == 2
+    assert f"{variable}={value!r}" in capsys.readouterr().err
+
+
+def test_gateway_help_shows_every_default_and_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("COLUMNS", "2000")  # one line per option: nothing wrapped apart
+    for name in [n for n in os.environ if n.startswith("INFERENCE_OPERATOR_")]:
+        monkeypatch.delenv(name)
+    with pytest.raises(SystemExit):
+        main(["gateway", "--help"])
+    shown = capsys.readouterr().out
+
+    for action in options("gateway"):
+        assert f"(default: {action.default})" in shown, action.option_strings
+        assert f"[env {env_name(action)}]" in shown
+    assert "(default: 9200)" in shown and f"(default: {ANTHROPIC_API_URL})" in shown
+
+
+def test_the_light_subcommands_do_not_import_the_gateway() -> None:
+    code = ("import sys; from inference_operator.cli.main import main; main(['crd']); "
+            "assert 'aiohttp' not in sys.modules and 'kopf' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=60)
+
+
+@functools.cache
+def rendered() -> dict[str, str]:
+    return generate_cli.render_all(ROOT)
+
+
+@pytest.mark.parametrize("relative", sorted(rendered()))
+def test_generated_files_but_install_yaml_match_a_fresh_render(relative: str) -> None:
+    """The docs' options tables among them (install.yaml: tests/install, it needs helm)."""
+    assert (ROOT / relative).read_text() == rendered()[relative], (
+        f"{relative} differs from a fresh render; run `make generate`, never edit it")
