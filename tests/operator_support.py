@@ -176,8 +176,11 @@ def run_main_flows(stack: Stack, kubectl: Kubectl, namespace: str) -> None:
     rotate, reject, conflict, delete, and a Secret deleted, recreated without the data
     key, then fixed."""
     clean = f"{namespace}-clean"
+    # Ids are unique across namespaces: both hygiene tests run these flows, and the first
+    # one's namespace may still be terminating (a control-plane restart delays that).
     kubectl.apply([secret("anthropic", KEY), secret("bad", REJECTED_KEY),
-                   endpoint("clean", inference_id=clean), endpoint("rejected", "bad")],
+                   endpoint("clean", inference_id=clean),
+                   endpoint("rejected", "bad", inference_id=f"{namespace}-rejected")],
                   namespace)
     kubectl.wait_for_condition("iep/clean", "Ready", namespace)
     assert complete(stack, clean)[0] == 200
