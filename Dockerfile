@@ -11,11 +11,17 @@ ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m venv /opt/venv
+# python3, not python: Debian's own python3 (the base `make image` makes without a
+# registry) has no `python` name; the slim image has both.
+RUN python3 -m venv /opt/venv
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator ./operator
-RUN /opt/venv/bin/pip install .
+# Behind a TLS-intercepting proxy pip needs the host's CA bundle: it comes in as a build
+# secret (`--secret id=pip-ca,src=...`), mounted for this step only, never in a layer.
+RUN --mount=type=secret,id=pip-ca \
+    if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi; \
+    /opt/venv/bin/pip install .
 
 # Runtime stage: the same base (the virtualenv's python links to it), the virtualenv, and
 # a numeric non-root user, so Kubernetes can check runAsNonRoot without a passwd lookup.

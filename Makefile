@@ -54,3 +54,19 @@ bench: binaries
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache
+
+# A control plane plus one real node (kubelet, kube-proxy, kube-scheduler, the harness's own
+# containerd) with the project's image loaded, until Ctrl-C (docs/node.md). Root, Linux.
+cluster: binaries
+	$(CLI) cluster
+
+# The repository's Dockerfile built with buildah on a Debian base made locally (no registry).
+image: $(STAMP)
+	$(CLI) cluster --image-only
+
+# The end-to-end suite alone, against a fresh local node (skipped, with the reason, where a
+# node cannot start).
+e2e: binaries
+	INFERENCE_OPERATOR_E2E=1 $(BIN)/pytest tests/e2e $(PYTEST_ARGS)
+
+.PHONY: cluster image e2e

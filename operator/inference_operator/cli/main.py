@@ -24,6 +24,8 @@ COMMANDS = {
     "generate": ("generate", "re-render every generated file of the repository"),
     "controlplane": ("controlplane",
                      "start a throwaway kube-apiserver + etcd on loopback until Ctrl-C"),
+    "cluster": ("cluster", "a control plane plus one real node, the project's image built "
+                           "and loaded, until Ctrl-C"),
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import socket
 
 from inference_operator.cli.options import add_log_level, config_default, optional_path
 from inference_operator.controller.config import OperatorConfig
@@ -55,6 +56,12 @@ def operator_config(args: argparse.Namespace) -> OperatorConfig:
     )
 
 
+def operator_identity() -> str:
+    """kopf's identity, given so kopf does not derive it from the user name: the image
+    runs as a numeric user with no passwd entry, where ``getpass.getuser()`` raises."""
+    return f"inference-operator@{socket.gethostname()}"
+
+
 def run(args: argparse.Namespace) -> int:
     import kopf
 
@@ -74,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
                 clusterwide=not config.namespaces,
                 namespaces=config.namespaces,
                 standalone=True,  # one replica, Recreate; no peering CRDs needed
+                identity=operator_identity(),
                 liveness_endpoint=args.liveness,
                 memo=kopf.Memo(config=config),
             )

@@ -28,6 +28,12 @@ from inference_operator.checkout import checkout_path
 BINARY_NAMES = ("etcd", "kube-apiserver", "kubectl", "helm")
 # Optional: envtest-style asset folders lack it; the harness then runs without it.
 CONTROLLER_MANAGER = "kube-controller-manager"
+# Only a real node needs these (controlplane/node.py); resolve_all never builds them, so
+# the API-server-only tests do not pay for kubelet's build.
+NODE_BINARY_NAMES = ("kubelet", "kube-proxy", "kube-scheduler")
+# Cluster DNS (controlplane/dns.py): runs in the cluster from an image holding only this
+# binary, so it is built static; also only for a real node.
+COREDNS = "coredns"
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,8 @@ class GoTool:
     package: str
     # Source builds report v0.0.0 unless told their version (helm's kubeVersion checks read it).
     stamps_kubernetes_version: bool = False
+    # CGO off: a static binary, for an image that holds nothing but it (no libc).
+    static: bool = False
 
     def ldflags(self, version: str) -> str:
         flags = ["-s", "-w"]
@@ -53,6 +61,16 @@ class GoTool:
             ]
         return " ".join(flags)
 
+    def recipe(self, version: str) -> str:
+        """What besides the version changes the binary; the cache key hashes it. A tool
+        that is not static hashes its ldflags alone, as before (its cache stays valid)."""
+        return self.ldflags(version) + (" CGO_ENABLED=0" if self.static else "")
+
+    def build_env(self) -> dict[str, str]:
+        """The caller's environment (proxy, SSL_CERT_FILE, GOPROXY... reach `go` as
+        they are), plus CGO_ENABLED=0 for a static tool."""
+        return {**os.environ, "CGO_ENABLED": "0"} if self.static else dict(os.environ)
+
 
 TOOLS: dict[str, GoTool] = {
     tool.name: tool
@@ -61,9 +79,11 @@ TOOLS: dict[str, GoTool] = {
         *(
             GoTool(name, "kubernetes", "k8s.io/kubernetes", f"k8s.io/kubernetes/cmd/{name}",
                    stamps_kubernetes_version=True)
-            for name in ("kube-apiserver", "kubectl", CONTROLLER_MANAGER)
+            for name in ("kube-apiserver", "kubectl", CONTROLLER_MANAGER, *NODE_BINARY_NAMES)
         ),
         GoTool("helm", "helm", "helm.sh/helm/v4", "helm.sh/helm/v4/cmd/helm"),
+        GoTool(COREDNS, "coredns", "github.com/coredns/coredns", "github.com/coredns/coredns",
+               static=True),
     )
 }
 
@@ -96,7 +116,7 @@ def pinned_version(tool: GoTool, sources: Path) -> str:
 def cached_path(tool: GoTool, sources: Path) -> Path:
     """Keyed by the pinned version and the build flags: a change of either builds anew."""
     version = pinned_version(tool, sources)
-    recipe = hashlib.sha256(tool.ldflags(version).encode()).hexdigest()[:8]
+    recipe = hashlib.sha256(tool.recipe(version).encode()).hexdigest()[:8]
     return cache_root() / f"{tool.module_dir}-{version}-{recipe}" / tool.name
 
 
@@ -147,6 +167,7 @@ def build(tool: GoTool, sources: Path, out=sys.stderr) -> Path:
                 [go, "build", "-v", f"-ldflags={tool.ldflags(pinned_version(tool, sources))}",
                  "-o", str(partial), tool.package],
                 cwd=sources / tool.module_dir,
+                env=tool.build_env(),
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 check=False,
@@ -195,3 +216,10 @@ def resolve_all(out=sys.stderr) -> dict[str, Path]:
         if not os.environ.get("KUBEBUILDER_ASSETS"):
             raise
     return found
+
+
+def resolve_node(out=sys.stderr) -> dict[str, Path]:
+    """The node's binaries, each built once: kubelet, kube-proxy and kube-scheduler
+    from the same pinned k8s.io/kubernetes module as kube-apiserver, and CoreDNS (for
+    its image, controlplane/dns.py) from tests/envtest/coredns."""
+    return {name: resolve(name, out=out) for name in (*NODE_BINARY_NAMES, COREDNS)}

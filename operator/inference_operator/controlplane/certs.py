@@ -25,6 +25,8 @@ class CertPaths:
     admin_key: Path
     sa_private_key: Path
     sa_public_key: Path
+    # Kept so a node (controlplane/node.py) can issue its components' client certificates.
+    ca_key: Path | None = None
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
@@ -79,8 +81,10 @@ def _name(common_name: str, organization: str | None = None) -> x509.Name:
     return x509.Name(attributes)
 
 
-def write_cert_material(directory: Path) -> CertPaths:
-    """Generate everything the API server and its admin client need, as PEM files."""
+def write_cert_material(directory: Path, extra_ips: tuple[str, ...] = ()) -> CertPaths:
+    """Generate everything the API server and its admin client need, as PEM files.
+    ``extra_ips`` go into the serving certificate too (a node's address, the
+    ``kubernetes`` Service's cluster IP)."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = CertPaths(
         ca_cert=directory / "ca.crt",
@@ -90,6 +94,7 @@ def write_cert_material(directory: Path) -> CertPaths:
         admin_key=directory / "admin.key",
         sa_private_key=directory / "sa.key",
         sa_public_key=directory / "sa.pub",
+        ca_key=directory / "ca.key",
     )
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -103,7 +108,9 @@ def write_cert_material(directory: Path) -> CertPaths:
         sans=[
             x509.DNSName("localhost"),
             x509.DNSName("kubernetes.default.svc"),
+            x509.DNSName("kubernetes.default.svc.cluster.local"),
             x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips),
         ],
     )
 
@@ -117,6 +124,7 @@ def write_cert_material(directory: Path) -> CertPaths:
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
     paths.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths.ca_key.write_bytes(_key_pem(ca_key))
     paths.serving_cert.write_bytes(serving.public_bytes(serialization.Encoding.PEM))
     paths.serving_key.write_bytes(_key_pem(serving_key))
     paths.admin_cert.write_bytes(admin.public_bytes(serialization.Encoding.PEM))
@@ -127,6 +135,27 @@ def write_cert_material(directory: Path) -> CertPaths:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
-    for key_path in (paths.serving_key, paths.admin_key, paths.sa_private_key):
+    for key_path in (paths.serving_key, paths.admin_key, paths.sa_private_key, paths.ca_key):
         key_path.chmod(0o600)
     return paths
+
+
+def write_client_cert(certs: CertPaths, directory: Path, name: str, common_name: str,
+                      organization: str | None = None) -> tuple[Path, Path]:
+    """A client certificate from the control plane's CA (RBAC reads the user from CN and
+    the group from O); returns (cert, key) paths."""
+    assert certs.ca_key is not None, "this control plane's CA key was not kept"
+    ca_key = serialization.load_pem_private_key(certs.ca_key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    ca = x509.load_pem_x509_certificate(certs.ca_cert.read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _cert(
+        _name(common_name, organization), key.public_key(), ca.subject, ca_key,
+        usages=[ExtendedKeyUsageOID.CLIENT_AUTH],
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.touch(mode=0o600)
+    key_path.write_bytes(_key_pem(key))
+    return cert_path, key_path

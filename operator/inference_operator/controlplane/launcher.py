@@ -21,9 +21,15 @@ from pathlib import Path
 from typing import IO
 
 from inference_operator.controlplane import binaries
-from inference_operator.controlplane.certs import CertPaths, write_cert_material
+from inference_operator.controlplane.certs import (
+    CertPaths,
+    write_cert_material,
+    write_client_cert,
+)
 from inference_operator.controlplane.kubeconfig import write_admin_kubeconfig
+from inference_operator.controlplane.network import NodeNetwork
 from inference_operator.loopback import free_port
+from inference_operator.waiting import poll
 
 READY_TIMEOUT_SECONDS = 90.0
 LOG_TAIL_LINES = 40
@@ -137,7 +143,9 @@ def _wait_ready(plane: ControlPlane, deadline: float) -> None:
     context = ssl.create_default_context(cafile=str(plane.certs.ca_cert))
     context.load_cert_chain(str(plane.certs.admin_cert), str(plane.certs.admin_key))
     last_error = ""
-    while time.monotonic() < deadline:
+
+    def ready() -> bool:
+        nonlocal last_error
         for process in plane.processes:
             if not process.running():
                 raise ControlPlaneError(
@@ -145,15 +153,18 @@ def _wait_ready(plane: ControlPlane, deadline: float) -> None:
                 )
         try:
             with urllib.request.urlopen(f"{plane.server}/readyz", context=context, timeout=2) as r:
-                if r.status == 200:
-                    return
+                return r.status == 200
         except (urllib.error.URLError, OSError) as error:
             last_error = str(error)
-        time.sleep(0.2)
-    raise ControlPlaneError(
-        f"kube-apiserver not ready within {READY_TIMEOUT_SECONDS:.0f}s "
-        f"(last: {last_error})\n{plane.log_tails()}"
-    )
+            return False
+
+    try:
+        poll(ready, timeout=deadline - time.monotonic(), interval=0.2)
+    except TimeoutError:
+        raise ControlPlaneError(
+            f"kube-apiserver not ready within {READY_TIMEOUT_SECONDS:.0f}s "
+            f"(last: {last_error})\n{plane.log_tails()}"
+        ) from None
 
 
 def _etcd_argv(etcd: Path, data_dir: Path, client_port: int, peer_port: int) -> list[str]:
@@ -202,13 +213,61 @@ def _apiserver_argv(
     ]
 
 
-def _controller_manager_argv(binary: Path, kubeconfig: Path, work_dir: Path) -> list[str]:
+def _node_apiserver_args(argv: list[str], network: NodeNetwork, certs: CertPaths,
+                         pki: Path) -> list[str]:
+    """The API server of a cluster with a real node (controlplane/node.py): it listens on
+    the node's bridge address, which Pods can reach (they cannot reach loopback), has
+    the real ServiceAccount admission and endpoints, and a client certificate for the
+    kubelet (kubectl logs/exec)."""
+    kubelet_cert, kubelet_key = write_client_cert(
+        certs, pki, "apiserver-kubelet-client", "kube-apiserver-kubelet-client",
+        "system:masters",
+    )
+    replaced = {
+        "--bind-address": network.node_ip,
+        "--advertise-address": network.node_ip,
+        "--service-cluster-ip-range": network.service_cidr,
+        # The Node authorizer is what lets a kubelet read its own Pods' Secrets.
+        "--authorization-mode": "Node,RBAC",
+    }
+    dropped = ("--disable-admission-plugins=", "--endpoint-reconciler-type=")
+    result = []
+    for arg in argv:
+        flag = arg.split("=", 1)[0]
+        if flag in replaced:
+            result.append(f"{flag}={replaced[flag]}")
+        elif not arg.startswith(dropped):
+            result.append(arg)
+    return [
+        *result,
+        f"--kubelet-client-certificate={kubelet_cert}",
+        f"--kubelet-client-key={kubelet_key}",
+        "--kubelet-preferred-address-types=InternalIP",
+        "--enable-admission-plugins=NodeRestriction",
+    ]
+
+
+# For a cluster with a node: every controller a real cluster runs by default ("*": the
+# Deployment, ReplicaSet, EndpointSlice, ServiceAccount and token, root-CA publisher...;
+# the cloud ones see no cloud and stay idle). The API-only harness keeps two.
+NODE_CONTROLLERS = "*"
+
+
+def _controller_manager_argv(binary: Path, kubeconfig: Path, work_dir: Path,
+                             certs: CertPaths | None = None,
+                             network: NodeNetwork | None = None) -> list[str]:
+    node_args = [] if network is None or certs is None else [
+        f"--service-account-private-key-file={certs.sa_private_key}",
+        f"--root-ca-file={certs.ca_cert}",
+        f"--service-cluster-ip-range={network.service_cidr}",
+    ]
     return [
         str(binary),
         f"--kubeconfig={kubeconfig}",
         # Namespace deletion and garbage collection make deleting a namespace real; the
         # controllers that would need nodes or a cloud stay off.
-        "--controllers=namespace,garbagecollector",
+        "--controllers=" + ("namespace,garbagecollector" if not node_args else NODE_CONTROLLERS),
+        *node_args,
         "--leader-elect=false",
         "--bind-address=127.0.0.1",
         f"--secure-port={free_port()}",
@@ -218,11 +277,16 @@ def _controller_manager_argv(binary: Path, kubeconfig: Path, work_dir: Path) -> 
 
 
 def start(
-    work_dir: Path | None = None, out: IO[str] = sys.stderr, *, controllers: bool = True
+    work_dir: Path | None = None, out: IO[str] = sys.stderr, *, controllers: bool = True,
+    node_network: NodeNetwork | None = None,
 ) -> ControlPlane:
     """Start etcd and kube-apiserver on free loopback ports; returns once /readyz is ok.
     With ``controllers`` (and the binary at hand) kube-controller-manager runs the
     namespace and garbage-collector controllers too, started without waiting for it.
+
+    With ``node_network`` (controlplane/node.py makes its bridge first) the API server
+    listens on the node's address and serves a cluster a real kubelet can join, and the
+    controller-manager runs the controllers Pods need.
 
     Honours ``USE_EXISTING_CLUSTER=true`` (with ``KUBECONFIG``): nothing is started.
     """
@@ -234,9 +298,12 @@ def start(
     keep = work_dir is not None
     work_dir = Path(work_dir or tempfile.mkdtemp(prefix="inference-operator-cp-"))
     work_dir.mkdir(parents=True, exist_ok=True)
-    certs = write_cert_material(work_dir / "pki")
+    extra_ips = () if node_network is None else (
+        node_network.node_ip, node_network.kubernetes_service_ip)
+    certs = write_cert_material(work_dir / "pki", extra_ips)
     etcd_port, etcd_peer_port, secure_port = free_port(), free_port(), free_port()
-    server = f"https://127.0.0.1:{secure_port}"
+    host = "127.0.0.1" if node_network is None else node_network.node_ip
+    server = f"https://{host}:{secure_port}"
     plane = ControlPlane(
         kubeconfig=work_dir / "kubeconfig",
         server=server,
@@ -249,11 +316,13 @@ def start(
     plane.processes = [etcd, apiserver]
     try:
         etcd.start(_etcd_argv(paths["etcd"], work_dir / "etcd-data", etcd_port, etcd_peer_port))
-        apiserver.start(
-            _apiserver_argv(
-                paths["kube-apiserver"], certs, work_dir / "apiserver-certs", etcd_port, secure_port
-            )
+        apiserver_argv = _apiserver_argv(
+            paths["kube-apiserver"], certs, work_dir / "apiserver-certs", etcd_port, secure_port
         )
+        if node_network is not None:
+            apiserver_argv = _node_apiserver_args(
+                apiserver_argv, node_network, certs, work_dir / "pki")
+        apiserver.start(apiserver_argv)
         _wait_ready(plane, time.monotonic() + READY_TIMEOUT_SECONDS)
         write_admin_kubeconfig(plane.kubeconfig, server, certs)
         manager = _optional_binary(binaries.CONTROLLER_MANAGER) if controllers else None
@@ -263,7 +332,7 @@ def start(
             )
             plane.processes.append(controller_manager)
             controller_manager.start(
-                _controller_manager_argv(manager, plane.kubeconfig, work_dir)
+                _controller_manager_argv(manager, plane.kubeconfig, work_dir, certs, node_network)
             )
     except BaseException:
         plane.keep_work_dir = True  # leave the logs for the error message's reader
