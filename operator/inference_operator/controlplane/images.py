@@ -206,9 +206,10 @@ def buildah_storage() -> list[str]:
 
 
 def build_project_image(out: IO[str] = sys.stderr, *, base: str | None = None,
-                        ref: str = PROJECT_REF) -> Path:
+                        ref: str = PROJECT_REF, reuse_layers: bool = True) -> Path:
     """``buildah bud`` of the checkout's Dockerfile; returns an OCI archive of the result
-    (under the cache, replaced on every build)."""
+    (under the cache, one per ``ref``, replaced on every build). ``reuse_layers=False``
+    runs every step again (a cached pip layer would not use the CA bundle given now)."""
     buildah = shutil.which("buildah")
     if buildah is None:
         raise ImageError("buildah is needed to build the image: apt-get install buildah")
@@ -218,16 +219,23 @@ def build_project_image(out: IO[str] = sys.stderr, *, base: str | None = None,
     base = base or f"oci-archive:{base_archive(out)}"
     # --network=host: a RUN step (pip) then needs no bridge, iptables rules or
     # ip_forward of buildah's own (netavark would add them, host-wide).
-    argv = [buildah, *buildah_storage(), "bud", "--layers", "--pull=never", "--network=host",
+    argv = [buildah, *buildah_storage(), "bud", f"--layers={str(reuse_layers).lower()}",
+            "--pull=never", "--network=host",
             "--build-arg", f"PYTHON_IMAGE={base}", "-f", str(context / "Dockerfile"),
             "-t", ref]
     ca = host_ca_bundle()
     if ca is not None:
         argv += ["--secret", f"id={CA_SECRET_ID},src={ca}"]
     argv.append(str(context))
-    with step(f"image {ref}: buildah bud (base {base})", out):
-        _run(argv, out)
-    archive = cache_dir() / "project-image.tar"
+    try:
+        with step(f"image {ref}: buildah bud (base {base})", out):
+            _run(argv, out)
+    finally:
+        # An interrupted build leaves its working container, and with it an overlay
+        # mount on the host; none may outlive the build.
+        subprocess.run([buildah, *buildah_storage(), "rm", "--all"], capture_output=True,
+                       check=False, timeout=120)
+    archive = cache_dir() / (ref.rsplit("/", 1)[-1].replace(":", "-") + ".tar")
     with step(f"export {ref} as an OCI archive", out):
         archive.unlink(missing_ok=True)
         _run([buildah, *buildah_storage(), "push", ref, f"oci-archive:{archive}:{ref}"], out)
