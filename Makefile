@@ -22,9 +22,31 @@ $(STAMP): pyproject.toml
 binaries: $(STAMP)
 	$(CLI) controlplane --build-only
 
-test: binaries
+# The whole suite, the end-to-end tests on a local node included (they skip, saying why,
+# where no node can run).
+test: binaries node
 	$(BIN)/ruff check --no-cache operator tests bench
-	$(BIN)/pytest $(PYTEST_ARGS)
+	INFERENCE_OPERATOR_E2E=1 $(BIN)/pytest $(PYTEST_ARGS)
+
+# What a local node needs. Debian's packages, installed with apt-get when missing (as root);
+# elsewhere it says what to install and the end-to-end tests skip. Then the node binaries
+# (kubelet, kube-proxy, kube-scheduler, CoreDNS) and the images, built once into the cache.
+NODE_PACKAGES := containerd runc containernetworking-plugins iptables iproute2 buildah mmdebstrap
+node-packages:
+	@missing=""; for package in $(NODE_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$package 2>/dev/null | grep -q "ok installed" \
+	    || missing="$$missing $$package"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing$$missing (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing; \
+	else \
+	  echo "a local node needs (as root, on Debian/Ubuntu): apt-get install$$missing;" \
+	       "the end-to-end tests skip without it"; \
+	fi
+
+node: binaries node-packages
+	$(CLI) cluster --build-only
 
 # The longer variants of the fault tests (docs/reliability.md): RELIABILITY_SCALE control-
 # plane restarts in a row per test and a burst RELIABILITY_SCALE x 100 creates under SIGKILL.
@@ -57,16 +79,16 @@ clean:
 
 # A control plane plus one real node (kubelet, kube-proxy, kube-scheduler, the harness's own
 # containerd) with the project's image loaded, until Ctrl-C (docs/node.md). Root, Linux.
-cluster: binaries
+cluster: binaries node-packages
 	$(CLI) cluster
 
 # The repository's Dockerfile built with buildah on a Debian base made locally (no registry).
-image: $(STAMP)
+image: $(STAMP) node-packages
 	$(CLI) cluster --image-only
 
 # The end-to-end suite alone, against a fresh local node (skipped, with the reason, where a
 # node cannot start).
-e2e: binaries
+e2e: node
 	INFERENCE_OPERATOR_E2E=1 $(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
-.PHONY: cluster image e2e
+.PHONY: cluster image e2e node node-packages

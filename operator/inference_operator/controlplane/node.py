@@ -277,14 +277,18 @@ def _set_forwarding(bridge: str) -> None:
     Path(f"/proc/sys/net/ipv4/conf/{bridge}/forwarding").write_text("1")
 
 
+def prepare(out: IO[str] = sys.stderr) -> tuple[dict[str, Path], Path, Path]:
+    """What a node start needs that is built once and cached: the node binaries, the
+    pause and CoreDNS images."""
+    return binaries.resolve_node(out=out), images.pause_archive(out), images.coredns_archive(out)
+
+
 def start(work_dir: Path | None = None, out: IO[str] = sys.stderr,
           net: network.NodeNetwork | None = None) -> Node:
     """Start a control plane and one node; returns once the node is Ready."""
     check_supported()
     net = net or network.NodeNetwork()
-    node_binaries = binaries.resolve_node(out=out)
-    pause = images.pause_archive(out)
-    coredns = images.coredns_archive(out)
+    node_binaries, pause, coredns = prepare(out)
     began = time.monotonic()
     keep = work_dir is not None
     work_dir = Path(work_dir or tempfile.mkdtemp(prefix="inference-operator-node-"))
