@@ -76,15 +76,20 @@ async def test_the_public_listener_refuses_every_admin_operation(
     assert listing["endpoints"][0]["task_settings"] == seed_body()["task_settings"]
 
 
+def completion_head(framing: str) -> bytes:
+    """The head of a raw completion request; ``framing`` is its Content-Length or
+    Transfer-Encoding line."""
+    return (f"POST {COMPLETION} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"{framing}\r\n\r\n").encode()
+
+
 async def test_bodies_over_the_limit_are_413_before_being_read(
         make_gateway: GatewayFactory) -> None:
     gateway = await make_gateway(max_body_size=1000)
     await gateway.put()
     # Declared too large: answered at once, without waiting for a byte of the body,
     # and the connection is closed rather than drained.
-    raw, _ = await raw_exchange(gateway.server.port, [
-        f"POST {COMPLETION} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        "Content-Length: 2000000\r\n\r\n".encode()])
+    raw, _ = await raw_exchange(gateway.server.port, [completion_head("Content-Length: 2000000")])
     status, headers, body = split_http(raw)
     assert status == 413 and not answer_problems(status, headers, body)
     assert json.loads(body)["error"]["type"] == "content_too_long_exception"
@@ -96,8 +101,7 @@ async def test_chunked_bodies_over_the_limit_are_413(make_gateway: GatewayFactor
     await gateway.put()
     chunk = b"x" * 1500
     raw, _ = await raw_exchange(gateway.server.port, [
-        f"POST {COMPLETION} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        "Transfer-Encoding: chunked\r\n\r\n".encode()
+        completion_head("Transfer-Encoding: chunked")
         + b"%x\r\n%s\r\n0\r\n\r\n" % (len(chunk), chunk)])
     status, headers, body = split_http(raw)
     assert status == 413 and not answer_problems(status, headers, body)
@@ -140,9 +144,8 @@ async def test_a_stalled_body_gets_408_and_the_connection_closes(
         make_gateway: GatewayFactory) -> None:
     gateway = await make_gateway(body_timeout=1.0)
     await gateway.put()
-    raw, closed_after = await raw_exchange(gateway.server.port, [
-        f"POST {COMPLETION} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        "Content-Length: 100\r\n\r\n".encode() + b'{"input": '], limit=20)
+    raw, closed_after = await raw_exchange(
+        gateway.server.port, [completion_head("Content-Length: 100") + b'{"input": '], limit=20)
     status, headers, body = split_http(raw)
     assert status == 408 and not answer_problems(status, headers, body)
     assert json.loads(body)["error"]["reason"] == "request body not received within [1s]"

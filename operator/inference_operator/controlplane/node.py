@@ -344,14 +344,16 @@ def _start_components(node: Node, paths: dict[str, Path], pause: Path, out: IO[s
         cert, key = write_client_cert(certs, pki, name, common_name, organization)
         return _kubeconfig(pki / f"{name}.kubeconfig", server, certs.ca_cert, cert, key)
 
+    def launch(name: str, args: list[str]) -> None:
+        process = _Process(name, node.work_dir / f"{name}.log")
+        node.processes.append(process)
+        process.start([str(paths[name]), *args])
+
     node.containerd.start(out)
     node.load_image(pause)
 
     scheduler_kubeconfig = client("kube-scheduler", "system:kube-scheduler")
-    scheduler = _Process("kube-scheduler", node.work_dir / "kube-scheduler.log")
-    node.processes.append(scheduler)
-    scheduler.start([
-        str(paths["kube-scheduler"]),
+    launch("kube-scheduler", [
         f"--kubeconfig={scheduler_kubeconfig}",
         f"--authentication-kubeconfig={scheduler_kubeconfig}",
         f"--authorization-kubeconfig={scheduler_kubeconfig}",
@@ -363,10 +365,7 @@ def _start_components(node: Node, paths: dict[str, Path], pause: Path, out: IO[s
     kubelet_kubeconfig = client("kubelet", f"system:node:{NODE_NAME}", "system:nodes")
     config = node.work_dir / "kubelet-config.yaml"
     config.write_text(yaml.safe_dump(_kubelet_config(node, free_port(), free_port())))
-    kubelet = _Process("kubelet", node.work_dir / "kubelet.log")
-    node.processes.append(kubelet)
-    kubelet.start([
-        str(paths["kubelet"]),
+    launch("kubelet", [
         f"--config={config}",
         f"--kubeconfig={kubelet_kubeconfig}",
         f"--hostname-override={NODE_NAME}",
@@ -381,6 +380,4 @@ def _start_components(node: Node, paths: dict[str, Path], pause: Path, out: IO[s
     proxy_kubeconfig = client("kube-proxy", "system:kube-proxy")
     proxy_config = node.work_dir / "kube-proxy-config.yaml"
     proxy_config.write_text(yaml.safe_dump(_kube_proxy_config(node, proxy_kubeconfig)))
-    proxy = _Process("kube-proxy", node.work_dir / "kube-proxy.log")
-    node.processes.append(proxy)
-    proxy.start([str(paths["kube-proxy"]), f"--config={proxy_config}", "--v=1"])
+    launch("kube-proxy", [f"--config={proxy_config}", "--v=1"])
