@@ -1,28 +1,58 @@
 """A real one-node cluster for the end-to-end tests (controlplane/node.py), with the image
-built from the working tree's Dockerfile and loaded into the node.
+built from the working tree's Dockerfile and loaded into the node; the Anthropic emulator
+runs in it as a Deployment + Service, the upstream of every install.
 
 Not part of a plain `pytest` run: `make e2e` sets INFERENCE_OPERATOR_E2E=1. Where a node
 cannot start (not Linux, not root, no containerd/runc/iptables) every test is skipped with
 one line saying why and what to install.
+
+`USE_EXISTING_CLUSTER=true` (with KUBECONFIG) and `E2E_IMAGE` (an image that cluster can
+pull) run the same tests against an existing cluster: nothing is built or started then
+(docs/install.md, "End to end on a real node").
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from e2e_support import (
+    RUN_AS,
+    Installation,
+    diagnostics,
+    elapsed,
+    endpoint,
+    helm,
+    image_values,
+    namespace,
+    restricted_container,
+)
 
-from inference_operator.controlplane import images, node
+from inference_operator.checkout import checkout_path
+from inference_operator.controlplane import binaries, images, launcher, node
+from inference_operator.controlplane.dns import CLUSTER_DOMAIN
+from inference_operator.controlplane.kubectl import Kubectl
 
 ENABLED = os.environ.get("INFERENCE_OPERATOR_E2E") == "1"
+EXISTING = os.environ.get("USE_EXISTING_CLUSTER", "").lower() == "true"
+# Only with an existing cluster: the local node has no registry to pull it from.
+IMAGE = os.environ.get("E2E_IMAGE", "") if EXISTING else ""
+EMULATOR_PORT = 8088
+RELEASE = "e2e"
+RELEASE_NAMESPACE = "e2e-system"  # one for every helm release: the CRD it keeps says so
 
 
 def _unavailable() -> str | None:
     if not ENABLED:
         return "end-to-end tests run with `make e2e` (INFERENCE_OPERATOR_E2E=1)"
+    if EXISTING:
+        return None if IMAGE else (
+            "USE_EXISTING_CLUSTER=true needs E2E_IMAGE, an image the cluster can pull")
     try:
         node.check_supported()
     except node.NodeUnavailable as error:
@@ -41,19 +71,137 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def project_image() -> Iterator[tuple[str, str]]:
-    """(image ref, OCI archive path) built from the working tree."""
+def project_image() -> Iterator[tuple[str, str | None]]:
+    """(image ref, OCI archive path) built from the working tree; (E2E_IMAGE, None) when
+    that names one."""
+    if IMAGE:
+        yield IMAGE, None
+        return
     archive = images.build_project_image(sys.stderr)
     yield images.PROJECT_REF, str(archive)
 
 
+@dataclass(frozen=True)
+class ExistingCluster:
+    """USE_EXISTING_CLUSTER=true: the cluster KUBECONFIG names, left as it was found."""
+
+    plane: launcher.ControlPlane
+
+    def log_tails(self) -> str:
+        return ""
+
+
 @pytest.fixture(scope="session")
-def cluster(project_image: tuple[str, str]) -> Iterator[node.Node]:
+def cluster(project_image: tuple[str, str | None]) -> Iterator[node.Node | ExistingCluster]:
+    if EXISTING:
+        yield ExistingCluster(launcher.existing_cluster())
+        return
     running = node.start(out=sys.stderr)
+    _started_nodes.append(running)
     try:
-        running.load_image(Path(project_image[1]))
+        if project_image[1] is not None:
+            running.load_image(Path(project_image[1]))
         yield running
     finally:
         running.stop()
         left = running.leftovers()
         assert not left, f"the node left behind: {left}"
+
+
+_started_nodes: list[node.Node] = []  # for the closing summary
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for started in _started_nodes:
+        terminalreporter.write_line(f"local node: Ready in {started.ready_seconds:.1f}s")
+
+
+@pytest.fixture(scope="session")
+def kubectl(cluster: node.Node | ExistingCluster) -> Kubectl:
+    return Kubectl(binaries.resolve("kubectl"), cluster.plane.kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def emulator(cluster, kubectl: Kubectl, project_image: tuple[str, str | None]) -> str:
+    """The Anthropic emulator as a Deployment + Service from the project image; its URL."""
+    ns = namespace(kubectl, "e2e-emulator")
+    labels = {"app.kubernetes.io/name": "anthropic-emulator"}
+    container = restricted_container(
+        "emulator", project_image[0],
+        ["emulator", "--host", "0.0.0.0", "--port", str(EMULATOR_PORT)])
+    container["ports"] = [{"name": "http", "containerPort": EMULATOR_PORT}]
+    container["readinessProbe"] = {"tcpSocket": {"port": "http"}, "periodSeconds": 2}
+    started = time.monotonic()
+    kubectl.apply([
+        {"apiVersion": "apps/v1", "kind": "Deployment",
+         "metadata": {"name": "anthropic-emulator", "labels": labels},
+         "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                  "template": {"metadata": {"labels": labels}, "spec": {
+                      "automountServiceAccountToken": False, "enableServiceLinks": False,
+                      "securityContext": RUN_AS, "containers": [container]}}}},
+        {"apiVersion": "v1", "kind": "Service",
+         "metadata": {"name": "anthropic-emulator", "labels": labels},
+         "spec": {"selector": labels,
+                  "ports": [{"name": "http", "port": EMULATOR_PORT, "targetPort": "http"}]}},
+    ], ns)
+    rollout = kubectl.run("rollout", "status", "deployment/anthropic-emulator", "-n", ns,
+                          "--timeout=120s", check=False, timeout=130)
+    assert rollout.returncode == 0, diagnostics(kubectl, cluster, ns)
+    elapsed("emulator Deployment ready", started)
+    return f"http://anthropic-emulator.{ns}.svc.{CLUSTER_DOMAIN}:{EMULATOR_PORT}"
+
+
+@pytest.fixture(scope="module")
+def installation(cluster, kubectl: Kubectl, project_image: tuple[str, str | None],
+                 emulator: str) -> Iterator[Installation]:
+    """The chart, installed with helm (image: the local one; upstream: the emulator, still
+    verified through its Models API); uninstalled when the module is done. Modules that
+    install otherwise override this fixture."""
+    ns = namespace(kubectl, RELEASE_NAMESPACE, fixed=True)
+    installed = Installation(
+        namespace=ns, deployment=f"{RELEASE}-inference-operator",
+        selector=f"app.kubernetes.io/instance={RELEASE}",
+        service=f"{RELEASE}-inference-operator-gateway")
+    result = helm(cluster, "install", RELEASE, str(checkout_path("charts", "inference-operator")),
+                  "--namespace", ns, *image_values(project_image[0]),
+                  "--set", f"anthropicBaseUrl={emulator}", "--wait", "--timeout=180s")
+    assert result.returncode == 0, (
+        f"helm install failed: {result.stderr}\n{diagnostics(kubectl, cluster, ns)}")
+    yield installed
+    helm(cluster, "uninstall", RELEASE, "--namespace", ns, "--ignore-not-found", "--wait",
+         "--timeout=120s")
+
+
+@dataclass(frozen=True)
+class Team:
+    namespace: str
+    endpoints: dict[str, str]  # resource name -> inference_id
+
+
+@pytest.fixture(scope="module")
+def team(kubectl: Kubectl, installation: Installation) -> Iterator[Team]:
+    """A Secret and two InferenceEndpoints in a team namespace, Ready; deleted (while the
+    operator still runs, so the finalizer is released) before the install goes."""
+    ns = namespace(kubectl, "e2e-team")
+    suffix = ns.rsplit("-", 1)[1]
+    names = {name: f"{name}-{suffix}" for name in ("e2e-a", "e2e-b")}
+    kubectl.apply([{"apiVersion": "v1", "kind": "Secret",
+                    "metadata": {"name": "anthropic-credentials"},
+                    "stringData": {"api_key": f"sk-ant-e2e-{suffix}"}}]
+                  + [endpoint(name, iid, "anthropic-credentials")
+                     for name, iid in names.items()], ns)
+    started = time.monotonic()
+    for name in names:
+        kubectl.wait_for_condition(f"iep/{name}", "Ready", ns, timeout=90)
+    elapsed(f"{len(names)} InferenceEndpoints Ready", started)
+    yield Team(ns, names)
+    kubectl.run("delete", "iep", "--all", "-n", ns, "--timeout=60s", check=False, timeout=70)
+    kubectl.run("delete", "namespace", ns, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def client_namespace(kubectl: Kubectl) -> Iterator[str]:
+    """Where the applications run: not the team's namespace, not the operator's."""
+    ns = namespace(kubectl, "e2e-client")
+    yield ns
+    kubectl.run("delete", "namespace", ns, "--wait=false", check=False)

@@ -1,0 +1,182 @@
+"""What the end-to-end tests do the way a user does it: helm and kubectl against the
+cluster, Pods in restricted namespaces running the project image as clients."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from inference_operator.controlplane import binaries
+from inference_operator.controlplane.kubectl import Kubectl
+from inference_operator.waiting import poll
+
+RESTRICTED = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+}
+RUN_AS = {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
+          "seccompProfile": {"type": "RuntimeDefault"}}
+CLIENT_PROGRAM = (Path(__file__).parent / "client_pod.py").read_text()
+MODEL = "claude-sonnet-4-5"
+
+
+class Cluster(Protocol):
+    """The local node (controlplane/node.py) or an existing cluster."""
+
+    @property
+    def plane(self) -> Any: ...
+
+    def log_tails(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Installation:
+    """Where an install put the operator: what a user reads off the manifests."""
+
+    namespace: str
+    deployment: str
+    selector: str  # label selector of its Pod
+    service: str
+    port: int = 9200
+
+    @property
+    def public_url(self) -> str:
+        """The Service URL the operator writes into each endpoint's status."""
+        return f"http://{self.service}.{self.namespace}.svc:{self.port}"
+
+
+def namespace(kubectl: Kubectl, prefix: str, *, fixed: bool = False) -> str:
+    name = prefix if fixed else f"{prefix}-{uuid.uuid4().hex[:6]}"
+    kubectl.apply({"apiVersion": "v1", "kind": "Namespace",
+                   "metadata": {"name": name, "labels": RESTRICTED}})
+    return name
+
+
+def restricted_container(name: str, image: str, args: list[str],
+                         command: list[str] | None = None) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": name, "image": image, "imagePullPolicy": "IfNotPresent", "args": args,
+        "securityContext": {
+            **RUN_AS, "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    if command is not None:
+        container["command"] = command
+    return container
+
+
+def elapsed(label: str, started: float) -> None:
+    print(f"[e2e] {label}: {time.monotonic() - started:.1f}s", flush=True)
+
+
+def helm(cluster: Cluster, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    started = time.monotonic()
+    result = subprocess.run(
+        [str(binaries.resolve("helm")), *args, f"--kubeconfig={cluster.plane.kubeconfig}"],
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )
+    elapsed(f"helm {' '.join(args[:2])} (exit {result.returncode})", started)
+    return result
+
+
+def diagnostics(kubectl: Kubectl, cluster: Cluster, namespace: str) -> str:
+    get = kubectl.run("get", "pods", "-n", namespace, "-o", "wide", check=False).stdout
+    described = kubectl.run("describe", "pods", "-n", namespace, check=False).stdout
+    return f"{get}\n{described[-4000:]}\n{cluster.log_tails()[-4000:]}"
+
+
+def image_values(image: str) -> list[str]:
+    """``--set`` arguments that make the chart run ``image`` (a tag or a digest)."""
+    if "@" in image:
+        repository, digest = image.split("@", 1)
+        return ["--set", f"image.repository={repository}", "--set", f"image.digest={digest}"]
+    repository, tag = image.rsplit(":", 1)
+    return ["--set", f"image.repository={repository}", "--set", f"image.tag={tag}"]
+
+
+def pods(kubectl: Kubectl, namespace: str, selector: str | None = None) -> list[dict]:
+    args = ["get", "pods", "-n", namespace, "-o", "json"]
+    if selector:
+        args += ["-l", selector]
+    return json.loads(kubectl.run(*args).stdout)["items"]
+
+
+def all_ready(pod: dict) -> bool:
+    statuses = pod["status"].get("containerStatuses", [])
+    return bool(statuses) and all(s["ready"] for s in statuses)
+
+
+def resource_versions(kubectl: Kubectl, namespace: str) -> dict[str, str]:
+    """Every InferenceEndpoint and Secret of a namespace: kind/name -> resourceVersion."""
+    listed = json.loads(kubectl.run("get", "iep,secret", "-n", namespace, "-o", "json").stdout)
+    return {f"{o['kind']}/{o['metadata']['name']}": o["metadata"]["resourceVersion"]
+            for o in listed["items"]}
+
+
+def start_client(kubectl: Kubectl, namespace: str, image: str, *args: str) -> str:
+    """A Pod that runs client_pod.py with ``args``; returns its name."""
+    name = f"client-{uuid.uuid4().hex[:6]}"
+    kubectl.apply({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
+                 "enableServiceLinks": False,
+                 "containers": [restricted_container(
+                     "client", image, ["-c", CLIENT_PROGRAM, *args], command=["python"])]},
+    }, namespace)
+    return name
+
+
+def phase(kubectl: Kubectl, namespace: str, pod: str) -> str:
+    return kubectl.get("pod", pod, namespace).get("status", {}).get("phase", "")
+
+
+def logs(kubectl: Kubectl, namespace: str, pod: str) -> str:
+    return kubectl.run("logs", "-n", namespace, pod, check=False).stdout
+
+
+def finish_client(kubectl: Kubectl, namespace: str, pod: str, timeout: float = 120) -> str:
+    """Wait for the client Pod to end; its output (it must have succeeded)."""
+    ended = poll(lambda: phase(kubectl, namespace, pod) in ("Succeeded", "Failed"),
+                 timeout=timeout, interval=0.5, message=f"client Pod {pod} did not finish")
+    assert ended
+    output = logs(kubectl, namespace, pod)
+    final = phase(kubectl, namespace, pod)
+    kubectl.run("delete", "pod", "-n", namespace, pod, "--wait=false", check=False)
+    assert final == "Succeeded", f"client Pod {pod} ended {final}:\n{output}"
+    return output
+
+
+def call_from_pod(kubectl: Kubectl, namespace: str, image: str,
+                  requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each request ({"method", "url", "body"}) from one client Pod: [{"status", "body"}]."""
+    started = time.monotonic()
+    pod = start_client(kubectl, namespace, image, "calls", json.dumps(requests))
+    output = finish_client(kubectl, namespace, pod)
+    elapsed(f"client Pod with {len(requests)} call(s)", started)
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+def completion(url: str, stream: bool = False) -> dict[str, Any]:
+    return {"method": "POST", "url": url + ("/_stream" if stream else ""),
+            "body": {"input": "What is Elastic?"}}
+
+
+def endpoint(name: str, inference_id: str, secret: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "inference-operator.dev/v1alpha1", "kind": "InferenceEndpoint",
+        "metadata": {"name": name},
+        "spec": {
+            "task_type": "completion", "inference_id": inference_id, "service": "anthropic",
+            "service_settings": {"api_key": {"secret_key_ref": {"name": secret}},
+                                 "model_id": MODEL,
+                                 # Far above the loops' rate: none of them is throttled.
+                                 "rate_limit": {"requests_per_minute": 6000}},
+            "task_settings": {"max_tokens": 64},
+        },
+    }

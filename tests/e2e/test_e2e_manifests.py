@@ -1,0 +1,97 @@
+"""The plain-YAML install: `kubectl apply -k` of a user's own kustomization that references
+manifests/ and sets the image with kustomize `images:`, the way a user without Helm, or a
+GitOps tool, installs it. manifests/install.yaml is cluster-scoped with a namespace of its
+own (`inference-operator`, restricted), so it goes there, after the helm release of the
+other modules is gone (one operator per cluster). The upstream is the in-cluster emulator,
+set with a JSON patch on the two `--anthropic-base-url` arguments."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from e2e_support import (
+    Installation,
+    call_from_pod,
+    completion,
+    diagnostics,
+    elapsed,
+)
+
+from inference_operator.checkout import checkout_path
+from inference_operator.controlplane.kubectl import Kubectl
+
+CHART_IMAGE = "ghcr.io/inference-operator/inference-operator"
+BASE_URL_FLAG = "--anthropic-base-url="
+
+
+def _deployment() -> dict:
+    documents = yaml.safe_load_all(checkout_path("manifests", "install.yaml").read_text())
+    (deployment,) = [d for d in documents if d and d["kind"] == "Deployment"]
+    return deployment
+
+
+def kustomization(directory: Path, image: str, upstream: str) -> dict:
+    """What a user writes next to their copy of the repository: the image from their
+    registry, the Anthropic URL of their (offline) upstream."""
+    deployment = _deployment()
+    patch = [
+        {"op": "replace", "path": f"/spec/template/spec/containers/{c}/args/{a}",
+         "value": BASE_URL_FLAG + upstream}
+        for c, container in enumerate(deployment["spec"]["template"]["spec"]["containers"])
+        for a, arg in enumerate(container.get("args", [])) if arg.startswith(BASE_URL_FLAG)
+    ]
+    assert len(patch) == 2, "the operator and the gateway each take --anthropic-base-url"
+    name, _, version = image.partition("@")
+    new = {"newName": name, "digest": version} if version else dict(
+        zip(("newName", "newTag"), image.rsplit(":", 1), strict=True))
+    return {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [os.path.relpath(checkout_path("manifests"), directory)],
+        "images": [{"name": CHART_IMAGE, **new}],
+        "patches": [{"target": {"kind": "Deployment", "name": deployment["metadata"]["name"]},
+                     "patch": json.dumps(patch)}],
+    }
+
+
+@pytest.fixture(scope="module")
+def installation(cluster, kubectl: Kubectl, project_image: tuple[str, str | None],
+                 emulator: str, tmp_path_factory: pytest.TempPathFactory
+                 ) -> Iterator[Installation]:
+    directory = tmp_path_factory.mktemp("kustomize")
+    (directory / "kustomization.yaml").write_text(
+        yaml.safe_dump(kustomization(directory, project_image[0], emulator), sort_keys=False))
+    deployment = _deployment()["metadata"]
+    installed = Installation(
+        namespace=deployment["namespace"], deployment=deployment["name"],
+        selector=f"app.kubernetes.io/instance={deployment['name']}",
+        service=f"{deployment['name']}-gateway")
+    started = time.monotonic()
+    kubectl.run("apply", "-k", str(directory))
+    rollout = kubectl.run("rollout", "status", f"deployment/{installed.deployment}",
+                          "-n", installed.namespace, "--timeout=180s", check=False, timeout=190)
+    assert rollout.returncode == 0, diagnostics(kubectl, cluster, installed.namespace)
+    elapsed("kubectl apply -k + rollout status", started)
+    yield installed
+    # The CRD goes too (no keep policy outside Helm); the team's endpoints are gone by now.
+    kubectl.run("delete", "-k", str(directory), "--timeout=120s", check=False, timeout=130)
+
+
+def test_kubectl_apply_k_with_a_kustomize_image_serves_an_endpoint(
+    kubectl: Kubectl, installation: Installation, team, client_namespace: str,
+    project_image: tuple[str, str | None],
+):
+    deployment = kubectl.get("deployment", installation.deployment, installation.namespace)
+    images = {c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]}
+    assert images == {project_image[0]}
+    name, inference_id = next(iter(team.endpoints.items()))
+    url = kubectl.get("iep", name, team.namespace)["status"]["url"]
+    assert url == f"{installation.public_url}/_inference/completion/{inference_id}"
+    (answer,) = call_from_pod(kubectl, client_namespace, project_image[0], [completion(url)])
+    assert answer["status"] == 200, answer
+    assert json.loads(answer["body"])["completion"][0]["result"].strip(), answer
