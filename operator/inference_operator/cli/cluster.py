@@ -27,8 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-only", action="store_true",
                         help="only build the project's image (buildah), print it, and exit")
     parser.add_argument("--build-only", action="store_true",
-                        help="only build (or find cached) what a node needs and the project's "
-                             "image, then exit; where no node can run here, say why and exit 0")
+                        help="only build (or find cached) what a node needs (binaries, the pause, "
+                             "CoreDNS and base images), then exit; where no node can run here, "
+                             "say why and exit 0")
     parser.add_argument("--base-image", default=None,
                         help="the Dockerfile's PYTHON_IMAGE (default: a Debian base made "
                              "locally with mmdebstrap, since no registry is reachable)")
@@ -63,11 +64,14 @@ def run(args: argparse.Namespace) -> int:
     if args.build_only:
         try:
             node.prepare(sys.stderr)
-            ref, archive = _build_image(args)
+            if args.base_image is None:
+                images.base_archive(sys.stderr)
         except (images.ImageError, binaries.BinaryUnavailable) as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
-        print(f"node prerequisites ready; image: {ref}", flush=True)
+        # The project's image is not built here: whoever starts a node builds it from
+        # the working tree as it is then (on these cached layers and base).
+        print("node prerequisites ready", flush=True)
         return 0
 
     stop = threading.Event()

@@ -186,64 +186,54 @@ def _etcd_argv(etcd: Path, data_dir: Path, client_port: int, peer_port: int) -> 
 
 
 def _apiserver_argv(
-    apiserver: Path, certs: CertPaths, cert_dir: Path, etcd_port: int, secure_port: int
+    apiserver: Path, certs: CertPaths, cert_dir: Path, etcd_port: int, secure_port: int,
+    node_network: NodeNetwork | None = None,
 ) -> list[str]:
-    return [
+    """Loopback only, for the API-only harness; with ``node_network`` (controlplane/node.py)
+    it listens on the node's bridge address, which Pods can reach (they cannot reach
+    loopback), with the real ServiceAccount admission and endpoints, the Node authorizer
+    (what lets a kubelet read its own Pods' Secrets) and a client certificate for the
+    kubelet (kubectl logs/exec)."""
+    host = "127.0.0.1" if node_network is None else node_network.node_ip
+    argv = [
         str(apiserver),
         f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-        "--bind-address=127.0.0.1",
-        "--advertise-address=127.0.0.1",
+        f"--bind-address={host}",
+        f"--advertise-address={host}",
         f"--secure-port={secure_port}",
         f"--cert-dir={cert_dir}",
         f"--tls-cert-file={certs.serving_cert}",
         f"--tls-private-key-file={certs.serving_key}",
         f"--client-ca-file={certs.ca_cert}",
-        "--authorization-mode=RBAC",
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
         f"--service-account-key-file={certs.sa_public_key}",
         f"--service-account-signing-key-file={certs.sa_private_key}",
-        "--service-cluster-ip-range=10.0.0.0/24",
         "--allow-privileged=true",
-        # No controller-manager runs to create each namespace's default
-        # ServiceAccount, so the admission plugin that requires it would refuse pods.
-        "--disable-admission-plugins=ServiceAccount",
-        # The `kubernetes` Service cannot point at a loopback address; nothing needs it.
-        "--endpoint-reconciler-type=none",
         "--v=1",
     ]
-
-
-def _node_apiserver_args(argv: list[str], network: NodeNetwork, certs: CertPaths,
-                         pki: Path) -> list[str]:
-    """The API server of a cluster with a real node (controlplane/node.py): it listens on
-    the node's bridge address, which Pods can reach (they cannot reach loopback), has
-    the real ServiceAccount admission and endpoints, and a client certificate for the
-    kubelet (kubectl logs/exec)."""
+    if node_network is None:
+        return [
+            *argv,
+            "--authorization-mode=RBAC",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            # No controller-manager runs to create each namespace's default
+            # ServiceAccount, so the admission plugin that requires it would refuse pods.
+            "--disable-admission-plugins=ServiceAccount",
+            # The `kubernetes` Service cannot point at a loopback address; nothing needs it.
+            "--endpoint-reconciler-type=none",
+        ]
     kubelet_cert, kubelet_key = write_client_cert(
-        certs, pki, "apiserver-kubelet-client", "kube-apiserver-kubelet-client",
-        "system:masters",
+        certs, cert_dir.parent / "pki", "apiserver-kubelet-client",
+        "kube-apiserver-kubelet-client", "system:masters",
     )
-    replaced = {
-        "--bind-address": network.node_ip,
-        "--advertise-address": network.node_ip,
-        "--service-cluster-ip-range": network.service_cidr,
-        # The Node authorizer is what lets a kubelet read its own Pods' Secrets.
-        "--authorization-mode": "Node,RBAC",
-    }
-    dropped = ("--disable-admission-plugins=", "--endpoint-reconciler-type=")
-    result = []
-    for arg in argv:
-        flag = arg.split("=", 1)[0]
-        if flag in replaced:
-            result.append(f"{flag}={replaced[flag]}")
-        elif not arg.startswith(dropped):
-            result.append(arg)
     return [
-        *result,
+        *argv,
+        "--authorization-mode=Node,RBAC",
+        f"--service-cluster-ip-range={node_network.service_cidr}",
+        "--enable-admission-plugins=NodeRestriction",
         f"--kubelet-client-certificate={kubelet_cert}",
         f"--kubelet-client-key={kubelet_key}",
         "--kubelet-preferred-address-types=InternalIP",
-        "--enable-admission-plugins=NodeRestriction",
     ]
 
 
@@ -316,13 +306,10 @@ def start(
     plane.processes = [etcd, apiserver]
     try:
         etcd.start(_etcd_argv(paths["etcd"], work_dir / "etcd-data", etcd_port, etcd_peer_port))
-        apiserver_argv = _apiserver_argv(
-            paths["kube-apiserver"], certs, work_dir / "apiserver-certs", etcd_port, secure_port
-        )
-        if node_network is not None:
-            apiserver_argv = _node_apiserver_args(
-                apiserver_argv, node_network, certs, work_dir / "pki")
-        apiserver.start(apiserver_argv)
+        apiserver.start(_apiserver_argv(
+            paths["kube-apiserver"], certs, work_dir / "apiserver-certs", etcd_port,
+            secure_port, node_network,
+        ))
         _wait_ready(plane, time.monotonic() + READY_TIMEOUT_SECONDS)
         write_admin_kubeconfig(plane.kubeconfig, server, certs)
         manager = _optional_binary(binaries.CONTROLLER_MANAGER) if controllers else None
