@@ -15,9 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from inference_operator import kubeclient
 from inference_operator.api.models import GROUP, PLURAL, VERSION
 
 COMPONENT = "inference-operator"
@@ -39,16 +40,11 @@ class Kube:
         self._api = api
         self._core = client.CoreV1Api(api)
         self._custom = client.CustomObjectsApi(api)
+        self._discovery = client.DiscoveryV1Api(api)
 
     @classmethod
     async def connect(cls) -> Kube:
-        """In-cluster credentials in a pod, else the current kubeconfig (as kopf does)."""
-        if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
-            config.load_incluster_config()
-            return cls(client.ApiClient())
-        configuration = client.Configuration()
-        await config.load_kube_config(client_configuration=configuration)
-        return cls(client.ApiClient(configuration))
+        return cls(await kubeclient.connect())
 
     async def close(self) -> None:
         await self._api.close()
@@ -61,6 +57,42 @@ class Kube:
                 return None
             raise
         return SecretValue(secret.data or {}, secret.metadata.resource_version)
+
+    async def read_config(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A gateway configuration shard's data; None when the Secret does not exist."""
+        value = await self.read_secret(namespace, name)
+        return None if value is None else value.data
+
+    async def write_config(self, namespace: str, name: str, data: dict[str, str]) -> bool:
+        """Replace a shard's data (a merge patch: the installer's labels stay); False when
+        the Secret does not exist."""
+        try:
+            await self._core.patch_namespaced_secret(
+                name, namespace, {"data": data},
+                _content_type="application/merge-patch+json")
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
+    async def ready_addresses(self, namespace: str, service: str) -> list[str]:
+        """``http://ip:port`` of each ready endpoint of a Service, from its EndpointSlices."""
+        slices = await self._discovery.list_namespaced_endpoint_slice(
+            namespace, label_selector=f"kubernetes.io/service-name={service}")
+        addresses = set()
+        for endpoint_slice in slices.items:
+            ports = [p.port for p in endpoint_slice.ports or () if p.port]
+            if not ports or endpoint_slice.address_type not in ("IPv4", "IPv6"):
+                continue
+            for endpoint in endpoint_slice.endpoints or ():
+                # Ready unset counts as ready (the EndpointSlice API's rule).
+                if endpoint.conditions is not None and endpoint.conditions.ready is False:
+                    continue
+                for ip in endpoint.addresses:
+                    host = f"[{ip}]" if ":" in ip else ip
+                    addresses.add(f"http://{host}:{ports[0]}")
+        return sorted(addresses)
 
     async def list_endpoints(
         self, namespaces: tuple[str, ...] = (), limit: int | None = None
