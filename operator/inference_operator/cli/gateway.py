@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--admin-port", type=int, default=_default("admin_port"),
                         help="admin listener port")
     parser.add_argument("--admin-token-file", type=optional_path,
-                        help="file holding the admin bearer token (required; read once at start)")
+                        help="file holding the admin bearer token (required unless "
+                             "--config-secret; read once at start)")
     parser.add_argument("--anthropic-base-url", default=_default("anthropic_base_url"),
                         help="upstream; point it at the emulator for offline use")
     parser.add_argument("--state-file", type=optional_path, default=_default("state_file"),
@@ -52,31 +53,75 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the connection closes")
     parser.add_argument("--access-log", action="store_true", default=_default("access_log"),
                         help="log every request")
+    parser.add_argument("--config-secret", default=_default("config_secret"), metavar="NAME",
+                        help="config mode: read the endpoints from the Secrets NAME-0 .. "
+                             "NAME-<shards - 1> that the operator writes, with no admin "
+                             "listener, token or state file (none: standalone)")
+    parser.add_argument("--config-shards", type=int, default=_default("config_shards"),
+                        metavar="N",
+                        help="config mode: how many shard Secrets there are")
+    parser.add_argument("--namespace", default=_default("namespace"), metavar="NS",
+                        help="namespace of the shard Secrets and of --peers-service (none: the "
+                             "pod's own, else default)")
+    parser.add_argument("--peers-service", default=_default("peers_service"), metavar="NAME",
+                        help="the gateways' Service: each gateway allows rpm / its ready "
+                             "endpoints, so together they allow rpm (none: rpm each)")
+    parser.add_argument("--shutdown-delay", type=float, default=_default("shutdown_delay"),
+                        metavar="SECONDS",
+                        help="seconds still serving after SIGTERM, not ready and closing "
+                             "each connection after its answer, while load balancers move "
+                             "away")
+    parser.add_argument("--shutdown-timeout", type=float,
+                        default=_default("shutdown_timeout"), metavar="SECONDS",
+                        help="seconds, after that, for requests and streams in flight to "
+                             "finish")
     add_log_level(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.admin_token_file:
-        print("error: --admin-token-file is required (the admin listener's bearer token)",
-              file=sys.stderr)
-        return 2
-    try:
-        token = args.admin_token_file.read_text().strip()
-    except OSError as error:
-        print(f"error: cannot read the admin token: {error}", file=sys.stderr)
-        return 2
-    if not token:
-        print(f"error: {args.admin_token_file} is empty", file=sys.stderr)
+    problem = _config_mode_problem(args) if args.config_secret else None
+    token = ""
+    if problem is None and not args.config_secret:
+        problem, token = _admin_token(args)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     from inference_operator.cli.serving import run_until_signal, setup_logging
     from inference_operator.gateway.server import GatewayServer
 
     setup_logging(args.log_level)
     server = GatewayServer(gateway_config(args, token))
-    return run_until_signal(server.start, server.stop)
+    # SIGTERM: the graceful stop (GatewayServer.shutdown), in both modes.
+    return run_until_signal(server.start, server.shutdown)
 
 
-def gateway_config(args: argparse.Namespace, admin_token: str) -> GatewayConfig:
+def _config_mode_problem(args: argparse.Namespace) -> str | None:
+    if args.admin_token_file:
+        return ("--admin-token-file does not go with --config-secret: in config mode "
+                "there is no admin listener, the endpoints come from the shard Secrets")
+    if args.state_file:
+        return ("--state-file does not go with --config-secret: in config mode the shard "
+                "Secrets are the state")
+    if args.config_shards < 1:
+        return "--config-shards must be at least 1"
+    return None
+
+
+def _admin_token(args: argparse.Namespace) -> tuple[str | None, str]:
+    """(problem, token) for a standalone gateway."""
+    if not args.admin_token_file:
+        return ("--admin-token-file is required (the admin listener's bearer token), "
+                "unless --config-secret"), ""
+    try:
+        token = args.admin_token_file.read_text().strip()
+    except OSError as error:
+        return f"cannot read the admin token: {error}", ""
+    if not token:
+        return f"{args.admin_token_file} is empty", ""
+    return None, token
+
+
+def gateway_config(args: argparse.Namespace, admin_token: str = "") -> GatewayConfig:
     """The config the parsed options describe; no option given: ``GatewayConfig``'s
     defaults (tests/unit/test_cli_defaults.py)."""
     return GatewayConfig(
@@ -95,4 +140,10 @@ def gateway_config(args: argparse.Namespace, admin_token: str) -> GatewayConfig:
         max_body_size=args.max_body_size,
         header_timeout=args.header_timeout,
         body_timeout=args.body_timeout,
+        config_secret=args.config_secret,
+        config_shards=args.config_shards,
+        namespace=args.namespace,
+        peers_service=args.peers_service,
+        shutdown_delay=args.shutdown_delay,
+        shutdown_timeout=args.shutdown_timeout,
     )

@@ -77,8 +77,12 @@ def build_app(gateway: Gateway, *, admin_token: str | None = None,
     return app
 
 
-async def _product_header(_: web.Request, response: web.StreamResponse) -> None:
+async def _product_header(request: web.Request, response: web.StreamResponse) -> None:
     response.headers["X-Elastic-Product"] = "Elasticsearch"
+    if request.app[GATEWAY].draining:
+        # Shutting down: a keep-alive client's next request goes to another replica.
+        response.headers["Connection"] = "close"
+        response.force_close()
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -219,10 +223,10 @@ def _healthz(gateway: Gateway) -> web.Response:
 
 
 def _readyz(gateway: Gateway) -> web.Response:
-    if gateway.synced:
+    reason = gateway.unready_reason()
+    if reason is None:
         return _json({"ready": True, "boot_id": gateway.boot_id})
-    return _json({"ready": False, "boot_id": gateway.boot_id,
-                  "reason": "waiting for the first full sync"}, status=503)
+    return _json({"ready": False, "boot_id": gateway.boot_id, "reason": reason}, status=503)
 
 
 def _metrics(gateway: Gateway) -> web.Response:

@@ -63,7 +63,21 @@ class GatewayMetrics:
         self.endpoints = Gauge(
             "inference_gateway_endpoints", "Inference endpoints configured.", registry=r)
         self.ready = Gauge(
-            "inference_gateway_ready", "1 once the first full sync arrived.", registry=r)
+            "inference_gateway_ready",
+            "1 once the first full sync arrived (config mode: every shard loaded), 0 again "
+            "while shutting down.", registry=r)
+        # Config mode (--config-secret): what each shard serves, and what was refused.
+        self.config_generation = Labelled(Gauge(
+            "inference_gateway_config_generation",
+            "Generation of the configuration shard being served.", ["shard"], registry=r))
+        self.config_rejected = Labelled(Counter(
+            "inference_gateway_config_rejected",
+            "Shard contents refused (undecodable, or an endpoint failing validation); the "
+            "previous content is kept.", ["shard"], registry=r))
+        self.replicas = Gauge(
+            "inference_gateway_replicas",
+            "Ready gateways sharing each rate limit (1 without --peers-service).", registry=r)
+        self.replicas.set(1)
         # Both read at scrape time (set_function), for spotting leaks: after a burst they
         # return to where they were (tests/gateway/test_gateway_faults.py).
         self.tasks = Gauge(

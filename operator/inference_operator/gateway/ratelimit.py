@@ -4,6 +4,11 @@ Capacity is 1 token, refilled at rpm/60 per second; the bucket starts full. A re
 that finds no token waits in its group's FIFO queue (capacity 2000 by default). A
 waiter that times out leaves the queue and uses no token.
 
+With N gateway replicas behind one Service (``--peers-service``), each enforces its share:
+rpm/N, i.e. one token every ``60 * N / rpm`` seconds, so the cluster as a whole stays
+within rpm when the load is spread evenly (a Service spreads connections, not requests;
+see docs/gateway.md). When N changes, every bucket's interval changes at once.
+
 A queued request is granted at the instant its token exists, and the next token is
 counted from that instant, not from when the event loop got round to waking up: timer
 lateness therefore does not slow the long-run rate below rpm (see docs/gateway.md)."""
@@ -43,9 +48,11 @@ class QueueFull(Exception):
 
 
 class Bucket:
-    def __init__(self, name: str, requests_per_minute: int, capacity: int, clock: Clock) -> None:
+    def __init__(self, name: str, requests_per_minute: int, capacity: int, clock: Clock,
+                 replicas: int = 1) -> None:
         self.name = name
-        self.interval = 60.0 / requests_per_minute
+        self.requests_per_minute = requests_per_minute
+        self.interval = 60.0 * replicas / requests_per_minute
         self._capacity = capacity
         self._clock = clock
         self._next_token = -math.inf
@@ -55,6 +62,20 @@ class Bucket:
 
     def queued(self) -> int:
         return len(self._waiters)
+
+    def reshare(self, replicas: int) -> None:
+        """Enforce rpm/replicas from now on. The next token moves by the change of the
+        interval only, so it is the last grant plus the new interval, as if this share had
+        always applied: never a burst (still one token at most), never a grant sooner
+        than the new share allows."""
+        interval = 60.0 * replicas / self.requests_per_minute
+        self._next_token += interval - self.interval  # -inf (never used) stays -inf
+        self.interval = interval
+        if self._dispatcher is not None:
+            # It may be asleep until the old next token: start one that sleeps until the
+            # new one. The old one is cancelled while asleep, never in between a grant.
+            self._dispatcher.cancel()
+            self._dispatcher = asyncio.create_task(self._dispatch(), name=f"bucket {self.name}")
 
     async def acquire(self, *, priority: bool = False) -> None:
         """Wait for a token. ``priority`` (for retries) goes to the head of the queue and
@@ -91,7 +112,8 @@ class Bucket:
                 self._next_token = max(self._next_token, enqueued_at) + self.interval
                 future.set_result(None)
         finally:
-            self._dispatcher = None
+            if self._dispatcher is asyncio.current_task():  # not when replaced (reshare)
+                self._dispatcher = None
 
 
 class Limiter:
@@ -106,6 +128,16 @@ class Limiter:
             weakref.WeakValueDictionary()
         )
         self._ordinal = itertools.count(1)
+        # How many gateways share each group's rpm (set from --peers-service).
+        self.replicas = 1
+
+    def set_replicas(self, replicas: int) -> None:
+        replicas = max(1, replicas)
+        if replicas == self.replicas:
+            return
+        self.replicas = replicas
+        for bucket in list(self._buckets.values()):
+            bucket.reshare(replicas)
 
     def bucket(self, api_key: str, model_id: str, requests_per_minute: int) -> Bucket:
         group = (api_key, model_id, requests_per_minute)
@@ -113,6 +145,7 @@ class Limiter:
         if bucket is None:
             # The name is shown in errors and logs, so it must not derive from the key.
             name = f"{model_id}/{requests_per_minute}rpm#{next(self._ordinal)}"
-            bucket = Bucket(name, requests_per_minute, self._capacity, self.clock)
+            bucket = Bucket(name, requests_per_minute, self._capacity, self.clock,
+                            self.replicas)
             self._buckets[group] = bucket
         return bucket

@@ -1,15 +1,22 @@
-"""Start and stop a gateway: the service plus its public and admin listeners."""
+"""Start and stop a gateway: the service plus its listeners, and in config mode its
+Kubernetes watches. Standalone, a public and an admin listener (the operator or a user
+pushes endpoints to the admin one); in config mode (``config_secret``) only the public
+one, the endpoints being read from the configuration shards (gateway/config_source.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from inference_operator.anthropic_api import ANTHROPIC_API_URL
+from inference_operator.api.gateway_config import DEFAULT_SHARDS, Shards
 from inference_operator.gateway.http import Limits, build_app
 from inference_operator.gateway.ratelimit import DEFAULT_QUEUE_CAPACITY, Limiter
 from inference_operator.gateway.retry import RetryPolicy
@@ -17,17 +24,29 @@ from inference_operator.gateway.service import Gateway
 from inference_operator.gateway.state import StateFile
 from inference_operator.gateway.upstream import Upstream
 
+if TYPE_CHECKING:  # kubernetes_asyncio costs ~35 MiB: imported in config mode only
+    from kubernetes_asyncio.client import ApiClient
+
 log = logging.getLogger(__name__)
 # After answering a request whose body was not read (413, a stalled body's 408, 401/405
 # before the body), aiohttp drains what the client still sends before closing, so the
 # answer is not lost to a reset. Its default of 10 s let a client that stalls hold the
 # connection that much longer; 2 s is ample for the answer to leave.
 LINGERING_TIME = 2.0
+POD_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def pod_namespace() -> str:
+    """The namespace of the pod this runs in; "default" outside one."""
+    try:
+        return POD_NAMESPACE_FILE.read_text().strip() or "default"
+    except OSError:
+        return "default"
 
 
 @dataclass
 class GatewayConfig:
-    admin_token: str
+    admin_token: str = ""  # standalone: required; config mode: none (no admin listener)
     anthropic_base_url: str = ANTHROPIC_API_URL
     host: str = "0.0.0.0"
     port: int = 9200
@@ -46,20 +65,43 @@ class GatewayConfig:
     # is cut after it) as well as the idle keep-alive limit. 60 s as nginx's
     # client_header_timeout; aiohttp's own default is about an hour.
     header_timeout: float = 60.0
+    # Config mode: the shards are Secrets <config_secret>-0 .. -<config_shards - 1>.
+    config_secret: str | None = None  # None or "": standalone
+    config_shards: int = DEFAULT_SHARDS
+    namespace: str | None = None  # of the shards and the peers' Service; None: pod_namespace()
+    peers_service: str | None = None  # None: this gateway alone enforces each rate limit
+    # On SIGTERM: not ready at once, but serving for shutdown_delay seconds more (the time
+    # kube-proxy and load balancers take to stop sending new connections here), then no
+    # more listening and up to shutdown_timeout seconds for requests in flight.
+    shutdown_delay: float = 5.0
+    shutdown_timeout: float = 20.0
 
 
 class GatewayServer:
-    def __init__(self, config: GatewayConfig, limiter: Limiter | None = None) -> None:
-        if not config.admin_token:
+    def __init__(self, config: GatewayConfig, limiter: Limiter | None = None,
+                 kube: Callable[[], Awaitable[ApiClient]] | None = None) -> None:
+        """``kube``: how to reach the API server (default: ``kubeclient.connect``)."""
+        shards: list[str] = []
+        if config.config_secret:
+            if config.admin_token or config.state_file:
+                raise ValueError("a gateway in config mode has no admin listener and no "
+                                 "state file: the configuration shards are its state")
+            shards = Shards(config.config_secret, config.config_shards).names()
+        elif not config.admin_token:
             raise ValueError("the admin token must not be empty")
         self.config = config
+        self.namespace = config.namespace or pod_namespace()
         self.gateway = Gateway(
             Upstream(config.anthropic_base_url),
             limiter=limiter or Limiter(queue_capacity=config.queue_capacity),
             retry=config.retry,
             state=StateFile(config.state_file) if config.state_file else None,
             require_sync=config.require_sync,
+            shards=shards,
         )
+        self._kube = kube
+        self._api: ApiClient | None = None
+        self._watches: list[asyncio.Task[None]] = []
         self._runners: list[web.AppRunner] = []
         self.port = config.port
         self.admin_port = config.admin_port
@@ -68,21 +110,66 @@ class GatewayServer:
         await self.gateway.start()
         limits = Limits(max_body_size=self.config.max_body_size,
                         body_timeout=self.config.body_timeout)
+        # Listening before the configuration is read: /healthz answers (liveness) while
+        # /readyz says what is still missing.
         self.port = await self._listen(build_app(self.gateway, limits=limits),
                                        self.config.host, self.config.port, "public")
-        self.admin_port = await self._listen(
-            build_app(self.gateway, admin_token=self.config.admin_token, limits=limits),
-            self.config.admin_host, self.config.admin_port, "admin")
+        if not self.gateway.shards:
+            self.admin_port = await self._listen(
+                build_app(self.gateway, admin_token=self.config.admin_token, limits=limits),
+                self.config.admin_host, self.config.admin_port, "admin")
+        if self.gateway.shards or self.config.peers_service:
+            await self._watch_cluster()
         # Computed when /metrics is scraped, never per request: what a leak would grow.
         self.gateway.metrics.tasks.set_function(lambda: len(asyncio.all_tasks()))
-        log.info("gateway %s listening: public %s:%d, admin %s:%d, upstream %s",
-                 self.gateway.boot_id, self.config.host, self.port, self.config.admin_host,
-                 self.admin_port, self.config.anthropic_base_url)
+        if self.gateway.shards:
+            log.info("gateway %s listening on %s:%d, upstream %s; endpoints from the "
+                     "Secrets %s/%s-0..%d", self.gateway.boot_id, self.config.host,
+                     self.port, self.config.anthropic_base_url, self.namespace,
+                     self.config.config_secret, self.config.config_shards - 1)
+        else:
+            log.info("gateway %s listening: public %s:%d, admin %s:%d, upstream %s",
+                     self.gateway.boot_id, self.config.host, self.port,
+                     self.config.admin_host, self.admin_port, self.config.anthropic_base_url)
+
+    async def _watch_cluster(self) -> None:
+        from inference_operator import kubeclient
+        from inference_operator.gateway.config_source import ConfigSource
+        from inference_operator.gateway.peers import Peers
+
+        self._api = await (self._kube or kubeclient.connect)()
+        if self.gateway.shards:
+            self._watches += ConfigSource(self._api, self.namespace, self.gateway).start()
+        if self.config.peers_service:
+            self._watches.append(Peers(self._api, self.namespace, self.config.peers_service,
+                                       self.gateway).start())
+
+    async def shutdown(self) -> None:
+        """The graceful stop (SIGTERM): not ready at once; serving, every answer with
+        ``Connection: close`` so keep-alive clients go elsewhere, for ``shutdown_delay``;
+        then ``stop()``, which lets requests in flight finish."""
+        self.gateway.begin_shutdown()
+        log.info("shutting down: not ready; serving %gs more, then up to %gs for requests "
+                 "in flight", self.config.shutdown_delay, self.config.shutdown_timeout)
+        await asyncio.sleep(self.config.shutdown_delay)
+        await self.stop()
+        log.info("gateway %s stopped", self.gateway.boot_id)
 
     async def stop(self) -> None:
-        for runner in reversed(self._runners):
-            await runner.cleanup()
+        # aiohttp's cleanup stops listening, closes idle connections and waits up to the
+        # runner's shutdown_timeout for handlers in flight (streams too) before it
+        # cancels them. Both listeners at once, so the wait is one timeout, not two.
+        await asyncio.gather(*(runner.cleanup() for runner in self._runners))
         self._runners.clear()
+        for task in self._watches:
+            task.cancel()
+        for task in self._watches:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._watches.clear()
+        if self._api is not None:
+            await self._api.close()
+            self._api = None
         await self.gateway.close()
 
     async def _listen(self, app: web.Application, host: str, port: int, listener: str) -> int:
@@ -91,6 +178,7 @@ class GatewayServer:
         runner = web.AppRunner(app, handler_cancellation=True,
                                keepalive_timeout=self.config.header_timeout,
                                lingering_time=LINGERING_TIME,
+                               shutdown_timeout=self.config.shutdown_timeout,
                                access_log=logging.getLogger("aiohttp.access")
                                if self.config.access_log else None)
         await runner.setup()

@@ -1,18 +1,19 @@
-"""The gateway's behaviour, independent of HTTP: the endpoint registry and its admin
-operations, and inference through rate limit, queue, timeout and retries."""
+"""The gateway's behaviour, independent of HTTP: the endpoint registry, filled by its
+admin operations (standalone) or by configuration shards (config mode), and inference
+through rate limit, queue, timeout and retries."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
-from collections.abc import AsyncGenerator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable, Sequence
 from typing import Any, TypeVar
 
 from pydantic import SecretStr
 
 from inference_operator.api.elasticsearch_body import InferenceRequestBody
+from inference_operator.api.gateway_config import Record, Shard
 from inference_operator.api.settings import TaskSettings
 from inference_operator.gateway import errors, validation
 from inference_operator.gateway.endpoints import Endpoint
@@ -31,6 +32,13 @@ from inference_operator.gateway.upstream import (
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Records validated between two yields to the event loop while a shard loads: a shard of
+# thousands must not hold up the requests in flight for its whole length.
+_YIELD_EVERY = 200
+
+
+class ShardRejected(ValueError):
+    """An endpoint of a shard fails validation; the message names it, never its key."""
 
 
 class Gateway:
@@ -42,6 +50,7 @@ class Gateway:
         retry: RetryPolicy | None = None,
         state: StateFile | None = None,
         require_sync: bool = True,
+        shards: Sequence[str] = (),
     ) -> None:
         self.upstream = upstream
         self.limiter = limiter or Limiter()
@@ -50,21 +59,23 @@ class Gateway:
         self.metrics = GatewayMetrics()
         # Changes on every start, so an operator polling /healthz notices a restart.
         self.boot_id = uuid.uuid4().hex
-        self.synced = not require_sync
+        # Config mode: the shards whose union is the endpoint set. Ready ("synced") once
+        # each was loaded once, instead of after the operator's sync.
+        self.shards = tuple(shards)
+        self.synced = not require_sync and not self.shards
+        self.draining = False  # shutting down: not ready, connections closed after answers
         self.metrics.ready.set(int(self.synced))
         self._endpoints: dict[str, Endpoint] = {}
+        self._shard_endpoints: dict[str, dict[str, Endpoint]] = {}
+        self._generations: dict[str, int] = {}
 
     async def start(self) -> None:
         await self.upstream.start()
         if self.state is None:
             return
         for record in self.state.load():
-            inference_id = record.pop("inference_id")
-            body, task_type = validation.parse_put(json.dumps(record).encode(), None)
-            settings = body.service_settings
-            self._endpoints[inference_id] = self._endpoint(
-                inference_id, task_type, settings.api_key, settings.model_id,
-                settings.rate_limit.requests_per_minute, body.task_settings)
+            endpoint = self._from_record(record)
+            self._endpoints[endpoint.inference_id] = endpoint
         self.metrics.endpoints.set(len(self._endpoints))
         log.info("restored %d endpoint(s) from %s", len(self._endpoints), self.state.path)
 
@@ -156,8 +167,94 @@ class Gateway:
         return {"acknowledged": True, "removed": removed, "boot_id": self.boot_id}
 
     def health(self) -> dict[str, Any]:
-        return {"status": "ok", "boot_id": self.boot_id, "synced": self.synced,
-                "endpoints": len(self._endpoints)}
+        health = {"status": "ok", "boot_id": self.boot_id, "synced": self.synced,
+                  "endpoints": len(self._endpoints), "replicas": self.limiter.replicas}
+        if self.shards:
+            # What the operator compares with the generations it wrote; null: not loaded.
+            health["config"] = {name: self._generations.get(name) for name in self.shards}
+        return health
+
+    def unready_reason(self) -> str | None:
+        """Why ``/readyz`` is 503; None when ready."""
+        if self.draining:
+            return "shutting down"
+        if self.synced:
+            return None
+        if self.shards:
+            missing = [name for name in self.shards if name not in self._generations]
+            return f"waiting for the configuration shard(s) {', '.join(missing)}"
+        return "waiting for the first full sync"
+
+    def begin_shutdown(self) -> None:
+        self.draining = True
+        self.metrics.ready.set(0)
+
+    def set_replicas(self, replicas: int) -> None:
+        """How many ready gateways share each rate limit (``--peers-service``)."""
+        before = self.limiter.replicas
+        self.limiter.set_replicas(replicas)
+        if self.limiter.replicas != before:
+            log.info("%d ready gateway(s) share each rate limit: this one allows rpm/%d",
+                     self.limiter.replicas, self.limiter.replicas)
+        self.metrics.replicas.set(self.limiter.replicas)
+
+    # -- config mode -------------------------------------------------------------------
+
+    def generation(self, shard: str) -> int | None:
+        """The generation of a shard being served; None before it was first loaded."""
+        return self._generations.get(shard)
+
+    async def apply_shard(self, name: str, shard: Shard) -> None:
+        """Serve ``shard`` as the whole content of shard ``name``: its endpoints that are
+        not in it go, new and changed ones are validated as a PUT is, unchanged ones keep
+        their Endpoint (and with it their bucket's state). All or nothing: when one
+        endpoint fails validation, ShardRejected and the previous content stays."""
+        old = self._shard_endpoints.get(name, {})
+        new: dict[str, Endpoint] = {}
+        added = changed = 0
+        for index, record in enumerate(shard.endpoints):
+            if index and not index % _YIELD_EVERY:
+                await asyncio.sleep(0)
+            inference_id = record["inference_id"]
+            current = old.get(inference_id)
+            # The operator writes what stored() returns, so equal means unchanged.
+            if current is not None and current.stored() == record:
+                new[inference_id] = current
+                continue
+            try:
+                new[inference_id] = self._from_record(record)
+            except ESError as error:
+                raise ShardRejected(
+                    f"endpoint [{inference_id}]: {_without_key(error.reason, record)}") from None
+            if current is None:
+                added += 1
+            else:
+                changed += 1
+        # No await from here on: a request sees the old shard or the new one, not a mix.
+        self._shard_endpoints[name] = new
+        removed = [inference_id for inference_id in old if inference_id not in new]
+        for inference_id in removed:
+            if self._endpoints.get(inference_id) is old[inference_id]:
+                del self._endpoints[inference_id]
+                # Still in another shard (moving between shards): that copy serves.
+                for other in self._shard_endpoints.values():
+                    if inference_id in other:
+                        self._endpoints[inference_id] = other[inference_id]
+                        break
+        self._endpoints.update(new)
+        previous = self._generations.get(name)
+        self._generations[name] = shard.generation
+        self.metrics.config_generation.labels(name).set(shard.generation)
+        self.metrics.endpoints.set(len(self._endpoints))
+        if added or changed or removed or previous != shard.generation:
+            log.info("shard %s at generation %d: %d endpoint(s), %d added, %d changed, "
+                     "%d removed", name, shard.generation, len(new), added, changed,
+                     len(removed))
+        if not self.synced and len(self._generations) == len(self.shards):
+            log.info("every configuration shard loaded (%d endpoints); ready",
+                     len(self._endpoints))
+            self.synced = True
+            self.metrics.ready.set(int(not self.draining))
 
     # -- inference ---------------------------------------------------------------------
 
@@ -304,6 +401,17 @@ class Gateway:
                 f"task type [{endpoint.task_type}]")
         return endpoint
 
+    def _from_record(self, record: Record) -> Endpoint:
+        """A stored record (state file, configuration shard) through a PUT's validation;
+        ESError when it fails."""
+        inference_id = record["inference_id"]
+        validation.check_inference_id(inference_id)
+        body, task_type = validation.parse_put_data(
+            {k: v for k, v in record.items() if k != "inference_id"}, None)
+        settings = body.service_settings
+        return self._endpoint(inference_id, task_type, settings.api_key, settings.model_id,
+                              settings.rate_limit.requests_per_minute, body.task_settings)
+
     def _endpoint(self, inference_id: str, task_type: str, api_key: SecretStr, model_id: str,
                   requests_per_minute: int, task_settings: TaskSettings) -> Endpoint:
         key = api_key.get_secret_value()
@@ -319,6 +427,14 @@ class Gateway:
         if self.state is not None:
             await self.state.save([e.stored() for e in sorted(
                 self._endpoints.values(), key=lambda e: e.inference_id)])
+
+
+def _without_key(text: str, record: Record) -> str:
+    """A validation message about a record, its key masked: messages redact the api_key
+    field, but a key misplaced elsewhere in the record would be quoted."""
+    settings = record.get("service_settings")
+    key = settings.get("api_key") if isinstance(settings, dict) else None
+    return text.replace(key, "<redacted>") if isinstance(key, str) and key else text
 
 
 def _single_input(body: InferenceRequestBody) -> str:

@@ -90,7 +90,13 @@ def load_json(raw: bytes, *, required: bool = True) -> dict[str, Any]:
 
 def parse_put(raw: bytes, path_task_type: str | None) -> tuple[PutInferenceBody, str]:
     """The validated body and the resolved task type."""
-    data = load_json(raw)
+    return parse_put_data(load_json(raw), path_task_type)
+
+
+def parse_put_data(data: dict[str, Any], path_task_type: str | None
+                   ) -> tuple[PutInferenceBody, str]:
+    """``parse_put`` of a body already decoded (a stored record): the same checks, without
+    encoding it to JSON again. ``data`` is not changed."""
     service = data.get("service")
     if service is None:
         raise bad_request("Inference endpoint configuration is missing the [service] setting")
@@ -99,7 +105,8 @@ def parse_put(raw: bytes, path_task_type: str | None) -> tuple[PutInferenceBody,
     task_type = _resolve_task_type(path_task_type, data.get("task_type"))
     if "service_settings" not in data:
         raise bad_request("Missing required field [service_settings]")
-    data.setdefault("task_settings", {})  # absent and empty both lack max_tokens
+    if "task_settings" not in data:  # absent and empty both lack max_tokens
+        data = {**data, "task_settings": {}}
     return _validate(PutInferenceBody, data), task_type
 
 

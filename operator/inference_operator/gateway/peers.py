@@ -1,0 +1,67 @@
+"""The cluster-wide rate limit: how many gateways share it, from the EndpointSlices of
+their Service (``--peers-service``).
+
+Each replica enforces rpm/N for every group, N being the ready endpoints of the Service
+(this replica included once it is ready), so N replicas together allow rpm. An endpoint
+counts when its ``conditions.ready`` is true or null (the EndpointSlice API: null means
+ready); one that appears in several slices (dual stack) counts once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from kubernetes_asyncio import client
+
+from inference_operator.gateway.kubewatch import Object, list_and_watch
+from inference_operator.gateway.service import Gateway
+
+log = logging.getLogger(__name__)
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+class Peers:
+    def __init__(self, api: client.ApiClient, namespace: str, service: str,
+                 gateway: Gateway) -> None:
+        self._slices_api = client.DiscoveryV1Api(api)
+        self._namespace = namespace
+        self._service = service
+        self._gateway = gateway
+        self._ready: dict[str, set[str]] = {}  # slice name -> its ready endpoints
+
+    def start(self) -> asyncio.Task[None]:
+        return asyncio.create_task(list_and_watch(
+            self._slices_api.list_namespaced_endpoint_slice, self._namespace,
+            f"EndpointSlices of service {self._namespace}/{self._service}",
+            on_list=self._listed, on_event=self._changed,
+            label_selector=f"{SERVICE_NAME_LABEL}={self._service}"), name="peers")
+
+    async def _listed(self, slices: list[Object]) -> None:
+        self._ready = {s["metadata"]["name"]: ready_endpoints(s) for s in slices}
+        self._update()
+
+    async def _changed(self, kind: str, endpoint_slice: Object) -> None:
+        name = endpoint_slice["metadata"]["name"]
+        if kind == "DELETED":
+            self._ready.pop(name, None)
+        else:
+            self._ready[name] = ready_endpoints(endpoint_slice)
+        self._update()
+
+    def _update(self) -> None:
+        self._gateway.set_replicas(len(set().union(*self._ready.values())))
+
+
+def ready_endpoints(endpoint_slice: Object) -> set[str]:
+    """The identities of a slice's ready endpoints: the object behind it (a Pod) where it
+    names one, else its addresses."""
+    return {_identity(e) for e in endpoint_slice.get("endpoints") or []
+            if (e.get("conditions") or {}).get("ready") is not False}
+
+
+def _identity(endpoint: dict[str, Any]) -> str:
+    ref = endpoint.get("targetRef") or {}
+    if ref.get("name"):
+        return f"{ref.get('kind')}/{ref.get('namespace')}/{ref['name']}"
+    return ",".join(sorted(endpoint.get("addresses") or []))

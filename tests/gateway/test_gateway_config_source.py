@@ -1,0 +1,340 @@
+"""Config mode against the real kube-apiserver: the gateway reads its endpoints from the
+shard Secrets (api/gateway_config.py) by list and watch, follows every change within
+seconds, keeps serving through a deleted or malformed shard, and needs no more than
+get/list/watch on the shards by name; ``--peers-service`` counts the ready endpoints of
+the gateways' Service. The gateway runs in-process with a kubeconfig; the emulator plays
+Anthropic."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from gateway_support import MODEL, RunningEmulator, RunningGateway, gateway_config, metric
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from inference_operator.api.gateway_config import DATA_KEY, Shard, Shards, empty_secret
+from inference_operator.controlplane.kubectl import Kubectl
+from inference_operator.devstack.processes import Service
+from inference_operator.gateway.server import GatewayServer
+from inference_operator.loopback import free_port
+from inference_operator.waiting import poll_async
+
+BASE = "gw-config"
+SHARDS = Shards(BASE, 2)
+KEY_A, KEY_B = "fake-key-shard-A-1c2d3e", "fake-key-shard-B-4f5a6b"
+COMPLETION = "/_inference/completion/{}"
+
+
+async def connect_as(kubeconfig: Path) -> client.ApiClient:
+    configuration = client.Configuration()
+    await config.load_kube_config(config_file=str(kubeconfig),
+                                  client_configuration=configuration)
+    return client.ApiClient(configuration)
+
+
+def record(inference_id: str, key: str = KEY_A) -> dict[str, Any]:
+    """As the operator writes it (Endpoint.stored())."""
+    return {"inference_id": inference_id, "task_type": "completion", "service": "anthropic",
+            "service_settings": {"api_key": key, "model_id": MODEL,
+                                 "rate_limit": {"requests_per_minute": 6000}},
+            "task_settings": {"max_tokens": 64}}
+
+
+class ShardWriter:
+    """Writes the shard Secrets of one namespace, as the operator and installer do."""
+
+    def __init__(self, core: client.CoreV1Api, namespace: str) -> None:
+        self.core, self.namespace = core, namespace
+
+    async def write(self, index: int, generation: int, *records: dict[str, Any]) -> None:
+        await self.put(index, Shard(generation, records).encode())
+
+    async def put(self, index: int, data: dict[str, str] | None) -> None:
+        body = empty_secret(SHARDS.name(index), self.namespace)
+        if data is not None:
+            body["data"] = data
+        try:
+            await self.core.replace_namespaced_secret(SHARDS.name(index), self.namespace, body)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            await self.core.create_namespaced_secret(self.namespace, body)
+
+    async def delete(self, index: int) -> None:
+        await self.core.delete_namespaced_secret(SHARDS.name(index), self.namespace)
+
+
+@pytest.fixture
+async def admin(control_plane: Any) -> AsyncIterator[client.ApiClient]:
+    api = await connect_as(control_plane.kubeconfig)
+    yield api
+    await api.close()
+
+
+@pytest.fixture
+def shards(admin: client.ApiClient, namespace: str) -> ShardWriter:
+    return ShardWriter(client.CoreV1Api(admin), namespace)
+
+
+GatewayStarter = Callable[..., Awaitable[RunningGateway]]
+
+
+@pytest.fixture
+async def config_gateway(emulator: RunningEmulator, control_plane: Any,
+                         namespace: str) -> AsyncIterator[GatewayStarter]:
+    """Factory: a gateway in config mode on ``namespace``'s shards, as the cluster admin
+    unless given another kubeconfig."""
+    started: list[RunningGateway] = []
+    session = aiohttp.ClientSession()
+
+    async def start(kubeconfig: Path | None = None, **overrides: Any) -> RunningGateway:
+        settings = {"admin_token": "", "config_secret": BASE, "config_shards": SHARDS.count,
+                    "namespace": namespace, **overrides}
+        server = GatewayServer(gateway_config(emulator.url, **settings),
+                               kube=functools.partial(
+                                   connect_as, kubeconfig or control_plane.kubeconfig))
+        await server.start()
+        started.append(RunningGateway(server, session))
+        return started[-1]
+
+    yield start
+    for running in started:
+        await running.server.stop()
+    await session.close()
+
+
+async def eventually(check: Callable[[], Coroutine[Any, Any, Any]], seconds: float = 5.0,
+                     message: str = "condition not met") -> Any:
+    return await poll_async(check, timeout=seconds, interval=0.05, message=message)
+
+
+async def complete(gateway: RunningGateway, inference_id: str) -> int:
+    status, _, _ = await gateway.call("POST", COMPLETION.format(inference_id), {"input": "hi"})
+    return status
+
+
+async def test_ready_once_every_shard_exists_then_serves_and_follows_changes(
+        config_gateway: GatewayStarter, shards: ShardWriter, emulator: RunningEmulator) -> None:
+    emulator.state.api_keys = (KEY_A, KEY_B)
+    await shards.write(0, 1, record("alpha"), record("beta"))
+    gateway = await config_gateway()
+
+    async def readiness() -> tuple[int, Any]:
+        status, _, body = await gateway.call("GET", "/readyz")
+        return status, body
+
+    status, body = await readiness()
+    assert status == 503 and body["reason"].endswith(SHARDS.name(1)), body
+    await shards.put(1, None)  # created empty, as the installer does: generation 0
+    await eventually(lambda: _is(readiness(), 200), message="not ready with every shard")
+
+    assert await complete(gateway, "alpha") == 200
+    _, _, health = await gateway.call("GET", "/healthz")
+    assert health["config"] == {SHARDS.name(0): 1, SHARDS.name(1): 0}
+    assert (health["endpoints"], health["replicas"], health["synced"]) == (2, 1, True)
+    assert gateway.server.admin_port == 0  # no admin listener was started
+
+    # A new key is used within 5 s (the emulator tells which of its keys came).
+    await shards.write(0, 2, record("alpha", KEY_B), record("beta"))
+
+    async def new_key_used() -> bool:
+        await complete(gateway, "alpha")
+        return emulator.requests()[-1].key_index == 1
+
+    await eventually(new_key_used, message="the changed key was not used")
+    # A removed endpoint answers 404 within 5 s; the other stays.
+    await shards.write(0, 3, record("alpha", KEY_B))
+    await eventually(lambda: _is(complete(gateway, "beta"), 404), message="beta still served")
+    assert await complete(gateway, "alpha") == 200
+    # An endpoint added to the other shard is served too.
+    await shards.write(1, 1, record("gamma"))
+    await eventually(lambda: _is(complete(gateway, "gamma"), 200), message="gamma not served")
+    _, _, health = await gateway.call("GET", "/healthz")
+    assert health["config"] == {SHARDS.name(0): 3, SHARDS.name(1): 1}
+
+
+async def test_a_deleted_or_malformed_shard_keeps_what_was_served(
+        config_gateway: GatewayStarter, shards: ShardWriter,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    await shards.write(0, 1, record("alpha"))
+    await shards.write(1, 1, record("beta"))
+    gateway = await config_gateway()
+    await eventually(lambda: _is(complete(gateway, "beta"), 200), message="never served")
+
+    await shards.delete(1)
+
+    async def deletion_seen() -> bool:
+        return any("was deleted" in r.getMessage() for r in caplog.records)
+
+    await eventually(deletion_seen, message="the deletion was not seen")
+    assert await complete(gateway, "beta") == 200
+    await shards.put(1, None)  # recreated empty by the installer: not yet written
+
+    async def recreation_seen() -> bool:
+        return any("has no endpoints.json" in r.getMessage() for r in caplog.records)
+
+    await eventually(recreation_seen, message="the recreation was not seen")
+    assert await complete(gateway, "beta") == 200
+
+    broken = record("alpha")
+    broken["service_settings"]["model_id"] = ""
+    await shards.write(0, 2, record("new"), broken)  # one invalid endpoint: refused whole
+    await shards.put(1, {DATA_KEY: base64.b64encode(b"{not json").decode()})
+
+    async def both_refused() -> bool:
+        return await metric(gateway.session, gateway.public,
+                            "inference_gateway_config_rejected_total",
+                            f'shard="{SHARDS.name(0)}"') == 1 and await metric(
+            gateway.session, gateway.public, "inference_gateway_config_rejected_total",
+            f'shard="{SHARDS.name(1)}"') == 1
+
+    await eventually(both_refused, message="the malformed shards were not refused")
+    assert [await complete(gateway, i) for i in ("alpha", "beta", "new")] == [200, 200, 404]
+    _, _, health = await gateway.call("GET", "/healthz")
+    assert health["config"] == {SHARDS.name(0): 1, SHARDS.name(1): 1}
+    refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert any(SHARDS.name(0) in m and "endpoint [alpha]" in m for m in refusals), refusals
+    assert any(SHARDS.name(1) in m for m in refusals), refusals
+    assert not [r for r in caplog.records if KEY_A in r.getMessage()]
+
+    await shards.write(0, 3, record("new"))  # fixed: served again at once
+    await eventually(lambda: _is(complete(gateway, "new"), 200), message="fix not served")
+
+
+async def test_the_command_in_config_mode(shards: ShardWriter, control_plane: Any,
+                                         emulator: RunningEmulator, namespace: str,
+                                         tmp_path: Path) -> None:
+    """``inference-operator gateway --config-secret`` as a process, with KUBECONFIG."""
+    await shards.write(0, 1, record("alpha"))
+    await shards.write(1, 1)
+    port = free_port()
+    process = Service("gateway", [
+        "gateway", "--host", "127.0.0.1", "--port", str(port), "--config-secret", BASE,
+        "--config-shards", str(SHARDS.count), "--namespace", namespace,
+        "--anthropic-base-url", emulator.url, "--shutdown-delay", "0"],
+        tmp_path / "gateway.log", env={"KUBECONFIG": str(control_plane.kubeconfig)},
+        health_url=f"http://127.0.0.1:{port}/readyz")
+    await asyncio.to_thread(process.start)
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"http://127.0.0.1:{port}" + COMPLETION.format("alpha"),
+                                    json={"input": "hi"}) as r:
+                assert r.status == 200, await r.text()
+            async with session.get(f"http://127.0.0.1:{port}/healthz") as r:
+                assert (await r.json())["config"] == {SHARDS.name(0): 1, SHARDS.name(1): 1}
+    finally:
+        await asyncio.to_thread(process.stop)
+    assert process.popen is not None and process.popen.returncode == 0, process.log_tail()
+
+
+async def test_resource_names_are_enough_and_nothing_else_is_readable(
+        config_gateway: GatewayStarter, shards: ShardWriter, kubectl: Kubectl, namespace: str,
+        service_account_kubeconfig: Callable[[str, str], Path],
+        caplog: pytest.LogCaptureFixture) -> None:
+    await shards.write(0, 1, record("alpha"))
+    await shards.write(1, 1)
+    other = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "unrelated"},
+             "stringData": {"api-key": KEY_B}}
+    await shards.core.create_namespaced_secret(namespace, other)
+    kubeconfig = await asyncio.to_thread(service_account_kubeconfig, namespace, "gateway")
+    # Started before its Role exists: refused, retried with backoff, then served.
+    gateway = await config_gateway(kubeconfig=kubeconfig)
+
+    async def refused() -> bool:
+        return any("answered 403" in r.getMessage() for r in caplog.records)
+
+    await eventually(refused, message="the missing permission was not reported")
+    assert (await gateway.call("GET", "/readyz"))[0] == 503
+    await asyncio.to_thread(kubectl.apply, [
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+         "metadata": {"name": "gateway-config"},
+         "rules": [{"apiGroups": [""], "resources": ["secrets"],
+                    "resourceNames": SHARDS.names(), "verbs": ["get", "list", "watch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": {"name": "gateway-config"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                     "name": "gateway-config"},
+         "subjects": [{"kind": "ServiceAccount", "name": "gateway", "namespace": namespace}]},
+    ], namespace)
+    await eventually(lambda: _is(complete(gateway, "alpha"), 200), 15, "never served")
+    await shards.write(0, 2, record("alpha"), record("beta"))  # the watch is allowed too
+    await eventually(lambda: _is(complete(gateway, "beta"), 200), message="watch not allowed")
+
+    identity = await connect_as(kubeconfig)
+    try:
+        core = client.CoreV1Api(identity)
+        assert (await core.read_namespaced_secret(SHARDS.name(0), namespace)).data
+        for call in (core.read_namespaced_secret("unrelated", namespace),
+                     core.list_namespaced_secret(namespace),
+                     core.list_namespaced_secret(namespace,
+                                                 field_selector="metadata.name=unrelated")):
+            with pytest.raises(ApiException) as denied:
+                await call
+            assert denied.value.status == 403
+    finally:
+        await identity.close()
+
+
+async def test_peers_share_the_rate_limit_by_ready_endpoints(
+        config_gateway: GatewayStarter, admin: client.ApiClient, shards: ShardWriter,
+        namespace: str) -> None:
+    await shards.write(0, 1, record("alpha"))
+    await shards.write(1, 1)
+    core, discovery = client.CoreV1Api(admin), client.DiscoveryV1Api(admin)
+    await core.create_namespaced_service(namespace, {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "gateways"},
+        "spec": {"ports": [{"port": 9200}]}})  # no selector: its slices are ours to write
+    gateway = await config_gateway(peers_service="gateways")
+
+    async def replicas() -> int:
+        _, _, health = await gateway.call("GET", "/healthz")
+        return health["replicas"]
+
+    async def interval() -> float:
+        return gateway.server.gateway.resolve("alpha", None).bucket.interval
+
+    await eventually(lambda: _is(complete(gateway, "alpha"), 200), message="never served")
+    assert (await replicas(), await interval()) == (1, 0.01)
+
+    def endpoint_slice(name: str, *endpoints: tuple[str, bool | None]) -> dict[str, Any]:
+        return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": name,
+                             "labels": {"kubernetes.io/service-name": "gateways"}},
+                "addressType": "IPv4", "ports": [{"port": 9200}],
+                "endpoints": [{"addresses": [address],
+                               **({} if ready is None else {"conditions": {"ready": ready}})}
+                              for address, ready in endpoints]}
+
+    # Ready true or null (null is ready), one not ready; a second slice repeats one.
+    await discovery.create_namespaced_endpoint_slice(namespace, endpoint_slice(
+        "gateways-a", ("10.213.0.1", True), ("10.213.0.2", None), ("10.213.0.3", False),
+        ("10.213.0.4", True)))
+    await eventually(lambda: _is(replicas(), 3), message="not 3 replicas")
+    assert await interval() == pytest.approx(0.03)  # 6000 rpm shared by three
+    await discovery.create_namespaced_endpoint_slice(namespace, endpoint_slice(
+        "gateways-b", ("10.213.0.1", True), ("10.213.0.5", False)))
+
+    await discovery.replace_namespaced_endpoint_slice("gateways-a", namespace, endpoint_slice(
+        "gateways-a", ("10.213.0.1", True), ("10.213.0.2", False), ("10.213.0.3", False),
+        ("10.213.0.4", True)))
+    await eventually(lambda: _is(replicas(), 2), message="not 2 replicas")
+    assert await interval() == pytest.approx(0.02)
+    await discovery.delete_namespaced_endpoint_slice("gateways-a", namespace)
+    await eventually(lambda: _is(replicas(), 1), message="not 1 replica")  # b's one
+    assert await interval() == pytest.approx(0.01)
+    assert await metric(gateway.session, gateway.public, "inference_gateway_replicas") == 1
+
+
+async def _is(value: Coroutine[Any, Any, Any], expected: Any) -> bool:
+    got = await value
+    return (got[0] if isinstance(got, tuple) else got) == expected

@@ -1,0 +1,141 @@
+"""Config mode without Kubernetes: ``Gateway.apply_shard`` replaces one shard's content
+(dropped, new, changed and unchanged endpoints), refuses a shard with an invalid endpoint
+as a whole without ever naming its key, reports per-shard generations and readiness, and
+loads 5,000 endpoints fast and small."""
+
+from __future__ import annotations
+
+import copy
+import gc
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from inference_operator import procfs
+from inference_operator.api.gateway_config import Shard, Shards
+from inference_operator.gateway.service import Gateway, ShardRejected
+from inference_operator.gateway.upstream import Upstream
+
+SHARDS = Shards("cfg", 2)
+KEY = "sk-ant-shard-KEY-4b9d0e2f"
+
+
+def record(inference_id: str, *, key: str = KEY, rpm: int = 50,
+           max_tokens: int = 1024) -> dict[str, Any]:
+    """As the operator writes it: what Endpoint.stored() returns."""
+    return {"inference_id": inference_id, "task_type": "completion", "service": "anthropic",
+            "service_settings": {"api_key": key, "model_id": "claude-sonnet-4-5",
+                                 "rate_limit": {"requests_per_minute": rpm}},
+            "task_settings": {"max_tokens": max_tokens}}
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[Gateway]:
+    gateway = Gateway(Upstream("http://127.0.0.1:9"), shards=SHARDS.names())
+    await gateway.start()
+    yield gateway
+    await gateway.close()
+
+
+def ids(gateway: Gateway) -> list[str]:
+    return [e["inference_id"] for e in gateway.describe(None, None)["endpoints"]]
+
+
+async def test_ready_once_every_shard_is_loaded(gateway: Gateway) -> None:
+    assert gateway.unready_reason() == "waiting for the configuration shard(s) cfg-0, cfg-1"
+    assert gateway.health()["config"] == {"cfg-0": None, "cfg-1": None}
+
+    await gateway.apply_shard("cfg-1", Shard(3, (record("a"),)))
+    assert gateway.unready_reason() == "waiting for the configuration shard(s) cfg-0"
+    await gateway.apply_shard("cfg-0", Shard.decode(None))  # created empty: generation 0
+
+    assert gateway.unready_reason() is None
+    health = gateway.health()
+    assert (health["config"], health["endpoints"], health["replicas"]) == (
+        {"cfg-0": 0, "cfg-1": 3}, 1, 1)
+    gateway.begin_shutdown()
+    assert gateway.unready_reason() == "shutting down"
+
+
+async def test_a_shard_replaces_what_it_held_and_keeps_unchanged_endpoints(
+        gateway: Gateway) -> None:
+    await gateway.apply_shard("cfg-0", Shard(1, (record("kept"), record("changed"),
+                                                 record("dropped"))))
+    await gateway.apply_shard("cfg-1", Shard(1, (record("other"),)))
+    kept, changed = gateway.resolve("kept", None), gateway.resolve("changed", None)
+
+    await gateway.apply_shard("cfg-0", Shard(2, (record("kept"), record("new"),
+                                                 record("changed", max_tokens=9))))
+
+    assert ids(gateway) == ["changed", "kept", "new", "other"]
+    assert gateway.resolve("kept", None) is kept  # its bucket and all
+    assert gateway.resolve("changed", None) is not changed
+    assert gateway.resolve("changed", None).task_settings.max_tokens == 9
+    assert gateway.health()["config"] == {"cfg-0": 2, "cfg-1": 1}
+
+
+async def test_an_endpoint_moving_between_shards_stays_served(gateway: Gateway) -> None:
+    await gateway.apply_shard("cfg-0", Shard(1, (record("moving"),)))
+    await gateway.apply_shard("cfg-1", Shard(1, (record("moving"),)))  # added there first
+    await gateway.apply_shard("cfg-0", Shard(2, ()))  # then dropped here
+
+    assert ids(gateway) == ["moving"]
+    await gateway.apply_shard("cfg-1", Shard(2, ()))
+    assert ids(gateway) == []
+
+
+@pytest.mark.parametrize(("bad", "reason"), [
+    ({"service_settings": {"api_key": KEY, "model_id": ""}}, "[model_id] must be a non-empty"),
+    ({"service": "openai"}, "Unknown service [openai]"),
+    ({"inference_id": "Not_Valid"}, "Invalid inference_id"),
+    ({"task_settings": {"max_tokens": KEY}}, "cannot be converted to a [Integer]"),
+    ({"extra": KEY}, "settings [extra] unknown"),
+])
+async def test_an_invalid_endpoint_refuses_the_whole_shard_without_its_key(
+        gateway: Gateway, bad: dict[str, Any], reason: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    await gateway.apply_shard("cfg-0", Shard(1, (record("a"),)))
+    broken = {**record("b"), **copy.deepcopy(bad)}
+
+    with pytest.raises(ShardRejected) as refused:
+        await gateway.apply_shard("cfg-0", Shard(2, (record("c"), broken)))
+
+    assert f"endpoint [{broken['inference_id']}]" in str(refused.value)
+    assert reason in str(refused.value) and KEY not in str(refused.value)
+    assert ids(gateway) == ["a"] and gateway.health()["config"]["cfg-0"] == 1
+    assert not [r for r in caplog.records if KEY in r.getMessage()]
+
+
+async def test_five_thousand_endpoints_in_eight_shards_load_fast_and_small() -> None:
+    shards = Shards("cfg", 8)
+    held: dict[str, list[dict[str, Any]]] = {name: [] for name in shards.names()}
+    for n in range(5000):
+        held[shards.of(f"team-{n}")].append(record(f"team-{n}", key=f"{KEY}-{n:05d}"))
+    secrets = {name: Shard(1, tuple(records)).encode() for name, records in held.items()}
+    del held
+    gateway = Gateway(Upstream("http://127.0.0.1:9"), shards=shards.names())
+    await gateway.start()
+    try:
+        gc.collect()
+        rss = procfs.rss_mib(os.getpid())
+        started = time.perf_counter()
+        for name, data in secrets.items():
+            await gateway.apply_shard(name, Shard.decode(data))
+        took = time.perf_counter() - started
+        gc.collect()
+        grown = procfs.rss_mib(os.getpid()) - rss
+        print(f"\n5,000 endpoints in 8 shards: {took:.2f}s, +{grown:.1f} MiB RSS")
+
+        assert gateway.health()["endpoints"] == 5000 and gateway.unready_reason() is None
+        assert took < 5 and grown < 50
+        started = time.perf_counter()  # the same again: nothing to build
+        for name, data in secrets.items():
+            await gateway.apply_shard(name, Shard.decode(data))
+        assert time.perf_counter() - started < took
+    finally:
+        await gateway.close()

@@ -1,0 +1,137 @@
+"""The cluster-wide rate limit: with N replicas each bucket enforces rpm/N, and a change
+of N applies to every bucket at once without a burst. Virtual time: instant and exact."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from inference_operator.gateway.ratelimit import Bucket, Limiter
+
+
+class ManualClock:
+    """Virtual time that moves only when told (``advance``), waking sleepers in order of
+    their deadlines, so a test can act while a bucket's dispatcher is asleep."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        entry = (self.t + seconds, asyncio.get_running_loop().create_future())
+        self._sleepers.append(entry)
+        try:
+            await entry[1]
+        finally:
+            self._sleepers.remove(entry)
+
+    async def advance(self, seconds: float) -> None:
+        target = self.t + seconds
+        while True:
+            await _settle()
+            due = [s for s in self._sleepers if s[0] <= target and not s[1].done()]
+            if not due:
+                break
+            deadline, future = min(due, key=lambda s: s[0])
+            self.t = max(self.t, deadline)
+            future.set_result(None)
+        self.t = target
+        await _settle()
+
+
+async def _settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+def _queue(bucket: Bucket, clock: ManualClock,
+           count: int) -> tuple[list[float], list[asyncio.Task[None]]]:
+    """``count`` requests queued at once; the times (since 1000) they are granted."""
+    granted: list[float] = []
+
+    async def take() -> None:
+        await bucket.acquire()
+        granted.append(clock.now() - 1000)
+
+    return granted, [asyncio.create_task(take()) for _ in range(count)]
+
+
+async def test_each_replica_enforces_its_share() -> None:
+    clock = ManualClock()
+    limiter = Limiter(clock)
+    limiter.set_replicas(3)
+    bucket = limiter.bucket("k", "m", 60)  # 60 rpm across 3 replicas: 20 rpm each
+    granted, _ = _queue(bucket, clock, 4)
+    await clock.advance(100)
+
+    assert bucket.interval == 3.0
+    assert granted == [0, 3, 6, 9]
+
+
+async def test_a_new_share_applies_to_existing_buckets_from_the_last_grant() -> None:
+    clock = ManualClock()
+    limiter = Limiter(clock)
+    bucket = limiter.bucket("k", "m", 60)  # one token a second
+    granted, _ = _queue(bucket, clock, 4)
+    await clock.advance(0.5)
+    assert granted == [0]
+
+    limiter.set_replicas(3)  # the next token moves from 1 to 3 (last grant + 3), not 3.5
+    await clock.advance(100)
+
+    assert granted == [0, 3, 6, 9]
+
+
+async def test_a_smaller_share_wakes_a_dispatcher_asleep_until_the_old_token() -> None:
+    clock = ManualClock()
+    limiter = Limiter(clock)
+    limiter.set_replicas(3)
+    bucket = limiter.bucket("k", "m", 60)
+    granted, _ = _queue(bucket, clock, 4)
+    await clock.advance(0.5)  # the dispatcher sleeps until 3
+
+    limiter.set_replicas(1)  # ... but the next token is now at 1
+    await clock.advance(100)
+
+    assert granted == [0, 1, 2, 3]
+
+
+async def test_a_new_share_never_makes_a_burst() -> None:
+    clock = ManualClock()
+    limiter = Limiter(clock)
+    limiter.set_replicas(2)
+    bucket = limiter.bucket("k", "m", 60)
+    await bucket.acquire()  # at 0; then idle: the bucket is full again (one token)
+    await clock.advance(10)
+
+    limiter.set_replicas(1)
+    granted, _ = _queue(bucket, clock, 3)
+    await clock.advance(100)
+
+    assert granted == [10, 11, 12]  # capacity is still one token: no catching up
+
+
+async def test_replicas_count_at_least_one_and_reach_new_buckets() -> None:
+    limiter = Limiter(ManualClock())
+    old = limiter.bucket("k", "m", 120)
+    limiter.set_replicas(0)  # no ready endpoint (this one not ready yet): alone
+    assert limiter.replicas == 1 and old.interval == 0.5
+
+    limiter.set_replicas(4)
+    assert (old.interval, limiter.bucket("k2", "m", 120).interval) == (2.0, 2.0)
+    assert limiter.bucket("k", "m", 120) is old
+
+
+@pytest.mark.parametrize(("replicas", "spacing"), [(1, 0.1), (2, 0.2), (5, 0.5)])
+async def test_spacing_over_many_grants_is_exact(replicas: int, spacing: float) -> None:
+    clock = ManualClock()
+    limiter = Limiter(clock)
+    limiter.set_replicas(replicas)
+    granted, _ = _queue(limiter.bucket("k", "m", 600), clock, 20)
+    await clock.advance(100)
+
+    assert granted == pytest.approx([n * spacing for n in range(20)])
