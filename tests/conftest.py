@@ -89,11 +89,12 @@ def crd_installed(kubectl: Kubectl) -> None:
 def stack(control_plane, crd_installed, tmp_path_factory) -> Iterator[Stack]:
     """The operator against the real control plane, a real gateway and the emulator, each
     a separate process started the way a user starts it."""
-    stack = Stack(tmp_path_factory.mktemp("stack"), api_keys=(KEY, ROTATED_KEY))
+    stack = Stack(tmp_path_factory.mktemp("stack"), api_keys=(KEY, ROTATED_KEY),
+                  kubeconfig=control_plane.kubeconfig)
     try:
         stack.start(stack.emulator())
         stack.start(stack.gateway())
-        stack.start(stack.operator(control_plane.kubeconfig))
+        stack.start(stack.operator())
         yield stack
     finally:
         stack.stop()

@@ -164,8 +164,6 @@ def observable_outputs(stack: Stack, kubectl: Kubectl, namespace: str) -> dict[s
         "gateway log": stack.services["gateway"].log_text(),
         "gateway GET _inference": json.dumps(
             http("GET", f"{stack.gateway_url}/_inference/_all")[1]),
-        "gateway admin GET _inference": json.dumps(
-            http("GET", f"{stack.admin_url}/_inference/_all", token=stack.admin_token)[1]),
         "gateway metrics": urllib.request.urlopen(f"{stack.gateway_url}/metrics").read().decode(),
         "gateway healthz": urllib.request.urlopen(f"{stack.gateway_url}/healthz").read().decode(),
     }

@@ -196,7 +196,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = Path(tempfile.mkdtemp(prefix="bench-operator-"))
     plane = launcher.start(work / "controlplane")
-    stack = Stack(work, api_keys=(KEY,))
+    stack = Stack(work, api_keys=(KEY,), kubeconfig=plane.kubeconfig)
     try:
         kubectl = Kubectl(binaries.resolve("kubectl"), plane.kubeconfig)
         kubectl.apply(crd_yaml())
@@ -208,8 +208,8 @@ def main() -> int:
             kubectl.apply(secret, namespace)
         stack.start(stack.emulator())
         stack.start(stack.gateway())
-        operator = stack.start(stack.operator(plane.kubeconfig, "--namespace", OPERATOR_NS))
-        # The gateway turns ready on the operator's first full sync: measure from there.
+        operator = stack.start(stack.operator("--namespace", OPERATOR_NS))
+        # The gateway turns ready once the operator's first writes: measure from there.
         gateway_ready = stack.services["gateway"]
         gateway_ready.health_url = f"{stack.gateway_url}/readyz"
         gateway_ready.wait_healthy(60)

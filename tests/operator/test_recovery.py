@@ -1,4 +1,5 @@
-"""Crashes on either side of the admin API: nothing lost, no resource touched."""
+"""Crashes on either side of the configuration Secrets: nothing lost, no resource
+touched, and the gateway serves on without the operator."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def test_a_killed_gateway_is_refilled_within_seconds_without_touching_resources(
     before = _resource_versions(kubectl, namespace)
 
     gateway = stack.services["gateway"]
-    gateway.kill()  # SIGKILL, and no state file: the new gateway starts empty
+    gateway.kill()  # SIGKILL: the new gateway reads everything from the Secrets
     restarted_at = time.monotonic()
     gateway.start()
 
@@ -67,25 +68,43 @@ def test_an_operator_killed_mid_reconcile_converges_after_restart(
     assert max(serving.values()) <= 2, serving
 
 
-def test_deleting_while_the_gateway_is_down_does_not_hang(
-    stack, kubectl, namespace, tmp_path
+def test_a_gateway_restarted_while_the_operator_is_down_serves_everything(
+    stack, kubectl, namespace
 ):
-    gateway = stack.services["gateway"]
-    # A gateway with a state file comes back with what it had, the deleted one included.
-    gateway.argv += ["--state-file", str(tmp_path / "gateway-state.json")]
-    gateway.stop()
-    gateway.start()
+    names = [f"d{i}" for i in range(3)]
+    kubectl.apply([secret("anthropic")] + [
+        endpoint(n, inference_id=f"{namespace}-{n}") for n in names], namespace)
+    for name in names:
+        kubectl.wait_for_condition(f"iep/{name}", "Ready", namespace)
+    before = _resource_versions(kubectl, namespace)
+    operator, gateway = stack.services["operator"], stack.services["gateway"]
+    syncs = operator.log_text().count("first full sync done")
+    operator.stop()
+    try:
+        gateway.kill()
+        gateway.start()
+        poll(lambda: all(complete(stack, f"{namespace}-{n}")[0] == 200 for n in names),
+             timeout=10, interval=0.2, message="not served without the operator")
+    finally:
+        operator.start()
+    poll(lambda: operator.log_text().count("first full sync done") > syncs, timeout=30,
+         message="the operator did not come back")
+    assert _resource_versions(kubectl, namespace) == before
+
+
+def test_deleting_while_the_gateway_is_down_does_not_hang(stack, kubectl, namespace):
     iid = f"{namespace}-orphan"
     kubectl.apply([secret("anthropic"), endpoint("orphan", inference_id=iid)], namespace)
     kubectl.wait_for_condition("iep/orphan", "Ready", namespace)
     poll(lambda: complete(stack, iid)[0] == 200, timeout=10, message="never served")
 
+    gateway = stack.services["gateway"]
     gateway.kill()
     try:
         kubectl.run("delete", "iep", "orphan", "-n", namespace, "--timeout=15s")
     finally:
         gateway.start()
 
-    # Restored from its state file with the orphan, then told the full set by the operator.
+    # It reads the configuration the operator wrote meanwhile: without the orphan.
     poll(lambda: complete(stack, iid)[0] == 404, timeout=10,
          message="the deleted endpoint is still served after the gateway's return")

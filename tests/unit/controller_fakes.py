@@ -1,7 +1,7 @@
-"""In-memory stand-ins for what ``Controller`` talks to (the Kubernetes API, the gateway's
-admin API, Anthropic's Models API), recording every call, so the reconcile's decisions
-can be tested in milliseconds. The wiring to the real parts is tested end to end in
-tests/operator."""
+"""In-memory stand-ins for what ``Controller`` talks to (the Kubernetes API with the
+gateways' configuration Secrets, the gateway replicas, Anthropic's Models API), recording
+every call, so the reconcile's decisions can be tested in milliseconds. The wiring to
+the real parts is tested end to end in tests/operator."""
 
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ from typing import Any
 
 import kopf
 
+from inference_operator.api.gateway_config import Shard, Shards
 from inference_operator.controller import handlers
 from inference_operator.controller.claims import claim_of, effective_inference_id
 from inference_operator.controller.config import OperatorConfig
-from inference_operator.controller.gateway_client import GatewayUnavailable
+from inference_operator.controller.fleet import Coverage
 from inference_operator.controller.kube import SecretValue
+from inference_operator.controller.publisher import ConfigPublisher, Placement
 from inference_operator.controller.reconciler import Controller
 from inference_operator.controller.secrets import secret_ref
 
@@ -81,52 +83,54 @@ class FakeKube:
         pass
 
 
-class FakeGateway:
-    """The gateway's registry as a dict; ``calls`` lists each admin call in order."""
+class FakeConfigStore:
+    """The shard Secrets as a dict of their data; ``writes`` lists each write in order."""
 
-    def __init__(self) -> None:
-        self.endpoints: dict[str, dict[str, Any]] = {}
-        self.calls: list[tuple[str, str]] = []
-        self.unavailable = False
-        self.reject: Exception | None = None
+    def __init__(self, shards: Shards) -> None:
+        self.data: dict[str, dict[str, str]] = {name: {} for name in shards.names()}
+        self.writes: list[str] = []
+        self.fail: Exception | None = None
 
-    def _check(self) -> None:
-        if self.unavailable:
-            raise GatewayUnavailable("gateway admin API unreachable: refused")
+    async def read_config(self, namespace: str, name: str) -> dict[str, str] | None:
+        return self.data.get(name)
 
-    async def put_endpoint(self, inference_id: str, task_type: str, body: dict[str, Any]) -> None:
-        self._check()
-        self.calls.append(("put", inference_id))
-        if self.reject is not None:
-            raise self.reject
-        self.endpoints[inference_id] = body
+    async def write_config(self, namespace: str, name: str, data: dict[str, str]) -> bool:
+        if self.fail is not None:
+            raise self.fail
+        if name not in self.data:
+            return False
+        self.writes.append(name)
+        self.data[name] = data
+        return True
 
-    async def delete_endpoint(self, inference_id: str) -> None:
-        self._check()
-        self.calls.append(("delete", inference_id))
-        self.endpoints.pop(inference_id, None)
+    def served(self) -> dict[str, dict[str, Any]]:
+        """What a gateway reading the Secrets would serve, by inference id."""
+        return {record["inference_id"]: record for data in self.data.values()
+                for record in Shard.decode(data).endpoints}
 
-    async def sync(self, inference_ids: Any) -> list[str]:
-        self._check()
-        wanted = set(inference_ids)
-        removed = sorted(set(self.endpoints) - wanted)
-        for inference_id in removed:
-            del self.endpoints[inference_id]
-        return removed
+    def key_of(self, inference_id: str) -> str:
+        return self.served()[inference_id]["service_settings"]["api_key"]
 
-    async def served_ids(self) -> set[str]:
-        self._check()
-        return set(self.endpoints)
 
-    async def health(self) -> dict[str, Any]:
-        self._check()
-        return {"boot_id": "boot-1", "synced": True}
+@dataclass
+class FakeFleet:
+    """``replicas`` ready gateways; each serves what was written unless ``lagging``."""
+
+    replicas: int = 1
+    lagging: bool = False
+    on_change: Any = None
+
+    def coverage(self, placement: Placement) -> Coverage:
+        return Coverage(0 if self.lagging else self.replicas, self.replicas)
+
+    async def wait_for(self, placement: Placement, within: float) -> Coverage:
+        return self.coverage(placement)
+
+    async def refresh(self) -> bool:
+        return False
 
     async def close(self) -> None:
         pass
-
-    def key_of(self, inference_id: str) -> str:
-        return self.endpoints[inference_id]["service_settings"]["api_key"]
 
 
 @dataclass
@@ -165,11 +169,14 @@ class World:
 
     def __init__(self, *, verifier: FakeVerifier | None = None) -> None:
         self.kube = FakeKube()
-        self.gateway = FakeGateway()
+        shards = Shards("gateway-config", 2)
+        self.config = FakeConfigStore(shards)
+        self.publisher = ConfigPublisher(self.config, "gateway-ns", shards)
+        self.fleet = FakeFleet()
         self.verifier = verifier
         self.controller = Controller(
             OperatorConfig(gateway_public_url="http://gw:9200"), self.kube,  # type: ignore[arg-type]
-            self.gateway, self.verifier)  # type: ignore[arg-type]
+            self.publisher, self.fleet, self.verifier)  # type: ignore[arg-type]
         self.bodies: dict[tuple[str, str], dict[str, Any]] = {}
         self._index()
 

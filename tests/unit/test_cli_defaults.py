@@ -95,24 +95,26 @@ def test_every_option_has_its_own_variable(command: str) -> None:
 
 def test_a_variable_sets_its_flag_and_the_flag_wins() -> None:
     environ = {
-        "INFERENCE_OPERATOR_GATEWAY_ADMIN_URL": "http://127.0.0.1:1234",
+        "INFERENCE_OPERATOR_GATEWAY_CONFIG_SECRET": "gw-config",
         "INFERENCE_OPERATOR_RESYNC_SECONDS": "7.5",
         "INFERENCE_OPERATOR_VERIFY_UPSTREAM": "false",
         "INFERENCE_OPERATOR_NAMESPACE": "team-a, team-b",
-        "INFERENCE_OPERATOR_GATEWAY_ADMIN_TOKEN_FILE": "/run/token",
+        "INFERENCE_OPERATOR_GATEWAY_CONFIG_SHARDS": "3",
+        "INFERENCE_OPERATOR_GATEWAY_STATUS_URL": "http://127.0.0.1:1, http://127.0.0.1:2",
     }
     args = parse("run", environ=environ)
 
-    assert args.gateway_admin_url == "http://127.0.0.1:1234"
+    assert args.gateway_config_secret == "gw-config"
     assert args.resync_seconds == 7.5
     assert args.verify_upstream is False
     assert args.namespaces == ["team-a", "team-b"]
-    assert args.gateway_admin_token_file == Path("/run/token")
+    assert args.gateway_config_shards == 3
+    assert args.gateway_status_urls == ["http://127.0.0.1:1", "http://127.0.0.1:2"]
 
-    flags = parse("run", "--gateway-admin-url", "http://x:1", "-n", "c", "--verify-upstream",
+    flags = parse("run", "--gateway-config-secret", "other", "-n", "c", "--verify-upstream",
                   environ=environ)
-    assert (flags.gateway_admin_url, flags.namespaces, flags.verify_upstream) == (
-        "http://x:1", ["c"], True)
+    assert (flags.gateway_config_secret, flags.namespaces, flags.verify_upstream) == (
+        "other", ["c"], True)
 
 
 def test_on_off_and_typed_variables_in_the_gateway() -> None:
@@ -122,6 +124,40 @@ def test_on_off_and_typed_variables_in_the_gateway() -> None:
 
     assert (args.ready_without_sync, args.port, args.state_file) == (True, 9300, None)
     assert parse("gateway", environ={"INFERENCE_OPERATOR_ACCESS_LOG": "0"}).access_log is False
+
+
+def test_gateway_config_mode_options(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    config = gateway_cli.gateway_config(parse(
+        "gateway", "--config-secret", "cfg", "--config-shards", "3", "--namespace", "ns",
+        "--peers-service", "gw", "--shutdown-delay", "0", "--shutdown-timeout", "7"))
+    assert (config.config_secret, config.config_shards, config.namespace, config.peers_service,
+            config.shutdown_delay, config.shutdown_timeout) == ("cfg", 3, "ns", "gw", 0.0, 7.0)
+    assert config.admin_token == ""
+    from_environment = gateway_cli.gateway_config(parse("gateway", environ={
+        "INFERENCE_OPERATOR_CONFIG_SECRET": "cfg", "INFERENCE_OPERATOR_SHUTDOWN_DELAY": "1.5"}))
+    assert (from_environment.config_secret, from_environment.shutdown_delay) == ("cfg", 1.5)
+
+    # No admin listener, token or state file in config mode: said at once, not ignored.
+    token = tmp_path / "token"
+    token.write_text("t")
+    for given in ("--admin-token-file", "--state-file"):
+        assert gateway_cli.run(parse("gateway", "--config-secret", "cfg", given,
+                                     str(token))) == 2
+        assert f"error: {given} does not go with --config-secret" in capsys.readouterr().err
+    assert gateway_cli.run(parse("gateway")) == 2  # standalone still needs its token
+    assert "--admin-token-file is required" in capsys.readouterr().err
+
+    # The namespace: the pod's own, else "default".
+    from inference_operator.gateway import server
+
+    assert server.GatewayServer(config).namespace == "ns"
+    unset = gateway_cli.gateway_config(parse("gateway", "--config-secret", "cfg"))
+    monkeypatch.setattr(server, "POD_NAMESPACE_FILE", tmp_path / "absent")
+    assert server.GatewayServer(unset).namespace == "default"
+    (tmp_path / "namespace").write_text("team-gw\n")
+    monkeypatch.setattr(server, "POD_NAMESPACE_FILE", tmp_path / "namespace")
+    assert server.GatewayServer(unset).namespace == "team-gw"
 
 
 @pytest.mark.parametrize(("variable", "value"), [

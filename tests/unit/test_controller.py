@@ -1,5 +1,5 @@
 """``Controller`` over fakes: each row an input state and the status, Events and gateway
-calls a user would see, in the manner of cert-manager's controller tests."""
+configuration a user would see, in the manner of cert-manager's controller tests."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from inference_operator.api.models import Reason
 from inference_operator.controller import reconciler
 from inference_operator.controller.conditions import Outcome
-from inference_operator.controller.gateway_client import GatewayRejected
 
 
 @pytest.fixture(autouse=True)
@@ -26,6 +25,7 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 AUTH_FAILED = Outcome.needs_human(Reason.UPSTREAM_AUTH_FAILED, "Anthropic rejected the key")
 NO_MODEL = Outcome.needs_human(Reason.MODEL_NOT_FOUND, "no such model")
 UPSTREAM_DOWN = Outcome.retrying(Reason.UPSTREAM_UNAVAILABLE, "Models API answered 503")
+SERVER_ERROR = ApiException(status=500, reason="Internal Server Error")
 
 
 @dataclass
@@ -36,77 +36,105 @@ class Row:
     reason: str
     conditions: tuple[str, str, str]  # Ready, Reconciling, Stalled
     event: str  # the Event type posted for the transition
-    gateway: list[tuple[str, str]]  # admin calls, in order
+    served: bool  # whether a gateway reading the shard Secrets serves the endpoint
     body: dict[str, Any] = field(default_factory=endpoint)
     secret: Any = field(default_factory=secret_value)
     verifier_answer: Any = None
     verifier_fails: Exception | None = None
-    gateway_unavailable: bool = False
-    gateway_rejects: bool = False
     read_fails: Exception | None = None
-    message_has: str = ""
-    retried: bool = False
+    replicas: int = 1  # gateway replicas ready
+    lagging: bool = False  # they have not loaded the latest configuration yet
+    shard_missing: bool = False  # the endpoint's shard Secret does not exist
+    write_fails: Exception | None = None  # writing a shard Secret fails
+    message_has: str = ""  # {shard}: the endpoint's shard Secret
+    retried: bool = False  # Serving again once the fault is gone, by the backoff alone
+    fleet_bound: bool = False  # Serving again once the fleet's change is reported
 
 
 ROWS = [
-    Row("serving", "Serving", ("True", "False", "False"), "Normal", [("put", "ep")],
-        message_has="serving inference_id 'ep'"),
-    Row("invalid spec", "SpecInvalid", ("False", "False", "True"), "Warning",
-        [("delete", "ep")], body=endpoint(max_tokens=0),
-        message_has="spec.task_settings.max_tokens"),
-    Row("no Secret", "SecretNotFound", ("False", "True", "False"), "Normal",
-        [("delete", "ep")], secret=None, message_has="'creds'"),
+    Row("serving", "Serving", ("True", "False", "False"), "Normal", True,
+        message_has="serving inference_id 'ep' with model claude-sonnet-4-5 "
+                    "on 1/1 gateway replica"),
+    Row("invalid spec", "SpecInvalid", ("False", "False", "True"), "Warning", False,
+        body=endpoint(max_tokens=0), message_has="spec.task_settings.max_tokens"),
+    Row("no Secret", "SecretNotFound", ("False", "True", "False"), "Normal", False,
+        secret=None, message_has="'creds'"),
     Row("no key in the Secret", "SecretKeyMissing", ("False", "True", "False"), "Normal",
-        [("delete", "ep")], secret=secret_value(data_key="token"), message_has="token"),
-    Row("key rejected", "UpstreamAuthFailed", ("False", "False", "True"), "Warning",
-        [("delete", "ep")], verifier_answer=AUTH_FAILED),
-    Row("no such model", "ModelNotFound", ("False", "False", "True"), "Warning",
-        [("delete", "ep")], verifier_answer=NO_MODEL),
+        False, secret=secret_value(data_key="token"), message_has="token"),
+    Row("key rejected", "UpstreamAuthFailed", ("False", "False", "True"), "Warning", False,
+        verifier_answer=AUTH_FAILED),
+    Row("no such model", "ModelNotFound", ("False", "False", "True"), "Warning", False,
+        verifier_answer=NO_MODEL),
     Row("Models API down: served, retried", "UpstreamUnavailable",
-        ("False", "True", "False"), "Normal", [("put", "ep")],
-        verifier_answer=UPSTREAM_DOWN, retried=True),
-    Row("gateway down: retried", "GatewayUnavailable", ("False", "True", "False"), "Normal",
-        [], gateway_unavailable=True, retried=True),
-    Row("gateway refuses the body", "SpecInvalid", ("False", "False", "True"), "Warning",
-        [("put", "ep")], gateway_rejects=True, message_has="the gateway refused"),
+        ("False", "True", "False"), "Normal", True, verifier_answer=UPSTREAM_DOWN,
+        retried=True),
+    Row("no gateway replica ready: published, waits for one", "GatewayUnavailable",
+        ("False", "True", "False"), "Normal", True, replicas=0,
+        message_has="no gateway replica is ready", fleet_bound=True),
+    Row("replicas lagging: published, waits for them", "GatewayPending",
+        ("False", "True", "False"), "Normal", True, replicas=2, lagging=True,
+        message_has="served by 0/2 gateway replicas", fleet_bound=True),
+    Row("shard Secret missing: retried", "GatewayUnavailable", ("False", "True", "False"),
+        "Normal", False, shard_missing=True, message_has="Secret gateway-ns/{shard} does not",
+        retried=True),
+    Row("shard Secret write fails with 500: retried", "ReconcileFailed",
+        ("False", "True", "False"), "Warning", False, write_fails=SERVER_ERROR,
+        message_has="500", retried=True),
     Row("Secret read fails with 500: retried", "ReconcileFailed",
-        ("False", "True", "False"), "Warning", [],
-        read_fails=ApiException(status=500, reason="Internal Server Error"),
+        ("False", "True", "False"), "Warning", False, read_fails=SERVER_ERROR,
         message_has="500", retried=True),
     Row("a bug in the reconcile: retried", "ReconcileFailed", ("False", "True", "False"),
-        "Warning", [], verifier_fails=KeyError("oops"), message_has="KeyError", retried=True),
+        "Warning", False, verifier_fails=KeyError("oops"), message_has="KeyError",
+        retried=True),
 ]
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[row.name for row in ROWS])
 async def test_reconcile(row: Row, caplog: pytest.LogCaptureFixture) -> None:
     world = World(verifier=FakeVerifier(answer=row.verifier_answer, fail=row.verifier_fails))
+    shard = world.publisher.shards.of("ep")
     if row.secret is not None:
         world.kube.secrets[(NAMESPACE, "creds")] = row.secret
     world.kube.fail_reads = row.read_fails
-    world.gateway.unavailable = row.gateway_unavailable
-    if row.gateway_rejects:
-        world.gateway.reject = GatewayRejected("max_tokens too large")
+    world.fleet.replicas, world.fleet.lagging = row.replicas, row.lagging
+    if row.shard_missing:
+        del world.config.data[shard]
+    world.config.fail = row.write_fails
 
     status = await world.apply(row.body)
 
     ready = world.ready()
     assert (ready["reason"], tuple(world.conditions().values())) == (row.reason, row.conditions)
-    assert row.message_has in ready["message"]
+    assert row.message_has.format(shard=shard) in ready["message"]
     assert status["observedGeneration"] == 1
     assert status["inference_id"] == "ep"
     assert status["url"] == "http://gw:9200/_inference/completion/ep"
     assert [(kind, reason) for _, kind, reason, _ in world.kube.events] == [
         (row.event, row.reason)]
-    assert world.gateway.calls == row.gateway
+    assert ("ep" in world.config.served()) == row.served
+    assert world.config.writes == [shard] * row.served  # one write if served, else none
+    if row.served:
+        assert world.config.key_of("ep") == KEY
     assert KEY not in repr(world.kube.statuses) + repr(world.kube.events) + caplog.text
 
-    # The fault goes away: a transient one heals by itself (retried with backoff); a
-    # stalled or Secret-bound one waits for a human or for the Secret's own event.
+    # The fault goes away: a transient one heals by itself (retried with backoff); one
+    # in the fleet heals once the fleet reports its change; a stalled or Secret-bound one
+    # waits for a human or for the Secret's own event.
     world.kube.fail_reads = world.verifier.fail = world.verifier.answer = None
-    world.gateway.unavailable, world.gateway.reject = False, None
+    world.config.fail = None
+    world.config.data.setdefault(shard, {})  # as the installer creates it: empty
+    world.fleet.replicas, world.fleet.lagging = max(row.replicas, 1), False
     await world.settle()
     assert (world.ready()["reason"] == "Serving") == (row.retried or row.reason == "Serving")
+
+    world.controller.fleet_changed()
+    await world.settle()
+    healed = row.retried or row.fleet_bound or row.reason == "Serving"
+    assert (world.ready()["reason"] == "Serving") == healed
+    if healed:
+        assert world.config.key_of("ep") == KEY
+        replicas = max(row.replicas, 1)
+        assert f"on {replicas}/{replicas} gateway replica" in world.ready()["message"]
 
 
 async def test_an_unexpected_error_is_logged_with_its_traceback_then_recovers(
@@ -114,7 +142,7 @@ async def test_an_unexpected_error_is_logged_with_its_traceback_then_recovers(
 ) -> None:
     world = World()
     world.kube.secrets[(NAMESPACE, "creds")] = secret_value()
-    world.kube.fail_reads = ApiException(status=500, reason="Internal Server Error")
+    world.kube.fail_reads = SERVER_ERROR
 
     with caplog.at_level(logging.ERROR):
         await world.apply(endpoint())
@@ -124,13 +152,13 @@ async def test_an_unexpected_error_is_logged_with_its_traceback_then_recovers(
     world.kube.fail_reads = None
     await world.settle()
     assert world.ready()["reason"] == "Serving"
-    assert world.gateway.key_of("ep") == KEY
+    assert world.config.key_of("ep") == KEY
 
 
 async def test_a_failed_status_patch_is_retried() -> None:
     world = World()
     world.kube.secrets[(NAMESPACE, "creds")] = secret_value()
-    world.kube.fail_patches = ApiException(status=500, reason="Internal Server Error")
+    world.kube.fail_patches = SERVER_ERROR
 
     await world.apply(endpoint())
     assert world.status() == {}
@@ -138,6 +166,37 @@ async def test_a_failed_status_patch_is_retried() -> None:
     await world.settle()
 
     assert world.ready()["reason"] == "Serving"
+    assert len(world.config.writes) == 1  # the retry found its endpoint already written
+
+
+async def test_the_fleet_revisits_only_the_resources_whose_coverage_changed() -> None:
+    world = World()
+    await world.put_secret("creds", secret_value())
+    await world.apply(endpoint("a"))
+    await world.apply(endpoint("b"))
+    visited: list[str] = []
+    reconcile = world.controller.reconcile
+
+    async def counted(body: Any) -> None:
+        visited.append(body["metadata"]["name"])
+        await reconcile(body)
+
+    world.controller.reconcile = counted  # type: ignore[method-assign]
+    world.controller.fleet_changed()  # nothing changed
+    await world.settle()
+    assert visited == []
+
+    world.fleet.lagging = True  # e.g. a new replica that has not loaded the Secrets yet
+    world.controller.fleet_changed()
+    await world.settle()
+    assert sorted(visited) == ["a", "b"]
+    assert world.ready("a")["reason"] == world.ready("b")["reason"] == "GatewayPending"
+
+    world.fleet.lagging = False
+    world.controller.fleet_changed()
+    await world.settle()
+    assert world.ready("a")["reason"] == world.ready("b")["reason"] == "Serving"
+    assert len(world.config.writes) == 2  # the visits wrote nothing
 
 
 async def test_a_secret_deleted_while_unreferenced_is_not_used_when_referenced_again() -> None:
@@ -146,14 +205,14 @@ async def test_a_secret_deleted_while_unreferenced_is_not_used_when_referenced_a
     await world.put_secret("second", secret_value(OTHER_KEY))
     await world.apply(endpoint(secret="first"))
     await world.apply(endpoint(secret="second", generation=2))
-    assert world.gateway.key_of("ep") == OTHER_KEY
+    assert world.config.key_of("ep") == OTHER_KEY
 
     await world.put_secret("first", None)  # revoked while nothing references it
     await world.apply(endpoint(secret="first", generation=3))
     await world.settle()
 
     assert world.ready()["reason"] == "SecretNotFound"
-    assert "ep" not in world.gateway.endpoints
+    assert "ep" not in world.config.served()
 
 
 async def test_a_secret_rotated_while_unreferenced_serves_its_new_key() -> None:
@@ -166,7 +225,19 @@ async def test_a_secret_rotated_while_unreferenced_serves_its_new_key() -> None:
     await world.put_secret("first", secret_value(OTHER_KEY, "3"))
     await world.apply(endpoint(secret="first", generation=3))
 
-    assert world.gateway.key_of("ep") == OTHER_KEY
+    assert world.config.key_of("ep") == OTHER_KEY
+
+
+async def test_a_rotated_key_is_written_once() -> None:
+    world = World()
+    await world.put_secret("creds", secret_value(KEY, "1"))
+    await world.apply(endpoint())
+    await world.put_secret("creds", secret_value(OTHER_KEY, "2"))
+    await world.settle()
+
+    assert world.config.key_of("ep") == OTHER_KEY
+    assert world.status()["secret_resource_version"] == "2"
+    assert len(world.config.writes) == 2
 
 
 async def test_a_secret_nobody_references_is_not_kept() -> None:
@@ -194,19 +265,44 @@ async def test_a_key_changed_back_is_verified_again() -> None:
 
     assert verifier.keys_checked == [KEY, OTHER_KEY, KEY]
     assert world.ready()["reason"] == "UpstreamAuthFailed"
-    assert "ep" not in world.gateway.endpoints
+    assert "ep" not in world.config.served()
 
 
-async def test_a_resync_checks_a_verified_key_no_second_time() -> None:
+async def test_a_resync_checks_a_verified_key_no_second_time_and_writes_nothing() -> None:
     verifier = FakeVerifier()
     world = World(verifier=verifier)
     await world.put_secret("creds", secret_value())
     await world.apply(endpoint())
+    statuses = world.kube.statuses.copy()
+    world.kube.statuses.clear()
 
-    await world.controller.full_sync(force=False)
+    await world.controller.full_sync()
 
     assert verifier.checks == 1
-    assert world.gateway.calls == [("put", "ep")]
+    assert world.config.writes == [world.publisher.shards.of("ep")]
+    assert world.kube.statuses == {}  # nor a status patch
+    assert statuses
+
+
+async def test_a_restarted_operator_writes_nothing_and_drops_what_went_meanwhile() -> None:
+    world = World()
+    await world.put_secret("creds", secret_value())
+    await world.apply(endpoint("stays"))
+    await world.apply(endpoint("goes"))
+
+    restarted = World()  # the same Secrets, a new process
+    restarted.config.data = world.config.data
+    await restarted.publisher.load()
+    restarted.kube.secrets = world.kube.secrets
+    restarted.bodies[(NAMESPACE, "stays")] = world.bodies[(NAMESPACE, "stays")]
+    restarted._index()
+
+    await restarted.controller.full_sync()
+
+    assert restarted.ready("stays")["reason"] == "Serving"
+    assert set(restarted.config.served()) == {"stays"}
+    # Only the removal of "goes" cost a write.
+    assert restarted.config.writes == [restarted.publisher.shards.of("goes")]
 
 
 async def test_a_full_sync_bounds_how_many_reconciles_run_at_once() -> None:
@@ -218,9 +314,9 @@ async def test_a_full_sync_bounds_how_many_reconciles_run_at_once() -> None:
         world.bodies[(NAMESPACE, f"ep-{number}")] = body
     world._index()
 
-    await world.controller.full_sync(force=True)
+    await world.controller.full_sync()
 
-    assert len(world.gateway.endpoints) == 40
+    assert len(world.config.served()) == 40
     assert 1 < verifier.most_at_once <= reconciler.SYNC_CONCURRENCY
 
 
@@ -236,18 +332,7 @@ async def test_endpoints_sharing_a_secret_share_one_models_api_check() -> None:
     await asyncio.gather(*map(world.controller.reconcile, bodies))
 
     assert verifier.checks == 1
-    assert len(world.gateway.endpoints) == 20
-
-
-async def test_an_endpoint_the_gateway_lost_is_pushed_again_at_the_resync() -> None:
-    world = World()
-    await world.put_secret("creds", secret_value())
-    await world.apply(endpoint())
-    world.gateway.endpoints.clear()  # e.g. deleted on the admin listener by hand
-
-    await world.controller.full_sync(force=False)
-
-    assert world.gateway.key_of("ep") == KEY
+    assert len(world.config.served()) == 20
 
 
 async def test_the_older_claim_holds_the_id_and_the_younger_takes_over() -> None:
@@ -259,13 +344,13 @@ async def test_the_older_claim_holds_the_id_and_the_younger_takes_over() -> None
 
     assert world.ready("new")["reason"] == "InferenceIdConflict"
     assert "team-a/old" in world.ready("new")["message"]
-    assert world.gateway.endpoints["shared"]["task_settings"]["max_tokens"] == 64
+    assert world.config.served()["shared"]["task_settings"]["max_tokens"] == 64
 
     await world.delete("old")
     await world.settle()
 
     assert world.ready("new")["reason"] == "Serving"
-    assert world.gateway.endpoints["shared"]["task_settings"]["max_tokens"] == 7
+    assert world.config.served()["shared"]["task_settings"]["max_tokens"] == 7
 
 
 async def test_a_losing_claim_never_deletes_the_holders_endpoint() -> None:
@@ -276,7 +361,7 @@ async def test_a_losing_claim_never_deletes_the_holders_endpoint() -> None:
                                max_tokens=0))  # invalid too
 
     assert world.ready("new")["reason"] == "SpecInvalid"
-    assert "shared" in world.gateway.endpoints
+    assert "shared" in world.config.served()
 
 
 async def test_an_unchanged_status_is_written_once_and_its_event_posted_once() -> None:
@@ -299,18 +384,33 @@ async def test_a_changed_inference_id_leaves_the_old_one() -> None:
     await world.apply(endpoint(inference_id="before"))
     await world.apply(endpoint(inference_id="after", generation=2))
 
-    assert set(world.gateway.endpoints) == {"after"}
+    assert set(world.config.served()) == {"after"}
     assert world.status()["inference_id"] == "after"
 
 
-async def test_deletion_withdraws_the_endpoint_even_while_the_gateway_is_down() -> None:
+async def test_deletion_withdraws_the_endpoint_even_while_no_gateway_is_ready() -> None:
     world = World()
     await world.put_secret("creds", secret_value())
     await world.apply(endpoint())
-    world.gateway.unavailable = True
+    world.fleet.replicas = 0
 
-    await world.delete("ep")  # does not raise, does not hang
-    world.gateway.unavailable = False
-    await world.controller.full_sync(force=True)
+    await world.delete("ep")  # does not wait for a gateway
 
-    assert world.gateway.endpoints == {}
+    assert world.config.served() == {}
+
+
+async def test_a_deletion_whose_write_fails_raises_and_its_retry_withdraws() -> None:
+    world = World()
+    await world.put_secret("creds", secret_value())
+    body = endpoint()
+    await world.apply(body)
+    world.config.fail = SERVER_ERROR
+
+    with pytest.raises(ApiException):  # kopf keeps the finalizer and calls again
+        await world.delete("ep")
+    assert "ep" in world.config.served()
+
+    world.config.fail = None
+    await world.controller.withdraw(body)
+
+    assert world.config.served() == {}

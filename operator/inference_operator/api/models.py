@@ -146,6 +146,7 @@ class Reason(StrEnum):
     SECRET_KEY_MISSING = "SecretKeyMissing"
     INFERENCE_ID_CONFLICT = "InferenceIdConflict"
     GATEWAY_UNAVAILABLE = "GatewayUnavailable"
+    GATEWAY_PENDING = "GatewayPending"  # published; not every ready replica serves it yet
     UPSTREAM_AUTH_FAILED = "UpstreamAuthFailed"
     MODEL_NOT_FOUND = "ModelNotFound"
     UPSTREAM_UNAVAILABLE = "UpstreamUnavailable"

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import socket
 
-from inference_operator.cli.options import add_log_level, config_default, optional_path
+from inference_operator.cli.options import add_log_level, config_default
 from inference_operator.controller.config import OperatorConfig
 
 
@@ -21,11 +21,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=list(_default("namespaces")),
         help="watch only this namespace (repeatable); none: all namespaces",
     )
-    parser.add_argument("--gateway-admin-url", default=_default("gateway_admin_url"),
-                        help="the gateway's admin listener")
-    parser.add_argument("--gateway-admin-token-file", type=optional_path,
-                        default=_default("gateway_admin_token_file"),
-                        help="file holding the admin bearer token")
+    parser.add_argument("--gateway-config-secret", default=_default("gateway_config_secret"),
+                        help="base name of the Secrets the gateways read their endpoints from "
+                             "(NAME-0 .. NAME-<shards-1>; the installer creates them)")
+    parser.add_argument("--gateway-config-shards", type=int,
+                        default=_default("gateway_config_shards"),
+                        help="how many such Secrets; the gateways must be given the same number")
+    parser.add_argument("--gateway-config-namespace",
+                        default=_default("gateway_config_namespace"),
+                        help="namespace of those Secrets and of the gateway Service")
+    parser.add_argument("--gateway-service", default=_default("gateway_service"),
+                        help="the gateways' Service: its ready endpoints are the replicas "
+                             "whose configuration the status reports")
+    parser.add_argument("--gateway-status-url", action="append", dest="gateway_status_urls",
+                        metavar="URL", default=list(_default("gateway_status_urls")),
+                        help="a gateway replica at a fixed URL (repeatable), instead of the "
+                             "Service's endpoints: a gateway outside a cluster")
     parser.add_argument("--gateway-public-url", default=_default("gateway_public_url"),
                         help="base URL clients use, written into status.url")
     parser.add_argument("--anthropic-base-url", default=_default("anthropic_base_url"),
@@ -34,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=_default("verify_upstream"),
                         help="check each key and model against Anthropic's Models API")
     parser.add_argument("--resync-seconds", type=float, default=_default("resync_seconds"),
-                        help="period of the full resync with the gateway")
+                        help="period of the full resync of every endpoint")
     parser.add_argument("--liveness", metavar="URL",
                         help="serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz")
     parser.add_argument("--verbose", action="store_const", dest="log_level", const="debug",
@@ -46,8 +57,11 @@ def operator_config(args: argparse.Namespace) -> OperatorConfig:
     """The config the parsed options describe; no option given: ``OperatorConfig()``
     (tests/unit/test_cli_defaults.py)."""
     return OperatorConfig(
-        gateway_admin_url=args.gateway_admin_url,
-        gateway_admin_token_file=args.gateway_admin_token_file,
+        gateway_config_secret=args.gateway_config_secret,
+        gateway_config_shards=args.gateway_config_shards,
+        gateway_config_namespace=args.gateway_config_namespace,
+        gateway_service=args.gateway_service,
+        gateway_status_urls=tuple(args.gateway_status_urls),
         gateway_public_url=args.gateway_public_url,
         anthropic_base_url=args.anthropic_base_url,
         verify_upstream=args.verify_upstream,

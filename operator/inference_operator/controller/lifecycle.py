@@ -1,5 +1,5 @@
-"""Operator start-up and shutdown, kopf's production settings, and the gateway watcher
-that notices a restarted gateway and resyncs it at once (not at the next resync)."""
+"""Operator start-up and shutdown, kopf's production settings, and the fleet watcher:
+it follows what the gateway replicas serve and runs the periodic full resync."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from typing import Any
 
 import kopf
 
+from inference_operator.api.gateway_config import Shards
 from inference_operator.api.models import GROUP
 from inference_operator.controller.config import OperatorConfig
-from inference_operator.controller.gateway_client import GatewayClient, GatewayUnavailable
+from inference_operator.controller.fleet import Fleet, static_addresses
 from inference_operator.controller.kube import Kube
+from inference_operator.controller.publisher import ConfigPublisher
 from inference_operator.controller.reconciler import Controller
 from inference_operator.controller.upstream import UpstreamVerifier
 
@@ -49,14 +51,23 @@ async def startup(
     configure(settings)
     config: OperatorConfig = memo.config
     kube = await Kube.connect()
-    gateway = GatewayClient(config.gateway_admin_url, config.admin_token())
+    publisher = ConfigPublisher(kube, config.gateway_config_namespace,
+                                Shards(config.gateway_config_secret, config.gateway_config_shards))
+    fleet = Fleet(static_addresses(config.gateway_status_urls) if config.gateway_status_urls
+                  else lambda: kube.ready_addresses(config.gateway_config_namespace,
+                                                    config.gateway_service))
+    # Both before kopf's first events: the first reconciles then find the statuses they
+    # would write already there, so a restarted operator changes no resource.
+    await publisher.load()
+    await fleet.refresh()
     verifier = UpstreamVerifier(config.anthropic_base_url) if config.verify_upstream else None
-    controller = Controller(config, kube, gateway, verifier)
+    controller = Controller(config, kube, publisher, fleet, verifier)
+    fleet.on_change = controller.fleet_changed
     controller.indices.endpoints = endpoints
     controller.indices.claims = claims
     controller.indices.by_secret = by_secret
     memo.controller = controller
-    memo.watcher = asyncio.create_task(watch_gateway(controller))
+    memo.watcher = asyncio.create_task(watch_fleet(controller))
 
 
 @kopf.on.cleanup()
@@ -64,17 +75,17 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     memo.watcher.cancel()
     controller: Controller = memo.controller
     await controller.close()
-    await controller.gateway.close()
+    await controller.fleet.close()
     if controller.verifier is not None:
         await controller.verifier.close()
     await controller.kube.close()
 
 
-@kopf.on.probe(id="gateway_watcher")
-async def gateway_watcher_alive(memo: kopf.Memo, **_: Any) -> str:
+@kopf.on.probe(id="fleet_watcher")
+async def fleet_watcher_alive(memo: kopf.Memo, **_: Any) -> str:
     """Liveness fails when the watcher died or the API server stopped answering."""
     if memo.watcher.done():
-        raise RuntimeError("the gateway watcher has stopped")
+        raise RuntimeError("the fleet watcher has stopped")
     controller: Controller = memo.controller
     await controller.kube.list_endpoints(controller.config.namespaces, limit=1)
     return "ok"
@@ -94,28 +105,26 @@ async def _indexed(controller: Controller) -> None:
         await asyncio.sleep(0.1)
 
 
-async def watch_gateway(controller: Controller) -> None:
+async def watch_fleet(controller: Controller) -> None:
+    """Poll the replicas (a change revisits the statuses it concerns, through the
+    fleet's ``on_change``), and resync everything periodically, first once the index
+    is complete: that sync drops endpoints whose resource went while we were away."""
     config = controller.config
-    boot_id: str | None = None
-    since_resync = 0.0
+    since_resync, synced = config.resync_seconds, False
     while True:
         try:
-            health = await controller.gateway.health()
-            if health.get("boot_id") != boot_id or not health.get("synced", True):
-                await _indexed(controller)
-                await controller.full_sync(force=True)
-                log.info("gateway %s synced", health.get("boot_id"))
-                boot_id, since_resync = health.get("boot_id"), 0.0
-            elif since_resync >= config.resync_seconds:
-                await controller.full_sync(force=False)
-                since_resync = 0.0
-        except GatewayUnavailable as error:
-            if boot_id is not None:
-                log.warning("gateway unavailable: %s", error)
-            boot_id = None
+            if since_resync >= config.resync_seconds:
+                if not synced:
+                    await _indexed(controller)
+                await controller.full_sync()
+                if not synced:
+                    log.info("first full sync done: %d endpoint(s) published",
+                             len(controller.publisher.published()))
+                since_resync, synced = 0.0, True
+            await controller.fleet.refresh()
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("gateway watcher cycle failed; retrying")
+            log.exception("fleet watcher cycle failed; retrying")
         await asyncio.sleep(config.gateway_poll_seconds)
         since_resync += config.gateway_poll_seconds

@@ -1,13 +1,12 @@
 """The one level-based reconcile: whatever triggered it (create, update, resume, a Secret
-change, a gateway restart, a resync), it converges the gateway to the resource and writes
-one status patch when, and only when, the status changes. It is total: whatever goes
+change, a change in what the gateways serve, a resync), it converges the gateways'
+configuration to the resource and writes one status patch when, and only when, the
+status changes. It is total: whatever goes
 wrong ends in a status, an Event and, for trouble that passes, a retry with backoff."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -25,12 +24,9 @@ from inference_operator.controller.conditions import (
     ready_condition,
 )
 from inference_operator.controller.config import OperatorConfig
-from inference_operator.controller.gateway_client import (
-    GatewayClient,
-    GatewayRejected,
-    GatewayUnavailable,
-)
+from inference_operator.controller.fleet import Coverage, Fleet
 from inference_operator.controller.kube import Kube, SecretValue
+from inference_operator.controller.publisher import ConfigMissing, ConfigPublisher, Placement
 from inference_operator.controller.secrets import ResolvedKey, SecretCache, SecretKey, secret_ref
 from inference_operator.controller.upstream import UpstreamVerifier, VerifiedKeys
 
@@ -42,6 +38,9 @@ RETRY_DELAYS = (2.0, 5.0, 10.0, 30.0, 60.0)
 # Reconciles at once in a full sync: each may call the Models API, and a burst of
 # thousands would meet Anthropic's rate limit (kopf bounds its own workers likewise).
 SYNC_CONCURRENCY = 8
+# How long a reconcile waits for every ready gateway replica to serve what it wrote,
+# before it reports GatewayPending (and the fleet's next change brings it back).
+PUBLISH_WAIT = 5.0
 
 
 def key_of(body: Body) -> Key:
@@ -67,20 +66,16 @@ class Indices:
 
 
 @dataclass
-class Served:
-    """What a resource has in the gateway."""
-
-    inference_id: str
-    fingerprint: str | None = None  # of the body last pushed; None: push it again
-
-
-@dataclass
 class Tracked:
     """Everything the controller remembers about one resource, all of it in memory and
     rebuilt from the cluster after a restart."""
 
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    served: Served | None = None
+    # The id this resource has in the gateways' configuration, where, and how many
+    # replicas served it at the last visit.
+    serving_id: str | None = None
+    placement: Placement | None = None
+    coverage: Coverage | None = None
     secret: SecretKey | None = None  # referenced at the last visit
     retries: int = 0
     # The status last written. Bodies from events and the index can lag behind our own
@@ -99,12 +94,13 @@ class Published:
 
 class Controller:
     def __init__(
-        self, config: OperatorConfig, kube: Kube, gateway: GatewayClient,
+        self, config: OperatorConfig, kube: Kube, publisher: ConfigPublisher, fleet: Fleet,
         verifier: UpstreamVerifier | None,
     ) -> None:
         self.config = config
         self.kube = kube
-        self.gateway = gateway
+        self.publisher = publisher
+        self.fleet = fleet
         self.verifier = verifier
         self.indices = Indices()
         self.secrets = SecretCache(kube)
@@ -112,6 +108,8 @@ class Controller:
         self._tracked: dict[Key, Tracked] = {}
         self._checking: dict[tuple[Any, ...], asyncio.Future[Outcome | None]] = {}
         self._background: set[asyncio.Task[None]] = set()
+        # Bounds every bulk revisit together (full syncs, fleet changes).
+        self._bulk = asyncio.Semaphore(SYNC_CONCURRENCY)
 
     # -- triggers ----------------------------------------------------------------------
 
@@ -161,6 +159,23 @@ class Controller:
         if body is not None:
             await self.reconcile(body)
 
+    def fleet_changed(self) -> None:
+        """The gateways serve something else now: revisit the resources whose status
+        counted other replicas, a bounded number at a time."""
+        # No coverage yet: that reconcile is still waiting for the replicas itself.
+        stale = [key for key, tracked in self._tracked.items()
+                 if tracked.placement and tracked.coverage
+                 and self.fleet.coverage(tracked.placement) != tracked.coverage]
+        if stale:
+            self._spawn(self._reconcile_all(stale))
+
+    async def _reconcile_all(self, keys: Iterable[Key]) -> None:
+        async def bounded(key: Key) -> None:
+            async with self._bulk:
+                await self._reconcile_indexed(key, 0.0)
+
+        await asyncio.gather(*map(bounded, keys))
+
     def secret_changed(self, namespace: str, name: str, value: SecretValue | None) -> None:
         """A Secret's watch event (``None``: deleted). Only referenced Secrets are kept,
         so no copy outlives the events that would have updated it."""
@@ -172,12 +187,13 @@ class Controller:
         self.reconcile_soon(self.indices.by_secret.get(secret, ()))
 
     async def withdraw(self, body: Body) -> None:
-        """Deletion: the endpoint leaves the gateway, then the next claimant may take over."""
+        """Deletion: the endpoint leaves the gateways, then the next claimant may take
+        over. A failed write raises, so kopf keeps the finalizer and retries."""
         key = key_of(body)
         inference_id = effective_inference_id(body)
         tracked = self._tracked.setdefault(key, Tracked())
         async with tracked.lock:
-            log.info("%s/%s deleted; %r leaves the gateway", *key, inference_id)
+            log.info("%s/%s deleted; %r leaves the gateways", *key, inference_id)
             await self._stop_serving(key, tracked, inference_id)
             self._follow_secret(tracked, None)
         self._tracked.pop(key, None)
@@ -186,28 +202,16 @@ class Controller:
             if (c.namespace, c.name) != key
         )
 
-    async def full_sync(self, *, force: bool) -> None:
-        """Reconcile everything, then tell the gateway the complete set, which also drops
-        endpoints whose resource vanished meanwhile. ``force`` re-pushes every endpoint:
-        after a gateway restart, or at operator start, nothing is known. Otherwise only
-        what the gateway lacks (lost or removed by hand since the last push) and what
-        changed is pushed."""
-        present = None if force else await self.gateway.served_ids()
-        for tracked in self._tracked.values():
-            if tracked.served and (present is None or tracked.served.inference_id not in present):
-                tracked.served.fingerprint = None
-        limit = asyncio.Semaphore(SYNC_CONCURRENCY)
-
-        async def bounded(body: Body) -> None:
-            async with limit:
-                await self.reconcile(body)
-
-        bodies = [b for b in map(self.indices.body, list(self.indices.endpoints)) if b]
-        await asyncio.gather(*map(bounded, bodies))
-        served = {t.served.inference_id for t in self._tracked.values() if t.served}
-        removed = await self.gateway.sync(served)
+    async def full_sync(self) -> None:
+        """Reconcile everything, then drop from the configuration what no resource holds
+        (resources deleted while the operator was away). Unchanged endpoints cost no
+        write."""
+        await self.publisher.repair()
+        await self._reconcile_all(list(self.indices.endpoints))
+        held = {t.serving_id for t in self._tracked.values() if t.serving_id}
+        removed = await self.publisher.retain(held)
         if removed:
-            log.info("full sync removed stale endpoint(s) %s from the gateway", removed)
+            log.info("full sync removed stale endpoint(s) %s from the gateways", removed)
 
     # -- convergence -------------------------------------------------------------------
 
@@ -216,8 +220,8 @@ class Controller:
     ) -> tuple[Outcome, Published]:
         spec = body.get("spec") or {}
         inference_id = published.inference_id
-        if tracked.served and tracked.served.inference_id != inference_id:
-            previous = tracked.served.inference_id
+        if tracked.serving_id and tracked.serving_id != inference_id:
+            previous = tracked.serving_id
             await self._stop_serving(key, tracked, previous)
             self.reconcile_soon((c.namespace, c.name) for c in self.indices.claimants(previous))
         ref = secret_ref(key[0], spec)
@@ -252,17 +256,21 @@ class Controller:
             return upstream_problem, published
 
         try:
-            await self._push(tracked, inference_id, spec, resolved.api_key)
-        except GatewayUnavailable as error:
+            coverage = await self._publish(tracked, inference_id, spec, resolved.api_key)
+        except ConfigMissing as error:
             return Outcome.retrying(Reason.GATEWAY_UNAVAILABLE, str(error)), published
-        except GatewayRejected as error:
-            tracked.served = None
-            return Outcome.needs_human(
-                Reason.SPEC_INVALID, f"the gateway refused the endpoint: {error}"), published
         if upstream_problem is not None:
             return upstream_problem, published  # served, but the upstream check must run again
-        return Outcome.serving(
-            f"serving inference_id {inference_id!r} with model {model_id}"), published
+        if coverage.replicas == 0:
+            return Outcome.waiting(
+                Reason.GATEWAY_UNAVAILABLE,
+                "published to the gateways' configuration; no gateway replica is ready"), published
+        if not coverage.complete:
+            return Outcome.waiting(
+                Reason.GATEWAY_PENDING,
+                f"published; served by {coverage.describe()} so far"), published
+        return Outcome.serving(f"serving inference_id {inference_id!r} with model {model_id} "
+                               f"on {coverage.describe()}"), published
 
     def _published(self, body: Body) -> Published:
         inference_id = effective_inference_id(body)
@@ -296,22 +304,17 @@ class Controller:
         self.verified.forget(secret)
 
     async def _stop_serving(self, key: Key, tracked: Tracked, inference_id: str) -> None:
-        """The endpoint leaves the gateway (a rejected or missing key must not stay in
+        """The endpoint leaves the gateways (a rejected or missing key must not stay in
         use), unless another resource holds the id now: that one's endpoint stays."""
-        tracked.served = None
+        tracked.serving_id = tracked.placement = tracked.coverage = None
         first = holder(self.indices.claimants(inference_id))
         if first is not None and (first.namespace, first.name) != key:
             return
-        try:
-            await self.gateway.delete_endpoint(inference_id)
-        except GatewayUnavailable:
-            # Never block on the gateway: the full sync that follows its return lists
-            # only the ids still held, which drops this one.
-            log.warning("gateway unavailable; %r is dropped at its next sync", inference_id)
+        await self.publisher.delete_endpoint(inference_id)
 
-    async def _push(
+    async def _publish(
         self, tracked: Tracked, inference_id: str, spec: Mapping[str, Any], api_key: str
-    ) -> None:
+    ) -> Coverage:
         settings = spec["service_settings"]
         body = {
             "service": spec["service"],
@@ -322,17 +325,13 @@ class Controller:
             },
             "task_settings": spec["task_settings"],
         }
-        # In memory only: tells an unchanged endpoint apart so resyncs cost nothing.
-        fingerprint = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-        if tracked.served is None or tracked.served.inference_id != inference_id:
-            # Claimed before the push, so a concurrent full sync lists it even while the
-            # push is in flight and does not remove what is about to be served.
-            tracked.served = Served(inference_id)
-        if tracked.served.fingerprint == fingerprint:
-            return
-        await self.gateway.put_endpoint(inference_id, spec.get("task_type") or "completion",
-                                        body)
-        tracked.served.fingerprint = fingerprint
+        # Claimed before the write, so a concurrent full sync keeps it even while the
+        # write is in flight and does not remove what is about to be served.
+        tracked.serving_id = inference_id
+        tracked.placement = await self.publisher.put_endpoint(
+            inference_id, spec.get("task_type") or "completion", body)
+        tracked.coverage = await self.fleet.wait_for(tracked.placement, PUBLISH_WAIT)
+        return tracked.coverage
 
     # -- reporting ---------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from typing import IO
 import yaml
 
 from inference_operator.anthropic_api import ANTHROPIC_API_URL as REAL_ANTHROPIC
+from inference_operator.api.gateway_config import DEFAULT_SECRET_NAME
 from inference_operator.api.generate import crd_yaml, policies_yaml
 from inference_operator.checkout import checkout_path
 from inference_operator.controlplane import binaries, launcher
@@ -101,7 +102,8 @@ def run(check_only: bool, out: IO[str] = sys.stdout) -> int:
     work_dir = Path(checkout_path() or Path.cwd()) / ".cache" / "dev"
     shutil.rmtree(work_dir, ignore_errors=True)
     real_key = os.environ.get("ANTHROPIC_API_KEY")
-    stack = Stack(work_dir, api_keys=(), anthropic_base_url=REAL_ANTHROPIC if real_key else None)
+    stack = Stack(work_dir, api_keys=(), anthropic_base_url=REAL_ANTHROPIC if real_key else None,
+                  config_secret=DEFAULT_SECRET_NAME)
     stop = threading.Event()
     if not check_only:
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -120,8 +122,9 @@ def run(check_only: bool, out: IO[str] = sys.stdout) -> int:
         kubectl.apply(policies_yaml())
         if real_key is None:
             stack.start(stack.emulator())
+        stack.kubeconfig = plane.kubeconfig
         stack.start(stack.gateway())
-        stack.start(stack.operator(plane.kubeconfig))
+        stack.start(stack.operator())
         examples = _examples()
         if real_key:
             examples = _use_real_key(examples, real_key)

@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from inference_operator import procfs
+from inference_operator.api.gateway_config import Shards, empty_secret
+from inference_operator.controlplane import binaries
+from inference_operator.controlplane.kubectl import Kubectl
 from inference_operator.controlplane.launcher import tail
 from inference_operator.loopback import free_port
 from inference_operator.waiting import poll
@@ -124,10 +127,19 @@ class Service:
 
 @dataclass
 class Stack:
-    """Emulator + gateway (+ operator): the data path and its control loop, on loopback."""
+    """Emulator + gateway (+ operator): the data path and its control loop, on loopback.
+
+    With a ``kubeconfig``, the gateway reads its endpoints from configuration Secrets in
+    that cluster, which the operator writes, as in a cluster; without one it is the
+    standalone gateway with its admin listener."""
 
     work_dir: Path
     api_keys: tuple[str, ...]  # the keys the emulator accepts
+    kubeconfig: Path | None = None
+    config_namespace: str = "default"
+    # Own names per stack: several stacks may share one API server.
+    config_secret: str = field(
+        default_factory=lambda: f"gateway-config-{secrets.token_hex(3)}")
     emulator_port: int = field(default_factory=free_port)
     gateway_port: int = field(default_factory=free_port)
     admin_port: int = field(default_factory=free_port)
@@ -166,26 +178,52 @@ class Stack:
         )
 
     def gateway(self, *extra: str) -> Service:
+        # No Service to leave on loopback: stop at once.
+        upstream = ["--anthropic-base-url", self.anthropic_base_url or self.emulator_url]
+        if self.kubeconfig is None:
+            return Service(
+                "gateway",
+                ["gateway", "--host", "127.0.0.1", "--port", str(self.gateway_port),
+                 "--admin-port", str(self.admin_port), "--admin-token-file",
+                 str(self.token_file), "--shutdown-delay", "0", *upstream, *extra],
+                self.work_dir / "gateway.log",
+                health_url=f"{self.gateway_url}/healthz",
+            )
+        self.create_config()
         return Service(
             "gateway",
             ["gateway", "--host", "127.0.0.1", "--port", str(self.gateway_port),
-             "--admin-port", str(self.admin_port), "--admin-token-file", str(self.token_file),
-             "--anthropic-base-url", self.anthropic_base_url or self.emulator_url, *extra],
+             "--config-secret", self.config_secret, "--namespace", self.config_namespace,
+             "--shutdown-delay", "0", *upstream, *extra],
             self.work_dir / "gateway.log",
+            env={"KUBECONFIG": str(self.kubeconfig)},
             health_url=f"{self.gateway_url}/healthz",
         )
 
-    def operator(self, kubeconfig: Path, *extra: str) -> Service:
+    def operator(self, *extra: str, kubeconfig: Path | None = None) -> Service:
+        """``kubeconfig``: the operator's own identity, when not the stack's."""
+        if self.kubeconfig is None:
+            raise ValueError("the operator needs a Stack with a kubeconfig")
+        self.create_config()
         return Service(
             "operator",
-            ["run", "--gateway-admin-url", self.admin_url,
-             "--gateway-admin-token-file", str(self.token_file),
+            ["run", "--gateway-config-secret", self.config_secret,
+             "--gateway-config-namespace", self.config_namespace,
+             "--gateway-status-url", self.gateway_url,
              "--gateway-public-url", self.gateway_url,
              "--anthropic-base-url", self.anthropic_base_url or self.emulator_url,
              "--resync-seconds", "30", *extra],
             self.work_dir / "operator.log",
-            env={"KUBECONFIG": str(kubeconfig)},
+            env={"KUBECONFIG": str(kubeconfig or self.kubeconfig)},
         )
+
+    def create_config(self) -> None:
+        """The configuration Secrets, empty, as the chart creates them; kept if there."""
+        assert self.kubeconfig is not None
+        # Applied without data, so what the operator wrote stays.
+        Kubectl(binaries.resolve("kubectl"), self.kubeconfig).apply(
+            [empty_secret(name, self.config_namespace)
+             for name in Shards(self.config_secret).names()])
 
     def start(self, service: Service, wait: float = 30.0) -> Service:
         self.services[service.name] = service
