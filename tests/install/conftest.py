@@ -77,31 +77,49 @@ def make_namespaces(kubectl: Kubectl) -> Iterator:
 RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
 
 
+def component(document: dict) -> str | None:
+    return document["metadata"].get("labels", {}).get("app.kubernetes.io/component")
+
+
 @pytest.fixture
-def chart_service_account(
-    kubectl: Kubectl, control_plane, crd_installed, namespace: str, release: str,
-    tmp_path: Path,
-) -> Iterator:
-    """Factory: apply the chart's ServiceAccount and RBAC (rendered with these helm
-    arguments) for real, and return a kubeconfig that acts as that ServiceAccount with a
-    token the API server issued."""
+def chart_rbac(kubectl: Kubectl, crd_installed, namespace: str, release: str) -> Iterator:
+    """Factory: apply the chart's ServiceAccounts, RBAC and (empty) configuration shard
+    Secrets, rendered with these helm arguments, for real; returns every rendered document."""
     applied: list[dict] = []
 
-    def install(*values: str) -> Path:
+    def install(*values: str) -> list[dict]:
         rendered = documents(helm_template(*values, release=release, namespace=namespace).stdout)
-        rbac = [doc for doc in rendered if doc["kind"] in RBAC_KINDS]
-        applied.extend(rbac)
-        kubectl.apply(rbac)
-        (account,) = (doc["metadata"]["name"] for doc in rbac if doc["kind"] == "ServiceAccount")
+        objects = [doc for doc in rendered if doc["kind"] in RBAC_KINDS
+                   or (doc["kind"] == "Secret" and component(doc) == "gateway-config")]
+        applied.extend(objects)
+        kubectl.apply(objects)
+        return rendered
+
+    yield install
+    for document in applied:  # namespaced ones go with their namespaces
+        if document["kind"].startswith("Cluster"):
+            kubectl.run("delete", document["kind"], document["metadata"]["name"], check=False)
+
+
+@pytest.fixture
+def chart_service_account(
+    kubectl: Kubectl, control_plane, chart_rbac, namespace: str, tmp_path: Path,
+) -> Iterator:
+    """Factory: apply the chart's ServiceAccounts and RBAC (rendered with these helm
+    arguments) for real, and return a kubeconfig that acts as one of its ServiceAccounts
+    (``identity``: "operator", or "gateway" for the fleet's own) with a token the API
+    server issued."""
+
+    def install(*values: str, identity: str = "operator") -> Path:
+        rendered = chart_rbac(*values)
+        (account,) = (doc["metadata"]["name"] for doc in rendered
+                      if doc["kind"] == "ServiceAccount" and component(doc) == identity)
         token = kubectl.run("create", "token", account, "-n", namespace).stdout.strip()
-        path = tmp_path / "operator.kubeconfig"
+        path = tmp_path / f"{account}.kubeconfig"
         write_token_kubeconfig(path, control_plane.kubeconfig, token)
         whoami = Kubectl(kubectl.binary, path).run(
             "auth", "whoami", "-o=jsonpath={.status.userInfo.username}")
         assert whoami.stdout == f"system:serviceaccount:{namespace}:{account}"
         return path
 
-    yield install
-    for document in applied:  # namespaced ones go with their namespaces
-        if document["kind"].startswith("Cluster"):
-            kubectl.run("delete", document["kind"], document["metadata"]["name"], check=False)
+    return install

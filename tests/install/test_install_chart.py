@@ -3,6 +3,7 @@ real API server; a typo in values stops `helm install` before anything is create
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 import yaml
 
 from inference_operator import chart
+from inference_operator.api.gateway_config import Shard, Shards
 from inference_operator.api.generate import CRD_FILE, POLICIES_FILE
 from inference_operator.chart import ci_values_files, documents, helm_template
 from inference_operator.controlplane import binaries
@@ -133,7 +135,68 @@ def test_install_upgrade_to_namespaced_mode_and_uninstall(
 
     uninstalled = helm(kubeconfig, "uninstall", release, f"--namespace={namespace}")
     assert uninstalled.returncode == 0, uninstalled.stderr
-    left = kubectl.run("get", "deployment,service,serviceaccount,role,rolebinding", "-A",
+    left = kubectl.run("get", "deployment,service,serviceaccount,role,rolebinding,secret", "-A",
+                       "-l", f"app.kubernetes.io/instance={release}", "-o", "name").stdout
+    assert left == ""
+
+
+def shard_data(kubectl: Kubectl, namespace: str, names: list[str]) -> dict[str, dict | None]:
+    return {name: kubectl.get("secret", name, namespace).get("data") for name in names}
+
+
+def test_install_in_sidecar_mode_move_to_fleet_and_uninstall_keeping_the_shards_until_then(
+    control_plane, kubectl: Kubectl, namespace: str, release: str
+) -> None:
+    """A real release in both modes: the shard Secrets start empty, what the operator writes
+    into them survives `helm upgrade` (here: to fleet mode) and a `kubectl apply` of the
+    rendered chart, and `helm uninstall` deletes them, keys and all."""
+    kubeconfig = control_plane.kubeconfig
+    fullname = f"{release}-inference-operator"
+    shards = Shards(f"{fullname}-gateway-config").names()
+    installed = helm(kubeconfig, "install", release, str(CHART), f"--namespace={namespace}",
+                     "--set=crds.install=false")
+    assert installed.returncode == 0, installed.stderr
+    assert "Sidecar mode" in installed.stdout
+    assert shard_data(kubectl, namespace, shards) == dict.fromkeys(shards)
+    deployments = kubectl.run("get", "deployments", "-n", namespace, "-o=name").stdout.split()
+    assert deployments == [f"deployment.apps/{fullname}"]
+    # What the operator does, as the operator (impersonated): write a shard.
+    written = Shard(3, ({"inference_id": "a", "task_type": "completion"},)).encode()
+    kubectl.run("patch", "secret", shards[0], "-n", namespace,
+                f"--as=system:serviceaccount:{namespace}:{fullname}",
+                "-p", json.dumps({"data": written}))
+
+    fleet = ["--set=gateway.mode=fleet", "--set=gateway.autoscaling.enabled=true",
+             "--set=networkPolicy.enabled=true", "--set=podDisruptionBudget.enabled=true"]
+    upgraded = helm(kubeconfig, "upgrade", release, str(CHART), f"--namespace={namespace}",
+                    "--reuse-values", *fleet)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert f"Fleet mode: the gateways run in Deployment {fullname}-gateway" in upgraded.stdout
+    assert shard_data(kubectl, namespace, shards) == {**dict.fromkeys(shards), shards[0]: written}
+    names = kubectl.run("get", "deployment,hpa,pdb,networkpolicy,serviceaccount", "-n",
+                        namespace, "-l", f"app.kubernetes.io/instance={release}",
+                        "-o=name").stdout.split()
+    assert sorted(names) == sorted([
+        f"deployment.apps/{fullname}", f"deployment.apps/{fullname}-gateway",
+        f"horizontalpodautoscaler.autoscaling/{fullname}-gateway",
+        f"poddisruptionbudget.policy/{fullname}", f"poddisruptionbudget.policy/{fullname}-gateway",
+        f"networkpolicy.networking.k8s.io/{fullname}",
+        f"networkpolicy.networking.k8s.io/{fullname}-gateway",
+        f"serviceaccount/{fullname}", f"serviceaccount/{fullname}-gateway",
+    ])
+    operator = kubectl.get("deployment", fullname, namespace)["spec"]["template"]["spec"]
+    assert [c["name"] for c in operator["containers"]] == ["operator"]
+    service = kubectl.get("service", f"{fullname}-gateway", namespace)
+    assert service["spec"]["selector"]["app.kubernetes.io/component"] == "gateway"
+    # A GitOps tool applying the same manifests leaves the operator's data alone too.
+    rendered = helm_template(*fleet, "--set=crds.install=false", "--skip-tests",
+                             release=release, namespace=namespace).stdout
+    kubectl.run("apply", "-f", "-", stdin=rendered)
+    assert shard_data(kubectl, namespace, shards)[shards[0]] == written
+
+    uninstalled = helm(kubeconfig, "uninstall", release, f"--namespace={namespace}")
+    assert uninstalled.returncode == 0, uninstalled.stderr
+    left = kubectl.run("get", "secret,deployment,hpa,pdb,role,rolebinding", "-n", namespace,
                        "-l", f"app.kubernetes.io/instance={release}", "-o", "name").stdout
     assert left == ""
 

@@ -1,9 +1,13 @@
-"""The RBAC proof end to end: the real operator, authenticated only as the chart's
-ServiceAccount, brings an endpoint to Ready and removes it again, in both RBAC modes,
-and never meets a 403."""
+"""The RBAC proof end to end: the real operator and gateway, each authenticated only as the
+chart's ServiceAccount it runs as in a pod, bring an endpoint to Ready (written into the
+chart's shard Secrets, read back by the gateway) and remove it again, in both RBAC modes
+and both gateway modes, and never meet a 403."""
 
 from __future__ import annotations
 
+import json
+import re
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -20,31 +24,44 @@ def example(name: str) -> dict:
     return yaml.safe_load((EXAMPLES / name).read_text())
 
 
-# With kopf's cluster scanning on, the operator lists and watches CRDs (and, namespaced,
-# namespaces) at start: 403s the chart's RBAC rightly causes, retried for about a minute
-# before kopf falls back. The operator needs `settings.scanning.disabled = True` in
-# controller/lifecycle.configure(); remove this mark then (strict: it fails once fixed).
-@pytest.mark.parametrize("mode", ["cluster-wide", "namespaced"])
-def test_the_operator_as_the_chart_service_account_serves_without_a_403(
-    mode: str, chart_service_account, make_namespaces, kubectl: Kubectl, tmp_path: Path,
+@pytest.mark.parametrize(("rbac", "mode"), [
+    ("cluster-wide", "sidecar"), ("namespaced", "sidecar"), ("cluster-wide", "fleet")])
+def test_the_operator_and_gateway_as_the_chart_service_accounts_serve_without_a_403(
+    rbac: str, mode: str, chart_service_account, make_namespaces, control_plane,
+    kubectl: Kubectl, namespace: str, release: str, tmp_path: Path,
 ) -> None:
     (team,) = make_namespaces(1)
-    watch = [] if mode == "cluster-wide" else [f"--set=watchNamespaces={{{team}}}"]
-    kubeconfig = chart_service_account(*watch)
+    values = [f"--set=gateway.mode={mode}"]
+    if rbac == "namespaced":
+        values.append(f"--set=watchNamespaces={{{team}}}")
+    operator_kubeconfig = chart_service_account(*values)
+    # Sidecar mode: the gateway container holds the pod's only identity, the operator's.
+    gateway_kubeconfig = (chart_service_account(*values, identity="gateway")
+                          if mode == "fleet" else operator_kubeconfig)
     credentials = example("anthropic-credentials.secret.yaml")
     endpoint = example("anthropic-completion.yaml")
     # Unique across the shared test cluster, which the cluster-wide operator sees whole.
     endpoint["spec"]["inference_id"] = f"{team}-completion"
 
-    stack = Stack(tmp_path / "stack", api_keys=(credentials["stringData"]["api_key"],))
+    # The chart's shard Secrets (created by chart_service_account) in the release namespace.
+    stack = Stack(tmp_path / "stack", api_keys=(credentials["stringData"]["api_key"],),
+                  kubeconfig=control_plane.kubeconfig, config_namespace=namespace,
+                  config_secret=f"{release}-inference-operator-gateway-config")
     try:
         stack.start(stack.emulator())
-        stack.start(stack.gateway())
+        gateway = stack.gateway()
+        gateway.env["KUBECONFIG"] = str(gateway_kubeconfig)
+        stack.start(gateway)
         operator = stack.start(stack.operator(
-            kubeconfig, *(["--namespace", team] if mode == "namespaced" else [])))
+            *(["--namespace", team] if rbac == "namespaced" else []),
+            kubeconfig=operator_kubeconfig))
         kubectl.apply([credentials, endpoint], team)
 
         kubectl.wait_for_condition("iep/anthropic-completion", "Ready", team, timeout=30)
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback
+        with direct.open(f"{stack.gateway_url}/_inference/_all", timeout=5) as answer:
+            served = [e["inference_id"] for e in json.load(answer)["endpoints"]]
+        assert endpoint["spec"]["inference_id"] in served
         # Deleting goes through the operator's finalizer: the patch that removes it is
         # the last call the operator makes for an endpoint.
         kubectl.run("delete", "iep", "anthropic-completion", "-n", team, "--timeout=30s")
@@ -52,5 +69,8 @@ def test_the_operator_as_the_chart_service_account_serves_without_a_403(
         stack.stop()
         print(stack.log_tails())  # shown by pytest only when the test fails
 
-    log = operator.log_text()
-    assert "403" not in log and "Forbidden" not in log and "permission" not in log.lower(), log
+    for service in (operator, gateway):
+        log = service.log_text()
+        # A word of its own: random names and ports in the log may contain the digits.
+        assert not re.search(r"\b403\b", log) and "Forbidden" not in log, log
+        assert "permission" not in log.lower(), log

@@ -18,8 +18,35 @@
 {{- end }}
 {{- end }}
 
+{{/* The Service clients call, and in fleet mode the gateways' Deployment, ServiceAccount,
+     Role, PodDisruptionBudget and HorizontalPodAutoscaler. */}}
 {{- define "inference-operator.gatewayServiceName" -}}
 {{- printf "%s-gateway" (include "inference-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "inference-operator.fleet" -}}
+{{- if eq .Values.gateway.mode "fleet" }}true{{ end }}
+{{- end }}
+
+{{/* The shard Secrets the operator writes and every gateway reads
+     (api/gateway_config.py): <fullname>-gateway-config-0 .. -<configShards - 1>. */}}
+{{- define "inference-operator.configSecret" -}}
+{{- printf "%s-gateway-config" (include "inference-operator.fullname" .) }}
+{{- end }}
+
+{{- define "inference-operator.configSecretNames" -}}
+{{- $base := include "inference-operator.configSecret" . }}
+{{- range $index := until (int .Values.gateway.configShards) }}
+- {{ printf "%s-%d" $base $index }}
+{{- end }}
+{{- end }}
+
+{{- define "inference-operator.gatewayServiceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "inference-operator.gatewayServiceName" .) .Values.gateway.serviceAccount.name }}
+{{- else }}
+{{- required "gateway.serviceAccount.name is required in fleet mode when serviceAccount.create is false" .Values.gateway.serviceAccount.name }}
+{{- end }}
 {{- end }}
 
 {{- define "inference-operator.serviceAccountName" -}}
@@ -33,6 +60,38 @@
 {{- define "inference-operator.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "inference-operator.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* The operator's pod (with the gateway sidecar in sidecar mode) and the fleet's gateway
+     pods: disjoint, so no selector of one ever counts the other. The operator's is the one
+     earlier releases used (a Deployment's selector cannot change on upgrade); the fleet's
+     gateways have a name of their own. */}}
+{{- define "inference-operator.operatorSelectorLabels" -}}
+{{ include "inference-operator.selectorLabels" . }}
+{{- end }}
+
+{{- define "inference-operator.gatewaySelectorLabels" -}}
+app.kubernetes.io/name: {{ include "inference-operator.name" . }}-gateway
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: gateway
+{{- end }}
+
+{{- define "inference-operator.gatewayLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "inference-operator.gatewaySelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: inference-operator
+{{- end }}
+
+{{/* The pods that serve the public port: the Service, ServiceMonitor and NetworkPolicy
+     ingress point at them. */}}
+{{- define "inference-operator.servingSelectorLabels" -}}
+{{- if include "inference-operator.fleet" . }}
+{{- include "inference-operator.gatewaySelectorLabels" . }}
+{{- else }}
+{{- include "inference-operator.operatorSelectorLabels" . }}
+{{- end }}
 {{- end }}
 
 {{- define "inference-operator.labels" -}}
@@ -82,4 +141,104 @@ seccompProfile:
 {{- define "inference-operator.testLabels" -}}
 app.kubernetes.io/name: {{ include "inference-operator.name" . }}-test
 app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* The ServiceAccount token, CA and namespace the kubelet would mount into every container,
+     as a volume mounted only into the containers that call the API server. */}}
+{{- define "inference-operator.kubeApiAccessVolume" -}}
+- name: kube-api-access
+  projected:
+    sources:
+      - serviceAccountToken:
+          path: token
+          expirationSeconds: 3607
+      - configMap:
+          name: kube-root-ca.crt
+          items:
+            - key: ca.crt
+              path: ca.crt
+      - downwardAPI:
+          items:
+            - path: namespace
+              fieldRef:
+                fieldPath: metadata.namespace
+{{- end }}
+
+{{- define "inference-operator.kubeApiAccessMount" -}}
+- name: kube-api-access
+  mountPath: /var/run/secrets/kubernetes.io/serviceaccount
+  readOnly: true
+{{- end }}
+
+{{/* The gateway container, in config mode (it watches the shard Secrets), for both modes;
+     called with (dict "root" $ "fleet" bool). */}}
+{{- define "inference-operator.gatewayContainer" -}}
+{{- $ := .root -}}
+- name: gateway
+  image: {{ include "inference-operator.image" $ }}
+  imagePullPolicy: {{ $.Values.image.pullPolicy }}
+  args:
+    - gateway
+    - --host=0.0.0.0
+    - --port={{ $.Values.gateway.port }}
+    - --config-secret={{ include "inference-operator.configSecret" $ }}
+    - --config-shards={{ $.Values.gateway.configShards }}
+    - --namespace={{ $.Release.Namespace }}
+    {{- if .fleet }}
+    - --peers-service={{ include "inference-operator.gatewayServiceName" $ }}
+    {{- end }}
+    - --shutdown-delay={{ $.Values.gateway.shutdownDelaySeconds }}
+    - --shutdown-timeout={{ $.Values.gateway.shutdownTimeoutSeconds }}
+    - --anthropic-base-url={{ $.Values.anthropicBaseUrl }}
+    - --queue-capacity={{ $.Values.gateway.queueCapacity }}
+    - --log-level={{ $.Values.gateway.logLevel }}
+    {{- if $.Values.gateway.accessLog }}
+    - --access-log
+    {{- end }}
+  ports:
+    - name: http
+      containerPort: {{ $.Values.gateway.port }}
+  livenessProbe:
+    httpGet:
+      path: /healthz
+      port: http
+    periodSeconds: 10
+    timeoutSeconds: 5
+    failureThreshold: 3
+  # Ready once every shard Secret was read: until then the Service sends no traffic to a
+  # gateway that would answer 404 for endpoints it has not loaded yet. Not ready again from
+  # SIGTERM on, while it keeps serving for shutdownDelaySeconds and drains.
+  readinessProbe:
+    httpGet:
+      path: /readyz
+      port: http
+    periodSeconds: 5
+    timeoutSeconds: 5
+    failureThreshold: 2
+  securityContext:
+    {{- include "inference-operator.containerSecurityContext" $ | nindent 4 }}
+  resources:
+    {{- toYaml $.Values.gateway.resources | nindent 4 }}
+  volumeMounts:
+    {{- include "inference-operator.kubeApiAccessMount" $ | nindent 4 }}
+    - name: tmp
+      mountPath: /tmp
+{{- end }}
+
+{{/* Values that the schema cannot check across keys; every workload template includes it. */}}
+{{- define "inference-operator.validate" -}}
+{{- $gateway := .Values.gateway }}
+{{- $drain := add $gateway.shutdownDelaySeconds $gateway.shutdownTimeoutSeconds }}
+{{- if le (int .Values.terminationGracePeriodSeconds) (int $drain) }}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must exceed gateway.shutdownDelaySeconds + gateway.shutdownTimeoutSeconds (%v), or the kubelet kills the gateway before it drained" .Values.terminationGracePeriodSeconds $drain) }}
+{{- end }}
+{{- if and $gateway.autoscaling.enabled (not (include "inference-operator.fleet" .)) }}
+{{- fail "gateway.autoscaling needs gateway.mode=fleet: in sidecar mode the gateway runs in the operator's single pod" }}
+{{- end }}
+{{- if and $gateway.autoscaling.enabled (gt (int $gateway.autoscaling.minReplicas) (int $gateway.autoscaling.maxReplicas)) }}
+{{- fail "gateway.autoscaling.minReplicas must not exceed gateway.autoscaling.maxReplicas" }}
+{{- end }}
+{{- if and $gateway.autoscaling.enabled (not (($gateway.resources).requests).cpu) }}
+{{- fail "gateway.autoscaling needs gateway.resources.requests.cpu: utilization is relative to it" }}
+{{- end }}
 {{- end }}
