@@ -22,27 +22,24 @@ from pathlib import Path
 
 import pytest
 from e2e_support import (
-    RUN_AS,
     Installation,
+    deploy_emulator,
     diagnostics,
     elapsed,
     endpoint,
     helm,
     image_values,
     namespace,
-    restricted_container,
 )
 
 from inference_operator.checkout import checkout_path
 from inference_operator.controlplane import binaries, images, launcher, node
-from inference_operator.controlplane.dns import CLUSTER_DOMAIN
 from inference_operator.controlplane.kubectl import Kubectl
 
 ENABLED = os.environ.get("INFERENCE_OPERATOR_E2E") == "1"
 EXISTING = os.environ.get("USE_EXISTING_CLUSTER", "").lower() == "true"
 # Only with an existing cluster: the local node has no registry to pull it from.
 IMAGE = os.environ.get("E2E_IMAGE", "") if EXISTING else ""
-EMULATOR_PORT = 8088
 RELEASE = "e2e"
 RELEASE_NAMESPACE = "e2e-system"  # one for every helm release: the CRD it keeps says so
 
@@ -124,31 +121,7 @@ def kubectl(cluster: node.Node | ExistingCluster) -> Kubectl:
 @pytest.fixture(scope="session")
 def emulator(cluster, kubectl: Kubectl, project_image: tuple[str, str | None]) -> str:
     """The Anthropic emulator as a Deployment + Service from the project image; its URL."""
-    ns = namespace(kubectl, "e2e-emulator")
-    labels = {"app.kubernetes.io/name": "anthropic-emulator"}
-    container = restricted_container(
-        "emulator", project_image[0],
-        ["emulator", "--host", "0.0.0.0", "--port", str(EMULATOR_PORT)])
-    container["ports"] = [{"name": "http", "containerPort": EMULATOR_PORT}]
-    container["readinessProbe"] = {"tcpSocket": {"port": "http"}, "periodSeconds": 2}
-    started = time.monotonic()
-    kubectl.apply([
-        {"apiVersion": "apps/v1", "kind": "Deployment",
-         "metadata": {"name": "anthropic-emulator", "labels": labels},
-         "spec": {"replicas": 1, "selector": {"matchLabels": labels},
-                  "template": {"metadata": {"labels": labels}, "spec": {
-                      "automountServiceAccountToken": False, "enableServiceLinks": False,
-                      "securityContext": RUN_AS, "containers": [container]}}}},
-        {"apiVersion": "v1", "kind": "Service",
-         "metadata": {"name": "anthropic-emulator", "labels": labels},
-         "spec": {"selector": labels,
-                  "ports": [{"name": "http", "port": EMULATOR_PORT, "targetPort": "http"}]}},
-    ], ns)
-    rollout = kubectl.run("rollout", "status", "deployment/anthropic-emulator", "-n", ns,
-                          "--timeout=120s", check=False, timeout=130)
-    assert rollout.returncode == 0, diagnostics(kubectl, cluster, ns)
-    elapsed("emulator Deployment ready", started)
-    return f"http://anthropic-emulator.{ns}.svc.{CLUSTER_DOMAIN}:{EMULATOR_PORT}"
+    return deploy_emulator(kubectl, cluster, project_image[0], namespace(kubectl, "e2e-emulator"))
 
 
 @pytest.fixture(scope="module")

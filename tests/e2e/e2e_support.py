@@ -7,11 +7,14 @@ import json
 import subprocess
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 from typing import Any, Protocol
 
 from inference_operator.controlplane import binaries
+from inference_operator.controlplane.dns import CLUSTER_DOMAIN
 from inference_operator.controlplane.kubectl import Kubectl
 from inference_operator.waiting import poll
 
@@ -23,6 +26,7 @@ RUN_AS = {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
           "seccompProfile": {"type": "RuntimeDefault"}}
 CLIENT_PROGRAM = (Path(__file__).parent / "client_pod.py").read_text()
 MODEL = "claude-sonnet-4-5"
+EMULATOR_PORT = 8088
 
 
 class Cluster(Protocol):
@@ -69,6 +73,34 @@ def restricted_container(name: str, image: str, args: list[str],
     if command is not None:
         container["command"] = command
     return container
+
+
+def deploy_emulator(kubectl: Kubectl, cluster: Cluster, image: str, ns: str,
+                    *args: str) -> str:
+    """The Anthropic emulator as a Deployment + Service in ``ns``, Ready; its URL."""
+    labels = {"app.kubernetes.io/name": "anthropic-emulator"}
+    container = restricted_container(
+        "emulator", image, ["emulator", "--host", "0.0.0.0", "--port", str(EMULATOR_PORT), *args])
+    container["ports"] = [{"name": "http", "containerPort": EMULATOR_PORT}]
+    container["readinessProbe"] = {"tcpSocket": {"port": "http"}, "periodSeconds": 2}
+    started = time.monotonic()
+    kubectl.apply([
+        {"apiVersion": "apps/v1", "kind": "Deployment",
+         "metadata": {"name": "anthropic-emulator", "labels": labels},
+         "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                  "template": {"metadata": {"labels": labels}, "spec": {
+                      "automountServiceAccountToken": False, "enableServiceLinks": False,
+                      "securityContext": RUN_AS, "containers": [container]}}}},
+        {"apiVersion": "v1", "kind": "Service",
+         "metadata": {"name": "anthropic-emulator", "labels": labels},
+         "spec": {"selector": labels,
+                  "ports": [{"name": "http", "port": EMULATOR_PORT, "targetPort": "http"}]}},
+    ], ns)
+    rollout = kubectl.run("rollout", "status", "deployment/anthropic-emulator", "-n", ns,
+                          "--timeout=120s", check=False, timeout=130)
+    assert rollout.returncode == 0, diagnostics(kubectl, cluster, ns)
+    elapsed(f"emulator Deployment ready in {ns}", started)
+    return f"http://anthropic-emulator.{ns}.svc.{CLUSTER_DOMAIN}:{EMULATOR_PORT}"
 
 
 def elapsed(label: str, started: float) -> None:
@@ -180,3 +212,47 @@ def endpoint(name: str, inference_id: str, secret: str) -> dict[str, Any]:
             "task_settings": {"max_tokens": 64},
         },
     }
+
+
+@dataclass(frozen=True)
+class Request:
+    at: float  # unix time it was sent
+    outcome: str  # HTTP status or error:<kind>
+    millis: float
+
+
+@dataclass(frozen=True)
+class Disruption:
+    total: int
+    failed: int
+    window: float  # first failure to the first success after the last failure, seconds
+    kinds: dict[str, int]
+    median_millis: float  # of the successful requests
+    span: float  # first request to last, seconds
+
+    @classmethod
+    def of(cls, requests: list[Request]) -> Disruption:
+        failures = [i for i, r in enumerate(requests) if r.outcome != "200"]
+        kinds = Counter(requests[i].outcome for i in failures)
+        ok = [r.millis for r in requests if r.outcome == "200"]
+        window = 0.0
+        if failures:
+            back = failures[-1] + 1
+            end = requests[back].at if back < len(requests) else requests[-1].at
+            window = end - requests[failures[0]].at
+        return cls(len(requests), len(failures), window, dict(kinds),
+                   median(ok) if ok else 0, requests[-1].at - requests[0].at)
+
+    def __str__(self) -> str:
+        return (f"{self.failed} of {self.total} requests (sent over {self.span:.1f}s) failed "
+                f"over {self.window:.1f}s ({self.kinds}); successful requests took "
+                f"{self.median_millis:.0f} ms (median)")
+
+
+def parse_loop(output: str) -> list[Request]:
+    """client_pod.py loop's lines."""
+    parsed = []
+    for line in output.splitlines():
+        stamp, outcome, millis = line.split()
+        parsed.append(Request(float(stamp), outcome, float(millis)))
+    return parsed

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from statistics import median
 
 from e2e_support import (
+    Disruption,
     Installation,
+    Request,
     completion,
     elapsed,
     helm,
     logs,
+    parse_loop,
     pods,
     start_client,
 )
@@ -34,49 +34,6 @@ CALM = 30  # successes in a row after the upgrade that end the measurement
 CRD = "crd/inferenceendpoints.inference-operator.dev"
 
 
-@dataclass(frozen=True)
-class Request:
-    at: float  # unix time it was sent
-    outcome: str  # HTTP status or error:<kind>
-    millis: float
-
-
-@dataclass(frozen=True)
-class Disruption:
-    total: int
-    failed: int
-    window: float  # first failure to the first success after the last failure, seconds
-    kinds: dict[str, int]
-    median_millis: float  # of the successful requests
-    span: float  # first request to last, seconds
-
-    @classmethod
-    def of(cls, requests: list[Request]) -> Disruption:
-        failures = [i for i, r in enumerate(requests) if r.outcome != "200"]
-        kinds = Counter(requests[i].outcome for i in failures)
-        ok = [r.millis for r in requests if r.outcome == "200"]
-        window = 0.0
-        if failures:
-            back = failures[-1] + 1
-            end = requests[back].at if back < len(requests) else requests[-1].at
-            window = end - requests[failures[0]].at
-        return cls(len(requests), len(failures), window, dict(kinds),
-                   median(ok) if ok else 0, requests[-1].at - requests[0].at)
-
-    def __str__(self) -> str:
-        return (f"{self.failed} of {self.total} requests (sent over {self.span:.1f}s) failed "
-                f"over {self.window:.1f}s ({self.kinds}); successful requests took "
-                f"{self.median_millis:.0f} ms (median)")
-
-
-def _parse(output: str) -> list[Request]:
-    parsed = []
-    for line in output.splitlines():
-        stamp, outcome, millis = line.split()
-        parsed.append(Request(float(stamp), outcome, float(millis)))
-    return parsed
-
-
 def test_helm_upgrade_drops_requests_briefly_and_uninstall_keeps_the_crd(
     cluster, kubectl: Kubectl, installation: Installation, team, client_namespace: str,
     project_image: tuple[str, str | None],
@@ -89,7 +46,7 @@ def test_helm_upgrade_drops_requests_briefly_and_uninstall_keeps_the_crd(
         "count": MAX_REQUESTS, "seconds": MAX_SECONDS}))
 
     def outcomes() -> list[Request]:
-        return _parse(logs(kubectl, client_namespace, loop))
+        return parse_loop(logs(kubectl, client_namespace, loop))
 
     poll(lambda: [r.outcome for r in outcomes()].count("200") >= 10, timeout=90, interval=0.5,
          message="the client loop never got a completion before the upgrade")

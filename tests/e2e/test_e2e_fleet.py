@@ -1,0 +1,352 @@
+"""The gateway fleet on the real node: `gateway.mode=fleet`, three replicas behind the
+Service, configured through the configuration Secrets (issue #13's acceptance).
+
+Each replica is called at its own Pod IP, from this host (the local node's Pods are on a
+bridge here), so a test knows which replica answered; the emulator, started with two
+known keys, says which key each upstream call carried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import json
+import os
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import pytest
+from e2e_support import (
+    EMULATOR_PORT,
+    Disruption,
+    Installation,
+    all_ready,
+    completion,
+    deploy_emulator,
+    diagnostics,
+    elapsed,
+    endpoint,
+    helm,
+    image_values,
+    logs,
+    namespace,
+    parse_loop,
+    pods,
+    start_client,
+)
+
+from inference_operator.checkout import checkout_path
+from inference_operator.controlplane.kubectl import Kubectl
+from inference_operator.waiting import poll
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("USE_EXISTING_CLUSTER", "").lower() == "true",
+    reason="calls each gateway Pod at its IP from the test host: the local node only")
+
+RELEASE = "e2e"
+REPLICAS = 3
+KEYS = ("sk-ant-fleet-first", "sk-ant-fleet-second")  # the emulator's --api-key 0 and 1
+GATEWAY_PORT = 9200
+RATE_LIMIT = 120
+PROPAGATION = 5.0  # seconds: rotation and deletion reach every replica within this
+
+
+def _post(url: str, body: dict[str, Any], timeout: float = 10) -> tuple[int, Any]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def _get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.load(response)
+
+
+def _delete(url: str) -> None:
+    urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=10).close()
+
+
+class Fleet:
+    def __init__(self, kubectl: Kubectl, installation: Installation, emulator_ns: str) -> None:
+        self.kubectl = kubectl
+        self.installation = installation
+        self.emulator_ns = emulator_ns
+        self.selector = f"{installation.selector},app.kubernetes.io/component=gateway"
+
+    def gateway_pods(self) -> list[dict]:
+        return [p for p in pods(self.kubectl, self.installation.namespace, self.selector)
+                if not p["metadata"].get("deletionTimestamp")]
+
+    def replicas(self) -> dict[str, str]:
+        """Ready gateway Pods: name -> base URL at the Pod IP."""
+        return {p["metadata"]["name"]: f"http://{p['status']['podIP']}:{GATEWAY_PORT}"
+                for p in self.gateway_pods() if all_ready(p)}
+
+    def emulator_url(self) -> str:
+        (pod,) = pods(self.kubectl, self.emulator_ns, "app.kubernetes.io/name=anthropic-emulator")
+        return f"http://{pod['status']['podIP']}:{EMULATOR_PORT}"
+
+    def upstream_calls(self, prefix: str) -> list[dict[str, Any]]:
+        """The emulator's record of the Messages calls whose prompt starts with ``prefix``."""
+        return [entry for entry in _get(f"{self.emulator_url()}/_emulator/requests")
+                if entry["path"] == "/v1/messages" and isinstance(entry.get("body"), dict)
+                and str(entry["body"]["messages"][0]["content"]).startswith(prefix)]
+
+
+@pytest.fixture(scope="module")
+def fleet_emulator(cluster, kubectl: Kubectl,
+                   project_image: tuple[str, str | None]) -> Iterator[str]:
+    ns = namespace(kubectl, "e2e-fleet-emulator")
+    yield deploy_emulator(kubectl, cluster, project_image[0], ns,
+                          *(f"--api-key={key}" for key in KEYS))
+    kubectl.run("delete", "namespace", ns, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def installation(cluster, kubectl: Kubectl, project_image: tuple[str, str | None],
+                 fleet_emulator: str) -> Iterator[Installation]:
+    ns = namespace(kubectl, "e2e-system", fixed=True)
+    installed = Installation(
+        namespace=ns, deployment=f"{RELEASE}-inference-operator",
+        selector=f"app.kubernetes.io/instance={RELEASE}",
+        service=f"{RELEASE}-inference-operator-gateway")
+    result = helm(cluster, "install", RELEASE, str(checkout_path("charts", "inference-operator")),
+                  "--namespace", ns, *image_values(project_image[0]),
+                  "--set", f"anthropicBaseUrl={fleet_emulator}",
+                  "--set", "gateway.mode=fleet", "--set", f"gateway.replicas={REPLICAS}",
+                  "--wait", "--timeout=240s")
+    assert result.returncode == 0, (
+        f"helm install failed: {result.stderr}\n{diagnostics(kubectl, cluster, ns)}")
+    yield installed
+    helm(cluster, "uninstall", RELEASE, "--namespace", ns, "--ignore-not-found", "--wait",
+         "--timeout=120s")
+
+
+@pytest.fixture(scope="module")
+def fleet(kubectl: Kubectl, installation: Installation, fleet_emulator: str) -> Fleet:
+    running = Fleet(kubectl, installation, fleet_emulator.split(".")[1])
+    poll(lambda: len(running.replicas()) == REPLICAS, timeout=120, interval=1,
+         message="the gateway replicas never all turned Ready")
+    return running
+
+
+@pytest.fixture(scope="module")
+def team(kubectl: Kubectl, installation: Installation) -> Iterator[str]:
+    ns = namespace(kubectl, "e2e-fleet-team")
+    kubectl.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"},
+                   "stringData": {"api_key": KEYS[0]}}, ns)
+    yield ns
+    kubectl.run("delete", "iep", "--all", "-n", ns, "--timeout=60s", check=False, timeout=70)
+    kubectl.run("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def _ready(kubectl: Kubectl, ns: str, name: str) -> dict[str, Any]:
+    kubectl.wait_for_condition(f"iep/{name}", "Ready", ns, timeout=90)
+    status = kubectl.get("iep", name, ns)["status"]
+    return next(c for c in status["conditions"] if c["type"] == "Ready")
+
+
+def _inference_url(base: str, inference_id: str) -> str:
+    return f"{base}/_inference/completion/{inference_id}"
+
+
+def test_every_replica_serves_an_endpoint_and_the_status_counts_them(
+    kubectl: Kubectl, fleet: Fleet, team: str,
+):
+    iid = f"{team}-a"
+    kubectl.apply(endpoint("a", iid, "creds"), team)
+    ready = _ready(kubectl, team, "a")
+    assert f"on {REPLICAS}/{REPLICAS} gateway replicas" in ready["message"]
+    for name, base in fleet.replicas().items():
+        status, body = _post(_inference_url(base, iid), {"input": f"hello {name}"})
+        assert status == 200, (name, body)
+    # The operator alone in its pod: the gateways are a Deployment of their own.
+    operator_pod = pods(kubectl, fleet.installation.namespace,
+                        f"{fleet.installation.selector},app.kubernetes.io/component=operator")
+    assert [c["name"] for c in operator_pod[0]["spec"]["containers"]] == ["operator"]
+
+
+def test_a_rotated_key_and_a_deletion_reach_every_replica_within_seconds(
+    kubectl: Kubectl, fleet: Fleet, team: str,
+):
+    iid = f"{team}-rotate"
+    kubectl.apply(endpoint("rotate", iid, "creds"), team)
+    _ready(kubectl, team, "rotate")
+    replicas = fleet.replicas()
+    results: Counter[int] = Counter()
+
+    def key_used(name: str, base: str, round_: int) -> int | None:
+        prompt = f"rotate {name} {round_}"
+        status, _ = _post(_inference_url(base, iid), {"input": prompt})
+        results[status] += 1
+        calls = fleet.upstream_calls(prompt)
+        return calls[-1]["key_index"] if calls else None
+
+    for name, base in replicas.items():
+        assert key_used(name, base, 0) == 0
+    kubectl.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"},
+                   "stringData": {"api_key": KEYS[1]}}, team)
+    started, rounds = time.monotonic(), iter(range(1, 1000))
+    switched: dict[str, float] = {}
+
+    def all_switched() -> bool:
+        round_ = next(rounds)
+        for name, base in replicas.items():
+            if name not in switched and key_used(name, base, round_) == 1:
+                switched[name] = time.monotonic() - started
+        return len(switched) == len(replicas)
+
+    poll(all_switched, timeout=PROPAGATION, interval=0.1,
+         message=f"the rotated key did not reach every replica within {PROPAGATION}s")
+    assert set(results) == {200}, f"requests failed during the rotation: {results}"
+    print(f"[e2e] rotation reached the replicas after {sorted(switched.values())}s", flush=True)
+
+    kubectl.run("delete", "iep", "rotate", "-n", team, "--wait=false")
+    started = time.monotonic()
+    gone: dict[str, float] = {}
+
+    def all_gone() -> bool:
+        for name, base in replicas.items():
+            if name not in gone and _post(_inference_url(base, iid), {"input": "x"})[0] == 404:
+                gone[name] = time.monotonic() - started
+        return len(gone) == len(replicas)
+
+    poll(all_gone, timeout=PROPAGATION, interval=0.1,
+         message=f"the deleted endpoint was still served after {PROPAGATION}s")
+    print(f"[e2e] deletion reached the replicas after {sorted(gone.values())}s", flush=True)
+
+
+def test_the_rate_limit_holds_across_the_fleet(kubectl: Kubectl, fleet: Fleet, team: str):
+    iid = f"{team}-limited"
+    body = endpoint("limited", iid, "creds")
+    body["spec"]["service_settings"]["rate_limit"]["requests_per_minute"] = RATE_LIMIT
+    kubectl.apply(body, team)
+    _ready(kubectl, team, "limited")
+    bases = list(fleet.replicas().values())
+    assert len(bases) == REPLICAS
+    for base in bases:  # each replica counts the whole fleet before the minute starts
+        assert _get(f"{base}/healthz")["replicas"] == REPLICAS
+    answered: Counter[str] = Counter()
+
+    async def load(seconds: float) -> None:
+        # Three callers per replica, always waiting: every replica has demand all minute.
+        # A caller gives up after 2 s; the gateway drops its queued request with it.
+        deadline = asyncio.get_running_loop().time() + seconds
+        async with aiohttp.ClientSession() as session:
+            async def caller(base: str, number: int) -> None:
+                sent = 0
+                while asyncio.get_running_loop().time() < deadline:
+                    sent += 1
+                    try:
+                        async with session.post(
+                                _inference_url(base, iid),
+                                json={"input": f"limited {number} {sent}"},
+                                timeout=aiohttp.ClientTimeout(total=2)) as response:
+                            await response.read()
+                            answered[f"{base} {response.status}"] += 1
+                    except (TimeoutError, aiohttp.ClientError):
+                        pass
+            await asyncio.gather(*(caller(base, i * 10 + j) for i, base in enumerate(bases)
+                                   for j in range(3)))
+
+    asyncio.run(load(65.0))  # a little past the minute, so demand never stops inside it
+    time.sleep(2)  # a call admitted at the very end reaches the emulator
+    received = sorted(c["received_at"] for c in fleet.upstream_calls("limited "))
+    # The most calls in any 60 s, as the upstream's own limiter would count them.
+    busiest = max(bisect.bisect_left(received, at + 60.0) - i for i, at in enumerate(received))
+    first_minute = bisect.bisect_left(received, received[0] + 60.0)
+    print(f"[e2e] {RATE_LIMIT} rpm on {REPLICAS} replicas: the upstream saw {first_minute} "
+          f"calls in the first minute, {busiest} in the busiest 60 s, {len(received)} in all; "
+          f"answers {dict(answered)}", flush=True)
+    # The limit plus the one token each replica's bucket starts with; 5 % below at worst.
+    assert busiest <= RATE_LIMIT + REPLICAS
+    assert first_minute >= RATE_LIMIT * 0.95
+
+
+def test_the_gateways_serve_on_without_the_operator(
+    kubectl: Kubectl, fleet: Fleet, team: str, installation: Installation,
+):
+    iid = f"{team}-a"
+    _ready(kubectl, team, "a")  # from the first test
+    ns = installation.namespace
+
+    def versions() -> dict[str, str]:
+        listed = json.loads(kubectl.run("get", "iep,secret", "-n", team, "-o", "json").stdout)
+        config = json.loads(kubectl.run(
+            "get", "secret", "-n", ns, "-l", "app.kubernetes.io/component=gateway-config",
+            "-o", "json").stdout)
+        return {f"{o['kind']}/{o['metadata']['namespace']}/{o['metadata']['name']}":
+                o["metadata"]["resourceVersion"] for o in listed["items"] + config["items"]}
+
+    before = versions()
+    assert any("gateway-config" in name for name in before)
+    kubectl.run("scale", f"deployment/{installation.deployment}", "-n", ns, "--replicas=0")
+    operator = f"{installation.selector},app.kubernetes.io/component=operator"
+    poll(lambda: not pods(kubectl, ns, operator), timeout=60, interval=0.5,
+         message="the operator Pod did not go")
+    old = set(fleet.replicas())
+    victim = sorted(old)[0]
+    started = time.monotonic()
+    kubectl.run("delete", "pod", victim, "-n", ns, "--wait=false")
+    poll(lambda: len(set(fleet.replicas()) - old) == 1 and victim not in fleet.replicas(),
+         timeout=120, interval=0.5, message="no replacement gateway turned Ready")
+    elapsed("a replacement gateway Ready without the operator", started)
+    (new,) = set(fleet.replicas()) - old
+    status, answer = _post(_inference_url(fleet.replicas()[new], iid), {"input": "without"})
+    assert status == 200, answer
+
+    kubectl.run("scale", f"deployment/{installation.deployment}", "-n", ns, "--replicas=1")
+    poll(lambda: any(all_ready(p) for p in pods(kubectl, ns, operator)), timeout=120,
+         interval=0.5, message="the operator did not come back")
+    (pod,) = pods(kubectl, ns, operator)
+    poll(lambda: "first full sync done" in logs(kubectl, ns, pod["metadata"]["name"]),
+         timeout=60, interval=1, message="the operator never finished its first full sync")
+    time.sleep(5)  # what it would change, it changes at once
+    assert versions() == before
+
+
+def test_a_rolling_upgrade_fails_no_request(
+    cluster, kubectl: Kubectl, fleet: Fleet, team: str, installation: Installation,
+    client_namespace: str, project_image: tuple[str, str | None],
+):
+    iid = f"{team}-a"
+    url = f"{installation.public_url}/_inference/completion/{iid}"
+    request = completion(url)
+    loop = start_client(kubectl, client_namespace, project_image[0], "loop", json.dumps({
+        "url": request["url"], "body": request["body"], "interval": 0.1,
+        "count": 1500, "seconds": 150}))
+
+    def outcomes() -> list:
+        return parse_loop(logs(kubectl, client_namespace, loop))
+
+    poll(lambda: [r.outcome for r in outcomes()].count("200") >= 10, timeout=90, interval=0.5,
+         message="the client loop never got a completion before the upgrade")
+    before = {p["metadata"]["name"] for p in fleet.gateway_pods()}
+    started = time.monotonic()
+    upgrade = helm(cluster, "upgrade", RELEASE, str(checkout_path("charts", "inference-operator")),
+                   "--namespace", installation.namespace, "--reuse-values",
+                   "--set-string", f"podAnnotations.e2e/upgraded-at={int(time.time())}",
+                   "--wait", "--timeout=300s", timeout=330)
+    assert upgrade.returncode == 0, upgrade.stderr
+    elapsed("helm upgrade --wait (fleet)", started)
+    # Until the last old replica has drained and gone, and a few seconds more.
+    poll(lambda: not before & {p["metadata"]["name"] for p in pods(
+        kubectl, installation.namespace, fleet.selector)}, timeout=90, interval=0.5,
+         message="the old gateway Pods did not go")
+    gone_at = time.time()
+    poll(lambda: len([r for r in outcomes() if r.at > gone_at]) >= 30, timeout=60,
+         interval=0.5, message="the client loop stopped")
+    disruption = Disruption.of(outcomes())
+    kubectl.run("delete", "pod", "-n", client_namespace, loop, "--timeout=60s", timeout=70)
+    print(f"[e2e] fleet upgrade disruption ({datetime.now(UTC):%Y-%m-%d}, {REPLICAS} "
+          f"replicas, a completion every 100 ms at most): {disruption}", flush=True)
+    assert disruption.failed == 0, disruption
