@@ -207,3 +207,15 @@ def test_generated_files_but_install_yaml_match_a_fresh_render(relative: str) ->
     """The docs' options tables among them (install.yaml: tests/install, it needs helm)."""
     assert (ROOT / relative).read_text() == rendered()[relative], (
         f"{relative} differs from a fresh render; run `make generate`, never edit it")
+
+
+def test_a_config_mode_gateway_without_cluster_credentials_says_so_and_exits(
+        tmp_path: Path) -> None:
+    environ = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+    result = subprocess.run(
+        [sys.executable, "-m", "inference_operator.cli.main", "gateway", "--config-secret",
+         "cfg", "--port", "0"], env={**environ, "KUBECONFIG": str(tmp_path / "none")},
+        capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1
+    assert "error: no Kubernetes API credentials" in result.stderr
+    assert "Traceback" not in result.stderr and "Unclosed" not in result.stderr

@@ -91,8 +91,16 @@ def run(args: argparse.Namespace) -> int:
 
     setup_logging(args.log_level)
     server = GatewayServer(gateway_config(args, token))
-    # SIGTERM: the graceful stop (GatewayServer.shutdown), in both modes.
-    return run_until_signal(server.start, server.shutdown)
+    unconfigured: tuple[type[Exception], ...] = ()
+    if args.config_secret:  # kubernetes_asyncio is imported in config mode only
+        from inference_operator.kubeclient import Unconfigured
+        unconfigured = (Unconfigured,)
+    try:
+        # SIGTERM: the graceful stop (GatewayServer.shutdown), in both modes.
+        return run_until_signal(server.start, server.shutdown)
+    except unconfigured as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
 
 def _config_mode_problem(args: argparse.Namespace) -> str | None:

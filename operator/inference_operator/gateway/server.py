@@ -107,6 +107,13 @@ class GatewayServer:
         self.admin_port = config.admin_port
 
     async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()  # what did start (the upstream session, a listener) stops
+            raise
+
+    async def _start(self) -> None:
         await self.gateway.start()
         limits = Limits(max_body_size=self.config.max_body_size,
                         body_timeout=self.config.body_timeout)
