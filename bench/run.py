@@ -1,11 +1,18 @@
 """`make bench`: every benchmark of the project, each bounded in count and time.
 
 The gateway's (bench/gateway/run.py; its options pass through, see ``--help``), then the
-operator's (bench/operator/run.py, in its own process: it runs its own control plane).
-Both rewrite their generated sections of docs/benchmarks.md."""
+operator's (bench/operator/run.py) and the gateway fleet's (bench/fleet/run.py), each in
+its own process: they run their own control plane. Each rewrites its generated section
+of docs/benchmarks.md.
+
+``--only NAME`` (repeatable: gateway, operator, fleet) runs only those; the other options
+go to the gateway's, or to the one benchmark selected. ``--quick`` reaches the gateway's
+and the fleet's smoke modes (the operator's has none)."""
 
 from __future__ import annotations
 
+import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,11 +23,33 @@ sys.path.insert(0, str(HERE / "gateway"))
 
 import run as gateway_bench  # noqa: E402  (bench/gateway/run.py, found via the path above)
 
+BENCHMARKS = ("gateway", "operator", "fleet")
+
 
 def main() -> int:
-    gateway = gateway_bench.main()
-    operator = subprocess.run([sys.executable, str(HERE / "operator" / "run.py")], check=False)
-    return gateway or operator.returncode
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--only", action="append", choices=BENCHMARKS)
+    selected, rest = parser.parse_known_args()
+    only = selected.only or list(BENCHMARKS)
+    # Options for one benchmark alone go to it; with several, to the gateway's.
+    single = only[0] if len(only) == 1 else None
+    command = " ".join(["bench/run.py", *sys.argv[1:]])
+    if os.environ.get("MAKELEVEL"):
+        command = "make bench" + (f' BENCH_ARGS="{" ".join(sys.argv[1:])}"'
+                                  if sys.argv[1:] else "")
+    codes = []
+    if "gateway" in only:
+        codes.append(gateway_bench.main(rest))
+    if "operator" in only:
+        extra = rest if single == "operator" else []
+        codes.append(subprocess.run(
+            [sys.executable, str(HERE / "operator" / "run.py"), *extra], check=False).returncode)
+    if "fleet" in only:
+        extra = rest if single == "fleet" else [a for a in rest if a == "--quick"]
+        codes.append(subprocess.run(
+            [sys.executable, str(HERE / "fleet" / "run.py"), *extra, "--command", command],
+            check=False).returncode)
+    return next((code for code in codes if code), 0)
 
 
 if __name__ == "__main__":

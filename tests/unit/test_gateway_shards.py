@@ -139,3 +139,12 @@ async def test_five_thousand_endpoints_in_eight_shards_load_fast_and_small() -> 
         assert time.perf_counter() - started < took
     finally:
         await gateway.close()
+
+
+async def test_a_draining_replica_keeps_its_share_of_the_rate_limit(gateway: Gateway) -> None:
+    gateway.set_replicas(3)
+    gateway.begin_shutdown()
+    # It has left the Service's ready endpoints, but still answers for the shutdown delay:
+    # taking the full rpm then would let the fleet exceed the limit.
+    gateway.set_replicas(2)
+    assert gateway.limiter.replicas == 3

@@ -190,7 +190,12 @@ class Gateway:
         self.metrics.ready.set(0)
 
     def set_replicas(self, replicas: int) -> None:
-        """How many ready gateways share each rate limit (``--peers-service``)."""
+        """How many ready gateways share each rate limit (``--peers-service``). Frozen
+        once draining: this replica has left the ready count but still answers for the
+        shutdown delay, and with the smaller count every replica would allow more than
+        its share while the others re-share."""
+        if self.draining:
+            return
         before = self.limiter.replicas
         self.limiter.set_replicas(replicas)
         if self.limiter.replicas != before:
