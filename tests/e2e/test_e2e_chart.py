@@ -38,9 +38,13 @@ def test_every_pod_of_the_release_is_ready_without_restarts(
 def test_kubectl_logs_reach_the_kubelet(kubectl: Kubectl, installation: Installation):
     pod = pods(kubectl, installation.namespace, installation.selector)[0]
     for container in ("operator", "gateway"):
-        logs = kubectl.run("logs", "-n", installation.namespace, pod["metadata"]["name"],
-                           "-c", container)
-        assert logs.stdout.strip(), container
+        # Polled: a container may be Ready a moment before its first line (the operator
+        # has no readiness probe; kopf logs once its start-up handler is done).
+        def logged(container: str = container) -> bool:
+            return bool(kubectl.run("logs", "-n", installation.namespace,
+                                    pod["metadata"]["name"], "-c", container).stdout.strip())
+
+        poll(logged, timeout=30, interval=0.5, message=f"no log line from the {container}")
 
 
 def test_a_pod_in_another_namespace_gets_a_completion_and_a_stream_at_the_status_url(

@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 import kopf
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from inference_operator.api.gateway_config import Shards
 from inference_operator.api.models import GROUP
@@ -124,6 +125,9 @@ async def watch_fleet(controller: Controller) -> None:
             await controller.fleet.refresh()
         except asyncio.CancelledError:
             raise
+        except ApiException as error:  # the API server busy or away: said, not a bug
+            log.warning("fleet watcher: the API server answered %s %s; retrying",
+                        error.status, error.reason)
         except Exception:
             log.exception("fleet watcher cycle failed; retrying")
         await asyncio.sleep(config.gateway_poll_seconds)
