@@ -48,7 +48,7 @@ import aiohttp
 from kubernetes import client, config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/common.py
-from common import percentile
+from common import percentile, splice_section
 
 from inference_operator.api.gateway_config import Record, Shard, Shards
 from inference_operator.controlplane import launcher
@@ -642,14 +642,7 @@ def section(result: dict[str, Any]) -> str:
 
 def write_report(path: Path, result: dict[str, Any]) -> None:
     """Rewrite the generated section between the markers (appended if missing)."""
-    body = f"{START}\n{section(result)}\n{END}"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        text = before + body + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n## Gateway fleet\n\n" + body + "\n"
-    path.write_text(text)
+    splice_section(path, START, END, f"{START}\n{section(result)}\n{END}", "Gateway fleet")
 
 
 def machine() -> dict[str, Any]:

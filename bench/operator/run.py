@@ -30,7 +30,7 @@ from typing import Any
 from kubernetes import client, config, watch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/common.py
-from common import percentile
+from common import percentile, splice_section
 
 from inference_operator.api.generate import crd_yaml
 from inference_operator.api.models import GROUP, PLURAL, VERSION
@@ -174,13 +174,7 @@ def write_report(path: Path, result: dict[str, Any]) -> None:
                f"`{result['command']}` on {result['machine']}, {result['date']}.\n\n"
                "| measure | result | target | |\n| --- | --- | --- | --- |\n"
                f"{table}\n{END}")
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        text = before + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n## Operator\n\n" + section + "\n"
-    path.write_text(text)
+    splice_section(path, START, END, section, "Operator")
 
 
 def main() -> int:

@@ -24,15 +24,12 @@ import pytest
 from e2e_support import (
     Installation,
     deploy_emulator,
-    diagnostics,
     elapsed,
     endpoint,
-    helm,
-    image_values,
+    install_chart,
     namespace,
 )
 
-from inference_operator.checkout import checkout_path
 from inference_operator.controlplane import binaries, images, launcher, node
 from inference_operator.controlplane.kubectl import Kubectl
 
@@ -40,8 +37,6 @@ ENABLED = os.environ.get("INFERENCE_OPERATOR_E2E") == "1"
 EXISTING = os.environ.get("USE_EXISTING_CLUSTER", "").lower() == "true"
 # Only with an existing cluster: the local node has no registry to pull it from.
 IMAGE = os.environ.get("E2E_IMAGE", "") if EXISTING else ""
-RELEASE = "e2e"
-RELEASE_NAMESPACE = "e2e-system"  # one for every helm release: the CRD it keeps says so
 
 
 def _unavailable() -> str | None:
@@ -130,19 +125,7 @@ def installation(cluster, kubectl: Kubectl, project_image: tuple[str, str | None
     """The chart, installed with helm (image: the local one; upstream: the emulator, still
     verified through its Models API); uninstalled when the module is done. Modules that
     install otherwise override this fixture."""
-    ns = namespace(kubectl, RELEASE_NAMESPACE, fixed=True)
-    installed = Installation(
-        namespace=ns, deployment=f"{RELEASE}-inference-operator",
-        selector=f"app.kubernetes.io/instance={RELEASE}",
-        service=f"{RELEASE}-inference-operator-gateway")
-    result = helm(cluster, "install", RELEASE, str(checkout_path("charts", "inference-operator")),
-                  "--namespace", ns, *image_values(project_image[0]),
-                  "--set", f"anthropicBaseUrl={emulator}", "--wait", "--timeout=180s")
-    assert result.returncode == 0, (
-        f"helm install failed: {result.stderr}\n{diagnostics(kubectl, cluster, ns)}")
-    yield installed
-    helm(cluster, "uninstall", RELEASE, "--namespace", ns, "--ignore-not-found", "--wait",
-         "--timeout=120s")
+    yield from install_chart(cluster, kubectl, project_image[0], emulator)
 
 
 @dataclass(frozen=True)

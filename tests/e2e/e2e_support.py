@@ -8,11 +8,13 @@ import subprocess
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
 from typing import Any, Protocol
 
+from inference_operator.checkout import checkout_path
 from inference_operator.controlplane import binaries
 from inference_operator.controlplane.dns import CLUSTER_DOMAIN
 from inference_operator.controlplane.kubectl import Kubectl
@@ -26,6 +28,8 @@ RUN_AS = {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
           "seccompProfile": {"type": "RuntimeDefault"}}
 CLIENT_PROGRAM = (Path(__file__).parent / "client_pod.py").read_text()
 MODEL = "claude-sonnet-4-5"
+RELEASE = "e2e"
+RELEASE_NAMESPACE = "e2e-system"  # one for every helm release: the CRD it keeps says so
 EMULATOR_PORT = 8088
 
 
@@ -101,6 +105,25 @@ def deploy_emulator(kubectl: Kubectl, cluster: Cluster, image: str, ns: str,
     assert rollout.returncode == 0, diagnostics(kubectl, cluster, ns)
     elapsed(f"emulator Deployment ready in {ns}", started)
     return f"http://anthropic-emulator.{ns}.svc.{CLUSTER_DOMAIN}:{EMULATOR_PORT}"
+
+
+def install_chart(cluster, kubectl: Kubectl, image: str, upstream: str,
+                  *values: str) -> Iterator[Installation]:
+    """``helm install`` of the release with ``--set`` ``values``; uninstalled after."""
+    ns = namespace(kubectl, RELEASE_NAMESPACE, fixed=True)
+    installed = Installation(
+        namespace=ns, deployment=f"{RELEASE}-inference-operator",
+        selector=f"app.kubernetes.io/instance={RELEASE}",
+        service=f"{RELEASE}-inference-operator-gateway")
+    result = helm(cluster, "install", RELEASE, str(checkout_path("charts", "inference-operator")),
+                  "--namespace", ns, *image_values(image), "--set", f"anthropicBaseUrl={upstream}",
+                  *(arg for value in values for arg in ("--set", value)),
+                  "--wait", "--timeout=240s")
+    assert result.returncode == 0, (
+        f"helm install failed: {result.stderr}\n{diagnostics(kubectl, cluster, ns)}")
+    yield installed
+    helm(cluster, "uninstall", RELEASE, "--namespace", ns, "--ignore-not-found", "--wait",
+         "--timeout=120s")
 
 
 def elapsed(label: str, started: float) -> None:

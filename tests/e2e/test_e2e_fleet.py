@@ -23,16 +23,16 @@ import aiohttp
 import pytest
 from e2e_support import (
     EMULATOR_PORT,
+    RELEASE,
     Disruption,
     Installation,
     all_ready,
     completion,
     deploy_emulator,
-    diagnostics,
     elapsed,
     endpoint,
     helm,
-    image_values,
+    install_chart,
     logs,
     namespace,
     parse_loop,
@@ -48,7 +48,6 @@ pytestmark = pytest.mark.skipif(
     os.environ.get("USE_EXISTING_CLUSTER", "").lower() == "true",
     reason="calls each gateway Pod at its IP from the test host: the local node only")
 
-RELEASE = "e2e"
 REPLICAS = 3
 KEYS = ("sk-ant-fleet-first", "sk-ant-fleet-second")  # the emulator's --api-key 0 and 1
 GATEWAY_PORT = 9200
@@ -114,21 +113,8 @@ def fleet_emulator(cluster, kubectl: Kubectl,
 @pytest.fixture(scope="module")
 def installation(cluster, kubectl: Kubectl, project_image: tuple[str, str | None],
                  fleet_emulator: str) -> Iterator[Installation]:
-    ns = namespace(kubectl, "e2e-system", fixed=True)
-    installed = Installation(
-        namespace=ns, deployment=f"{RELEASE}-inference-operator",
-        selector=f"app.kubernetes.io/instance={RELEASE}",
-        service=f"{RELEASE}-inference-operator-gateway")
-    result = helm(cluster, "install", RELEASE, str(checkout_path("charts", "inference-operator")),
-                  "--namespace", ns, *image_values(project_image[0]),
-                  "--set", f"anthropicBaseUrl={fleet_emulator}",
-                  "--set", "gateway.mode=fleet", "--set", f"gateway.replicas={REPLICAS}",
-                  "--wait", "--timeout=240s")
-    assert result.returncode == 0, (
-        f"helm install failed: {result.stderr}\n{diagnostics(kubectl, cluster, ns)}")
-    yield installed
-    helm(cluster, "uninstall", RELEASE, "--namespace", ns, "--ignore-not-found", "--wait",
-         "--timeout=120s")
+    yield from install_chart(cluster, kubectl, project_image[0], fleet_emulator,
+                             "gateway.mode=fleet", f"gateway.replicas={REPLICAS}")
 
 
 @pytest.fixture(scope="module")
