@@ -279,3 +279,17 @@ async def test_concurrent_waits_over_a_slow_rollout_poll_once_per_round(
     # Each round is one delay and one poll, whoever waits.
     assert server.hits <= took / fleet_module.QUICK_POLL_DELAY + 1
     assert server.hits >= 2
+
+
+async def test_the_first_replica_is_waited_for_at_start_up(
+    replicas: Replicas, fleets: Callable[[list[str]], Fleet],
+) -> None:
+    (replica,) = await replicas({SHARD: 1})
+    addresses: list[str] = []
+    fleet = fleets(addresses)
+    # The sidecar's gateway, restarted with the operator, is ready a moment later.
+    asyncio.get_running_loop().call_later(0.3, addresses.append, replica.url)
+
+    assert await fleet.wait_for_replica(5.0, interval=0.05) is True
+    assert fleet.coverage(at(1)) == Coverage(1, 1)
+    assert await fleets([]).wait_for_replica(0.2, interval=0.05) is False

@@ -63,6 +63,15 @@ class Fleet:
                       if loaded.get(placement.shard, -1) >= placement.generation)
         return Coverage(serving, len(self._loaded))
 
+    async def wait_for_replica(self, within: float, interval: float = 0.5) -> bool:
+        """Poll until some replica is ready, at most ``within`` seconds; whether one is."""
+        deadline = asyncio.get_running_loop().time() + within
+        while True:
+            await self.refresh()
+            if self._loaded or asyncio.get_running_loop().time() >= deadline:
+                return bool(self._loaded)
+            await asyncio.sleep(interval)
+
     async def wait_for(self, placement: Placement, within: float) -> Coverage:
         """The coverage once every ready replica serves ``placement``, or after ``within`` s."""
         deadline = asyncio.get_running_loop().time() + within

@@ -21,6 +21,8 @@ from inference_operator.controller.upstream import UpstreamVerifier
 
 log = logging.getLogger(__name__)
 INDEX_WAIT_SECONDS = 30.0
+# Below the chart's liveness budget (10 s initial delay, 3 failures 20 s apart).
+FIRST_REPLICA_WAIT_SECONDS = 30.0
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
@@ -58,9 +60,13 @@ async def startup(
                   else lambda: kube.ready_addresses(config.gateway_config_namespace,
                                                     config.gateway_service))
     # Both before kopf's first events: the first reconciles then find the statuses they
-    # would write already there, so a restarted operator changes no resource.
+    # would write already there, so a restarted operator changes no resource. In sidecar
+    # mode the gateway restarts with the operator and is ready a few seconds later:
+    # without the wait, every status would say "no gateway replica" for that moment.
     await publisher.load()
-    await fleet.refresh()
+    if not await fleet.wait_for_replica(FIRST_REPLICA_WAIT_SECONDS):
+        log.warning("no gateway replica ready after %.0fs; statuses will say so",
+                    FIRST_REPLICA_WAIT_SECONDS)
     verifier = UpstreamVerifier(config.anthropic_base_url) if config.verify_upstream else None
     controller = Controller(config, kube, publisher, fleet, verifier)
     fleet.on_change = controller.fleet_changed
