@@ -187,8 +187,11 @@ class ThreadedStack:
     """The emulator and a gateway on an event loop in a thread of their own, for
     synchronous clients (schemathesis, hypothesis) that would block a test's loop."""
 
-    def __init__(self, **overrides: Any) -> None:
+    def __init__(self, kube: Callable[[], Awaitable[Any]] | None = None,
+                 **overrides: Any) -> None:
+        """``kube``: how the gateway reaches the API server (GatewayServer's)."""
         self._overrides = overrides
+        self._kube = kube
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
                                         name="gateway-stack")
@@ -205,7 +208,8 @@ class ThreadedStack:
 
     async def _start(self) -> None:
         self.emulator = await start_emulator()
-        self.server = GatewayServer(gateway_config(self.emulator.url, **self._overrides))
+        self.server = GatewayServer(gateway_config(self.emulator.url, **self._overrides),
+                                    kube=self._kube)
         await self.server.start()
 
     def __exit__(self, *_: object) -> None:

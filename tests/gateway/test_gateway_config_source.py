@@ -17,60 +17,19 @@ from typing import Any
 
 import aiohttp
 import pytest
-from gateway_support import MODEL, RunningEmulator, RunningGateway, gateway_config, metric
-from kubernetes_asyncio import client, config
+from gateway_support import RunningEmulator, RunningGateway, gateway_config, metric
+from kube_support import BASE, KEY_A, KEY_B, SHARDS, ShardWriter, connect_as, record
+from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from inference_operator.api.gateway_config import DATA_KEY, Shard, Shards, empty_secret
+from inference_operator.api.gateway_config import DATA_KEY
 from inference_operator.controlplane.kubectl import Kubectl
 from inference_operator.devstack.processes import Service
 from inference_operator.gateway.server import GatewayServer
 from inference_operator.loopback import free_port
 from inference_operator.waiting import poll_async
 
-BASE = "gw-config"
-SHARDS = Shards(BASE, 2)
-KEY_A, KEY_B = "fake-key-shard-A-1c2d3e", "fake-key-shard-B-4f5a6b"
 COMPLETION = "/_inference/completion/{}"
-
-
-async def connect_as(kubeconfig: Path) -> client.ApiClient:
-    configuration = client.Configuration()
-    await config.load_kube_config(config_file=str(kubeconfig),
-                                  client_configuration=configuration)
-    return client.ApiClient(configuration)
-
-
-def record(inference_id: str, key: str = KEY_A) -> dict[str, Any]:
-    """As the operator writes it (Endpoint.stored())."""
-    return {"inference_id": inference_id, "task_type": "completion", "service": "anthropic",
-            "service_settings": {"api_key": key, "model_id": MODEL,
-                                 "rate_limit": {"requests_per_minute": 6000}},
-            "task_settings": {"max_tokens": 64}}
-
-
-class ShardWriter:
-    """Writes the shard Secrets of one namespace, as the operator and installer do."""
-
-    def __init__(self, core: client.CoreV1Api, namespace: str) -> None:
-        self.core, self.namespace = core, namespace
-
-    async def write(self, index: int, generation: int, *records: dict[str, Any]) -> None:
-        await self.put(index, Shard(generation, records).encode())
-
-    async def put(self, index: int, data: dict[str, str] | None) -> None:
-        body = empty_secret(SHARDS.name(index), self.namespace)
-        if data is not None:
-            body["data"] = data
-        try:
-            await self.core.replace_namespaced_secret(SHARDS.name(index), self.namespace, body)
-        except ApiException as error:
-            if error.status != 404:
-                raise
-            await self.core.create_namespaced_secret(self.namespace, body)
-
-    async def delete(self, index: int) -> None:
-        await self.core.delete_namespaced_secret(SHARDS.name(index), self.namespace)
 
 
 @pytest.fixture

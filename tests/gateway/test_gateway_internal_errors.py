@@ -81,7 +81,7 @@ async def test_a_bug_outside_inference_is_a_500_too(
         gateway: RunningGateway, caplog: pytest.LogCaptureFixture,
         monkeypatch: pytest.MonkeyPatch) -> None:
     await gateway.put()
-    monkeypatch.setattr(gateway.server.gateway, "describe", bug)
+    monkeypatch.setattr(gateway.server.gateway, "select", bug)
     status, _, payload = await gateway.call("GET", "/_inference")
     assert status == 500 and payload == internal_error("/_inference")
     assert traceback_logged(caplog, "/_inference")

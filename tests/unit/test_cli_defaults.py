@@ -160,6 +160,46 @@ def test_gateway_config_mode_options(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert server.GatewayServer(unset).namespace == "team-gw"
 
 
+def test_gateway_auth_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    defaults = gateway_cli.gateway_config(parse("gateway"))
+    assert (defaults.auth, defaults.auth_audience, defaults.auth_cache_seconds,
+            defaults.auth_cache_size, defaults.api_keys_file, defaults.access_log,
+            defaults.caller_metrics_service_account) == (
+        "none", "inference-operator", 10.0, 10_000, None, True, False)
+    config = gateway_cli.gateway_config(parse(
+        "gateway", "--auth", "kubernetes", "--auth-audience", "gw", "--auth-cache-seconds",
+        "2.5", "--auth-cache-size", "50", "--caller-metrics-service-account",
+        "--no-access-log"))
+    assert (config.auth, config.auth_audience, config.auth_cache_seconds,
+            config.auth_cache_size, config.caller_metrics_service_account,
+            config.access_log) == ("kubernetes", "gw", 2.5, 50, True, False)
+    from_environment = gateway_cli.gateway_config(parse("gateway", environ={
+        "INFERENCE_OPERATOR_AUTH": "api-keys", "INFERENCE_OPERATOR_API_KEYS_FILE": "k.yaml"}))
+    assert (from_environment.auth, from_environment.api_keys_file) == ("api-keys",
+                                                                       Path("k.yaml"))
+
+    # Inconsistent combinations: said at start, in the options' words.
+    token = tmp_path / "token"
+    token.write_text("t")
+    keys = tmp_path / "keys.yaml"
+    keys.write_text("api_keys: [{id: a, key_hash: plain, inference_ids: ['*']}]")
+    for argv, problem in [
+        (["--auth", "api-keys"], "--auth api-keys needs --api-keys-file"),
+        (["--api-keys-file", str(keys)], "--api-keys-file goes with --auth api-keys"),
+        (["--auth", "kubernetes", "--auth-audience", ""], "--auth-audience must not be empty"),
+        (["--auth-cache-seconds", "-1"], "--auth-cache-seconds must be 0"),
+        (["--auth-cache-size", "0"], "--auth-cache-size must be at least 1"),
+        (["--auth", "api-keys", "--api-keys-file", str(keys)],
+         f"--api-keys-file {keys}: api_keys.0.key_hash"),
+        (["--auth", "api-keys", "--api-keys-file", str(tmp_path / "absent")],
+         f"--api-keys-file {tmp_path / 'absent'}: cannot read it"),
+    ]:
+        assert gateway_cli.run(parse("gateway", "--admin-token-file", str(token), *argv)) == 2
+        assert f"error: {problem}" in capsys.readouterr().err, argv
+    with pytest.raises(SystemExit):
+        parse("gateway", "--auth", "oidc")
+
+
 @pytest.mark.parametrize(("variable", "value"), [
     ("INFERENCE_OPERATOR_PORT", "nine"),
     ("INFERENCE_OPERATOR_ACCESS_LOG", "maybe"),

@@ -8,6 +8,12 @@ holds a generation, raised by the operator on every change of that shard, and it
 endpoints as the gateway's PUT bodies plus ``inference_id`` and ``task_type`` (the
 records the standalone gateway's state file keeps). A gateway reports, per shard, the
 generation it serves (``/healthz``), which is how the operator knows what is served.
+
+A record may carry, besides the PUT body, ``"owner": {"namespace": NS, "name": NAME}``:
+the InferenceEndpoint it was made from. With ``--auth kubernetes`` the gateway lets a
+caller invoke the endpoint only if RBAC grants it verb ``invoke`` on
+``inferenceendpoints`` NAME in NS (a SubjectAccessReview), and refuses every caller an
+endpoint without an owner. The owner is never shown in the Elasticsearch API's answers.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ DEFAULT_SECRET_NAME = "inference-operator-gateway-config"
 # Enough room for tens of thousands of endpoints below the API server's object size limit.
 DEFAULT_SHARDS = 8
 LABELS = {"app.kubernetes.io/component": "gateway-config"}
+
+# A record's optional owner: {"namespace": NS, "name": NAME} of its InferenceEndpoint.
+OWNER_KEY = "owner"
 
 Record = dict[str, Any]
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from inference_operator.cli.options import add_log_level, config_default, optional_path
+from inference_operator.gateway import auth
 from inference_operator.gateway.retry import RetryPolicy
 from inference_operator.gateway.server import GatewayConfig
 
@@ -51,8 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--body-timeout", type=float, default=_default("body_timeout"),
                         help="seconds for a request body to arrive once its head has, else 408 and "
                              "the connection closes")
-    parser.add_argument("--access-log", action="store_true", default=_default("access_log"),
-                        help="log every request")
+    parser.add_argument("--access-log", action=argparse.BooleanOptionalAction,
+                        default=_default("access_log"),
+                        help="one JSON line per request on stdout: time, caller, endpoint, "
+                             "status, tokens, latency (probes and scrapes left out)")
     parser.add_argument("--config-secret", default=_default("config_secret"), metavar="NAME",
                         help="config mode: read the endpoints from the Secrets NAME-0 .. "
                              "NAME-<shards - 1> that the operator writes, with no admin "
@@ -75,6 +78,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=_default("shutdown_timeout"), metavar="SECONDS",
                         help="seconds, after that, for requests and streams in flight to "
                              "finish")
+    parser.add_argument("--auth", choices=auth.MODES, default=_default("auth"), metavar="MODE",
+                        help="who may call the public listener: anybody (none); Kubernetes "
+                             "tokens with RBAC verb invoke on the endpoint's "
+                             "InferenceEndpoint (kubernetes); the keys of --api-keys-file "
+                             "(api-keys)")
+    parser.add_argument("--auth-audience", default=_default("auth_audience"),
+                        metavar="AUDIENCE",
+                        help="kubernetes: the audience callers' tokens must be meant for")
+    parser.add_argument("--auth-cache-seconds", type=float,
+                        default=_default("auth_cache_seconds"), metavar="SECONDS",
+                        help="kubernetes: longest reuse of an authentication or "
+                             "authorization decision (never past the token's expiry); so "
+                             "also how long a revoked RoleBinding may still let a caller in")
+    parser.add_argument("--auth-cache-size", type=int, default=_default("auth_cache_size"),
+                        metavar="N",
+                        help="kubernetes: decisions kept, for tokens and for access each "
+                             "(least recently used go first)")
+    parser.add_argument("--api-keys-file", type=optional_path, default=_default("api_keys_file"),
+                        metavar="FILE",
+                        help="api-keys: YAML or JSON of Elasticsearch-style API keys, each "
+                             "an id, a hashed key and the inference ids it may call "
+                             "(docs/gateway.md; read once at start)")
+    parser.add_argument("--caller-metrics-service-account", action="store_true",
+                        default=_default("caller_metrics_service_account"),
+                        help="label the per-caller metrics with the ServiceAccount (or API "
+                             "key id) too, not only the namespace: a series per account")
     add_log_level(parser)
 
 
@@ -87,12 +116,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     from inference_operator.cli.serving import run_until_signal, setup_logging
+    from inference_operator.gateway import accesslog
     from inference_operator.gateway.server import GatewayServer
 
+    try:  # the options' consistency and the API keys file
+        server = GatewayServer(gateway_config(args, token))
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     setup_logging(args.log_level)
-    server = GatewayServer(gateway_config(args, token))
+    if args.access_log:
+        accesslog.to_stdout()
     unconfigured: tuple[type[Exception], ...] = ()
-    if args.config_secret:  # kubernetes_asyncio is imported in config mode only
+    if args.config_secret or args.peers_service or args.auth == auth.KUBERNETES:
+        # kubernetes_asyncio is imported only when the cluster is used
         from inference_operator.kubeclient import Unconfigured
         unconfigured = (Unconfigured,)
     try:
@@ -154,4 +191,10 @@ def gateway_config(args: argparse.Namespace, admin_token: str = "") -> GatewayCo
         peers_service=args.peers_service,
         shutdown_delay=args.shutdown_delay,
         shutdown_timeout=args.shutdown_timeout,
+        auth=args.auth,
+        auth_audience=args.auth_audience,
+        auth_cache_seconds=args.auth_cache_seconds,
+        auth_cache_size=args.auth_cache_size,
+        api_keys_file=args.api_keys_file,
+        caller_metrics_service_account=args.caller_metrics_service_account,
     )

@@ -1,6 +1,6 @@
 """A configured inference endpoint and its three renderings: the filtered config that
-responses show (no key), the record the state file keeps (with the key), and the
-Messages API parameters of a request."""
+responses show (no key, no owner), the record the state file and the configuration
+shards keep (with both), and the Messages API parameters of a request."""
 
 from __future__ import annotations
 
@@ -11,9 +11,31 @@ from typing import Any
 from pydantic import SecretStr
 
 from inference_operator.api.elasticsearch_body import TaskSettingsOverride
+from inference_operator.api.gateway_config import OWNER_KEY
 from inference_operator.api.settings import Service, TaskSettings
+from inference_operator.gateway import errors
 from inference_operator.gateway.ratelimit import Bucket
 from inference_operator.gateway.upstream import Client
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The InferenceEndpoint an endpoint was made from: what RBAC is asked about."""
+
+    namespace: str
+    name: str
+
+    @classmethod
+    def parse(cls, value: Any) -> Owner:
+        """From a record's ``owner``; ESError (so the record is refused) when malformed."""
+        if (isinstance(value, dict) and set(value) == {"namespace", "name"}
+                and all(isinstance(v, str) and v for v in value.values())):
+            return cls(value["namespace"], value["name"])
+        raise errors.bad_request(
+            f"[{OWNER_KEY}] must be an object with the non-empty strings [namespace] and [name]")
+
+    def record(self) -> dict[str, str]:
+        return {"namespace": self.namespace, "name": self.name}
 
 
 @dataclass(frozen=True, eq=False)
@@ -26,6 +48,7 @@ class Endpoint:
     api_key: SecretStr = field(repr=False)
     client: Client = field(repr=False)
     bucket: Bucket = field(repr=False)
+    owner: Owner | None = None  # none: not made by the operator (the admin API)
 
     def public(self) -> dict[str, Any]:
         """As Elasticsearch prints a stored config: the key left out entirely."""
@@ -41,9 +64,13 @@ class Endpoint:
         }
 
     def stored(self) -> dict[str, Any]:
-        """A PUT body plus the id: restoring it goes through the same validation."""
+        """A PUT body plus the id (and the owner): restoring it goes through the same
+        validation. Equal to the record it was made from, so an unchanged shard record
+        keeps its endpoint."""
         record = self.public()
         record["service_settings"]["api_key"] = self.api_key.get_secret_value()
+        if self.owner is not None:
+            record[OWNER_KEY] = self.owner.record()
         return record
 
     @cached_property

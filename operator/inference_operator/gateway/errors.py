@@ -60,6 +60,34 @@ def unauthorized(path: str) -> ESError:
     )
 
 
+# The realm of the public listener's challenges (``WWW-Authenticate``).
+REALM = "inference-operator"
+BEARER_CHALLENGE = f'Bearer realm="{REALM}"'
+API_KEY_CHALLENGE = "ApiKey"  # as Elasticsearch sends it
+
+
+def unauthenticated(path: str, challenge: str, *, given: bool) -> ESError:
+    """No usable credentials: none (``given`` false), or ones that did not authenticate.
+    Never quotes them."""
+    reason = (f"unable to authenticate with the provided credentials for REST request [{path}]"
+              if given else f"missing authentication credentials for REST request [{path}]")
+    return ESError(401, "security_exception", reason, headers={"WWW-Authenticate": challenge})
+
+
+def forbidden(caller: str, inference_id: str, why: str) -> ESError:
+    return ESError(403, "security_exception",
+                   f"action [invoke] is unauthorized for user [{caller}] on inference endpoint "
+                   f"[{inference_id}]: {why}")
+
+
+def auth_unavailable() -> ESError:
+    # 503, not 401 (the credentials may be fine) nor 500 (no bug): the API server that
+    # reviews them did not answer; a retry may succeed.
+    return ESError(503, "status_exception",
+                   "cannot check the caller's credentials now: the Kubernetes API server did "
+                   "not answer the review; try again", headers={"Retry-After": "1"})
+
+
 def method_not_allowed(path: str, method: str, allowed: list[str], hint: str = "") -> ESError:
     return ESError(
         405, "status_exception",

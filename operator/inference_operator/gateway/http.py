@@ -1,6 +1,7 @@
-"""The two HTTP listeners: public (read and inference) and admin (everything, behind a
-bearer token). Every response carries ``X-Elastic-Product: Elasticsearch``, which the
-official clients require, and every error has the Elasticsearch shape."""
+"""The two HTTP listeners: public (read and inference, for the callers ``--auth`` lets
+in) and admin (everything, behind its own bearer token). Every response carries
+``X-Elastic-Product: Elasticsearch``, which the official clients require, and every error
+has the Elasticsearch shape."""
 
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from inference_operator.api.elasticsearch_body import InferenceRequestBody
-from inference_operator.gateway import errors, jsoncodec, openapi, routes, validation
+from inference_operator.gateway import accesslog, errors, jsoncodec, openapi, routes, validation
+from inference_operator.gateway.auth.caller import ADMIN, ANONYMOUS, Access, Caller
 from inference_operator.gateway.endpoints import Endpoint
 from inference_operator.gateway.errors import ESError
-from inference_operator.gateway.metrics import UNKNOWN_ID
+from inference_operator.gateway.metrics import UNKNOWN_ID, Usage
 from inference_operator.gateway.routes import Action, Route
 from inference_operator.gateway.service import Gateway
 from inference_operator.gateway.timeunits import TimeValue, parse_time_value
@@ -41,10 +43,16 @@ GATEWAY = web.AppKey("gateway", Gateway)
 ADMIN_TOKEN = web.AppKey("admin_token", str)
 LIMITS = web.AppKey("limits", Limits)
 OPENAPI = web.AppKey("openapi", bytes)
-# What a handler tells the middleware (_answer): the route, once matched; the endpoint's
-# id for the metrics, once resolved; a stream's response, once its errors are events.
+# The public listener's callers (absent: --auth none, anybody); whether to access-log.
+ACCESS = web.AppKey("access", Access)
+ACCESS_LOG = web.AppKey("access_log", bool)
+# What a handler tells the middleware (_answer): the route, once matched; the caller,
+# once authenticated; the endpoint's id for the metrics, once resolved; the tokens used;
+# a stream's response, once its errors are events.
 ROUTE = web.RequestKey("route", Route)
+CALLER = web.RequestKey("caller", Caller)
 INFERENCE_ID = web.RequestKey("inference_id", str)
+USAGE = web.RequestKey("usage", Usage)
 EVENTS = web.RequestKey("events", web.StreamResponse)
 CLIENT_CLOSED = 499  # nginx's code for "the client went away", used as a metrics label
 # The routes whose requests are measured, with their metrics' "stream" label.
@@ -59,15 +67,20 @@ _DONE = b"event: message\ndata: [DONE]\n\n"
 
 
 def build_app(gateway: Gateway, *, admin_token: str | None = None,
-              limits: Limits | None = None) -> web.Application:
-    """The admin listener when ``admin_token`` is given, else the public one."""
+              limits: Limits | None = None, access: Access | None = None,
+              access_log: bool = False) -> web.Application:
+    """The admin listener when ``admin_token`` is given, else the public one, whose
+    callers ``access`` checks (None: nobody is checked)."""
     limits = limits or Limits()
     # client_max_size also stops bodies without Content-Length (chunked) at the limit.
     app = web.Application(client_max_size=limits.max_body_size, middlewares=[_answer])
     app[GATEWAY] = gateway
     app[LIMITS] = limits
+    app[ACCESS_LOG] = access_log
     if admin_token is not None:
         app[ADMIN_TOKEN] = admin_token
+    elif access is not None:
+        app[ACCESS] = access
     # Rendered once: the document depends only on the listener.
     app[OPENAPI] = jsoncodec.dumps(openapi.document(admin=admin_token is not None))
     app.on_response_prepare.append(_product_header)
@@ -92,8 +105,9 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 @web.middleware
 async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every route's failures, answered in one place in the Elasticsearch shape, and the
-    inference routes' request metrics (status 499 when the client went away)."""
+    """Every route's failures, answered in one place in the Elasticsearch shape; the
+    inference routes' request metrics (status 499 when the client went away), per
+    endpoint and per caller; the access log."""
     started = time.monotonic()
     status = CLIENT_CLOSED  # unless an answer is made below
     try:
@@ -117,13 +131,22 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         status = failure.status
         return response
     finally:
+        elapsed = time.monotonic() - started
         route = request.get(ROUTE)
         if route is not None and route.action in _STREAM_LABEL:
             inference_id = request.get(INFERENCE_ID, UNKNOWN_ID)
             stream = _STREAM_LABEL[route.action]
             metrics = request.app[GATEWAY].metrics
             metrics.requests.labels(inference_id, stream, str(status)).inc()
-            metrics.duration.labels(inference_id, stream).observe(time.monotonic() - started)
+            metrics.duration.labels(inference_id, stream).observe(elapsed)
+            caller = request.get(CALLER)
+            if caller is not None:
+                metrics.count_call(inference_id, caller, status, request.get(USAGE) or Usage())
+        if request.app[ACCESS_LOG] and request.path not in _PROBES:
+            accesslog.write(listener="admin" if ADMIN_TOKEN in request.app else "public",
+                            caller=request.get(CALLER), method=request.method,
+                            path=request.path, inference_id=request.get(INFERENCE_ID),
+                            status=status, usage=request.get(USAGE), latency=elapsed)
 
 
 async def _error(request: web.Request, error: ESError) -> web.StreamResponse:
@@ -154,9 +177,15 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
         if request.method not in ("GET", "HEAD"):
             raise errors.method_not_allowed(request.path, request.method, ["GET"])
         return _PROBES[request.path](gateway)
-    if admin and not _authorized(request):
-        raise errors.unauthorized(request.path)
+    if admin:
+        if not _authorized(request):
+            raise errors.unauthorized(request.path)
+        request[CALLER] = ADMIN
     route = request[ROUTE] = routes.match(request.method, request.path, admin=admin)
+    if not admin:
+        access = request.app.get(ACCESS)
+        request[CALLER] = ANONYMOUS if access is None else await access.authenticate(
+            request.headers.get("Authorization"), request.path)
     if request.query_string:  # the hot path has none: no cost there
         _check_parameters(request, route)
     return await _HANDLERS[route.action](request, gateway, route)
@@ -243,11 +272,29 @@ async def _openapi(request: web.Request, gateway: Gateway, route: Route) -> web.
 
 
 async def _list(request: web.Request, gateway: Gateway, route: Route) -> web.Response:
-    return _json(gateway.describe(None, route.task_type))
+    endpoints = gateway.select(None, route.task_type)
+    access = request.app.get(ACCESS)
+    if access is not None:  # only what the caller may invoke
+        endpoints = await access.visible(request[CALLER], endpoints)
+    return _json(gateway.render(endpoints))
 
 
 async def _get(request: web.Request, gateway: Gateway, route: Route) -> web.Response:
-    return _json(gateway.describe(route.inference_id, route.task_type))
+    await _authorize(request, gateway, route)
+    return _json(gateway.render(gateway.select(route.inference_id, route.task_type)))
+
+
+async def _authorize(request: web.Request, gateway: Gateway, route: Route) -> None:
+    """Whether the caller may invoke the endpoint the route names: checked before its
+    body is read, and before a 404 would tell that it does not exist."""
+    access = request.app.get(ACCESS)
+    if access is None:
+        return
+    assert route.inference_id is not None
+    endpoint = gateway.find(route.inference_id)
+    if endpoint is not None:
+        request[INFERENCE_ID] = endpoint.inference_id  # a 403 counts under its endpoint
+    await access.authorize(request[CALLER], route.inference_id, endpoint)
 
 
 async def _create(request: web.Request, gateway: Gateway, route: Route) -> web.Response:
@@ -286,17 +333,22 @@ def _resolve(request: web.Request, gateway: Gateway, route: Route) -> Endpoint:
 
 
 async def _infer(request: web.Request, gateway: Gateway, route: Route) -> web.Response:
+    await _authorize(request, gateway, route)
     timeout, body = await _inference_request(request, route)
-    return _json(await gateway.complete(_resolve(request, gateway, route), body, timeout))
+    usage = request[USAGE] = Usage()
+    return _json(await gateway.complete(_resolve(request, gateway, route), body, timeout,
+                                        usage))
 
 
 async def _stream(request: web.Request, gateway: Gateway, route: Route) -> web.StreamResponse:
+    await _authorize(request, gateway, route)
     timeout, body = await _inference_request(request, route)
     # From here on failures are events: request parsing fails as plain JSON, like a REST
     # handler; failures of the action itself are reported in the event stream, as
     # Elasticsearch's SSE listener does.
     response = request[EVENTS] = web.StreamResponse(headers=_SSE_HEADERS)
-    texts = await gateway.stream(_resolve(request, gateway, route), body, timeout)
+    usage = request[USAGE] = Usage()
+    texts = await gateway.stream(_resolve(request, gateway, route), body, timeout, usage)
     try:
         await response.prepare(request)
         async for text in texts:

@@ -1,12 +1,18 @@
-"""Prometheus metrics, per endpoint. Each gateway has its own registry (several can run
-in one process, as in tests). Labels are inference ids, never anything from a key."""
+"""Prometheus metrics, per endpoint, and per caller for who spent what. Each gateway has
+its own registry (several can run in one process, as in tests). Labels are inference ids
+and callers' namespaces (with ``caller_service_account``, their ServiceAccounts or API
+key ids), never anything from a key or a credential."""
 
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
+
+if TYPE_CHECKING:
+    from inference_operator.gateway.auth.caller import Caller
 
 # Requests for ids that do not exist are counted under this label: client-chosen ids
 # must not create new series.
@@ -34,10 +40,23 @@ class Labelled(Generic[M]):
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
+@dataclass
+class Usage:
+    """The tokens one request used, as the upstream reported them."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
 class GatewayMetrics:
-    def __init__(self) -> None:
+    def __init__(self, *, caller_service_account: bool = False) -> None:
+        """``caller_service_account``: label the per-caller metrics with the caller's
+        ServiceAccount (or API key id) too, not only its namespace: one series per
+        account, so off by default."""
         self.registry = CollectorRegistry()
         r = self.registry
+        self.caller_service_account = caller_service_account
+        caller = ["caller_namespace", "caller_service_account"][:1 + caller_service_account]
         self.requests = Labelled(Counter(
             "inference_gateway_requests", "Inference requests answered, by HTTP status.",
             ["inference_id", "stream", "status"], registry=r))
@@ -60,6 +79,19 @@ class GatewayMetrics:
         self.tokens = Labelled(Counter(
             "inference_gateway_tokens", "Tokens reported by Anthropic.",
             ["inference_id", "kind"], registry=r))
+        # Who spent what: the same, per caller.
+        self.caller_requests = Labelled(Counter(
+            "inference_gateway_caller_requests",
+            "Inference requests answered to authenticated callers, by HTTP status.",
+            ["inference_id", *caller, "status"], registry=r))
+        self.caller_tokens = Labelled(Counter(
+            "inference_gateway_caller_tokens", "Tokens reported by Anthropic, per caller.",
+            ["inference_id", *caller, "kind"], registry=r))
+        self.auth_reviews = Labelled(Counter(
+            "inference_gateway_auth_reviews",
+            "TokenReviews (review=token) and SubjectAccessReviews (review=access) the "
+            "gateway asked the API server, by outcome (allowed, denied, error); cached "
+            "decisions are not counted.", ["review", "outcome"], registry=r))
         self.endpoints = Gauge(
             "inference_gateway_endpoints", "Inference endpoints configured.", registry=r)
         self.ready = Gauge(
@@ -87,10 +119,26 @@ class GatewayMetrics:
             "inference_gateway_client_connections", "Open client connections, by listener.",
             ["listener"], registry=r)
 
-    def count_tokens(self, inference_id: str, input_tokens: Any, output_tokens: Any) -> None:
-        """Counts as reported in an upstream reply; what is not a positive number (absent,
-        or a reply that is odd) is no count, not a failure of the request."""
+    def count_tokens(self, inference_id: str, input_tokens: Any, output_tokens: Any,
+                     usage: Usage | None = None) -> None:
+        """Counts as reported in an upstream reply, also added to the request's ``usage``;
+        what is not a positive number (absent, or a reply that is odd) is no count, not a
+        failure of the request."""
         if isinstance(input_tokens, int) and input_tokens > 0:
             self.tokens.labels(inference_id, "input").inc(input_tokens)
+            if usage is not None:
+                usage.input_tokens += input_tokens
         if isinstance(output_tokens, int) and output_tokens > 0:
             self.tokens.labels(inference_id, "output").inc(output_tokens)
+            if usage is not None:
+                usage.output_tokens += output_tokens
+
+    def count_call(self, inference_id: str, caller: Caller, status: int, usage: Usage) -> None:
+        """One answered inference request of an authenticated caller."""
+        who = ((caller.namespace, caller.account) if self.caller_service_account
+               else (caller.namespace,))
+        self.caller_requests.labels(inference_id, *who, str(status)).inc()
+        if usage.input_tokens:
+            self.caller_tokens.labels(inference_id, *who, "input").inc(usage.input_tokens)
+        if usage.output_tokens:
+            self.caller_tokens.labels(inference_id, *who, "output").inc(usage.output_tokens)

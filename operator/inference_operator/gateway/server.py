@@ -1,7 +1,8 @@
 """Start and stop a gateway: the service plus its listeners, and in config mode its
 Kubernetes watches. Standalone, a public and an admin listener (the operator or a user
 pushes endpoints to the admin one); in config mode (``config_secret``) only the public
-one, the endpoints being read from the configuration shards (gateway/config_source.py)."""
+one, the endpoints being read from the configuration shards (gateway/config_source.py).
+The public listener's callers are checked as ``auth`` says (gateway/auth/)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,10 @@ from aiohttp import web
 
 from inference_operator.anthropic_api import ANTHROPIC_API_URL
 from inference_operator.api.gateway_config import DEFAULT_SHARDS, Shards
+from inference_operator.gateway import auth as modes
+from inference_operator.gateway.auth.caller import Access
 from inference_operator.gateway.http import Limits, build_app
+from inference_operator.gateway.metrics import GatewayMetrics
 from inference_operator.gateway.ratelimit import DEFAULT_QUEUE_CAPACITY, Limiter
 from inference_operator.gateway.retry import RetryPolicy
 from inference_operator.gateway.service import Gateway
@@ -56,7 +60,7 @@ class GatewayConfig:
     require_sync: bool = True
     queue_capacity: int = DEFAULT_QUEUE_CAPACITY
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    access_log: bool = False
+    access_log: bool = True  # one JSON line per request (gateway/accesslog.py)
     max_body_size: int = Limits.max_body_size
     body_timeout: float = Limits.body_timeout
     # aiohttp's keep-alive timer starts when a connection opens and again after each
@@ -75,6 +79,14 @@ class GatewayConfig:
     # more listening and up to shutdown_timeout seconds for requests in flight.
     shutdown_delay: float = 5.0
     shutdown_timeout: float = 20.0
+    # Who may call the public listener (gateway/auth/): none, kubernetes or api-keys.
+    auth: str = modes.NONE
+    auth_audience: str = modes.DEFAULT_AUDIENCE  # kubernetes: the tokens' audience
+    auth_cache_seconds: float = modes.DEFAULT_CACHE_SECONDS  # a decision's longest reuse
+    auth_cache_size: int = modes.DEFAULT_CACHE_SIZE  # decisions kept, per cache
+    api_keys_file: Path | None = None  # api-keys: the keys (read once at start)
+    # The per-caller metrics also by ServiceAccount (or API key id), not only namespace.
+    caller_metrics_service_account: bool = False
 
 
 class GatewayServer:
@@ -89,6 +101,11 @@ class GatewayServer:
             shards = Shards(config.config_secret, config.config_shards).names()
         elif not config.admin_token:
             raise ValueError("the admin token must not be empty")
+        problem = modes.config_problem(
+            config.auth, audience=config.auth_audience, cache_seconds=config.auth_cache_seconds,
+            cache_size=config.auth_cache_size, api_keys_file=config.api_keys_file)
+        if problem is not None:
+            raise ValueError(problem)
         self.config = config
         self.namespace = config.namespace or pod_namespace()
         self.gateway = Gateway(
@@ -98,7 +115,15 @@ class GatewayServer:
             state=StateFile(config.state_file) if config.state_file else None,
             require_sync=config.require_sync,
             shards=shards,
+            metrics=GatewayMetrics(
+                caller_service_account=config.caller_metrics_service_account),
         )
+        self.access: Access | None = None
+        if config.auth == modes.API_KEYS:
+            from inference_operator.gateway.auth.apikeys import ApiKeyAccess, load
+
+            assert config.api_keys_file is not None
+            self.access = ApiKeyAccess(load(config.api_keys_file))
         self._kube = kube
         self._api: ApiClient | None = None
         self._watches: list[asyncio.Task[None]] = []
@@ -117,34 +142,67 @@ class GatewayServer:
         await self.gateway.start()
         limits = Limits(max_body_size=self.config.max_body_size,
                         body_timeout=self.config.body_timeout)
+        uses_cluster = bool(self.gateway.shards or self.config.peers_service
+                            or self.config.auth == modes.KUBERNETES)
+        if uses_cluster:  # only reads the credentials: nothing is asked yet
+            await self._connect()
         # Listening before the configuration is read: /healthz answers (liveness) while
         # /readyz says what is still missing.
-        self.port = await self._listen(build_app(self.gateway, limits=limits),
-                                       self.config.host, self.config.port, "public")
+        self.port = await self._listen(
+            build_app(self.gateway, limits=limits, access=self.access,
+                      access_log=self.config.access_log),
+            self.config.host, self.config.port, "public")
         if not self.gateway.shards:
             self.admin_port = await self._listen(
-                build_app(self.gateway, admin_token=self.config.admin_token, limits=limits),
+                build_app(self.gateway, admin_token=self.config.admin_token, limits=limits,
+                          access_log=self.config.access_log),
                 self.config.admin_host, self.config.admin_port, "admin")
-        if self.gateway.shards or self.config.peers_service:
-            await self._watch_cluster()
+        if uses_cluster:
+            self._watch_cluster()
         # Computed when /metrics is scraped, never per request: what a leak would grow.
         self.gateway.metrics.tasks.set_function(lambda: len(asyncio.all_tasks()))
         if self.gateway.shards:
             log.info("gateway %s listening on %s:%d, upstream %s; endpoints from the "
-                     "Secrets %s/%s-0..%d", self.gateway.boot_id, self.config.host,
+                     "Secrets %s/%s-0..%d; %s", self.gateway.boot_id, self.config.host,
                      self.port, self.config.anthropic_base_url, self.namespace,
-                     self.config.config_secret, self.config.config_shards - 1)
+                     self.config.config_secret, self.config.config_shards - 1, self._callers())
         else:
-            log.info("gateway %s listening: public %s:%d, admin %s:%d, upstream %s",
+            log.info("gateway %s listening: public %s:%d, admin %s:%d, upstream %s; %s",
                      self.gateway.boot_id, self.config.host, self.port,
-                     self.config.admin_host, self.admin_port, self.config.anthropic_base_url)
+                     self.config.admin_host, self.admin_port, self.config.anthropic_base_url,
+                     self._callers())
+            if self.config.auth == modes.KUBERNETES:
+                log.warning("--auth kubernetes without --config-secret: endpoints put on "
+                            "the admin listener have no owner InferenceEndpoint, and every "
+                            "caller is refused them")
 
-    async def _watch_cluster(self) -> None:
+    def _callers(self) -> str:
+        config = self.config
+        if config.auth == modes.KUBERNETES:
+            return (f"callers: Kubernetes tokens of audience {config.auth_audience} "
+                    f"(TokenReview) with RBAC verb invoke on inferenceendpoints "
+                    f"(SubjectAccessReview), decisions kept {config.auth_cache_seconds:g}s")
+        if config.auth == modes.API_KEYS:
+            return f"callers: the API keys of {config.api_keys_file}"
+        return "callers: anybody (--auth none)"
+
+    async def _connect(self) -> None:
         from inference_operator import kubeclient
+
+        self._api = await (self._kube or kubeclient.connect)()
+        if self.config.auth == modes.KUBERNETES:
+            from inference_operator.gateway.auth.kubernetes import KubernetesAccess
+
+            self.access = KubernetesAccess(
+                self._api, self.gateway.metrics, audience=self.config.auth_audience,
+                cache_seconds=self.config.auth_cache_seconds,
+                cache_size=self.config.auth_cache_size)
+
+    def _watch_cluster(self) -> None:
         from inference_operator.gateway.config_source import ConfigSource
         from inference_operator.gateway.peers import Peers
 
-        self._api = await (self._kube or kubeclient.connect)()
+        assert self._api is not None
         if self.gateway.shards:
             self._watches += ConfigSource(self._api, self.namespace, self.gateway).start()
         if self.config.peers_service:
@@ -186,8 +244,8 @@ class GatewayServer:
                                keepalive_timeout=self.config.header_timeout,
                                lingering_time=LINGERING_TIME,
                                shutdown_timeout=self.config.shutdown_timeout,
-                               access_log=logging.getLogger("aiohttp.access")
-                               if self.config.access_log else None)
+                               # Ours instead (gateway/accesslog.py): JSON, with the caller.
+                               access_log=None)
         await runner.setup()
         self._runners.append(runner)
         await web.TCPSite(runner, host, port).start()

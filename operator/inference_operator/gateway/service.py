@@ -13,12 +13,12 @@ from typing import Any, TypeVar
 from pydantic import SecretStr
 
 from inference_operator.api.elasticsearch_body import InferenceRequestBody
-from inference_operator.api.gateway_config import Record, Shard
+from inference_operator.api.gateway_config import OWNER_KEY, Record, Shard
 from inference_operator.api.settings import TaskSettings
 from inference_operator.gateway import errors, validation
-from inference_operator.gateway.endpoints import Endpoint
+from inference_operator.gateway.endpoints import Endpoint, Owner
 from inference_operator.gateway.errors import ESError
-from inference_operator.gateway.metrics import GatewayMetrics
+from inference_operator.gateway.metrics import GatewayMetrics, Usage
 from inference_operator.gateway.ratelimit import Limiter, QueueFull
 from inference_operator.gateway.retry import RetryPolicy, run_with_retries
 from inference_operator.gateway.state import StateFile
@@ -51,12 +51,13 @@ class Gateway:
         state: StateFile | None = None,
         require_sync: bool = True,
         shards: Sequence[str] = (),
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self.upstream = upstream
         self.limiter = limiter or Limiter()
         self.retry = retry or RetryPolicy()
         self.state = state
-        self.metrics = GatewayMetrics()
+        self.metrics = metrics or GatewayMetrics()
         # Changes on every start, so an operator polling /healthz notices a restart.
         self.boot_id = uuid.uuid4().hex
         # Config mode: the shards whose union is the endpoint set. Ready ("synced") once
@@ -117,7 +118,7 @@ class Gateway:
         api_key = body.service_settings.api_key if body.service_settings else current.api_key
         endpoint = self._endpoint(inference_id, current.task_type, api_key, current.model_id,
                                   current.requests_per_minute,
-                                  body.task_settings or current.task_settings)
+                                  body.task_settings or current.task_settings, current.owner)
         self._endpoints[inference_id] = endpoint
         await self._persist()
         log.info("endpoint [%s] updated (%s)", inference_id, ", ".join(
@@ -135,7 +136,8 @@ class Gateway:
         log.info("endpoint [%s] deleted", inference_id)
         return {"acknowledged": True, "pipelines": [], "indexes": []}
 
-    def describe(self, inference_id: str | None, task_type: str | None) -> dict[str, Any]:
+    def select(self, inference_id: str | None, task_type: str | None) -> list[Endpoint]:
+        """What a GET names: every endpoint (of a task type), or one (404 if absent)."""
         if inference_id in (None, "_all", "*"):
             if task_type is not None:
                 validation.check_task_type(task_type)
@@ -143,7 +145,18 @@ class Gateway:
                       if task_type in (None, "any", e.task_type)]
         else:
             chosen = [self._lookup(inference_id, task_type)]
-        return {"endpoints": [e.public() for e in sorted(chosen, key=lambda e: e.inference_id)]}
+        return sorted(chosen, key=lambda e: e.inference_id)
+
+    def describe(self, inference_id: str | None, task_type: str | None) -> dict[str, Any]:
+        return self.render(self.select(inference_id, task_type))
+
+    @staticmethod
+    def render(endpoints: Sequence[Endpoint]) -> dict[str, Any]:
+        """A GET's answer."""
+        return {"endpoints": [e.public() for e in endpoints]}
+
+    def find(self, inference_id: str) -> Endpoint | None:
+        return self._endpoints.get(inference_id)
 
     async def sync(self, raw: bytes) -> dict[str, Any]:
         """The operator's "full sync done": optionally drop every endpoint it did not list,
@@ -275,12 +288,14 @@ class Gateway:
         return endpoint
 
     async def complete(self, endpoint: Endpoint, body: InferenceRequestBody,
-                       time_limit: TimeValue) -> dict[str, Any]:
+                       time_limit: TimeValue, usage: Usage | None = None) -> dict[str, Any]:
+        """``usage``: where this request's token counts are added (the caller's metrics,
+        the access log)."""
         params = endpoint.message_params(_single_input(body), body.task_settings)
         message = await self._within(time_limit, self._call(endpoint, params, False, time_limit))
-        usage = object_at(message, "usage")
-        self.metrics.count_tokens(endpoint.inference_id, usage.get("input_tokens"),
-                                  usage.get("output_tokens"))
+        reported = object_at(message, "usage")
+        self.metrics.count_tokens(endpoint.inference_id, reported.get("input_tokens"),
+                                  reported.get("output_tokens"), usage)
         # Read as leniently as the SDK does (it does not validate a Message either).
         content = message.get("content")
         return {"completion": [{"result": block.get("text")}
@@ -289,15 +304,16 @@ class Gateway:
                 if isinstance(content, list) else []}
 
     async def stream(self, endpoint: Endpoint, body: InferenceRequestBody,
-                     time_limit: TimeValue) -> AsyncGenerator[str, None]:
+                     time_limit: TimeValue,
+                     usage: Usage | None = None) -> AsyncGenerator[str, None]:
         """Open the upstream stream within the timeout (errors raise here), then return
         its text as it arrives; later failures raise ESError from the iterator."""
         params = endpoint.message_params(_single_input(body), body.task_settings)
         upstream = await self._within(time_limit, self._call(endpoint, params, True, time_limit))
-        return self._texts(endpoint, upstream)
+        return self._texts(endpoint, upstream, usage)
 
-    async def _texts(self, endpoint: Endpoint,
-                     upstream: MessageStream) -> AsyncGenerator[str, None]:
+    async def _texts(self, endpoint: Endpoint, upstream: MessageStream,
+                     usage: Usage | None) -> AsyncGenerator[str, None]:
         try:
             async for event in upstream.events():
                 kind = event.get("type")
@@ -311,12 +327,13 @@ class Gateway:
                     if block.get("type") == "text" and block.get("text"):
                         yield block["text"]
                 elif kind == "message_start":
-                    usage = object_at(object_at(event, "message"), "usage")
+                    reported = object_at(object_at(event, "message"), "usage")
                     self.metrics.count_tokens(endpoint.inference_id,
-                                              usage.get("input_tokens"), None)
+                                              reported.get("input_tokens"), None, usage)
                 elif kind == "message_delta":
                     self.metrics.count_tokens(endpoint.inference_id, None,
-                                              object_at(event, "usage").get("output_tokens"))
+                                              object_at(event, "usage").get("output_tokens"),
+                                              usage)
         except UpstreamError as error:
             self.metrics.upstream.labels(endpoint.inference_id, error.label).inc()
             raise self._failure(endpoint, error) from None
@@ -411,20 +428,23 @@ class Gateway:
         ESError when it fails."""
         inference_id = record["inference_id"]
         validation.check_inference_id(inference_id)
+        # The owner is the configuration's, not Elasticsearch's: not part of the PUT body.
+        owner = Owner.parse(record[OWNER_KEY]) if OWNER_KEY in record else None
         body, task_type = validation.parse_put_data(
-            {k: v for k, v in record.items() if k != "inference_id"}, None)
+            {k: v for k, v in record.items() if k not in ("inference_id", OWNER_KEY)}, None)
         settings = body.service_settings
         return self._endpoint(inference_id, task_type, settings.api_key, settings.model_id,
-                              settings.rate_limit.requests_per_minute, body.task_settings)
+                              settings.rate_limit.requests_per_minute, body.task_settings, owner)
 
     def _endpoint(self, inference_id: str, task_type: str, api_key: SecretStr, model_id: str,
-                  requests_per_minute: int, task_settings: TaskSettings) -> Endpoint:
+                  requests_per_minute: int, task_settings: TaskSettings,
+                  owner: Owner | None = None) -> Endpoint:
         key = api_key.get_secret_value()
         return Endpoint(
             inference_id=inference_id, task_type=task_type, model_id=model_id,
             requests_per_minute=requests_per_minute, task_settings=task_settings,
             api_key=api_key, client=self.upstream.client(key),
-            bucket=self.limiter.bucket(key, model_id, requests_per_minute),
+            bucket=self.limiter.bucket(key, model_id, requests_per_minute), owner=owner,
         )
 
     async def _persist(self) -> None:

@@ -1,0 +1,234 @@
+"""``--auth kubernetes``: callers present a Kubernetes token (normally their Pod's
+projected ServiceAccount token with the audience ``inference-operator``) as ``Bearer``;
+a TokenReview tells who they are, a SubjectAccessReview whether RBAC lets them
+``invoke`` the InferenceEndpoint that owns the endpoint. As kube-rbac-proxy does, and
+Kubernetes' own delegated authentication: ``spec.audiences`` is set and the answer's
+``status.audiences`` must hold it (an authenticator that ignored the audience would
+otherwise accept a token meant for somebody else).
+
+Both decisions are cached, positive and negative, for ``cache_seconds`` (and a token's
+never past its ``exp``), so revoking a RoleBinding stops access within that time; see
+auth/cache.py for the bounds. Reviews go through kubernetes_asyncio, never blocking the
+event loop, and are read as raw JSON: the request holds the token and the API server
+sends it back in ``spec``, so neither goes through the client's models or its debug log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from inference_operator.gateway import errors, jsoncodec
+from inference_operator.gateway.auth.cache import DecisionCache
+from inference_operator.gateway.auth.caller import Caller, UserInfo, kubernetes_caller
+from inference_operator.gateway.auth.credentials import credentials, digest, jwt_expiry
+from inference_operator.gateway.metrics import GatewayMetrics
+
+if TYPE_CHECKING:
+    from inference_operator.gateway.endpoints import Endpoint
+
+log = logging.getLogger(__name__)
+# The rest client logs every preloaded response body at DEBUG: a TokenReview's holds the
+# token. (Reviews are not preloaded; this is for anything else on the same client.)
+logging.getLogger("kubernetes_asyncio.client.rest").setLevel(logging.INFO)
+
+GROUP = "inference-operator.dev"
+RESOURCE = "inferenceendpoints"
+VERB = "invoke"
+REVIEW_TIMEOUT = aiohttp.ClientTimeout(total=5, sock_connect=3)
+# A listing of many endpoints in namespaces not granted whole asks one review per
+# endpoint (each cached); this many at a time, so one listing cannot flood the API server.
+LISTING_REVIEWS_IN_FLIGHT = 16
+_WARN_EVERY = 30.0  # seconds between two warnings that reviews fail: not one per request
+
+_HIDDEN = (f"it does not exist, or RBAC grants the user no [{VERB}] on its "
+           f"InferenceEndpoint (kubectl auth can-i {VERB} {RESOURCE}/NAME -n NAMESPACE "
+           f"--as USER)")
+_NO_OWNER = ("it was not made from an InferenceEndpoint (it has no owner), so no caller may "
+             "invoke it with --auth kubernetes")
+
+
+class KubernetesAccess:
+    def __init__(self, api: client.ApiClient, metrics: GatewayMetrics, *, audience: str,
+                 cache_seconds: float, cache_size: int,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time) -> None:
+        self._authentication = client.AuthenticationV1Api(api)
+        self._authorization = client.AuthorizationV1Api(api)
+        self._metrics = metrics
+        self.audience = audience
+        self.cache_seconds = cache_seconds
+        self._wall = wall
+        self._users: DecisionCache[bytes, UserInfo | None] = DecisionCache(cache_size, clock=clock)
+        self._decisions: DecisionCache[tuple[UserInfo, str, str], bool] = DecisionCache(
+            cache_size, clock=clock)
+        self._listing = asyncio.Semaphore(LISTING_REVIEWS_IN_FLIGHT)
+        self._warned = -_WARN_EVERY
+
+    # -- authentication ----------------------------------------------------------------
+
+    async def authenticate(self, authorization: str | None, path: str) -> Caller:
+        given, token = credentials(authorization, "Bearer")
+        if token is None:
+            raise errors.unauthenticated(path, errors.BEARER_CHALLENGE, given=given)
+        key = digest(token)
+        found, user = self._users.cached(key)  # kept no longer than the token's exp
+        if not found:
+            expiry = jwt_expiry(token)
+            # Expired is expired for every authenticator: no review needed to refuse it.
+            if expiry is not None and expiry <= self._wall():
+                raise errors.unauthenticated(path, errors.BEARER_CHALLENGE, given=True)
+            user = await self._users.get(key, lambda: self._review_token(token, expiry))
+        if user is None:
+            raise errors.unauthenticated(path, errors.BEARER_CHALLENGE, given=True)
+        return kubernetes_caller(user)
+
+    async def _review_token(self, token: str,
+                            expiry: float | None) -> tuple[UserInfo | None, float]:
+        status = await self._review(
+            self._authentication.create_token_review,
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+             "spec": {"token": token, "audiences": [self.audience]}}, "token", token)
+        user = _user(status) if (status.get("authenticated") is True and self.audience
+                                 in (status.get("audiences") or ())) else None
+        self._metrics.auth_reviews.labels("token", "denied" if user is None else "allowed").inc()
+        keep = self.cache_seconds if expiry is None else min(self.cache_seconds,
+                                                             expiry - self._wall())
+        return user, keep
+
+    # -- authorization -----------------------------------------------------------------
+
+    async def authorize(self, caller: Caller, inference_id: str,
+                        endpoint: Endpoint | None) -> None:
+        # A missing endpoint gets the answer of a forbidden one: otherwise any caller
+        # could tell which ids other teams use by trying them.
+        if endpoint is None:
+            raise errors.forbidden(caller.name, inference_id, _HIDDEN)
+        if endpoint.owner is None:
+            raise errors.forbidden(caller.name, inference_id, _NO_OWNER)
+        if not await self._allowed(_user_of(caller), endpoint.owner.namespace,
+                                   endpoint.owner.name):
+            raise errors.forbidden(caller.name, inference_id, _HIDDEN)
+
+    async def visible(self, caller: Caller, endpoints: Sequence[Endpoint]) -> list[Endpoint]:
+        """One namespace-wide review per owner namespace (name ""); where that allows,
+        every endpoint there is visible, elsewhere each is asked about by name."""
+        user = _user_of(caller)
+        namespaces: dict[str, list[Endpoint]] = {}
+        for endpoint in endpoints:
+            if endpoint.owner is not None:
+                namespaces.setdefault(endpoint.owner.namespace, []).append(endpoint)
+
+        async def allowed(namespace: str, name: str) -> bool:
+            async with self._listing:
+                return await self._allowed(user, namespace, name)
+
+        async def of(namespace: str, owned: list[Endpoint]) -> list[Endpoint]:
+            if await allowed(namespace, ""):
+                return owned
+            verdicts = await asyncio.gather(*(allowed(namespace, e.owner.name)  # type: ignore[union-attr]
+                                              for e in owned))
+            return [e for e, ok in zip(owned, verdicts, strict=True) if ok]
+
+        shown = {id(e) for group in await asyncio.gather(
+            *(of(namespace, owned) for namespace, owned in namespaces.items())) for e in group}
+        return [e for e in endpoints if id(e) in shown]
+
+    async def _allowed(self, user: UserInfo, namespace: str, name: str) -> bool:
+        if name:
+            # Granted the whole namespace (a listing found out): no review per name.
+            found, everything = self._decisions.cached((user, namespace, ""))
+            if found and everything:
+                return True
+        return await self._decisions.get((user, namespace, name),
+                                         lambda: self._review_access(user, namespace, name))
+
+    async def _review_access(self, user: UserInfo, namespace: str,
+                             name: str) -> tuple[bool, float]:
+        attributes = {"namespace": namespace, "verb": VERB, "group": GROUP,
+                      "resource": RESOURCE, "name": name}
+        spec: dict[str, Any] = {"user": user.username, "groups": list(user.groups),
+                                "extra": {k: list(v) for k, v in user.extra},
+                                "resourceAttributes": attributes}
+        if user.uid:
+            spec["uid"] = user.uid
+        status = await self._review(
+            self._authorization.create_subject_access_review,
+            {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+             "spec": spec}, "access")
+        allowed = status.get("allowed") is True and status.get("denied") is not True
+        self._metrics.auth_reviews.labels("access", "allowed" if allowed else "denied").inc()
+        return allowed, self.cache_seconds
+
+    # -- the API server ----------------------------------------------------------------
+
+    async def _review(self, create: Callable[..., Awaitable[Any]], body: dict[str, Any],
+                      review: str, secret: str | None = None) -> dict[str, Any]:
+        """A review's ``status``; 503 (ESError) when the API server cannot be asked."""
+        try:
+            response = await create(body, _preload_content=False,
+                                    _request_timeout=REVIEW_TIMEOUT)
+            try:
+                raw = await response.read()
+            finally:
+                response.release()
+            status_code = response.status
+            problem = None if status_code in (200, 201) else (
+                f"answered {status_code}: {_message(raw, secret)}")
+            content = jsoncodec.loads(raw) if problem is None else None
+        except ApiException as error:  # never its body: it could hold the request's
+            problem, content = f"refused the call ({error.status} {error.reason})", None
+        except (aiohttp.ClientError, TimeoutError, OSError) as error:
+            problem, content = f"is unreachable ({type(error).__name__}: {error})", None
+        except ValueError:  # not JSON
+            problem, content = "answered something that is not JSON", None
+        if problem is not None or not isinstance(content, dict):
+            self._metrics.auth_reviews.labels(review, "error").inc()
+            self._warn(review, problem or "answered without a status")
+            raise errors.auth_unavailable()
+        status = content.get("status")
+        return status if isinstance(status, dict) else {}
+
+    def _warn(self, review: str, problem: str) -> None:
+        now = time.monotonic()
+        if now - self._warned >= _WARN_EVERY:
+            self._warned = now
+            kind = "TokenReview" if review == "token" else "SubjectAccessReview"
+            log.warning("a %s failed, callers get 503 (the gateway's identity needs create "
+                        "on tokenreviews and subjectaccessreviews, e.g. the ClusterRole "
+                        "system:auth-delegator): the API server %s", kind, problem)
+
+
+def _user(status: dict[str, Any]) -> UserInfo | None:
+    user = status.get("user")
+    if not isinstance(user, dict) or not isinstance(user.get("username"), str) \
+            or not user["username"]:
+        return None
+    groups = user.get("groups") or []
+    extra = user.get("extra") or {}
+    return UserInfo(
+        username=user["username"], uid=str(user.get("uid") or ""),
+        groups=tuple(str(g) for g in groups) if isinstance(groups, list) else (),
+        extra=tuple(sorted((str(k), tuple(str(x) for x in v)) for k, v in extra.items()
+                           if isinstance(v, list))) if isinstance(extra, dict) else ())
+
+
+def _user_of(caller: Caller) -> UserInfo:
+    assert caller.user is not None, "a caller authenticated by a TokenReview"
+    return caller.user
+
+
+def _message(raw: bytes, secret: str | None) -> str:
+    """An API server's Status message, the token masked should it quote it."""
+    try:
+        text = str(jsoncodec.loads(raw).get("message", ""))
+    except (ValueError, AttributeError):
+        text = ""
+    return (text.replace(secret, "<token>") if secret else text)[:300]

@@ -1,0 +1,62 @@
+"""Helpers for the gateway tests against the real kube-apiserver: clients as a given
+identity, and the configuration shards written as the operator writes them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from gateway_support import MODEL
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from inference_operator.api.gateway_config import OWNER_KEY, Shard, Shards, empty_secret
+
+BASE = "gw-config"
+SHARDS = Shards(BASE, 2)
+KEY_A, KEY_B = "fake-key-shard-A-1c2d3e", "fake-key-shard-B-4f5a6b"
+
+
+async def connect_as(kubeconfig: Path) -> client.ApiClient:
+    configuration = client.Configuration()
+    await config.load_kube_config(config_file=str(kubeconfig),
+                                  client_configuration=configuration)
+    return client.ApiClient(configuration)
+
+
+def record(inference_id: str, key: str = KEY_A,
+           owner: tuple[str, str] | None = None) -> dict[str, Any]:
+    """As the operator writes it (Endpoint.stored()); ``owner``: (namespace, name) of its
+    InferenceEndpoint."""
+    written: dict[str, Any] = {
+        "inference_id": inference_id, "task_type": "completion", "service": "anthropic",
+        "service_settings": {"api_key": key, "model_id": MODEL,
+                             "rate_limit": {"requests_per_minute": 6000}},
+        "task_settings": {"max_tokens": 64}}
+    if owner is not None:
+        written[OWNER_KEY] = {"namespace": owner[0], "name": owner[1]}
+    return written
+
+
+class ShardWriter:
+    """Writes the shard Secrets of one namespace, as the operator and installer do."""
+
+    def __init__(self, core: client.CoreV1Api, namespace: str) -> None:
+        self.core, self.namespace = core, namespace
+
+    async def write(self, index: int, generation: int, *records: dict[str, Any]) -> None:
+        await self.put(index, Shard(generation, records).encode())
+
+    async def put(self, index: int, data: dict[str, str] | None) -> None:
+        body = empty_secret(SHARDS.name(index), self.namespace)
+        if data is not None:
+            body["data"] = data
+        try:
+            await self.core.replace_namespaced_secret(SHARDS.name(index), self.namespace, body)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            await self.core.create_namespaced_secret(self.namespace, body)
+
+    async def delete(self, index: int) -> None:
+        await self.core.delete_namespaced_secret(SHARDS.name(index), self.namespace)

@@ -1,0 +1,309 @@
+"""The callers' checks without a server: reading credentials and a JWT's expiry, API keys,
+and how the Kubernetes checks cache (a decision never outlives --auth-cache-seconds nor
+the token's exp; one review per token and per user and endpoint), over a fake API
+server. The real one: tests/gateway/test_gateway_auth.py."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes_asyncio import client
+
+from inference_operator.gateway.auth import apikeys
+from inference_operator.gateway.auth.credentials import credentials, digest, jwt_expiry
+from inference_operator.gateway.auth.kubernetes import KubernetesAccess
+from inference_operator.gateway.endpoints import Owner
+from inference_operator.gateway.errors import ESError
+from inference_operator.gateway.metrics import GatewayMetrics
+
+
+def jwt(payload: Any) -> str:
+    def part(value: Any) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'RS256'})}.{part(payload)}.c2lnbmF0dXJl"
+
+
+def test_credentials_are_read_by_scheme_and_shape() -> None:
+    assert credentials(None, "Bearer") == (False, None)
+    assert credentials("  ", "Bearer") == (False, None)
+    assert credentials("Bearer abc.def-_~+/==", "Bearer") == (True, "abc.def-_~+/==")
+    assert credentials("bearer   abc  ", "Bearer") == (True, "abc")
+    for unusable in ("Basic abc", "Bearer", "Bearer a b", "Bearer é", "Bearer a\x00b",
+                     "Bearerabc", "ApiKey abc"):
+        assert credentials(unusable, "Bearer") == (True, None), unusable
+
+
+def test_the_cache_key_is_not_the_token() -> None:
+    token = jwt({"exp": 1})
+    assert digest(token) == digest(token) != digest(token + "x")
+    assert token.encode() not in digest(token) and len(digest(token)) == 32
+
+
+@pytest.mark.parametrize(("token", "expiry"), [
+    (jwt({"exp": 1_900_000_000}), 1_900_000_000.0),
+    (jwt({"exp": 1.5}), 1.5),
+    (jwt({"sub": "x"}), None),
+    (jwt({"exp": "soon"}), None),
+    (jwt({"exp": True}), None),
+    (jwt([1, 2]), None),
+    (jwt({"exp": 10**400}), None),
+    ("a.%%%.c", None),
+    ("a.b", None),
+    ("opaque-token", None),
+    ("a." + base64.urlsafe_b64encode(b'{"exp": NaN}').decode() + ".c", None),
+])
+def test_a_jwts_expiry_is_read_without_trusting_it(token: str, expiry: float | None) -> None:
+    assert jwt_expiry(token) == expiry
+
+
+# -- API keys --------------------------------------------------------------------------
+
+
+def keys_file(tmp_path: Path, *entries: dict[str, Any]) -> Path:
+    path = tmp_path / "keys.yaml"
+    path.write_text(json.dumps({"api_keys": list(entries)}))  # JSON is YAML
+    return path
+
+
+def api_key(encoded_id: str, key: str) -> str:
+    return "ApiKey " + base64.b64encode(f"{encoded_id}:{key}".encode()).decode()
+
+
+async def test_api_keys_authenticate_by_hash_and_allow_their_ids(tmp_path: Path) -> None:
+    path = keys_file(
+        tmp_path,
+        {"id": "team-a", "key_hash": apikeys.hash_key("secret-a"), "inference_ids": ["a"]},
+        {"id": "ops", "key_hash": apikeys.hash_key("secret-o"), "inference_ids": ["*"]})
+    access = apikeys.ApiKeyAccess(apikeys.load(path))
+    caller = await access.authenticate(api_key("team-a", "secret-a"), "/p")
+    assert (caller.name, caller.namespace, caller.account) == ("api-key:team-a", "_api_key",
+                                                               "team-a")
+    await access.authorize(caller, "a", None)
+    with pytest.raises(ESError) as refused:
+        await access.authorize(caller, "b", None)
+    assert refused.value.status == 403 and "api-key:team-a" in refused.value.reason
+    ops = await access.authenticate(api_key("ops", "secret-o"), "/p")
+    await access.authorize(ops, "anything", None)
+    for header in (api_key("team-a", "secret-o"), api_key("nobody", "secret-a"),
+                   api_key("team-a", ""), "ApiKey " + base64.b64encode(b"team-a").decode(),
+                   "ApiKey !!!", "ApiKey " + base64.b64encode(b"\xff:\xfe").decode(),
+                   "Bearer secret-a"):
+        with pytest.raises(ESError) as unauthenticated:
+            await access.authenticate(header, "/p")
+        assert unauthenticated.value.status == 401
+        assert unauthenticated.value.headers == {"WWW-Authenticate": "ApiKey"}
+        assert "secret" not in unauthenticated.value.reason
+    with pytest.raises(ESError) as missing:
+        await access.authenticate(None, "/p")
+    assert missing.value.reason.startswith("missing authentication credentials")
+
+
+@pytest.mark.parametrize(("entries", "problem"), [
+    ([{"id": "a:b", "key_hash": apikeys.hash_key("k"), "inference_ids": ["*"]}], "api_keys.0.id"),
+    ([{"id": "a", "key_hash": "plain-text", "inference_ids": ["*"]}], "api_keys.0.key_hash"),
+    ([{"id": "a", "key_hash": apikeys.hash_key("k"), "inference_ids": []}],
+     "api_keys.0.inference_ids"),
+    ([{"id": "a", "key_hash": apikeys.hash_key("k"), "inference_ids": ["*"]}] * 2,
+     "[a] is there twice"),
+])
+def test_a_bad_keys_file_is_refused_naming_the_problem(tmp_path: Path,
+                                                       entries: list[dict[str, Any]],
+                                                       problem: str) -> None:
+    with pytest.raises(ValueError) as refused:
+        apikeys.load(keys_file(tmp_path, *entries))
+    assert problem in str(refused.value) and str(tmp_path) in str(refused.value)
+
+
+def test_the_generator_prints_a_usable_entry(capsys: pytest.CaptureFixture[str],
+                                             tmp_path: Path) -> None:
+    assert apikeys._new("team-a", ["a", "b"]) == 0
+    out, err = capsys.readouterr()
+    (tmp_path / "keys.yaml").write_text("api_keys:\n" + out)
+    (entry,) = apikeys.load(tmp_path / "keys.yaml")
+    key = err.split("api_key=('team-a', '")[1].split("'")[0]
+    assert entry.key_hash == apikeys.hash_key(key) and entry.inference_ids == ("a", "b")
+    assert key not in out
+
+
+# -- Kubernetes, over a fake API server -------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.monotonic, self.wall = 50.0, 1_800_000_000.0
+
+    def advance(self, seconds: float) -> None:
+        self.monotonic += seconds
+        self.wall += seconds
+
+
+class FakeAccess(KubernetesAccess):
+    """Reviews answered from ``users`` (token -> username) and ``grants`` ((username,
+    namespace, name), name "" for the whole namespace), and counted."""
+
+    def __init__(self, api: client.ApiClient, clock: Clock, **options: Any) -> None:
+        super().__init__(api, GatewayMetrics(), **{
+            "audience": "inference-operator", "cache_seconds": 10.0, "cache_size": 100,
+            **options}, clock=lambda: clock.monotonic, wall=lambda: clock.wall)
+        self.users: dict[str, str] = {}
+        self.grants: set[tuple[str, str, str]] = set()
+        self.reviews: list[tuple[str, Any]] = []
+
+    async def _review(self, create: Any, body: dict[str, Any], review: str,
+                      secret: str | None = None) -> dict[str, Any]:
+        spec = body["spec"]
+        if review == "token":
+            self.reviews.append(("token", None))
+            name = self.users.get(spec["token"])
+            return ({"authenticated": True, "audiences": spec["audiences"],
+                     "user": {"username": name, "uid": "u-" + name, "groups": ["g"]}}
+                    if name else {"authenticated": False})
+        attributes = spec["resourceAttributes"]
+        key = (spec["user"], attributes["namespace"], attributes["name"])
+        self.reviews.append(("access", key))
+        return {"allowed": key in self.grants}
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[client.ApiClient]:
+    api = client.ApiClient(client.Configuration())
+    yield api
+    await api.close()
+
+
+class Owned:
+    """As much of an Endpoint as the checks read."""
+
+    def __init__(self, inference_id: str, namespace: str | None, name: str = "") -> None:
+        self.inference_id = inference_id
+        self.owner = None if namespace is None else Owner(namespace, name or inference_id)
+
+
+SA = "system:serviceaccount:app-ns:app"
+
+
+async def test_a_token_is_reviewed_once_per_period_and_never_trusted_past_its_exp(
+        api: client.ApiClient) -> None:
+    clock = Clock()
+    access = FakeAccess(api, clock)
+    long_lived, short_lived = jwt({"exp": clock.wall + 3600}), jwt({"exp": clock.wall + 3})
+    opaque = "opaque-token"
+    for token in (long_lived, short_lived, opaque):
+        access.users[token] = SA
+    caller = await access.authenticate(f"Bearer {long_lived}", "/p")
+    assert (caller.name, caller.namespace, caller.account) == (SA, "app-ns", "app")
+    for token in (long_lived, short_lived, opaque):
+        for _ in range(3):
+            await access.authenticate(f"Bearer {token}", "/p")
+    assert len(access.reviews) == 3
+    clock.advance(3)  # the short-lived token's exp: its decision goes with it
+    with pytest.raises(ESError) as expired:
+        await access.authenticate(f"Bearer {short_lived}", "/p")
+    assert expired.value.status == 401 and len(access.reviews) == 3  # refused unasked
+    await access.authenticate(f"Bearer {long_lived}", "/p")
+    assert len(access.reviews) == 3
+    clock.advance(7)  # --auth-cache-seconds for the others
+    del access.users[opaque]  # its ServiceAccount was deleted
+    await access.authenticate(f"Bearer {long_lived}", "/p")
+    with pytest.raises(ESError) as revoked:
+        await access.authenticate(f"Bearer {opaque}", "/p")
+    assert revoked.value.status == 401 and len(access.reviews) == 5
+    assert revoked.value.headers == {"WWW-Authenticate": 'Bearer realm="inference-operator"'}
+    await access.authenticate(f"Bearer {long_lived}", "/p")  # the refusal is kept too
+    with pytest.raises(ESError):
+        await access.authenticate(f"Bearer {opaque}", "/p")
+    assert len(access.reviews) == 5
+
+
+async def test_an_answer_without_the_audience_is_not_an_authentication(
+        api: client.ApiClient) -> None:
+    access = FakeAccess(api, Clock())
+    access.users["t"] = SA
+
+    async def audience_ignored(create: Any, body: dict[str, Any], review: str,
+                               secret: str | None = None) -> dict[str, Any]:
+        return {"authenticated": True, "audiences": ["https://kubernetes.default.svc"],
+                "user": {"username": SA}}
+
+    access._review = audience_ignored  # type: ignore[method-assign]
+    with pytest.raises(ESError) as refused:
+        await access.authenticate("Bearer t", "/p")
+    assert refused.value.status == 401
+
+
+async def test_access_is_reviewed_per_user_and_endpoint_and_the_namespace_covers_names(
+        api: client.ApiClient) -> None:
+    clock = Clock()
+    access = FakeAccess(api, clock, cache_seconds=5.0)
+    access.users.update({"t1": SA, "t2": SA})
+    mine, theirs, unowned = Owned("mine", "team-a"), Owned("theirs", "team-b"), Owned("x", None)
+    access.grants.add((SA, "team-a", "mine"))
+    first = await access.authenticate("Bearer t1", "/p")
+    second = await access.authenticate("Bearer t2", "/p")  # same user, another token
+    for caller in (first, second, first):
+        await access.authorize(caller, "mine", mine)  # type: ignore[arg-type]
+        for refused_id, endpoint in (("theirs", theirs), ("x", unowned), ("gone", None)):
+            with pytest.raises(ESError) as refused:
+                await access.authorize(caller, refused_id, endpoint)  # type: ignore[arg-type]
+            assert refused.value.status == 403 and SA in refused.value.reason
+    assert [r for r in access.reviews if r[0] == "access"] == [
+        ("access", (SA, "team-a", "mine")), ("access", (SA, "team-b", "theirs"))]
+    # Nothing tells a missing endpoint from a forbidden one.
+    with pytest.raises(ESError) as forbidden:
+        await access.authorize(first, "same", Owned("same", "team-b"))  # type: ignore[arg-type]
+    with pytest.raises(ESError) as missing:
+        await access.authorize(first, "same", None)
+    assert forbidden.value.body() == missing.value.body()
+
+    # A listing: one review per namespace; where the namespace is granted, no more.
+    access.reviews.clear()
+    clock.advance(5)
+    access.grants.add((SA, "team-c", ""))
+    everything = [Owned(f"c{i}", "team-c", f"c{i}") for i in range(50)]
+    listed = [mine, theirs, unowned, *everything]
+    shown = await access.visible(first, listed)  # type: ignore[arg-type]
+    assert [e.inference_id for e in shown] == ["mine"] + [f"c{i}" for i in range(50)]
+    assert sorted(key for _, key in access.reviews) == [
+        (SA, "team-a", ""), (SA, "team-a", "mine"), (SA, "team-b", ""),
+        (SA, "team-b", "theirs"), (SA, "team-c", "")]
+    await access.authorize(first, "c7", everything[7])  # type: ignore[arg-type]
+    assert len(access.reviews) == 5  # covered by the namespace's decision
+
+
+# -- the owner in the configuration records ----------------------------------------------
+
+
+async def test_a_records_owner_is_kept_out_of_sight_and_an_unchanged_record_stays() -> None:
+    from inference_operator.api.gateway_config import OWNER_KEY, Shard
+    from inference_operator.gateway.service import Gateway, ShardRejected
+    from inference_operator.gateway.upstream import Upstream
+
+    gateway = Gateway(Upstream("http://127.0.0.1:9"), shards=["cfg-0"])
+    await gateway.start()
+    try:
+        written = {"inference_id": "a", "task_type": "completion", "service": "anthropic",
+                   "service_settings": {"api_key": "sk-owner-KEY-1", "model_id": "m",
+                                        "rate_limit": {"requests_per_minute": 50}},
+                   "task_settings": {"max_tokens": 16},
+                   OWNER_KEY: {"namespace": "team-a", "name": "a-endpoint"}}
+        await gateway.apply_shard("cfg-0", Shard(1, (written,)))
+        endpoint = gateway.find("a")
+        assert endpoint is not None and endpoint.owner == Owner("team-a", "a-endpoint")
+        assert endpoint.stored() == written  # what the operator wrote, owner included
+        assert OWNER_KEY not in endpoint.public()
+        await gateway.apply_shard("cfg-0", Shard(2, (json.loads(json.dumps(written)),)))
+        assert gateway.find("a") is endpoint  # unchanged: same endpoint, same bucket
+        for owner in ({"namespace": "team-a"}, {"namespace": "", "name": "x"}, "team-a/x",
+                      {"namespace": "n", "name": "x", "uid": "u"}):
+            with pytest.raises(ShardRejected) as refused:
+                await gateway.apply_shard("cfg-0", Shard(3, ({**written, OWNER_KEY: owner},)))
+            assert "[owner] must be" in str(refused.value)
+        assert gateway.find("a") is endpoint  # refused whole: the previous content stays
+    finally:
+        await gateway.close()
