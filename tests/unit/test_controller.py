@@ -414,3 +414,10 @@ async def test_a_deletion_whose_write_fails_raises_and_its_retry_withdraws() -> 
     await world.controller.withdraw(body)
 
     assert world.config.served() == {}
+
+
+async def test_the_published_record_names_its_resource_for_the_callers_authorization() -> None:
+    world = World()
+    world.kube.secrets[(NAMESPACE, "creds")] = secret_value()
+    await world.apply(endpoint("ep", inference_id="shared-id"))
+    assert world.config.served()["shared-id"]["owner"] == {"namespace": NAMESPACE, "name": "ep"}

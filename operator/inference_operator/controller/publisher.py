@@ -13,7 +13,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from inference_operator.api.gateway_config import ConfigFormatError, Record, Shard, Shards
+from inference_operator.api.gateway_config import (
+    OWNER_KEY,
+    ConfigFormatError,
+    Record,
+    Shard,
+    Shards,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +88,14 @@ class ConfigPublisher:
         since = self._state[name].since.get(inference_id)
         return None if since is None else Placement(name, since)
 
-    async def put_endpoint(self, inference_id: str, task_type: str,
-                           body: dict[str, Any]) -> Placement:
+    async def put_endpoint(self, inference_id: str, task_type: str, body: dict[str, Any],
+                           owner: tuple[str, str] | None = None) -> Placement:
         """Create or replace in one step (the gateways never see a gap), written once it
-        returns."""
+        returns. ``owner``: the (namespace, name) of the InferenceEndpoint, which the
+        gateways' caller authorization asks RBAC about."""
         record = {"inference_id": inference_id, "task_type": task_type, **body}
+        if owner is not None:
+            record[OWNER_KEY] = {"namespace": owner[0], "name": owner[1]}
         name = self.shards.of(inference_id)
         state = self._state[name]
         if state.records.get(inference_id) != record:

@@ -256,7 +256,7 @@ class Controller:
             return upstream_problem, published
 
         try:
-            coverage = await self._publish(tracked, inference_id, spec, resolved.api_key)
+            coverage = await self._publish(key, tracked, inference_id, spec, resolved.api_key)
         except ConfigMissing as error:
             return Outcome.retrying(Reason.GATEWAY_UNAVAILABLE, str(error)), published
         if upstream_problem is not None:
@@ -313,7 +313,8 @@ class Controller:
         await self.publisher.delete_endpoint(inference_id)
 
     async def _publish(
-        self, tracked: Tracked, inference_id: str, spec: Mapping[str, Any], api_key: str
+        self, key: Key, tracked: Tracked, inference_id: str, spec: Mapping[str, Any],
+        api_key: str,
     ) -> Coverage:
         settings = spec["service_settings"]
         body = {
@@ -329,7 +330,7 @@ class Controller:
         # write is in flight and does not remove what is about to be served.
         tracked.serving_id = inference_id
         tracked.placement = await self.publisher.put_endpoint(
-            inference_id, spec.get("task_type") or "completion", body)
+            inference_id, spec.get("task_type") or "completion", body, owner=key)
         tracked.coverage = await self.fleet.wait_for(tracked.placement, PUBLISH_WAIT)
         return tracked.coverage
 

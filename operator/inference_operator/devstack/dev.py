@@ -29,6 +29,10 @@ from inference_operator.controlplane.kubectl import Kubectl, KubectlError
 from inference_operator.devstack.processes import ProcessFailed, Stack
 
 NAMESPACE = "default"
+# examples/ lets this ServiceAccount call the example endpoint; the gateway checks callers
+# as the chart's does (TokenReview with this audience, then RBAC's invoke).
+CALLER = "example-app"
+AUDIENCE = "inference-operator"
 
 
 class CheckFailed(RuntimeError):
@@ -55,11 +59,17 @@ def _use_real_key(examples: list[dict], api_key: str) -> list[dict]:
     return examples
 
 
-def _post(url: str, body: dict) -> urllib.request.Request:
+def _post(url: str, body: dict, token: str) -> urllib.request.Request:
     return urllib.request.Request(
         url, data=json.dumps(body).encode(), method="POST",
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
     )
+
+
+def caller_token(kubectl: Kubectl) -> str:
+    """A token of the example caller, as ``kubectl create token`` gives it to a user."""
+    return kubectl.run("create", "token", CALLER, "-n", NAMESPACE,
+                       f"--audience={AUDIENCE}").stdout.strip()
 
 
 def check(stack: Stack, kubectl: Kubectl, out: IO[str]) -> None:
@@ -77,12 +87,14 @@ def check(stack: Stack, kubectl: Kubectl, out: IO[str]) -> None:
                               f"{json.dumps(status.get('conditions'))}") from None
         _say(out, f"check: {name} is Ready")
     url = kubectl.get("iep", endpoints["items"][0]["metadata"]["name"], NAMESPACE)["status"]["url"]
+    token = caller_token(kubectl)
     try:
-        with urllib.request.urlopen(_post(url, {"input": "Say hello"}), timeout=60) as r:
+        with urllib.request.urlopen(_post(url, {"input": "Say hello"}, token), timeout=60) as r:
             text = json.load(r)["completion"][0]["result"]
         _say(out, f"check: completion ok: {text[:60]!r}")
         deltas = 0
-        with urllib.request.urlopen(_post(f"{url}/_stream", {"input": "Count"}), timeout=60) as r:
+        with urllib.request.urlopen(_post(f"{url}/_stream", {"input": "Count"}, token),
+                                    timeout=60) as r:
             for line in r:
                 if line.startswith(b"event: error"):
                     raise CheckFailed(f"the stream reported an error: {r.read(500)!r}")
@@ -123,7 +135,7 @@ def run(check_only: bool, out: IO[str] = sys.stdout) -> int:
         if real_key is None:
             stack.start(stack.emulator())
         stack.kubeconfig = plane.kubeconfig
-        stack.start(stack.gateway())
+        stack.start(stack.gateway("--auth", "kubernetes", "--auth-audience", AUDIENCE))
         stack.start(stack.operator())
         examples = _examples()
         if real_key:
@@ -136,8 +148,12 @@ inference-operator dev is up ({upstream}).
   kubectl:     {kubectl.binary} get iep -A
   gateway:     {stack.gateway_url}
   logs:        {work_dir}/{{gateway,operator,emulator}}.log
+  token:       export TOKEN=$({kubectl.binary} --kubeconfig {plane.kubeconfig} \\
+                 create token {CALLER} -n {NAMESPACE} --audience {AUDIENCE})
   try:         curl -s -XPOST {stack.gateway_url}/_inference/completion/anthropic_completion \\
+                 -H "Authorization: Bearer $TOKEN" \\
                  -H 'Content-Type: application/json' -d '{{"input": "Say hello"}}'
+               (callers need a token and RBAC's invoke: examples/ grants it to {CALLER})
 """)
         if check_only:
             check(stack, kubectl, out)
