@@ -1,7 +1,8 @@
 """The RBAC proof end to end: the real operator and gateway, each authenticated only as the
-chart's ServiceAccount it runs as in a pod, bring an endpoint to Ready (written into the
-chart's shard Secrets, read back by the gateway) and remove it again, in both RBAC modes
-and both gateway modes, and never meet a 403."""
+chart's ServiceAccount it runs as in a pod, the gateway with the chart's flags for its
+callers, bring an endpoint to Ready (written into the chart's shard Secrets, read back by
+the gateway), serve it to the caller the examples grant it to, and remove it again, in
+both RBAC modes and both gateway modes, and never meet a 403."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from inference_operator.chart import documents, helm_template
 from inference_operator.controlplane.kubectl import Kubectl
 from inference_operator.devstack.processes import Stack
 
@@ -22,6 +24,17 @@ EXAMPLES = ROOT / "examples"
 
 def example(name: str) -> dict:
     return yaml.safe_load((EXAMPLES / name).read_text())
+
+
+def caller_flags(*values: str) -> list[str]:
+    """The chart's gateway flags about callers (--auth..., the access log)."""
+    for document in documents(helm_template(*values).stdout):
+        if document["kind"] == "Deployment":
+            for container in document["spec"]["template"]["spec"]["containers"]:
+                if container["name"] == "gateway":
+                    return [a for a in container["args"] if a.startswith(
+                        ("--auth", "--access-log", "--no-access-log", "--caller-metrics"))]
+    raise AssertionError("no gateway container")
 
 
 @pytest.mark.parametrize(("rbac", "mode"), [
@@ -43,13 +56,21 @@ def test_the_operator_and_gateway_as_the_chart_service_accounts_serve_without_a_
     # Unique across the shared test cluster, which the cluster-wide operator sees whole.
     endpoint["spec"]["inference_id"] = f"{team}-completion"
 
+    # Who calls: the examples' ServiceAccount, granted invoke on the example endpoint.
+    caller = [d for d in yaml.safe_load_all((EXAMPLES / "example-app.yaml").read_text()) if d]
+    kubectl.apply(caller, team)
+    token = kubectl.run("create", "token", "example-app", "-n", team,
+                        "--audience=inference-operator").stdout.strip()
+    flags = caller_flags(*values)
+    assert "--auth=kubernetes" in flags
+
     # The chart's shard Secrets (created by chart_service_account) in the release namespace.
     stack = Stack(tmp_path / "stack", api_keys=(credentials["stringData"]["api_key"],),
                   kubeconfig=control_plane.kubeconfig, config_namespace=namespace,
                   config_secret=f"{release}-inference-operator-gateway-config")
     try:
         stack.start(stack.emulator())
-        gateway = stack.gateway()
+        gateway = stack.gateway(*flags)
         gateway.env["KUBECONFIG"] = str(gateway_kubeconfig)
         stack.start(gateway)
         operator = stack.start(stack.operator(
@@ -59,9 +80,12 @@ def test_the_operator_and_gateway_as_the_chart_service_accounts_serve_without_a_
 
         kubectl.wait_for_condition("iep/anthropic-completion", "Ready", team, timeout=30)
         direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback
-        with direct.open(f"{stack.gateway_url}/_inference/_all", timeout=5) as answer:
+        listing = urllib.request.Request(f"{stack.gateway_url}/_inference/_all",
+                                         headers={"Authorization": f"Bearer {token}"})
+        with direct.open(listing, timeout=5) as answer:
             served = [e["inference_id"] for e in json.load(answer)["endpoints"]]
-        assert endpoint["spec"]["inference_id"] in served
+        # Exactly the one it may invoke, of all the cluster-wide operator serves.
+        assert served == [endpoint["spec"]["inference_id"]]
         # Deleting goes through the operator's finalizer: the patch that removes it is
         # the last call the operator makes for an endpoint.
         kubectl.run("delete", "iep", "anthropic-completion", "-n", team, "--timeout=30s")

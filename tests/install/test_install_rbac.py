@@ -24,6 +24,13 @@ OPERATOR_NEEDS = {
     "secrets": {"get", "list", "watch"},
     "events": {"create"},
 }
+# The gateway's identity with gateway.auth.mode=kubernetes (the default), through the
+# built-in system:auth-delegator: who a caller is and whether it may invoke an endpoint.
+# Cluster-scoped resources, so `can-i --list` shows them in every namespace.
+AUTH_DELEGATOR = {
+    "tokenreviews.authentication.k8s.io": {"create"},
+    "subjectaccessreviews.authorization.k8s.io": {"create"},
+}
 # Granted to every authenticated user by the API server's default roles.
 EVERYONE = {
     "selfsubjectreviews.authentication.k8s.io",
@@ -129,11 +136,11 @@ def test_cluster_wide_mode_allows_what_the_operator_needs_and_no_more(
     operator = Operator(chart_service_account())
     (elsewhere,) = make_namespaces(1)
 
-    assert operator.grants(elsewhere) == OPERATOR_NEEDS
-    # Where it runs, also the configuration shards, and (sidecar mode: the pod's only
-    # identity) what its gateway container reads.
+    # Sidecar mode: the pod's only identity also makes its gateway container's reviews.
+    assert operator.grants(elsewhere) == merged(OPERATOR_NEEDS, AUTH_DELEGATOR)
+    # Where it runs, also the configuration shards, and what its gateway container reads.
     assert operator.grants(namespace) == merged(
-        OPERATOR_NEEDS, operator_in_release_namespace(release),
+        OPERATOR_NEEDS, AUTH_DELEGATOR, operator_in_release_namespace(release),
         gateway_in_release_namespace(release, fleet=False))
     for resource, verbs in OPERATOR_NEEDS.items():
         for verb in verbs:
@@ -149,14 +156,16 @@ def test_namespaced_mode_grants_only_the_watched_namespaces(
     operator = Operator(chart_service_account(f"--set=watchNamespaces={{{team_a},{team_b}}}"))
 
     for watched in (team_a, team_b):
-        assert operator.grants(watched) == OPERATOR_NEEDS
+        assert operator.grants(watched) == merged(OPERATOR_NEEDS, AUTH_DELEGATOR)
         for verb, resource in FORBIDDEN:
             assert not operator.can(verb, resource, "-n", watched), (verb, resource, watched)
-    # Nowhere else, nothing cluster-wide, and where it runs only the configuration shards
+    # Nowhere else, nothing cluster-wide but its sidecar's two reviews (cluster-scoped
+    # resources: no Role can grant them), and where it runs only the configuration shards
     # (with its sidecar's read of them) and the gateways' EndpointSlices.
-    assert operator.grants(unwatched) == {}
+    assert operator.grants(unwatched) == AUTH_DELEGATOR
     assert operator.grants(namespace) == merged(
-        operator_in_release_namespace(release), gateway_in_release_namespace(release, False))
+        AUTH_DELEGATOR, operator_in_release_namespace(release),
+        gateway_in_release_namespace(release, False))
     for resource, verbs in OPERATOR_NEEDS.items():
         for verb in verbs:
             assert not operator.can(verb, resource, "--all-namespaces"), (verb, resource)
@@ -211,15 +220,16 @@ def test_the_gateway_identity_reads_its_shards_and_in_fleet_mode_nothing_else(
         kubectl.run("create", "secret", "generic", "anthropic-credentials", "-n", where,
                     "--from-literal=api_key=sk-ant-rbac-test")
     kubectl.run("create", "secret", "generic", shards(release)[0], "-n", elsewhere)
-    assert gateway.grants(namespace) == gateway_in_release_namespace(release, fleet=True)
+    assert gateway.grants(namespace) == merged(
+        gateway_in_release_namespace(release, fleet=True), AUTH_DELEGATOR)
     assert forbidden(gateway.run("get", "secret", "anthropic-credentials", "-n", namespace))
     assert forbidden(gateway.run("get", "secrets", "-n", namespace))
     assert not gateway.can("list", "secrets", "-n", namespace)
     for verb in ("update", "patch", "delete"):
         assert not gateway.can(verb, f"secrets/{shards(release)[0]}", "-n", namespace), verb
     assert not gateway.can("create", "secrets", "-n", namespace)
-    # Anywhere else nothing, not even a Secret of a shard's name.
-    assert gateway.grants(elsewhere) == {}
+    # Anywhere else nothing but its two reviews, not even a Secret of a shard's name.
+    assert gateway.grants(elsewhere) == AUTH_DELEGATOR
     for target in (shards(release)[0], "anthropic-credentials"):
         assert forbidden(gateway.run("get", "secret", target, "-n", elsewhere)), target
     for verb, resource in [("get", "secrets"), *FORBIDDEN]:

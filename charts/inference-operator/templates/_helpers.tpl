@@ -192,8 +192,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
     - --anthropic-base-url={{ $.Values.anthropicBaseUrl }}
     - --queue-capacity={{ $.Values.gateway.queueCapacity }}
     - --log-level={{ $.Values.gateway.logLevel }}
-    {{- if $.Values.gateway.accessLog }}
-    - --access-log
+    - --{{ if not $.Values.gateway.accessLog }}no-{{ end }}access-log
+    {{- /* Who may call (docs/install.md "Who may call"); kubernetes mode needs the
+         auth-delegator binding of rbac.yaml for its TokenReviews and SubjectAccessReviews. */}}
+    - --auth={{ $.Values.gateway.auth.mode }}
+    {{- if eq $.Values.gateway.auth.mode "kubernetes" }}
+    - --auth-audience={{ $.Values.gateway.auth.audience }}
+    - --auth-cache-seconds={{ $.Values.gateway.auth.cacheSeconds }}
+    {{- end }}
+    {{- if $.Values.gateway.auth.callerMetricsServiceAccount }}
+    - --caller-metrics-service-account
     {{- end }}
   ports:
     - name: http
