@@ -26,6 +26,7 @@ from e2e_support import (
     deploy_emulator,
     elapsed,
     endpoint,
+    grant_invoke,
     install_chart,
     namespace,
 )
@@ -135,10 +136,12 @@ class Team:
 
 
 @pytest.fixture(scope="module")
-def team(kubectl: Kubectl, installation: Installation) -> Iterator[Team]:
-    """A Secret and two InferenceEndpoints in a team namespace, Ready; deleted (while the
-    operator still runs, so the finalizer is released) before the install goes."""
+def team(kubectl: Kubectl, installation: Installation, client_namespace: str) -> Iterator[Team]:
+    """A Secret and two InferenceEndpoints in a team namespace, Ready, which the client
+    namespace's default ServiceAccount may call; deleted (while the operator still runs,
+    so the finalizer is released) before the install goes."""
     ns = namespace(kubectl, "e2e-team")
+    grant_invoke(kubectl, installation, ns, client_namespace)
     suffix = ns.rsplit("-", 1)[1]
     names = {name: f"{name}-{suffix}" for name in ("e2e-a", "e2e-b")}
     kubectl.apply([{"apiVersion": "v1", "kind": "Secret",

@@ -28,6 +28,8 @@ RUN_AS = {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
           "seccompProfile": {"type": "RuntimeDefault"}}
 CLIENT_PROGRAM = (Path(__file__).parent / "client_pod.py").read_text()
 MODEL = "claude-sonnet-4-5"
+AUDIENCE = "inference-operator"  # the chart's gateway.auth.audience
+TOKEN_DIR = "/var/run/secrets/inference-operator"
 RELEASE = "e2e"
 RELEASE_NAMESPACE = "e2e-system"  # one for every helm release: the CRD it keeps says so
 EMULATOR_PORT = 8088
@@ -56,6 +58,33 @@ class Installation:
     def public_url(self) -> str:
         """The Service URL the operator writes into each endpoint's status."""
         return f"http://{self.service}.{self.namespace}.svc:{self.port}"
+
+    @property
+    def invoker(self) -> str:
+        """The ClusterRole that, bound in a namespace, lets a subject call its endpoints."""
+        return f"{self.deployment}-invoker"
+
+
+def grant_invoke(kubectl: Kubectl, installation: Installation, team_namespace: str,
+                 caller_namespace: str, service_account: str = "default") -> None:
+    """What a platform team keeps in Git: a RoleBinding of the invoker ClusterRole that
+    lets one ServiceAccount call every endpoint of ``team_namespace``."""
+    kubectl.apply({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": f"invoke-{caller_namespace}-{service_account}"[:63]},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": installation.invoker},
+        "subjects": [{"kind": "ServiceAccount", "name": service_account,
+                      "namespace": caller_namespace}],
+    }, team_namespace)
+
+
+def caller_token(kubectl: Kubectl, caller_namespace: str,
+                 service_account: str = "default") -> str:
+    """A token as an application holds it (audience inference-operator), for calls
+    made from this host."""
+    return kubectl.run("create", "token", service_account, "-n", caller_namespace,
+                       f"--audience={AUDIENCE}", "--duration=1h").stdout.strip()
 
 
 def namespace(kubectl: Kubectl, prefix: str, *, fixed: bool = False) -> str:
@@ -174,16 +203,26 @@ def resource_versions(kubectl: Kubectl, namespace: str) -> dict[str, str]:
             for o in listed["items"]}
 
 
-def start_client(kubectl: Kubectl, namespace: str, image: str, *args: str) -> str:
-    """A Pod that runs client_pod.py with ``args``; returns its name."""
+def start_client(kubectl: Kubectl, namespace: str, image: str, *args: str,
+                 service_account: str | None = "default") -> str:
+    """A Pod that runs client_pod.py with ``args``; returns its name. Its ServiceAccount's
+    projected token (audience inference-operator, and no other token) goes with every
+    call, as an application sends it; ``service_account=None``: no token at all."""
     name = f"client-{uuid.uuid4().hex[:6]}"
-    kubectl.apply({
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-        "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
-                 "enableServiceLinks": False,
-                 "containers": [restricted_container(
-                     "client", image, ["-c", CLIENT_PROGRAM, *args], command=["python"])]},
-    }, namespace)
+    container = restricted_container("client", image, ["-c", CLIENT_PROGRAM, *args],
+                                     command=["python"])
+    spec: dict[str, Any] = {"restartPolicy": "Never", "automountServiceAccountToken": False,
+                            "enableServiceLinks": False, "containers": [container]}
+    if service_account is not None:
+        spec["serviceAccountName"] = service_account
+        spec["volumes"] = [{"name": "inference-token", "projected": {"sources": [
+            {"serviceAccountToken": {"audience": AUDIENCE, "expirationSeconds": 3600,
+                                     "path": "token"}}]}}]
+        container["volumeMounts"] = [{"name": "inference-token", "mountPath": TOKEN_DIR,
+                                      "readOnly": True}]
+        container["env"] = [{"name": "TOKEN_FILE", "value": f"{TOKEN_DIR}/token"}]
+    kubectl.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+                   "spec": spec}, namespace)
     return name
 
 
@@ -208,10 +247,13 @@ def finish_client(kubectl: Kubectl, namespace: str, pod: str, timeout: float = 1
 
 
 def call_from_pod(kubectl: Kubectl, namespace: str, image: str,
-                  requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each request ({"method", "url", "body"}) from one client Pod: [{"status", "body"}]."""
+                  requests: list[dict[str, Any]],
+                  service_account: str | None = "default") -> list[dict[str, Any]]:
+    """Each request ({"method", "url", "body"}) from one client Pod: [{"status", "body",
+    "www_authenticate"}]."""
     started = time.monotonic()
-    pod = start_client(kubectl, namespace, image, "calls", json.dumps(requests))
+    pod = start_client(kubectl, namespace, image, "calls", json.dumps(requests),
+                       service_account=service_account)
     output = finish_client(kubectl, namespace, pod)
     elapsed(f"client Pod with {len(requests)} call(s)", started)
     return [json.loads(line) for line in output.splitlines() if line.startswith("{")]

@@ -15,6 +15,7 @@ from e2e_support import (
     call_from_pod,
     completion,
     elapsed,
+    grant_invoke,
     helm,
     pods,
     resource_versions,
@@ -65,7 +66,35 @@ def test_a_pod_in_another_namespace_gets_a_completion_and_a_stream_at_the_status
     assert stream["body"].rstrip().endswith("data: [DONE]"), stream
 
 
-def test_helm_test_passes_and_sees_the_endpoints(cluster, installation: Installation, team):
+def test_a_caller_needs_its_token_and_an_rbac_grant(
+    kubectl: Kubectl, installation: Installation, team, client_namespace: str,
+    project_image: tuple[str, str | None],
+):
+    name, inference_id = next(iter(team.endpoints.items()))
+    url = kubectl.get("iep", name, team.namespace)["status"]["url"]
+    listing = {"method": "GET", "url": f"{installation.public_url}/_inference/_all"}
+    (anonymous,) = call_from_pod(kubectl, client_namespace, project_image[0],
+                                 [completion(url)], service_account=None)
+    assert anonymous["status"] == 401, anonymous
+    assert anonymous["www_authenticate"] == 'Bearer realm="inference-operator"', anonymous
+    # Its own projected token, but no RoleBinding in the team's namespace.
+    kubectl.apply({"apiVersion": "v1", "kind": "ServiceAccount",
+                   "metadata": {"name": "stranger"}}, client_namespace)
+    refused, listed = call_from_pod(kubectl, client_namespace, project_image[0],
+                                    [completion(url), listing], service_account="stranger")
+    assert refused["status"] == 403, refused
+    assert "security_exception" in refused["body"], refused
+    assert listed["status"] == 200 and inference_id not in listed["body"], listed
+    # The bound one (the team fixture's RoleBinding) sees and calls it.
+    (allowed,) = call_from_pod(kubectl, client_namespace, project_image[0], [listing])
+    assert inference_id in allowed["body"], allowed
+
+
+def test_helm_test_passes_and_sees_the_endpoints(cluster, kubectl: Kubectl,
+                                                 installation: Installation, team):
+    # The test Pod runs as its namespace's default ServiceAccount: granted here, it lists
+    # the team's endpoints (ungranted, it checks only that auth is enforced).
+    grant_invoke(kubectl, installation, team.namespace, installation.namespace)
     result = helm(cluster, "test", "e2e", "--namespace", installation.namespace, "--logs",
                   "--timeout=180s")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -27,10 +27,12 @@ from e2e_support import (
     Disruption,
     Installation,
     all_ready,
+    caller_token,
     completion,
     deploy_emulator,
     elapsed,
     endpoint,
+    grant_invoke,
     helm,
     install_chart,
     logs,
@@ -57,7 +59,7 @@ PROPAGATION = 5.0  # seconds: rotation and deletion reach every replica within t
 
 def _post(url: str, body: dict[str, Any], timeout: float = 10) -> tuple[int, Any]:
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json", **CALLER})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.load(response)
@@ -70,8 +72,9 @@ def _get(url: str) -> Any:
         return json.load(response)
 
 
-def _delete(url: str) -> None:
-    urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=10).close()
+# The Authorization header of this host's calls: a token of the client namespace's
+# default ServiceAccount, which the team fixture lets invoke the team's endpoints.
+CALLER: dict[str, str] = {}
 
 
 class Fleet:
@@ -126,8 +129,10 @@ def fleet(kubectl: Kubectl, installation: Installation, fleet_emulator: str) -> 
 
 
 @pytest.fixture(scope="module")
-def team(kubectl: Kubectl, installation: Installation) -> Iterator[str]:
+def team(kubectl: Kubectl, installation: Installation, client_namespace: str) -> Iterator[str]:
     ns = namespace(kubectl, "e2e-fleet-team")
+    grant_invoke(kubectl, installation, ns, client_namespace)
+    CALLER["Authorization"] = f"Bearer {caller_token(kubectl, client_namespace)}"
     kubectl.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"},
                    "stringData": {"api_key": KEYS[0]}}, ns)
     yield ns
@@ -202,7 +207,8 @@ def test_a_rotated_key_and_a_deletion_reach_every_replica_within_seconds(
 
     def all_gone() -> bool:
         for name, base in replicas.items():
-            if name not in gone and _post(_inference_url(base, iid), {"input": "x"})[0] == 404:
+            # 403, not 404: a caller cannot tell a deleted id from one it may not call.
+            if name not in gone and _post(_inference_url(base, iid), {"input": "x"})[0] == 403:
                 gone[name] = time.monotonic() - started
         return len(gone) == len(replicas)
 
@@ -234,7 +240,7 @@ def test_the_rate_limit_holds_across_the_fleet(kubectl: Kubectl, fleet: Fleet, t
                     sent += 1
                     try:
                         async with session.post(
-                                _inference_url(base, iid),
+                                _inference_url(base, iid), headers=CALLER,
                                 json={"input": f"limited {number} {sent}"},
                                 timeout=aiohttp.ClientTimeout(total=2)) as response:
                             await response.read()
