@@ -1,13 +1,13 @@
 """`make bench`: every benchmark of the project, each bounded in count and time.
 
 The gateway's (bench/gateway/run.py; its options pass through, see ``--help``), then the
-operator's (bench/operator/run.py) and the gateway fleet's (bench/fleet/run.py), each in
-its own process: they run their own control plane. Each rewrites its generated section
-of docs/benchmarks.md.
+operator's (bench/operator/run.py), the gateway fleet's (bench/fleet/run.py) and the
+gateway authentication's (bench/auth/run.py), each in its own process: they run their own
+control plane. Each rewrites its generated section of docs/benchmarks.md.
 
-``--only NAME`` (repeatable: gateway, operator, fleet) runs only those; the other options
-go to the gateway's, or to the one benchmark selected. ``--quick`` reaches the gateway's
-and the fleet's smoke modes (the operator's has none)."""
+``--only NAME`` (repeatable: gateway, operator, fleet, auth) runs only those; the other
+options go to the gateway's, or to the one benchmark selected. ``--quick`` reaches the
+gateway's, the fleet's and the authentication's smoke modes (the operator's has none)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ sys.path.insert(0, str(HERE / "gateway"))
 
 import run as gateway_bench  # noqa: E402  (bench/gateway/run.py, found via the path above)
 
-BENCHMARKS = ("gateway", "operator", "fleet")
+BENCHMARKS = ("gateway", "operator", "fleet", "auth")
 
 
 def main() -> int:
@@ -44,11 +44,12 @@ def main() -> int:
         extra = rest if single == "operator" else []
         codes.append(subprocess.run(
             [sys.executable, str(HERE / "operator" / "run.py"), *extra], check=False).returncode)
-    if "fleet" in only:
-        extra = rest if single == "fleet" else [a for a in rest if a == "--quick"]
-        codes.append(subprocess.run(
-            [sys.executable, str(HERE / "fleet" / "run.py"), *extra, "--command", command],
-            check=False).returncode)
+    for name in ("fleet", "auth"):  # each with a smoke mode, and the command recorded
+        if name in only:
+            extra = rest if single == name else [a for a in rest if a == "--quick"]
+            codes.append(subprocess.run(
+                [sys.executable, str(HERE / name / "run.py"), *extra, "--command", command],
+                check=False).returncode)
     return next((code for code in codes if code), 0)
 
 
