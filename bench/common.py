@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import argparse
+import json
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -24,3 +28,23 @@ def splice_section(path: Path, start: str, end: str, section: str, heading: str)
     else:
         text = text.rstrip() + f"\n\n## {heading}\n\n" + section + "\n"
     path.write_text(text)
+
+
+def save_results(args: argparse.Namespace, name: str, command: str, began: datetime,
+                 machine: dict[str, Any], parts: dict[str, Any],
+                 write_report: Callable[[Path, dict[str, Any]], None]) -> Path:
+    """``docs/benchmarks/<name>.json`` (the run, its machine and options, then ``parts``)
+    and the report's section of benchmarks.md, both under ``args.out``."""
+    result = {
+        "run": {"command": command, "date": began.strftime("%Y-%m-%d %H:%M UTC"),
+                "duration_seconds": round((datetime.now(UTC) - began).total_seconds()),
+                "machine": machine,
+                "args": {k: str(v) if isinstance(v, Path) else v
+                         for k, v in vars(args).items() if k != "command"}},
+        **parts,
+    }
+    output = args.out / "benchmarks" / f"{name}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2) + "\n")
+    write_report(args.out / "benchmarks.md", result)
+    return output

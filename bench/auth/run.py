@@ -37,7 +37,6 @@ import argparse
 import asyncio
 import dataclasses
 import itertools
-import json
 import math
 import os
 import random
@@ -55,7 +54,7 @@ import aiohttp
 from kubernetes import client, config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: common.py, fleet/
-from common import percentile, splice_section
+from common import percentile, save_results, splice_section
 from fleet.run import START_SECONDS, Gateway, fake_key, machine, step, wait_loaded
 
 from inference_operator.api.gateway_config import OWNER_KEY, Shard, Shards
@@ -561,19 +560,8 @@ def main(argv: list[str] | None = None) -> int:
         base.stop()
         plane.stop()
     info["load_average_end"] = os.getloadavg()
-    result = {
-        "run": {"command": command, "date": began.strftime("%Y-%m-%d %H:%M UTC"),
-                "duration_seconds": round((datetime.now(UTC) - began).total_seconds()),
-                "machine": info,
-                "args": {k: str(v) if isinstance(v, Path) else v
-                         for k, v in vars(args).items() if k != "command"}},
-        "latency": latency_result,
-        "load": load_result,
-    }
-    output = args.out / "benchmarks" / "auth.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2) + "\n")
-    write_report(args.out / "benchmarks.md", result)
+    output = save_results(args, "auth", command, began, info,
+                          {"latency": latency_result, "load": load_result}, write_report)
     step(f"results: {output}, {args.out / 'benchmarks.md'}")
     return 0
 

@@ -48,7 +48,7 @@ import aiohttp
 from kubernetes import client, config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/common.py
-from common import percentile, splice_section
+from common import percentile, save_results, splice_section
 
 from inference_operator.api.gateway_config import Record, Shard, Shards
 from inference_operator.controlplane import launcher
@@ -716,19 +716,8 @@ def main(argv: list[str] | None = None) -> int:
         base.stop()
         plane.stop()
     info["load_average_end"] = os.getloadavg()
-    result = {
-        "run": {"command": command, "date": began.strftime("%Y-%m-%d %H:%M UTC"),
-                "duration_seconds": round((datetime.now(UTC) - began).total_seconds()),
-                "machine": info,
-                "args": {k: str(v) if isinstance(v, Path) else v
-                         for k, v in vars(args).items() if k != "command"}},
-        "config_load": config_load,
-        "rate_limit": rate_limit,
-    }
-    output = args.out / "benchmarks" / "fleet.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2) + "\n")
-    write_report(args.out / "benchmarks.md", result)
+    output = save_results(args, "fleet", command, began, info,
+                          {"config_load": config_load, "rate_limit": rate_limit}, write_report)
     step(f"results: {output}, {args.out / 'benchmarks.md'}")
     return 0
 

@@ -1,5 +1,6 @@
 """Fixtures for the gateway and emulator tests: both run in-process on 127.0.0.1 with
-ephemeral ports; no Kubernetes is involved."""
+ephemeral ports; the configuration Secrets and caller access use the session's API
+server."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from gateway_support import (
     gateway_config,
     start_emulator,
 )
+from kube_support import ShardWriter, connect_as
+from kubernetes_asyncio import client
 
 from inference_operator.devstack.processes import Stack
 from inference_operator.gateway.server import GatewayServer
@@ -61,3 +64,17 @@ async def process_stack(emulator: RunningEmulator, tmp_path: Path) -> AsyncItera
     stack = Stack(tmp_path, api_keys=(), admin_token=ADMIN_TOKEN, anthropic_base_url=emulator.url)
     yield stack
     await asyncio.to_thread(stack.stop)
+
+
+# For the tests of the configuration Secrets and caller access, against the session's
+# real API server (tests/conftest.py).
+@pytest.fixture
+async def admin(control_plane: Any) -> AsyncIterator[client.ApiClient]:
+    api = await connect_as(control_plane.kubeconfig)
+    yield api
+    await api.close()
+
+
+@pytest.fixture
+def shards(admin: client.ApiClient, namespace: str) -> ShardWriter:
+    return ShardWriter(client.CoreV1Api(admin), namespace)

@@ -100,16 +100,6 @@ async def grant(kubectl: Kubectl, namespace: str, account: tuple[str, str], bind
     ], namespace)
 
 
-@pytest.fixture
-async def admin(control_plane: Any) -> AsyncIterator[client.ApiClient]:
-    api = await connect_as(control_plane.kubeconfig)
-    yield api
-    await api.close()
-
-
-@pytest.fixture
-def shards(admin: client.ApiClient, namespace: str) -> ShardWriter:
-    return ShardWriter(client.CoreV1Api(admin), namespace)
 
 
 @pytest.fixture

@@ -32,16 +32,6 @@ from inference_operator.waiting import poll_async
 COMPLETION = "/_inference/completion/{}"
 
 
-@pytest.fixture
-async def admin(control_plane: Any) -> AsyncIterator[client.ApiClient]:
-    api = await connect_as(control_plane.kubeconfig)
-    yield api
-    await api.close()
-
-
-@pytest.fixture
-def shards(admin: client.ApiClient, namespace: str) -> ShardWriter:
-    return ShardWriter(client.CoreV1Api(admin), namespace)
 
 
 GatewayStarter = Callable[..., Awaitable[RunningGateway]]
