@@ -1,7 +1,9 @@
 """The OpenAPI document, and fuzzing both listeners against it.
 
 schemathesis generates requests from the document (valid and invalid ones: bodies,
-path and query parameters, missing auth) and checks every answer against it; on top,
+path and query parameters, missing auth) and checks every answer against it, the public
+listener's also with ``--auth api-keys`` (one key, for the example id only: other ids are
+403, and schemathesis' auth probes get the 401); on top,
 ``answer_problems`` holds every answer to the product's rules: no 5xx, no traceback, the
 ``X-Elastic-Product`` header, errors in the Elasticsearch shape. hypothesis then throws
 arbitrary JSON at the inference endpoints. Bounded by example counts (FUZZ_EXAMPLES per
@@ -9,6 +11,7 @@ operation) so the module runs in well under a minute; raise it for a longer run.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from collections.abc import Iterator
@@ -19,6 +22,7 @@ from urllib.parse import urlencode
 import pytest
 import requests
 import schemathesis
+import yaml
 from gateway_support import (
     ADMIN_TOKEN,
     SEED_BODY,
@@ -33,7 +37,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from inference_operator.gateway import auth as modes
 from inference_operator.gateway import openapi
+from inference_operator.gateway.auth.apikeys import hash_key
 from inference_operator.gateway.timeunits import parse_time_value
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
@@ -44,7 +50,9 @@ DERANDOMIZE = not os.environ.get("FUZZ_RANDOM")
 # Queued requests wait for their token up to ?timeout (30 s by default); a fuzzed
 # endpoint may have 1 rpm. Capped for the fuzz run so no call can hold it up.
 MAX_WAIT = "3s"
-TALLY: dict[str, int] = {"public": 0, "admin": 0, "hypothesis": 0}
+TALLY: dict[str, int] = {"public": 0, "admin": 0, "api-keys": 0, "hypothesis": 0}
+CALLER_KEY = ("fuzz", "key-fuzz-6b1e0d9c8a7f5e4d3c2b")  # (id, key) for --auth api-keys
+CALLER_AUTHORIZATION = "ApiKey " + base64.b64encode(":".join(CALLER_KEY).encode()).decode()
 
 
 def test_docs_openapi_json_is_the_admin_document() -> None:
@@ -69,19 +77,37 @@ def test_each_listener_serves_its_document() -> None:
 
 PUBLIC = schemathesis.openapi.from_dict(openapi.document(admin=False))
 ADMIN = schemathesis.openapi.from_dict(openapi.document(admin=True))
+PUBLIC_API_KEYS = schemathesis.openapi.from_dict(
+    openapi.document(admin=False, auth=modes.API_KEYS))
+
+
+def _seed(running: ThreadedStack) -> None:
+    # One endpoint under the documents' example id, so valid calls reach the upstream.
+    response = requests.put(running.admin + "/_inference/completion/anthropic_completion",
+                            json=seed_body(requests_per_minute=60_000), timeout=10,
+                            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert response.status_code == 200, response.text
 
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[ThreadedStack]:
     with ThreadedStack(queue_capacity=5) as running:
-        # One endpoint under the documents' example id, so valid calls reach the upstream.
-        response = requests.put(running.admin + "/_inference/completion/anthropic_completion",
-                                json=seed_body(requests_per_minute=60_000), timeout=10,
-                                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
-        assert response.status_code == 200, response.text
+        _seed(running)
         yield running
-    print(f"\nfuzz: {TALLY['public']} public and {TALLY['admin']} admin requests "
-          f"(schemathesis), {TALLY['hypothesis']} inference bodies (hypothesis)")
+    print(f"\nfuzz: {TALLY['public']} public, {TALLY['admin']} admin and "
+          f"{TALLY['api-keys']} API-key requests (schemathesis), "
+          f"{TALLY['hypothesis']} inference bodies (hypothesis)")
+
+
+@pytest.fixture(scope="module")
+def keyed_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedStack]:
+    keys = tmp_path_factory.mktemp("api-keys") / "keys.yaml"
+    keys.write_text(yaml.safe_dump({"api_keys": [{
+        "id": CALLER_KEY[0], "key_hash": hash_key(CALLER_KEY[1]),
+        "inference_ids": ["anthropic_completion"]}]}))
+    with ThreadedStack(queue_capacity=5, auth=modes.API_KEYS, api_keys_file=keys) as running:
+        _seed(running)
+        yield running
 
 
 def _bounded_wait(case: Any) -> None:
@@ -127,6 +153,15 @@ def test_admin_listener_fuzzed(case: Any, stack: ThreadedStack) -> None:
     _bounded_wait(case)
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     _check(case, case.call(base_url=stack.admin, headers=headers, timeout=30), "admin")
+
+
+@PUBLIC_API_KEYS.parametrize()
+@_SETTINGS
+def test_public_listener_with_api_keys_fuzzed(case: Any, keyed_stack: ThreadedStack) -> None:
+    _bounded_wait(case)
+    headers = {"Authorization": CALLER_AUTHORIZATION}
+    _check(case, case.call(base_url=keyed_stack.public, headers=headers, timeout=30),
+           "api-keys")
 
 
 # Lone surrogates are valid in JSON ("\ud800") and decode to str; st.text() leaves them out.

@@ -81,13 +81,28 @@ def build_app(gateway: Gateway, *, admin_token: str | None = None,
         app[ADMIN_TOKEN] = admin_token
     elif access is not None:
         app[ACCESS] = access
-    # Rendered once: the document depends only on the listener.
-    app[OPENAPI] = jsoncodec.dumps(openapi.document(admin=admin_token is not None))
+    # Rendered once: the document depends only on the listener and its callers' checks.
+    app[OPENAPI] = jsoncodec.dumps(openapi.document(admin=admin_token is not None,
+                                                    **_documented_auth(app.get(ACCESS))))
     app.on_response_prepare.append(_product_header)
     # [\s\S], not ".": a decoded path may hold a newline (%0A), which "." would not match,
     # and aiohttp would answer its own plain-text 404.
     app.router.add_route("*", r"/{tail:[\s\S]*}", _dispatch)
     return app
+
+
+def _documented_auth(access: Access | None) -> dict[str, str]:
+    """The ``--auth`` mode (and kubernetes' audience) the public document declares, told
+    by the checks server.py built for it (auth/kubernetes.py is not imported: it pulls in
+    kubernetes_asyncio)."""
+    from inference_operator.gateway.auth import API_KEYS, DEFAULT_AUDIENCE, KUBERNETES, NONE
+    from inference_operator.gateway.auth.apikeys import ApiKeyAccess
+
+    if access is None:
+        return {"auth": NONE}
+    if isinstance(access, ApiKeyAccess):
+        return {"auth": API_KEYS}
+    return {"auth": KUBERNETES, "audience": getattr(access, "audience", DEFAULT_AUDIENCE)}
 
 
 async def _product_header(request: web.Request, response: web.StreamResponse) -> None:

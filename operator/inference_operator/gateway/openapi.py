@@ -2,9 +2,10 @@
 validates with, so it cannot describe other rules than the ones enforced.
 
 Served at ``GET /_inference/_openapi`` on both listeners (the admin listener's document
-adds the write operations and the bearer scheme) and shipped as ``docs/openapi.json``
-(the admin document); ``tests/gateway/test_gateway_fuzz.py`` fails when the file drifts
-from :func:`document` and fuzzes both listeners against it with schemathesis.
+adds the write operations and the bearer scheme; the public one declares the callers'
+scheme of its ``--auth`` mode) and shipped as ``docs/openapi.json`` (the admin document);
+``tests/gateway/test_gateway_fuzz.py`` fails when the file drifts from :func:`document`
+and fuzzes both listeners against it with schemathesis.
 
 Where the gateway checks more than the models say (the ``service`` name, task types,
 exactly one input, ids, time values), the extra rule is written here next to its source."""
@@ -28,6 +29,8 @@ from inference_operator.api.settings import (
     Service,
     TaskType,
 )
+from inference_operator.gateway import auth as modes
+from inference_operator.gateway import errors
 from inference_operator.gateway.validation import ES_TASK_TYPES
 
 _REF = "#/components/schemas/{model}"
@@ -244,8 +247,48 @@ def _probe_paths() -> dict[str, dict[str, Any]]:
     }
 
 
-def document(*, admin: bool) -> dict[str, Any]:
-    """The public listener's document, or the admin listener's (writes and bearer auth)."""
+def _header(value: str | None, description: str) -> dict[str, Any]:
+    schema = {"type": "string"} if value is None else {"type": "string", "const": value}
+    return {"description": description, "required": True, "schema": schema}
+
+
+def _caller_auth(auth: str, audience: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """The public listener's security scheme for ``--auth`` (auth/): its name, itself,
+    and the refusals it brings, by status (403 only where an id is named)."""
+    if auth not in (modes.KUBERNETES, modes.API_KEYS):
+        raise ValueError(f"no security scheme for --auth {auth}")
+    if auth == modes.KUBERNETES:
+        scheme = {"type": "http", "scheme": "bearer", "description": (
+            f"A Kubernetes ServiceAccount token (a Pod's projected token) with the audience "
+            f"`{audience}`, checked by TokenReview; the caller needs RBAC verb `invoke` on "
+            "the endpoint's InferenceEndpoint (`inferenceendpoints.inference-operator.dev`), "
+            "checked by SubjectAccessReview.")}
+        name, challenge, who = "bearerAuth", errors.BEARER_CHALLENGE, "token"
+    else:
+        scheme = {"type": "apiKey", "in": "header", "name": "Authorization", "description": (
+            "`ApiKey base64(id:api_key)`, what the Elasticsearch clients send for "
+            "`api_key=(id, api_key)`; a key of `--api-keys-file`.")}
+        name, challenge, who = "apiKeyAuth", errors.API_KEY_CHALLENGE, "API key"
+    refusals = {
+        "401": {**_answer(f"No {who}, another scheme, or one that does not authenticate.",
+                          _json("Error")),
+                "headers": {**_PRODUCT_HEADER, "WWW-Authenticate": _header(
+                    challenge, "The scheme to authenticate with.")}},
+        "403": _answer("The caller may not invoke the endpoint, or it does not exist (one "
+                       "answer for both, so others' ids are not told).", _json("Error")),
+    }
+    if auth == modes.KUBERNETES:
+        refusals["503"] = {**_answer("The Kubernetes API server did not answer the review; "
+                                     "try again.", _json("Error")),
+                           "headers": {**_PRODUCT_HEADER, "Retry-After": _header(
+                               None, "Seconds before a retry.")}}
+    return name, scheme, refusals
+
+
+def document(*, admin: bool, auth: str = modes.NONE,
+             audience: str = modes.DEFAULT_AUDIENCE) -> dict[str, Any]:
+    """The public listener's document for its ``--auth`` mode (``audience``: kubernetes'),
+    or the admin listener's (writes and bearer auth, whatever ``auth`` says)."""
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
@@ -269,6 +312,19 @@ def document(*, admin: bool) -> dict[str, Any]:
                     operation["security"] = [{"adminToken": []}]
                     operation["responses"]["401"] = _answer(
                         "Missing or wrong token (`WWW-Authenticate: Bearer`).", _json("Error"))
+    elif auth != modes.NONE:
+        # Every /_inference operation authenticates (http._dispatch); those naming an id
+        # also authorize (a listing only leaves out what the caller may not invoke).
+        name, scheme, refusals = _caller_auth(auth, audience)
+        doc["components"]["securitySchemes"] = {name: scheme}
+        for path, item in doc["paths"].items():
+            if path.startswith("/_inference"):
+                for operation in item.values():
+                    names_id = any(p["name"] == "inference_id" for p in operation["parameters"])
+                    operation["security"] = [{name: []}]
+                    # A fresh dict: operations share their responses (_inference_paths).
+                    operation["responses"] = {**operation["responses"], **copy.deepcopy(
+                        {k: v for k, v in refusals.items() if k != "403" or names_id})}
     return doc
 
 
