@@ -421,3 +421,26 @@ async def test_the_published_record_names_its_resource_for_the_callers_authoriza
     world.kube.secrets[(NAMESPACE, "creds")] = secret_value()
     await world.apply(endpoint("ep", inference_id="shared-id"))
     assert world.config.served()["shared-id"]["owner"] == {"namespace": NAMESPACE, "name": "ep"}
+
+
+async def test_fleet_changes_during_a_revisit_bring_one_more_pass_not_one_each() -> None:
+    world = World()
+    world.fleet.replicas, world.fleet.lagging = 2, True
+    world.kube.secrets[(NAMESPACE, "creds")] = secret_value()
+    for name in ("a", "b", "c"):
+        await world.apply(endpoint(name))
+    world.fleet.lagging = False
+    visited: list[str] = []
+    reconcile = world.controller.reconcile
+
+    async def counted(body: dict[str, Any]) -> None:
+        visited.append(body["metadata"]["name"])
+        await reconcile(body)
+
+    world.controller.reconcile = counted  # type: ignore[method-assign]
+    for _ in range(5):  # a rolling upgrade: several changes while the first pass runs
+        world.controller.fleet_changed()
+    await world.settle()
+
+    assert sorted(visited) == ["a", "b", "c"]  # the later pass found nothing stale
+    assert {world.ready(n)["reason"] for n in ("a", "b", "c")} == {"Serving"}

@@ -110,6 +110,7 @@ class Controller:
         self._background: set[asyncio.Task[None]] = set()
         # Bounds every bulk revisit together (full syncs, fleet changes).
         self._bulk = asyncio.Semaphore(SYNC_CONCURRENCY)
+        self._revisiting = self._revisit_again = False
 
     # -- triggers ----------------------------------------------------------------------
 
@@ -161,13 +162,28 @@ class Controller:
 
     def fleet_changed(self) -> None:
         """The gateways serve something else now: revisit the resources whose status
-        counted other replicas, a bounded number at a time."""
-        # No coverage yet: that reconcile is still waiting for the replicas itself.
-        stale = [key for key, tracked in self._tracked.items()
-                 if tracked.placement and tracked.coverage
-                 and self.fleet.coverage(tracked.placement) != tracked.coverage]
-        if stale:
-            self._spawn(self._reconcile_all(stale))
+        counted other replicas, a bounded number at a time. One pass at a time: changes
+        during a pass (a rolling upgrade brings several) bring one more pass after it,
+        not a pass each."""
+        if self._revisiting:
+            self._revisit_again = True
+            return
+        self._revisiting = True
+        self._spawn(self._revisit())
+
+    async def _revisit(self) -> None:
+        try:
+            while True:
+                self._revisit_again = False
+                # No coverage yet: that reconcile is still waiting for the replicas itself.
+                stale = [key for key, tracked in self._tracked.items()
+                         if tracked.placement and tracked.coverage
+                         and self.fleet.coverage(tracked.placement) != tracked.coverage]
+                await self._reconcile_all(stale)
+                if not self._revisit_again:
+                    return
+        finally:
+            self._revisiting = False
 
     async def _reconcile_all(self, keys: Iterable[Key]) -> None:
         async def bounded(key: Key) -> None:
