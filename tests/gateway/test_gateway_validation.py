@@ -107,6 +107,15 @@ CASES = [
      "service"),
     ("no body", "/_inference/completion/x", None, 400, "parse_exception",
      "request body is required"),
+    # Found by fuzzing: a key an HTTP header cannot carry made every call of it a 500.
+    ("a key with a newline", "/_inference/completion/x",
+     body(service_settings__api_key="fake-key\nhidden"), 400, "validation_exception",
+     failed("[service_settings] Invalid value [<redacted>]. [api_key] must hold only visible "
+            "ASCII characters (it is sent as an HTTP header)")),
+    ("a key with a space", "/_inference/completion/x",
+     body(service_settings__api_key="fake key"), 400, "validation_exception",
+     failed("[service_settings] Invalid value [<redacted>]. [api_key] must hold only visible "
+            "ASCII characters (it is sent as an HTTP header)")),
 ]
 
 

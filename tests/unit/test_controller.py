@@ -59,6 +59,10 @@ ROWS = [
         body=endpoint(max_tokens=0), message_has="spec.task_settings.max_tokens"),
     Row("no Secret", "SecretNotFound", ("False", "True", "False"), "Normal", False,
         secret=None, message_has="'creds'"),
+    # Published, it would make every gateway refuse the whole shard (gateway/config_source).
+    Row("a key an HTTP header cannot carry", "SecretKeyInvalid", ("False", "True", "False"),
+        "Normal", False, secret=secret_value(key="fake-key\x07bell"),
+        message_has="only visible ASCII"),
     Row("no key in the Secret", "SecretKeyMissing", ("False", "True", "False"), "Normal",
         False, secret=secret_value(data_key="token"), message_has="token"),
     Row("key rejected", "UpstreamAuthFailed", ("False", "False", "True"), "Warning", False,

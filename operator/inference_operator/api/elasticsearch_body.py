@@ -8,20 +8,29 @@ JSON ``1.0`` is not taken for an integer nor ``"1"`` for a number, as Elasticsea
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 
-from inference_operator.api.settings import RateLimit, TaskSettings
+from inference_operator.api.settings import API_KEY_RULE, RateLimit, TaskSettings, api_key_is_valid
 
 _FORBID = ConfigDict(extra="forbid")
+
+
+def _header_safe(key: SecretStr) -> SecretStr:
+    if not api_key_is_valid(key.get_secret_value()):
+        raise ValueError(f"the api_key must hold {API_KEY_RULE}")  # never the key itself
+    return key
+
+
+# SecretStr keeps the key out of every repr, log line and error message.
+ApiKey = Annotated[SecretStr, Field(min_length=1), AfterValidator(_header_safe)]
 
 
 class AnthropicServiceSettings(BaseModel):
     model_config = _FORBID
 
-    # SecretStr keeps the key out of every repr, log line and error message.
-    api_key: SecretStr = Field(min_length=1)
+    api_key: ApiKey
     model_id: str = Field(min_length=1)
     rate_limit: RateLimit = Field(default_factory=RateLimit)
 
@@ -41,7 +50,7 @@ class UpdateServiceSettings(BaseModel):
     # Only the key can change: Elasticsearch marks model_id and rate_limit not updatable.
     model_config = _FORBID
 
-    api_key: SecretStr = Field(min_length=1)
+    api_key: ApiKey
 
 
 class UpdateInferenceBody(BaseModel):

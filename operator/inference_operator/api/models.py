@@ -144,6 +144,7 @@ class Reason(StrEnum):
     SPEC_INVALID = "SpecInvalid"
     SECRET_NOT_FOUND = "SecretNotFound"
     SECRET_KEY_MISSING = "SecretKeyMissing"
+    SECRET_KEY_INVALID = "SecretKeyInvalid"  # not something an HTTP header can carry
     INFERENCE_ID_CONFLICT = "InferenceIdConflict"
     GATEWAY_UNAVAILABLE = "GatewayUnavailable"
     GATEWAY_PENDING = "GatewayPending"  # published; not every ready replica serves it yet

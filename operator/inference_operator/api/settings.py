@@ -21,6 +21,14 @@ INFERENCE_ID_MAX_LENGTH = 253
 
 DEFAULT_REQUESTS_PER_MINUTE = 50
 DEFAULT_SECRET_KEY = "api_key"
+# An API key travels in the x-api-key header: visible ASCII only. HTTP forbids control
+# characters there (a key with a newline made every call a 500), and no key has spaces.
+API_KEY_RE = re.compile(r"[\x21-\x7e]+")
+API_KEY_RULE = "only visible ASCII characters (it is sent as an HTTP header)"
+
+
+def api_key_is_valid(key: str) -> bool:
+    return API_KEY_RE.fullmatch(key) is not None
 
 
 class TaskType(StrEnum):

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from inference_operator.api.models import Reason
-from inference_operator.api.settings import DEFAULT_SECRET_KEY
+from inference_operator.api.settings import API_KEY_RULE, DEFAULT_SECRET_KEY, api_key_is_valid
 from inference_operator.controller.conditions import Outcome
 from inference_operator.controller.kube import Kube, SecretValue
 
@@ -68,6 +68,12 @@ def key_from(ref: SecretRef, secret: SecretValue | None) -> ResolvedKey | Outcom
         return Outcome.waiting(
             Reason.SECRET_KEY_MISSING,
             f"key {ref.key!r} of Secret {ref.name!r} is empty or not UTF-8 text",
+        )
+    if not api_key_is_valid(api_key):
+        # Checked here too: published, it would make the gateways refuse its whole shard.
+        return Outcome.waiting(
+            Reason.SECRET_KEY_INVALID,
+            f"key {ref.key!r} of Secret {ref.name!r} must hold {API_KEY_RULE}",
         )
     return ResolvedKey(api_key, ref, secret.resource_version)
 

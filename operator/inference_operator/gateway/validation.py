@@ -17,6 +17,7 @@ from inference_operator.api.elasticsearch_body import (
     UpdateInferenceBody,
 )
 from inference_operator.api.settings import (
+    API_KEY_RULE,
     INFERENCE_ID_MAX_LENGTH,
     INFERENCE_ID_RE,
     RESERVED_INFERENCE_IDS,
@@ -201,6 +202,9 @@ def _translate(error: ValidationError) -> ESError:
         elif kind in {"greater_than_equal", "less_than_equal", "greater_than", "less_than"}:
             messages.append(f"[{scope}] Invalid value [{value}]. [{name}] must be "
                             f"{_MUST_BE.get(name, 'in range')}")
+        elif kind == "value_error" and name == "api_key":
+            messages.append(f"[{scope}] Invalid value [{value}]. [{name}] must hold "
+                            f"{API_KEY_RULE}")
         else:
             java = _JAVA_TYPES.get(name, "Map")
             messages.append(f"field [{name}] is not of the expected type. "
