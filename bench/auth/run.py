@@ -40,7 +40,6 @@ import itertools
 import math
 import os
 import random
-import re
 import signal
 import statistics
 import sys
@@ -52,6 +51,7 @@ from typing import Any
 
 import aiohttp
 from kubernetes import client, config
+from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: common.py, fleet/
 from common import percentile, save_results, splice_section
@@ -59,6 +59,7 @@ from fleet.run import START_SECONDS, Gateway, fake_key, machine, step, wait_load
 
 from inference_operator.api.gateway_config import OWNER_KEY, Shard, Shards
 from inference_operator.controlplane import binaries, launcher
+from inference_operator.controlplane.apimetrics import requests_by_resource
 from inference_operator.controlplane.kubeconfig import write_token_kubeconfig
 from inference_operator.controlplane.kubectl import Kubectl
 from inference_operator.devstack.processes import Stack
@@ -161,13 +162,7 @@ class Cluster:
         """TokenReviews and SubjectAccessReviews the API server answered so far
         (``apiserver_request_total``, every verb and code)."""
         text = self.kubectl.run("get", "--raw", "/metrics").stdout
-        counts = {"tokenreviews": 0.0, "subjectaccessreviews": 0.0}
-        for line in text.splitlines():
-            if line.startswith("apiserver_request_total{"):
-                resource = re.search(r'resource="([^"]*)"', line)
-                if resource is not None and resource.group(1) in counts:
-                    counts[resource.group(1)] += float(line.rsplit(" ", 1)[1])
-        return counts
+        return requests_by_resource(text, ("tokenreviews", "subjectaccessreviews"))
 
 
 def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, int]:
@@ -197,12 +192,9 @@ async def gateway_reviews(session: aiohttp.ClientSession, gateway: Gateway) -> d
     by review and outcome."""
     async with session.get(f"{gateway.url}/metrics") as response:
         text = await response.text()
-    counts: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("inference_gateway_auth_reviews_total{"):
-            labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
-            counts[f"{labels['review']}/{labels['outcome']}"] = float(line.rsplit(" ", 1)[1])
-    return counts
+    return {f"{sample.labels['review']}/{sample.labels['outcome']}": sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples if sample.name == "inference_gateway_auth_reviews_total"}
 
 
 # -- 1. latency ----------------------------------------------------------------------------

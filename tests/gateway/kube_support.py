@@ -38,6 +38,23 @@ def record(inference_id: str, key: str = KEY_A,
     return written
 
 
+def shard_reader(namespace: str, service_account: str = "gateway") -> list[dict[str, Any]]:
+    """The chart's gateway Role, for a test's ServiceAccount: get/list/watch on the shards
+    by name, nothing else."""
+    return [
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+         "metadata": {"name": "gateway-config"},
+         "rules": [{"apiGroups": [""], "resources": ["secrets"],
+                    "resourceNames": SHARDS.names(), "verbs": ["get", "list", "watch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": {"name": "gateway-config"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                     "name": "gateway-config"},
+         "subjects": [{"kind": "ServiceAccount", "name": service_account,
+                       "namespace": namespace}]},
+    ]
+
+
 class ShardWriter:
     """Writes the shard Secrets of one namespace, as the operator and installer do."""
 

@@ -14,7 +14,6 @@ import functools
 import json
 import logging
 import os
-import re
 import shutil
 import subprocess
 import time
@@ -45,9 +44,10 @@ from gateway_support import (
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from kube_support import BASE, KEY_A, SHARDS, ShardWriter, connect_as, record
+from kube_support import BASE, KEY_A, SHARDS, ShardWriter, connect_as, record, shard_reader
 from kubernetes_asyncio import client
 
+from inference_operator.controlplane.apimetrics import requests_by_resource
 from inference_operator.controlplane.kubectl import Kubectl
 from inference_operator.devstack.processes import Stack
 from inference_operator.gateway.auth.apikeys import hash_key
@@ -109,17 +109,7 @@ def reviewer(kubectl: Kubectl, namespace: str,
     SubjectAccessReviews (the built-in ClusterRole system:auth-delegator), nothing else."""
     kubeconfig = service_account_kubeconfig(namespace, "gateway")
     binding = f"{namespace}-gateway-auth-delegator"
-    kubectl.apply([
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-         "metadata": {"name": "gateway-config"},
-         "rules": [{"apiGroups": [""], "resources": ["secrets"],
-                    "resourceNames": SHARDS.names(), "verbs": ["get", "list", "watch"]}]},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-         "metadata": {"name": "gateway-config"},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                     "name": "gateway-config"},
-         "subjects": [{"kind": "ServiceAccount", "name": "gateway", "namespace": namespace}]},
-    ], namespace)
+    kubectl.apply(shard_reader(namespace), namespace)
     kubectl.apply({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
         "metadata": {"name": binding},
@@ -474,13 +464,7 @@ async def test_one_review_per_token_and_endpoint_per_cache_period_under_load(
 async def api_server_reviews(kubectl: Kubectl) -> dict[str, float]:
     """TokenReviews and SubjectAccessReviews the API server answered so far."""
     text = (await run(kubectl, "get", "--raw", "/metrics")).stdout
-    counts = {"tokenreviews": 0.0, "subjectaccessreviews": 0.0}
-    for line in text.splitlines():
-        if line.startswith("apiserver_request_total{"):
-            resource = re.search(r'resource="([^"]*)"', line)
-            if resource is not None and resource.group(1) in counts:
-                counts[resource.group(1)] += float(line.rsplit(" ", 1)[1])
-    return counts
+    return requests_by_resource(text, ("tokenreviews", "subjectaccessreviews"))
 
 
 async def test_an_api_server_that_cannot_review_gives_503(

@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 from gateway_support import RunningEmulator, RunningGateway, gateway_config, metric
-from kube_support import BASE, KEY_A, KEY_B, SHARDS, ShardWriter, connect_as, record
+from kube_support import BASE, KEY_A, KEY_B, SHARDS, ShardWriter, connect_as, record, shard_reader
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -204,17 +204,7 @@ async def test_resource_names_are_enough_and_nothing_else_is_readable(
 
     await eventually(refused, message="the missing permission was not reported")
     assert (await gateway.call("GET", "/readyz"))[0] == 503
-    await asyncio.to_thread(kubectl.apply, [
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-         "metadata": {"name": "gateway-config"},
-         "rules": [{"apiGroups": [""], "resources": ["secrets"],
-                    "resourceNames": SHARDS.names(), "verbs": ["get", "list", "watch"]}]},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-         "metadata": {"name": "gateway-config"},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                     "name": "gateway-config"},
-         "subjects": [{"kind": "ServiceAccount", "name": "gateway", "namespace": namespace}]},
-    ], namespace)
+    await asyncio.to_thread(kubectl.apply, shard_reader(namespace), namespace)
     await eventually(lambda: _is(complete(gateway, "alpha"), 200), 15, "never served")
     await shards.write(0, 2, record("alpha"), record("beta"))  # the watch is allowed too
     await eventually(lambda: _is(complete(gateway, "beta"), 200), message="watch not allowed")

@@ -27,12 +27,12 @@ from inference_operator.checkout import checkout_path
 from inference_operator.controlplane import binaries, launcher
 from inference_operator.controlplane.kubectl import Kubectl, KubectlError
 from inference_operator.devstack.processes import ProcessFailed, Stack
+from inference_operator.gateway.auth import DEFAULT_AUDIENCE as AUDIENCE
 
 NAMESPACE = "default"
 # examples/ lets this ServiceAccount call the example endpoint; the gateway checks callers
-# as the chart's does (TokenReview with this audience, then RBAC's invoke).
+# as the chart's does (TokenReview with the default audience, then RBAC's invoke).
 CALLER = "example-app"
-AUDIENCE = "inference-operator"
 
 
 class CheckFailed(RuntimeError):
