@@ -68,6 +68,8 @@ async def startup(
         log.warning("no gateway replica ready after %.0fs; statuses will say so",
                     FIRST_REPLICA_WAIT_SECONDS)
     verifier = UpstreamVerifier(config.anthropic_base_url) if config.verify_upstream else None
+    if verifier is not None:
+        await verifier.start()
     controller = Controller(config, kube, publisher, fleet, verifier)
     fleet.on_change = controller.fleet_changed
     controller.indices.endpoints = endpoints

@@ -3,13 +3,13 @@ instead of a paid completion as Elasticsearch does."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-
-import anthropic
 
 from inference_operator.api.models import Reason
 from inference_operator.controller.conditions import Outcome
 from inference_operator.controller.secrets import ResolvedKey, SecretKey, SecretRef
+from inference_operator.gateway.upstream import StatusError, Upstream, UpstreamError
 
 VERIFIED_FOR_SECONDS = 600.0
 
@@ -37,43 +37,44 @@ class VerifiedKeys:
 
 
 class UpstreamVerifier:
-    """One SDK client for the operator's life, for every check."""
+    """One connection pool for the operator's life, for every check: the gateway's own
+    upstream client, which reads Anthropic's errors as the SDK does."""
 
     def __init__(self, base_url: str, timeout: float = 10.0) -> None:
-        self._client = anthropic.AsyncAnthropic(
-            api_key="unset",  # replaced per call; the client is shared for its pool
-            base_url=base_url,
-            http_client=anthropic.DefaultAioHttpClient(),
-            max_retries=0,
-            timeout=timeout,
-        )
+        self._upstream = Upstream(base_url, connect_timeout=timeout, read_timeout=timeout)
+        self._timeout = timeout
+
+    async def start(self) -> None:
+        await self._upstream.start()
 
     async def close(self) -> None:
-        await self._client.close()
+        await self._upstream.close()
 
     async def check(self, api_key: str, model_id: str) -> Outcome | None:
         """None when key and model are good; otherwise why not."""
         try:
-            await self._client.with_options(api_key=api_key).models.retrieve(model_id)
-        except (anthropic.AuthenticationError, anthropic.PermissionDeniedError) as error:
-            return Outcome.needs_human(
-                Reason.UPSTREAM_AUTH_FAILED,
-                f"Anthropic rejected the API key ({error.status_code}); "
-                "put a valid key in the referenced Secret",
-            )
-        except anthropic.NotFoundError:
-            return Outcome.needs_human(
-                Reason.MODEL_NOT_FOUND,
-                f"Anthropic has no model {model_id!r}; check service_settings.model_id",
-            )
-        except anthropic.APIStatusError as error:
+            async with asyncio.timeout(self._timeout):
+                await self._upstream.retrieve_model(api_key, model_id)
+        except StatusError as error:
+            if error.status in (401, 403):
+                return Outcome.needs_human(
+                    Reason.UPSTREAM_AUTH_FAILED,
+                    f"Anthropic rejected the API key ({error.status}); "
+                    "put a valid key in the referenced Secret",
+                )
+            if error.status == 404:
+                return Outcome.needs_human(
+                    Reason.MODEL_NOT_FOUND,
+                    f"Anthropic has no model {model_id!r}; check service_settings.model_id",
+                )
             return Outcome.retrying(
                 Reason.UPSTREAM_UNAVAILABLE,
-                f"Anthropic's Models API answered {error.status_code}; will retry",
+                f"Anthropic's Models API answered {error.status}; will retry",
             )
-        except anthropic.APIConnectionError as error:
+        except (UpstreamError, TimeoutError) as error:
+            cause = "timeout" if isinstance(error, TimeoutError) else error.label
             return Outcome.retrying(
                 Reason.UPSTREAM_UNAVAILABLE,
-                f"cannot reach Anthropic's Models API ({type(error).__name__}); will retry",
+                f"cannot reach Anthropic's Models API ({cause}); will retry",
             )
         return None

@@ -9,7 +9,8 @@ is JSON the gateway builds anyway, the answer a JSON Message, streaming is SSE w
 ``event:`` line per event. What we took from the SDK is pinned by tests against the
 installed SDK (tests/gateway/test_gateway_wire.py): the auth and version headers it
 sends, and the text, usage and errors it reads from the same replies. The operator's
-control path (controller/upstream.py) still uses the SDK.
+key check (controller/upstream.py) uses this client too, for the Models API: the SDK's
+import alone would be about a third of the operator's memory budget.
 
 Like the SDK client the gateway used before, one connection pool (up to 1,000
 connections) is shared by every endpoint, and nothing is retried here: the gateway runs
@@ -21,7 +22,7 @@ import email.utils
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import Any
 
 import aiohttp
@@ -133,6 +134,7 @@ class Upstream:
                  read_timeout: float = 600.0) -> None:
         self.base_url = base_url
         self._url = base_url.rstrip("/") + "/v1/messages"
+        self._models_url = base_url.rstrip("/") + "/v1/models/"
         # The request's own deadline (?timeout=) bounds the call; the read timeout only
         # has to outlast the gaps of long streams.
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout,
@@ -158,6 +160,28 @@ class Upstream:
             raise RuntimeError("Upstream.start() has not run")
         return Client(self._session, self._url, api_key)
 
+    async def retrieve_model(self, api_key: str, model_id: str) -> dict[str, Any]:
+        """``GET /v1/models/{model_id}``: the model's description, as JSON; a StatusError
+        for an error answer (401 bad key, 404 no such model), ConnectionFailed without
+        one."""
+        if self._session is None:
+            raise RuntimeError("Upstream.start() has not run")
+        url = self._models_url + urllib.parse.quote(model_id, safe="")
+        response = await _open(self._session.get(url, headers=_headers(api_key),
+                                                 allow_redirects=False))
+        async with response:
+            return _json_object(await _read(response), "the answer")
+
+
+def _headers(api_key: str) -> dict[str, str]:
+    return {
+        "Authorization": f"Bearer {api_key}",
+        "anthropic-version": API_VERSION,
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+        "User-Agent": USER_AGENT,
+    }
+
 
 class Client:
     """One endpoint's view of the upstream: the shared pool plus its key's headers,
@@ -166,13 +190,7 @@ class Client:
     def __init__(self, session: aiohttp.ClientSession, url: str, api_key: str) -> None:
         self._session = session
         self._url = url
-        self._headers = {
-            "Authorization": f"Bearer {api_key}",
-            "anthropic-version": API_VERSION,
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-            "User-Agent": USER_AGENT,
-        }
+        self._headers = _headers(api_key)
 
     async def create(self, params: dict[str, Any]) -> dict[str, Any]:
         """``POST /v1/messages``: the Message, as JSON."""
@@ -186,19 +204,24 @@ class Client:
         return MessageStream(await self._send({**params, "stream": True}))
 
     async def _send(self, params: dict[str, Any]) -> aiohttp.ClientResponse:
-        try:
-            # Never follow a redirect: it would resend the key and the prompt to wherever
-            # the Location points. A 3xx is an upstream failure (502) instead.
-            response = await self._session.post(self._url, data=jsoncodec.dumps(params),
-                                                headers=self._headers, allow_redirects=False)
-        except aiohttp.ClientError as error:
-            # Any transport failure before an answer, as the SDK's APIConnectionError.
-            raise ConnectionFailed(type(error).__name__) from error
-        if response.status >= 300:
-            async with response:
-                raw = await _read(response)
-            raise StatusError(response.status, response.headers, _json_or_text(raw))
-        return response
+        # Never follow a redirect: it would resend the key and the prompt to wherever
+        # the Location points. A 3xx is an upstream failure (502) instead.
+        return await _open(self._session.post(self._url, data=jsoncodec.dumps(params),
+                                              headers=self._headers, allow_redirects=False))
+
+
+async def _open(request: Awaitable[aiohttp.ClientResponse]) -> aiohttp.ClientResponse:
+    """The response of a 2xx; a StatusError for an error answer, ConnectionFailed for a
+    transport failure before any answer (as the SDK's APIConnectionError)."""
+    try:
+        response = await request
+    except aiohttp.ClientError as error:
+        raise ConnectionFailed(type(error).__name__) from error
+    if response.status >= 300:
+        async with response:
+            raw = await _read(response)
+        raise StatusError(response.status, response.headers, _json_or_text(raw))
+    return response
 
 
 class MessageStream:
