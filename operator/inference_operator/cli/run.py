@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     import kopf
 
     # Registers the handlers with kopf's default registry.
-    from inference_operator.controller import handlers, lifecycle  # noqa: F401
+    from inference_operator.controller import handlers, lifecycle, login  # noqa: F401
 
     config = operator_config(args)
     # kopf's own setup (root logger, its format); DEBUG is kopf's verbose mode. The

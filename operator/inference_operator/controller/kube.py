@@ -22,6 +22,8 @@ from inference_operator import kubeclient
 from inference_operator.api.models import GROUP, PLURAL, VERSION
 
 COMPONENT = "inference-operator"
+# Requests in flight at once, for this client and for kopf's (controller/login.py).
+REQUEST_CONNECTIONS = 16
 log = logging.getLogger(__name__)
 # kubernetes_asyncio logs every response body at DEBUG ("response body: ..."), the Secrets
 # read for their keys included (base64 hides nothing), and ``run --verbose`` puts the root
@@ -44,7 +46,8 @@ class Kube:
 
     @classmethod
     async def connect(cls) -> Kube:
-        return cls(await kubeclient.connect())
+        # Short requests only (kopf holds the watches): a burst queues for these.
+        return cls(await kubeclient.connect(max_connections=REQUEST_CONNECTIONS))
 
     async def close(self) -> None:
         await self._api.close()
