@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,3 +51,30 @@ def save_results(args: argparse.Namespace, name: str, command: str, began: datet
     output.write_text(json.dumps(result, indent=2) + "\n")
     write_report(args.out / "benchmarks.md", result)
     return output
+
+
+def install_venv(venv: Path, requirements: Sequence[str], log: Path, timeout: float,
+                 *, version: str = "") -> Path:
+    """A virtualenv of its own under .cache/bench with ``requirements`` installed (again
+    only when they or ``version`` change); its python. pip trusts the CA bundle the
+    environment names, else the system's (a TLS-intercepting proxy's CA is in one of
+    them). Raises
+    CalledProcessError, TimeoutExpired or OSError; the log has pip's output."""
+    from inference_operator.controlplane.images import host_ca_bundle
+
+    python = venv / "bin" / "python"
+    stamp, spec = venv / ".installed-spec", " ".join([*requirements, version]).strip()
+    if python.exists() and stamp.exists() and stamp.read_text() == spec:
+        return python
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    if "PIP_CERT" not in env and (bundle := host_ca_bundle()) is not None:
+        env["PIP_CERT"] = str(bundle)
+    with log.open("w") as out:
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True,
+                       stdout=out, stderr=subprocess.STDOUT, timeout=120)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", *requirements],
+                       check=True, stdout=out, stderr=subprocess.STDOUT, timeout=timeout,
+                       env=env)
+    stamp.write_text(spec)
+    return python

@@ -1,13 +1,21 @@
-"""Operator benchmark: apply → Ready latency, and 1,000 objects at once against the floor.
+"""Operator benchmark: apply → Ready latency, 1,000 objects at once against the floor,
+and memory at 5,000 endpoints across 50 namespaces, before and after a restart.
 
-One run, one control plane, one machine:
-1. latency: N objects created one at a time; time from the create call to Ready=True
+One run, one control plane, one machine. The operator runs as the image runs it: from a
+virtualenv with the package's runtime dependencies only (.cache/bench/runtime-venv,
+installed on first use), watching every namespace, as the chart installs it.
+1. floor: a plain client creating M objects and patching each status once (before the
+   operator starts; they are deleted again, so the operator never sees them);
+2. latency: N objects created one at a time; time from the create call to Ready=True
    seen on a watch (p50/p99);
-2. bulk: M objects created at once until all are Ready, side by side with the floor: a
-   plain client creating the same M objects (in a namespace the operator does not watch)
-   and patching each status once. Reported as a ratio, with the operator's memory.
+3. bulk: M objects created at once until all are Ready, as a ratio to the floor, with the
+   operator's memory;
+4. scale: more objects at once over other namespaces until S in all (50 namespaces), all
+   Ready; the operator's memory then, and after a restart that finds them all (its
+   first full sync done), with the peak.
 
 Usage: .venv/bin/python bench/operator/run.py [--latency-objects 50] [--bulk-objects 1000]
+       [--scale-objects 5000] [--scale-namespaces 50]
 Loopback only; every loop is bounded by its object count and a deadline.
 """
 
@@ -15,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import json
+import os
 import platform
 import signal
 import statistics
@@ -27,10 +37,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import yaml
 from kubernetes import client, config, watch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/common.py
-from common import percentile, splice_section
+from common import install_venv, percentile, splice_section
 
 from inference_operator.api.generate import crd_yaml
 from inference_operator.api.models import GROUP, PLURAL, VERSION
@@ -41,8 +52,22 @@ from inference_operator.waiting import poll
 
 KEY = "bench-key-not-a-real-key"
 OPERATOR_NS, FLOOR_NS = "bench-operator", "bench-floor"
-DEADLINE_SECONDS = 600
+DEADLINE_SECONDS = 900
 CREATE_WORKERS = 8
+RESTART_SYNC_TIMEOUT = 600
+REPO = Path(__file__).resolve().parents[2]
+RUNTIME_VENV = REPO / ".cache" / "bench" / "runtime-venv"
+
+
+def runtime_operator() -> tuple[str, ...]:
+    """The CLI of a virtualenv holding the package (editable: this checkout's code) with
+    its runtime dependencies only. The dev venv also has the test extras, and kopf
+    imports every Kubernetes client it finds installed."""
+    version = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()[:12]
+    print(f"runtime venv: {RUNTIME_VENV} (installed on first use)", flush=True)
+    python = install_venv(RUNTIME_VENV, ["-e", str(REPO)], RUNTIME_VENV.parent /
+                          "runtime-venv.log", timeout=600, version=version)
+    return (str(python.parent / "inference-operator"),)
 
 
 def manifest(name: str) -> dict[str, Any]:
@@ -59,12 +84,11 @@ def manifest(name: str) -> dict[str, Any]:
 
 
 class ReadyWatch:
-    """Records when each object of a namespace is first seen Ready=True."""
+    """Records when each object (``namespace/name``) is first seen Ready=True."""
 
-    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+    def __init__(self, api: client.ApiClient) -> None:
         self.ready_at: dict[str, float] = {}
         self._custom = client.CustomObjectsApi(api)
-        self._namespace = namespace
         self._watch = watch.Watch()
         self._stopped = False
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -77,8 +101,8 @@ class ReadyWatch:
         while not self._stopped:
             try:
                 for event in self._watch.stream(
-                    self._custom.list_namespaced_custom_object, GROUP, VERSION,
-                    self._namespace, PLURAL, timeout_seconds=60,
+                    self._custom.list_cluster_custom_object, GROUP, VERSION, PLURAL,
+                    timeout_seconds=60,
                     **({"resource_version": resource_version} if resource_version else {}),
                 ):
                     resource_version = event["object"]["metadata"]["resourceVersion"]
@@ -92,7 +116,9 @@ class ReadyWatch:
     def _record(self, obj: dict[str, Any]) -> None:
         conditions = (obj.get("status") or {}).get("conditions") or []
         if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
-            self.ready_at.setdefault(obj["metadata"]["name"], time.perf_counter())
+            metadata = obj["metadata"]
+            self.ready_at.setdefault(f"{metadata['namespace']}/{metadata['name']}",
+                                     time.perf_counter())
 
     def wait_for(self, names: set[str], timeout: float) -> None:
         """Until all of ``names`` are Ready (the times are the watch's, not this wait's)."""
@@ -120,18 +146,20 @@ def measure_latency(api, watcher: ReadyWatch, count: int) -> dict[str, float]:
         started = time.perf_counter()
         custom.create_namespaced_custom_object(GROUP, VERSION, OPERATOR_NS, PLURAL,
                                                manifest(name))
-        watcher.wait_for({name}, 60)
-        took.append(watcher.ready_at[name] - started)
+        watcher.wait_for({f"{OPERATOR_NS}/{name}"}, 60)
+        took.append(watcher.ready_at[f"{OPERATOR_NS}/{name}"] - started)
     return {"objects": count, "p50_s": percentile(took, 0.5), "p99_s": percentile(took, 0.99),
             "mean_s": statistics.fmean(took), "max_s": max(took), "first_s": took[0]}
 
 
-def create_all(api, namespace: str, names: list[str], patch_status: bool) -> float:
+def create_all(api, keys: list[str], patch_status: bool) -> float:
+    """Create the ``namespace/name`` objects, CREATE_WORKERS at a time."""
     custom = client.CustomObjectsApi(api)
     ready = {"type": "Ready", "status": "True", "reason": "Serving", "message": "floor",
              "lastTransitionTime": "2026-01-01T00:00:00Z"}
 
-    def one(name: str) -> None:
+    def one(key: str) -> None:
+        namespace, name = key.split("/")
         custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, manifest(name))
         if patch_status:
             custom.patch_namespaced_custom_object_status(
@@ -140,17 +168,74 @@ def create_all(api, namespace: str, names: list[str], patch_status: bool) -> flo
 
     started = time.perf_counter()
     with ThreadPoolExecutor(CREATE_WORKERS) as pool:
-        list(pool.map(one, names))
+        list(pool.map(one, keys))
     return time.perf_counter() - started
 
 
+def spread(count: int, namespaces: list[str], prefix: str) -> list[str]:
+    """``count`` keys dealt over ``namespaces`` in turn."""
+    return [f"{namespaces[i % len(namespaces)]}/{prefix}-{i}" for i in range(count)]
+
+
+def restart(stack: Stack, operator: Service, peak: PeakMemory) -> dict[str, Any]:
+    """Stop the operator and start it again: time until its first full sync is done
+    (every resource reconciled, nothing to write), its memory then and the peak."""
+    operator.stop()
+    peak.follow(None)
+    logged = len(operator.log_text())  # the log file is appended to
+    started = time.perf_counter()
+    stack.start(operator)
+    peak.follow(operator)
+    poll(lambda: "first full sync done" in operator.log_text()[logged:],
+         timeout=RESTART_SYNC_TIMEOUT, interval=0.2)
+    took = time.perf_counter() - started
+    return {"synced_s": took, **memory(operator), "sampled_peak_rss_mib": peak.take()}
+
+
+class PeakMemory:
+    """The operator's highest RSS, sampled every 0.2 s (VmHWM would include a previous
+    process's peak only per process; this follows restarts)."""
+
+    def __init__(self) -> None:
+        self._service: Service | None = None
+        self._peak = 0.0
+        self._stopped = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def follow(self, service: Service | None) -> None:
+        self._service = service
+
+    def take(self) -> float:
+        """The peak since the last take."""
+        peak, self._peak = self._peak, 0.0
+        return peak
+
+    def _run(self) -> None:
+        while not self._stopped.wait(0.2):
+            service = self._service
+            if service is not None and service.running():
+                try:
+                    self._peak = max(self._peak, service.rss_mib())
+                except (OSError, ValueError):
+                    pass  # the process ended meanwhile
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
 START, END = "<!-- operator-bench:start", "<!-- operator-bench:end -->"
+# The chart's default memory limit must leave this much above the highest RSS measured.
+HEADROOM = 1.5
 
 
 def write_report(path: Path, result: dict[str, Any]) -> None:
     """Rewrite the generated section between the markers (appended if missing)."""
-    latency, bulk = result["latency"], result["bulk"]
-    idle, after = (result["operator_memory"][k]["rss_mib"] for k in ("idle", "after_bulk"))
+    latency, bulk, scale = result["latency"], result["bulk"], result["scale"]
+    memory_at = result["operator_memory"]
+    idle, after = memory_at["idle"]["rss_mib"], memory_at["after_bulk"]["rss_mib"]
+    at_scale, restarted = memory_at["at_scale"], memory_at["after_restart"]
+    highest = max(at_scale["sampled_peak_rss_mib"], restarted["sampled_peak_rss_mib"])
+    limit = result["chart_memory_limit_mib"]
     rows = [
         (f"apply → Ready, p50 ({latency['objects']} objects, one at a time)",
          f"{latency['p50_s'] * 1000:.0f} ms", "≤ 500 ms", latency["p50_s"] <= 0.5),
@@ -162,8 +247,20 @@ def write_report(path: Path, result: dict[str, Any]) -> None:
          "", None),
         ("ratio to the floor", f"{bulk['ratio_to_floor']:.2f}x", "≤ 3x",
          bulk["ratio_to_floor"] <= 3),
-        ("operator RSS idle / after the bulk", f"{idle:.0f} / {after:.0f} MiB", "≤ 150 MiB",
-         after <= 150),
+        (f"operator RSS idle / after the {bulk['objects']}", f"{idle:.0f} / {after:.0f} MiB",
+         "≤ 150 MiB", after <= 150),
+        (f"{scale['objects']} endpoints over {scale['namespaces']} namespaces, all Ready",
+         f"{scale['all_ready_s']:.1f} s for the last {scale['created']}", "all Ready", True),
+        (f"operator RSS at {scale['objects']} (peak while they came)",
+         f"{at_scale['rss_mib']:.0f} MiB ({at_scale['sampled_peak_rss_mib']:.0f})",
+         "reported", None),
+        (f"after a restart with {scale['objects']}: first full sync, RSS (peak)",
+         f"{restarted['synced_s']:.1f} s, {restarted['rss_mib']:.0f} MiB "
+         f"({restarted['sampled_peak_rss_mib']:.0f})", "reported", None),
+        ("memory per endpoint (RSS at scale - idle) / endpoints",
+         f"{result['kib_per_endpoint']:.0f} KiB", "", None),
+        ("chart's operator memory limit", f"{limit} MiB",
+         f"≥ {HEADROOM}x the highest RSS ({highest:.0f} MiB)", limit >= HEADROOM * highest),
     ]
     table = "\n".join(
         f"| {name} | {value} | {target} | "
@@ -171,16 +268,30 @@ def write_report(path: Path, result: dict[str, Any]) -> None:
         for name, value, target, ok in rows
     )
     section = (f"{START} (generated by bench/operator/run.py) -->\n"
-               f"`{result['command']}` on {result['machine']}, {result['date']}.\n\n"
+               f"`{result['command']}` on {result['machine']}, {result['date']}; the "
+               "operator from a runtime-only virtualenv (as in the image), watching every "
+               "namespace.\n\n"
                "| measure | result | target | |\n| --- | --- | --- | --- |\n"
                f"{table}\n{END}")
     splice_section(path, START, END, section, "Operator")
+
+
+def chart_memory_limit_mib() -> int:
+    values = yaml.safe_load((REPO / "charts" / "inference-operator" / "values.yaml")
+                            .read_text())
+    limit = values["operator"]["resources"]["limits"]["memory"]
+    if not limit.endswith("Mi"):
+        raise ValueError(f"the chart's operator memory limit {limit!r} is not in Mi")
+    return int(limit[:-2])
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--latency-objects", type=int, default=50)
     parser.add_argument("--bulk-objects", type=int, default=1000)
+    parser.add_argument("--scale-objects", type=int, default=5000,
+                        help="endpoints in all at the scale phase (the others count)")
+    parser.add_argument("--scale-namespaces", type=int, default=50)
     parser.add_argument("--output", type=Path, default=Path("docs/benchmarks/operator.json"))
     parser.add_argument("--report", type=Path, default=Path("docs/benchmarks.md"),
                         help="markdown file whose operator-bench section is rewritten")
@@ -188,28 +299,48 @@ def main() -> int:
 
     # SIGTERM (a CI timeout, kill) unwinds like Ctrl-C, so the processes are stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    program = runtime_operator()
     work = Path(tempfile.mkdtemp(prefix="bench-operator-"))
     plane = launcher.start(work / "controlplane")
     stack = Stack(work, api_keys=(KEY,), kubeconfig=plane.kubeconfig)
+    peak = PeakMemory()
     try:
         kubectl = Kubectl(binaries.resolve("kubectl"), plane.kubeconfig)
         kubectl.apply(crd_yaml())
         kubectl.wait_for_condition(f"crd/{PLURAL}.{GROUP}", "Established", timeout=30)
         secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "anthropic"},
                   "data": {"api_key": base64.b64encode(KEY.encode()).decode()}}
-        for namespace in (OPERATOR_NS, FLOOR_NS):
+        scale_namespaces = [OPERATOR_NS, *(f"bench-scale-{i:02d}"
+                                          for i in range(1, args.scale_namespaces))]
+        for namespace in (FLOOR_NS, *scale_namespaces):
             kubectl.run("create", "namespace", namespace)
             kubectl.apply(secret, namespace)
+        api = config.new_client_from_config(config_file=str(plane.kubeconfig))
+        api.configuration.connection_pool_maxsize = CREATE_WORKERS * 2
+
+        names = [f"{FLOOR_NS}/bulk-{i}" for i in range(args.bulk_objects)]
+        print(f"floor: {len(names)} creates + status patches ...", flush=True)
+        floor = create_all(api, names, patch_status=True)
+        print(f"  {floor:.1f} s")
+        # Gone before the operator starts (it watches every namespace): one request.
+        custom = client.CustomObjectsApi(api)
+        custom.delete_collection_namespaced_custom_object(GROUP, VERSION, FLOOR_NS, PLURAL)
+        poll(lambda: not custom.list_namespaced_custom_object(
+            GROUP, VERSION, FLOOR_NS, PLURAL, limit=1)["items"], timeout=60, interval=0.2)
+
         stack.start(stack.emulator())
         stack.start(stack.gateway())
-        operator = stack.start(stack.operator("--namespace", OPERATOR_NS))
+        operator = stack.operator()
+        operator.program = program
+        stack.start(operator)
+        peak.follow(operator)
         # The gateway turns ready once the operator's first writes: measure from there.
         gateway_ready = stack.services["gateway"]
         gateway_ready.health_url = f"{stack.gateway_url}/readyz"
         gateway_ready.wait_healthy(60)
-        api = config.new_client_from_config(config_file=str(plane.kubeconfig))
-        api.configuration.connection_pool_maxsize = CREATE_WORKERS * 2
-        watcher = ReadyWatch(api, OPERATOR_NS)
+        watcher = ReadyWatch(api)
+        # Idle: imports done, watches listed, its first (empty) full sync behind it.
+        poll(lambda: "first full sync done" in operator.log_text(), timeout=60, interval=0.2)
         idle = memory(operator)
 
         print(f"latency: {args.latency_objects} objects, one at a time ...", flush=True)
@@ -217,30 +348,52 @@ def main() -> int:
         print(f"  p50 {latency['p50_s'] * 1000:.0f} ms, p99 {latency['p99_s'] * 1000:.0f} ms, "
               f"first {latency['first_s'] * 1000:.0f} ms")
 
-        names = [f"bulk-{i}" for i in range(args.bulk_objects)]
-        print(f"floor: {len(names)} creates + status patches ...", flush=True)
-        floor = create_all(api, FLOOR_NS, names, patch_status=True)
-        print(f"  {floor:.1f} s")
+        names = [f"{OPERATOR_NS}/bulk-{i}" for i in range(args.bulk_objects)]
         print(f"operator: {len(names)} objects at once until all Ready ...", flush=True)
         started = time.perf_counter()
-        created = create_all(api, OPERATOR_NS, names, patch_status=False)
+        created = create_all(api, names, patch_status=False)
         watcher.wait_for(set(names), DEADLINE_SECONDS)
         all_ready = max(watcher.ready_at[n] for n in names) - started
         after = memory(operator)
         print(f"  {all_ready:.1f} s (creates alone {created:.1f} s); ratio to floor "
               f"{all_ready / floor:.2f}x; operator RSS {after['rss_mib']:.0f} MiB "
               f"(peak {after['peak_rss_mib']:.0f} MiB, idle {idle['rss_mib']:.0f} MiB)")
+
+        existing = args.latency_objects + args.bulk_objects
+        more = spread(max(0, args.scale_objects - existing), scale_namespaces[1:] or
+                      scale_namespaces, "scale")
+        print(f"scale: {len(more)} more at once over {len(scale_namespaces)} namespaces, "
+              f"{existing + len(more)} in all ...", flush=True)
+        peak.take()
+        started = time.perf_counter()
+        create_all(api, more, patch_status=False)
+        watcher.wait_for(set(more), DEADLINE_SECONDS)
+        scale_ready = max((watcher.ready_at[n] for n in more), default=started) - started
+        at_scale = {**memory(operator), "sampled_peak_rss_mib": peak.take()}
+        print(f"  {scale_ready:.1f} s; operator RSS {at_scale['rss_mib']:.0f} MiB "
+              f"(peak {at_scale['sampled_peak_rss_mib']:.0f} MiB)", flush=True)
         watcher.stop()
+
+        print("restart with every endpoint in place ...", flush=True)
+        restarted = restart(stack, operator, peak)
+        print(f"  first full sync after {restarted['synced_s']:.1f} s; RSS "
+              f"{restarted['rss_mib']:.0f} MiB (peak {restarted['sampled_peak_rss_mib']:.0f})")
+        endpoints = existing + len(more)
         result = {
             "date": time.strftime("%Y-%m-%d"),
-            "machine": f"{platform.machine()}, {len(__import__('os').sched_getaffinity(0))} "
+            "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} "
                        f"cores, Python {platform.python_version()}",
             "command": " ".join(["bench/operator/run.py", *sys.argv[1:]]),
             "latency": latency,
-            "bulk": {"objects": len(names), "operator_all_ready_s": all_ready,
+            "bulk": {"objects": args.bulk_objects, "operator_all_ready_s": all_ready,
                      "operator_creates_s": created, "floor_s": floor,
                      "ratio_to_floor": all_ready / floor},
-            "operator_memory": {"idle": idle, "after_bulk": after},
+            "scale": {"objects": endpoints, "namespaces": len(scale_namespaces),
+                      "created": len(more), "all_ready_s": scale_ready},
+            "operator_memory": {"idle": idle, "after_bulk": after, "at_scale": at_scale,
+                                "after_restart": restarted},
+            "kib_per_endpoint": (at_scale["rss_mib"] - idle["rss_mib"]) * 1024 / endpoints,
+            "chart_memory_limit_mib": chart_memory_limit_mib(),
         }
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(result, indent=2) + "\n")
@@ -248,6 +401,7 @@ def main() -> int:
         print(f"results: {args.output}, {args.report}")
         return 0
     finally:
+        peak.stop()
         stack.stop()
         plane.stop()
 
