@@ -20,7 +20,7 @@ from gateway_support import (
     start_emulator,
 )
 from kube_support import ShardWriter, connect_as
-from kubernetes_asyncio import client
+from lightkube import AsyncClient
 
 from inference_operator.devstack.processes import Stack
 from inference_operator.gateway.server import GatewayServer
@@ -69,12 +69,12 @@ async def process_stack(emulator: RunningEmulator, tmp_path: Path) -> AsyncItera
 # For the tests of the configuration Secrets and caller access, against the session's
 # real API server (tests/conftest.py).
 @pytest.fixture
-async def admin(control_plane: Any) -> AsyncIterator[client.ApiClient]:
+async def admin(control_plane: Any) -> AsyncIterator[AsyncClient]:
     api = await connect_as(control_plane.kubeconfig)
     yield api
     await api.close()
 
 
 @pytest.fixture
-def shards(admin: client.ApiClient, namespace: str) -> ShardWriter:
-    return ShardWriter(client.CoreV1Api(admin), namespace)
+def shards(admin: AsyncClient, namespace: str) -> ShardWriter:
+    return ShardWriter(admin, namespace)

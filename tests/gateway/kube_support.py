@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway_support import MODEL
-from kubernetes_asyncio import client, config
-from kubernetes_asyncio.client.exceptions import ApiException
+from lightkube import ApiError, AsyncClient, KubeConfig
+from lightkube.resources.core_v1 import Secret
 
 from inference_operator.api.gateway_config import OWNER_KEY, Shard, Shards, empty_secret
 
@@ -17,11 +17,8 @@ SHARDS = Shards(BASE, 2)
 KEY_A, KEY_B = "fake-key-shard-A-1c2d3e", "fake-key-shard-B-4f5a6b"
 
 
-async def connect_as(kubeconfig: Path) -> client.ApiClient:
-    configuration = client.Configuration()
-    await config.load_kube_config(config_file=str(kubeconfig),
-                                  client_configuration=configuration)
-    return client.ApiClient(configuration)
+async def connect_as(kubeconfig: Path) -> AsyncClient:
+    return AsyncClient(KubeConfig.from_file(kubeconfig))
 
 
 def record(inference_id: str, key: str = KEY_A,
@@ -58,8 +55,8 @@ def shard_reader(namespace: str, service_account: str = "gateway") -> list[dict[
 class ShardWriter:
     """Writes the shard Secrets of one namespace, as the operator and installer do."""
 
-    def __init__(self, core: client.CoreV1Api, namespace: str) -> None:
-        self.core, self.namespace = core, namespace
+    def __init__(self, api: AsyncClient, namespace: str) -> None:
+        self.api, self.namespace = api, namespace
 
     async def write(self, index: int, generation: int, *records: dict[str, Any]) -> None:
         await self.put(index, Shard(generation, records).encode())
@@ -69,11 +66,11 @@ class ShardWriter:
         if data is not None:
             body["data"] = data
         try:
-            await self.core.replace_namespaced_secret(SHARDS.name(index), self.namespace, body)
-        except ApiException as error:
-            if error.status != 404:
+            await self.api.replace(Secret.from_dict(body))
+        except ApiError as error:
+            if error.status.code != 404:
                 raise
-            await self.core.create_namespaced_secret(self.namespace, body)
+            await self.api.create(Secret.from_dict(body))
 
     async def delete(self, index: int) -> None:
-        await self.core.delete_namespaced_secret(SHARDS.name(index), self.namespace)
+        await self.api.delete(Secret, SHARDS.name(index), namespace=self.namespace)

@@ -45,7 +45,9 @@ from gateway_support import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kube_support import BASE, KEY_A, SHARDS, ShardWriter, connect_as, record, shard_reader
-from kubernetes_asyncio import client
+from lightkube import AsyncClient
+from lightkube.models.authentication_v1 import TokenReviewSpec
+from lightkube.resources.authentication_v1 import TokenReview
 
 from inference_operator.controlplane.apimetrics import requests_by_resource
 from inference_operator.controlplane.kubectl import Kubectl
@@ -221,11 +223,11 @@ def minted(signing_key: rsa.RSAPrivateKey, public_key: rsa.RSAPublicKey, namespa
     return f"{signing_input}.{_b64(signature)}"
 
 
-async def token_review(admin: client.ApiClient, token: str) -> dict[str, Any]:
+async def token_review(admin: AsyncClient, token: str) -> dict[str, Any]:
     """What the API server itself says about a token (as the cluster admin)."""
-    review = await client.AuthenticationV1Api(admin).create_token_review(
-        {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
-         "spec": {"token": token, "audiences": [AUDIENCE]}})
+    review = await admin.create(TokenReview(spec=TokenReviewSpec(token=token,
+                                                                 audiences=[AUDIENCE])))
+    assert review.status is not None
     return {"authenticated": bool(review.status.authenticated), "error": review.status.error}
 
 
@@ -234,7 +236,7 @@ async def token_review(admin: client.ApiClient, token: str) -> dict[str, Any]:
 
 async def test_no_or_unusable_credentials_are_401(
         auth_gateway: GatewayStarter, shards: ShardWriter, kubectl: Kubectl,
-        teams: tuple[str, str], control_plane: Any, admin: client.ApiClient) -> None:
+        teams: tuple[str, str], control_plane: Any, admin: AsyncClient) -> None:
     team, _ = teams
     await shards.write(0, 1, record("a1", owner=(team, "a1")))
     await shards.write(1, 1)

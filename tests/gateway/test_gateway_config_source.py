@@ -19,8 +19,10 @@ import aiohttp
 import pytest
 from gateway_support import RunningEmulator, RunningGateway, gateway_config, metric
 from kube_support import BASE, KEY_A, KEY_B, SHARDS, ShardWriter, connect_as, record, shard_reader
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
+from lightkube import ApiError, AsyncClient
+from lightkube.resources import core_v1
+from lightkube.resources.core_v1 import Secret
+from lightkube.resources.discovery_v1 import EndpointSlice
 
 from inference_operator.api.gateway_config import DATA_KEY
 from inference_operator.controlplane.kubectl import Kubectl
@@ -194,7 +196,7 @@ async def test_resource_names_are_enough_and_nothing_else_is_readable(
     await shards.write(1, 1)
     other = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "unrelated"},
              "stringData": {"api-key": KEY_B}}
-    await shards.core.create_namespaced_secret(namespace, other)
+    await shards.api.create(Secret.from_dict(other), namespace=namespace)
     kubeconfig = await asyncio.to_thread(service_account_kubeconfig, namespace, "gateway")
     # Started before its Role exists: refused, retried with backoff, then served.
     gateway = await config_gateway(kubeconfig=kubeconfig)
@@ -210,29 +212,31 @@ async def test_resource_names_are_enough_and_nothing_else_is_readable(
     await eventually(lambda: _is(complete(gateway, "beta"), 200), message="watch not allowed")
 
     identity = await connect_as(kubeconfig)
+
+    async def listed(**selector: Any) -> list[Secret]:
+        return [secret async for secret in identity.list(Secret, namespace=namespace,
+                                                         **selector)]
+
     try:
-        core = client.CoreV1Api(identity)
-        assert (await core.read_namespaced_secret(SHARDS.name(0), namespace)).data
-        for call in (core.read_namespaced_secret("unrelated", namespace),
-                     core.list_namespaced_secret(namespace),
-                     core.list_namespaced_secret(namespace,
-                                                 field_selector="metadata.name=unrelated")):
-            with pytest.raises(ApiException) as denied:
+        assert (await identity.get(Secret, SHARDS.name(0), namespace=namespace)).data
+        for call in (identity.get(Secret, "unrelated", namespace=namespace), listed(),
+                     listed(fields={"metadata.name": "unrelated"})):
+            with pytest.raises(ApiError) as denied:
                 await call
-            assert denied.value.status == 403
+            assert denied.value.status.code == 403
     finally:
         await identity.close()
 
 
 async def test_peers_share_the_rate_limit_by_ready_endpoints(
-        config_gateway: GatewayStarter, admin: client.ApiClient, shards: ShardWriter,
+        config_gateway: GatewayStarter, admin: AsyncClient, shards: ShardWriter,
         namespace: str) -> None:
     await shards.write(0, 1, record("alpha"))
     await shards.write(1, 1)
-    core, discovery = client.CoreV1Api(admin), client.DiscoveryV1Api(admin)
-    await core.create_namespaced_service(namespace, {
+    # No selector: its slices are ours to write.
+    await admin.create(core_v1.Service.from_dict({
         "apiVersion": "v1", "kind": "Service", "metadata": {"name": "gateways"},
-        "spec": {"ports": [{"port": 9200}]}})  # no selector: its slices are ours to write
+        "spec": {"ports": [{"port": 9200}]}}), namespace=namespace)
     gateway = await config_gateway(peers_service="gateways")
 
     async def replicas() -> int:
@@ -245,30 +249,30 @@ async def test_peers_share_the_rate_limit_by_ready_endpoints(
     await eventually(lambda: _is(complete(gateway, "alpha"), 200), message="never served")
     assert (await replicas(), await interval()) == (1, 0.01)
 
-    def endpoint_slice(name: str, *endpoints: tuple[str, bool | None]) -> dict[str, Any]:
-        return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-                "metadata": {"name": name,
-                             "labels": {"kubernetes.io/service-name": "gateways"}},
-                "addressType": "IPv4", "ports": [{"port": 9200}],
-                "endpoints": [{"addresses": [address],
-                               **({} if ready is None else {"conditions": {"ready": ready}})}
-                              for address, ready in endpoints]}
+    def endpoint_slice(name: str, *endpoints: tuple[str, bool | None]) -> EndpointSlice:
+        return EndpointSlice.from_dict({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": name, "labels": {"kubernetes.io/service-name": "gateways"}},
+            "addressType": "IPv4", "ports": [{"port": 9200}],
+            "endpoints": [{"addresses": [address],
+                           **({} if ready is None else {"conditions": {"ready": ready}})}
+                          for address, ready in endpoints]})
 
     # Ready true or null (null is ready), one not ready; a second slice repeats one.
-    await discovery.create_namespaced_endpoint_slice(namespace, endpoint_slice(
+    await admin.create(endpoint_slice(
         "gateways-a", ("10.213.0.1", True), ("10.213.0.2", None), ("10.213.0.3", False),
-        ("10.213.0.4", True)))
+        ("10.213.0.4", True)), namespace=namespace)
     await eventually(lambda: _is(replicas(), 3), message="not 3 replicas")
     assert await interval() == pytest.approx(0.03)  # 6000 rpm shared by three
-    await discovery.create_namespaced_endpoint_slice(namespace, endpoint_slice(
-        "gateways-b", ("10.213.0.1", True), ("10.213.0.5", False)))
+    await admin.create(endpoint_slice(
+        "gateways-b", ("10.213.0.1", True), ("10.213.0.5", False)), namespace=namespace)
 
-    await discovery.replace_namespaced_endpoint_slice("gateways-a", namespace, endpoint_slice(
+    await admin.replace(endpoint_slice(
         "gateways-a", ("10.213.0.1", True), ("10.213.0.2", False), ("10.213.0.3", False),
-        ("10.213.0.4", True)))
+        ("10.213.0.4", True)), namespace=namespace)
     await eventually(lambda: _is(replicas(), 2), message="not 2 replicas")
     assert await interval() == pytest.approx(0.02)
-    await discovery.delete_namespaced_endpoint_slice("gateways-a", namespace)
+    await admin.delete(EndpointSlice, "gateways-a", namespace=namespace)
     await eventually(lambda: _is(replicas(), 1), message="not 1 replica")  # b's one
     assert await interval() == pytest.approx(0.01)
     assert await metric(gateway.session, gateway.public, "inference_gateway_replicas") == 1

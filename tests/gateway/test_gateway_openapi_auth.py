@@ -14,7 +14,8 @@ import pytest
 import schemathesis
 import yaml
 from gateway_support import GatewayFactory
-from kubernetes_asyncio import client
+from lightkube import AsyncClient, KubeConfig
+from lightkube.config.models import Cluster, User
 
 from inference_operator.gateway import auth as modes
 from inference_operator.gateway import errors, http, openapi
@@ -84,7 +85,8 @@ def test_none_and_the_admin_listener_are_as_before() -> None:
 
 async def test_a_kubernetes_gateway_serves_the_kubernetes_document() -> None:
     # What build_app renders for the checks server.py builds (no API server is asked).
-    api = client.ApiClient()
+    api = AsyncClient(KubeConfig.from_one(cluster=Cluster(server="http://127.0.0.1:9"),
+                                          user=User()))
     try:
         access = KubernetesAccess(api, GatewayMetrics(), audience="aud-y", cache_seconds=1,
                                   cache_size=10)

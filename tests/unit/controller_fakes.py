@@ -76,8 +76,8 @@ class FakeKube:
     async def post_event(self, body: Any, event_type: str, reason: str, message: str) -> None:
         self.events.append((body["metadata"]["name"], event_type, reason, message))
 
-    async def list_endpoints(self, *_: Any, **__: Any) -> list[dict[str, Any]]:
-        return []
+    async def endpoint_keys(self, *_: Any, **__: Any) -> set[tuple[str, str]]:
+        return set()
 
     async def close(self) -> None:
         pass

@@ -11,10 +11,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx2
+import lightkube
 import pytest
-from kubernetes_asyncio import client
+from lightkube import KubeConfig
+from lightkube.config.models import Cluster, User
+from lightkube.resources.authentication_v1 import TokenReview
+from lightkube.resources.authorization_v1 import SubjectAccessReview
 
 from inference_operator.gateway.auth import apikeys
+from inference_operator.gateway.auth import kubernetes as kubernetes_auth
 from inference_operator.gateway.auth.credentials import credentials, digest, jwt_expiry
 from inference_operator.gateway.auth.kubernetes import KubernetesAccess
 from inference_operator.gateway.endpoints import Owner
@@ -147,7 +153,7 @@ class FakeAccess(KubernetesAccess):
     """Reviews answered from ``users`` (token -> username) and ``grants`` ((username,
     namespace, name), name "" for the whole namespace), and counted."""
 
-    def __init__(self, api: client.ApiClient, clock: Clock, **options: Any) -> None:
+    def __init__(self, api: lightkube.AsyncClient, clock: Clock, **options: Any) -> None:
         super().__init__(api, GatewayMetrics(), **{
             "audience": "inference-operator", "cache_seconds": 10.0, "cache_size": 100,
             **options}, clock=lambda: clock.monotonic, wall=lambda: clock.wall)
@@ -155,10 +161,10 @@ class FakeAccess(KubernetesAccess):
         self.grants: set[tuple[str, str, str]] = set()
         self.reviews: list[tuple[str, Any]] = []
 
-    async def _review(self, create: Any, body: dict[str, Any], review: str,
+    async def _review(self, review: TokenReview | SubjectAccessReview, kind: str,
                       secret: str | None = None) -> dict[str, Any]:
-        spec = body["spec"]
-        if review == "token":
+        spec = review.to_dict()["spec"]  # as it would be sent
+        if kind == "token":
             self.reviews.append(("token", None))
             name = self.users.get(spec["token"])
             return ({"authenticated": True, "audiences": spec["audiences"],
@@ -171,8 +177,9 @@ class FakeAccess(KubernetesAccess):
 
 
 @pytest.fixture
-async def api() -> AsyncIterator[client.ApiClient]:
-    api = client.ApiClient(client.Configuration())
+async def api() -> AsyncIterator[lightkube.AsyncClient]:
+    api = lightkube.AsyncClient(  # never asked: FakeAccess answers
+        KubeConfig.from_one(cluster=Cluster(server="http://127.0.0.1:9"), user=User()))
     yield api
     await api.close()
 
@@ -189,7 +196,7 @@ SA = "system:serviceaccount:app-ns:app"
 
 
 async def test_a_token_is_reviewed_once_per_period_and_never_trusted_past_its_exp(
-        api: client.ApiClient) -> None:
+        api: lightkube.AsyncClient) -> None:
     clock = Clock()
     access = FakeAccess(api, clock)
     long_lived, short_lived = jwt({"exp": clock.wall + 3600}), jwt({"exp": clock.wall + 3})
@@ -222,11 +229,11 @@ async def test_a_token_is_reviewed_once_per_period_and_never_trusted_past_its_ex
 
 
 async def test_an_answer_without_the_audience_is_not_an_authentication(
-        api: client.ApiClient) -> None:
+        api: lightkube.AsyncClient) -> None:
     access = FakeAccess(api, Clock())
     access.users["t"] = SA
 
-    async def audience_ignored(create: Any, body: dict[str, Any], review: str,
+    async def audience_ignored(review: TokenReview, kind: str,
                                secret: str | None = None) -> dict[str, Any]:
         return {"authenticated": True, "audiences": ["https://kubernetes.default.svc"],
                 "user": {"username": SA}}
@@ -238,7 +245,7 @@ async def test_an_answer_without_the_audience_is_not_an_authentication(
 
 
 async def test_access_is_reviewed_per_user_and_endpoint_and_the_namespace_covers_names(
-        api: client.ApiClient) -> None:
+        api: lightkube.AsyncClient) -> None:
     clock = Clock()
     access = FakeAccess(api, clock, cache_seconds=5.0)
     access.users.update({"t1": SA, "t2": SA})
@@ -274,6 +281,73 @@ async def test_access_is_reviewed_per_user_and_endpoint_and_the_namespace_covers
         (SA, "team-b", "theirs"), (SA, "team-c", "")]
     await access.authorize(first, "c7", everything[7])  # type: ignore[arg-type]
     assert len(access.reviews) == 5  # covered by the namespace's decision
+
+
+async def test_reviews_are_asked_of_the_api_server_and_its_failures_are_503(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real calls, over a scripted API server: what is sent and read; a refusal, an
+    answer that is no Status, one that is not JSON, no connection: 503 each, counted,
+    and logged without the token even where the API server quotes it."""
+    sent: list[tuple[str, Any]] = []
+    script: list[Any] = []
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        sent.append((request.url.path, json.loads(request.content)))
+        reply = script.pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    api = lightkube.AsyncClient(
+        KubeConfig.from_one(cluster=Cluster(server="http://kube.test"), user=User()),
+        transport=httpx2.MockTransport(answer))
+    metrics = GatewayMetrics()
+    access = KubernetesAccess(api, metrics, audience="aud", cache_seconds=10, cache_size=10)
+    try:
+        script[:] = [
+            httpx2.Response(201, json={"spec": {"token": "good-token"}, "status": {
+                "authenticated": True, "audiences": ["aud"],
+                "user": {"username": SA, "uid": "u1", "groups": ["g"],
+                         "extra": {"k": ["v"]}}}}),
+            httpx2.Response(201, json={"spec": {}, "status": {"allowed": True}})]
+        caller = await access.authenticate("Bearer good-token", "/p")
+        assert caller.name == SA
+        await access.authorize(caller, "e", Owned("e", "team-a"))  # type: ignore[arg-type]
+        (token_path, token_review), (access_path, access_review) = sent
+        assert token_path == "/apis/authentication.k8s.io/v1/tokenreviews"
+        assert token_review["spec"] == {"token": "good-token", "audiences": ["aud"]}
+        assert access_path == "/apis/authorization.k8s.io/v1/subjectaccessreviews"
+        assert access_review["spec"] == {
+            "user": SA, "uid": "u1", "groups": ["g"], "extra": {"k": ["v"]},
+            "resourceAttributes": {"namespace": "team-a", "verb": "invoke",
+                                   "group": "inference-operator.dev",
+                                   "resource": "inferenceendpoints", "name": "e"}}
+
+        script[:] = [
+            httpx2.Response(403, json={"kind": "Status", "code": 403, "reason": "Forbidden",
+                                       "message": "cannot review bad-token-1"}),
+            httpx2.Response(502, content=b"<html>bad gateway</html>"),
+            httpx2.Response(503, content=b"<html>unavailable</html>",
+                            headers={"Content-Type": "text/html"}),
+            httpx2.Response(201, content=b"{not json",
+                            headers={"Content-Type": "application/json"}),
+            httpx2.ConnectError("connection refused")]
+        monkeypatch.setattr(kubernetes_auth, "_WARN_EVERY", 0.0)  # each failure logged
+        for n in range(1, 6):
+            with pytest.raises(ESError) as unavailable:
+                await access.authenticate(f"Bearer bad-token-{n}", "/p")
+            assert unavailable.value.status == 503
+        assert metrics.registry.get_sample_value(
+            "inference_gateway_auth_reviews_total", {"review": "token", "outcome": "error"}) == 5
+        said = [r.getMessage().partition("the API server ")[2] for r in caplog.records
+                if r.name == kubernetes_auth.__name__]
+        assert said == ["answered 403: cannot review <token>", "answered 502 Bad Gateway",
+                        "answered 503 Service Unavailable",
+                        "answered something that is not a review's JSON",
+                        "is unreachable (ConnectError: connection refused)"]
+        assert "bad-token" not in caplog.text
+    finally:
+        await api.close()
 
 
 # -- the owner in the configuration records ----------------------------------------------

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 from controller_fakes import KEY, NAMESPACE, OTHER_KEY, FakeVerifier, World, endpoint, secret_value
-from kubernetes_asyncio.client.exceptions import ApiException
+from lightkube import ApiError
+from lightkube.models.meta_v1 import Status
 
 from inference_operator.api.models import Reason
 from inference_operator.controller import reconciler
@@ -25,7 +26,7 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 AUTH_FAILED = Outcome.needs_human(Reason.UPSTREAM_AUTH_FAILED, "Anthropic rejected the key")
 NO_MODEL = Outcome.needs_human(Reason.MODEL_NOT_FOUND, "no such model")
 UPSTREAM_DOWN = Outcome.retrying(Reason.UPSTREAM_UNAVAILABLE, "Models API answered 503")
-SERVER_ERROR = ApiException(status=500, reason="Internal Server Error")
+SERVER_ERROR = ApiError(status=Status(code=500, reason="InternalError", message="boom"))
 
 
 @dataclass
@@ -151,7 +152,7 @@ async def test_an_unexpected_error_is_logged_with_its_traceback_then_recovers(
     with caplog.at_level(logging.ERROR):
         await world.apply(endpoint())
     assert world.ready()["reason"] == "ReconcileFailed"
-    assert "Traceback" in caplog.text and "ApiException" in caplog.text
+    assert "Traceback" in caplog.text and "ApiError" in caplog.text
 
     world.kube.fail_reads = None
     await world.settle()
@@ -410,7 +411,7 @@ async def test_a_deletion_whose_write_fails_raises_and_its_retry_withdraws() -> 
     await world.apply(body)
     world.config.fail = SERVER_ERROR
 
-    with pytest.raises(ApiException):  # kopf keeps the finalizer and calls again
+    with pytest.raises(ApiError):  # kopf keeps the finalizer and calls again
         await world.delete("ep")
     assert "ep" in world.config.served()
 

@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         accesslog.to_stdout()
     unconfigured: tuple[type[Exception], ...] = ()
     if args.config_secret or args.peers_service or args.auth == auth.KUBERNETES:
-        # kubernetes_asyncio is imported only when the cluster is used
+        # lightkube (via kubeclient) is imported only when the cluster is used
         from inference_operator.kubeclient import Unconfigured
         unconfigured = (Unconfigured,)
     try:

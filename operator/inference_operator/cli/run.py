@@ -83,8 +83,7 @@ def run(args: argparse.Namespace) -> int:
     from inference_operator.controller import handlers, lifecycle, login  # noqa: F401
 
     config = operator_config(args)
-    # kopf's own setup (root logger, its format); DEBUG is kopf's verbose mode. The
-    # kubernetes_asyncio response-body logger stays at INFO (controller/kube.py).
+    # kopf's own setup (root logger, its format); DEBUG is kopf's verbose mode.
     kopf.configure(verbose=args.log_level == "debug",
                    quiet=args.log_level not in ("debug", "info"),
                    log_format=kopf.LogFormat.PLAIN)

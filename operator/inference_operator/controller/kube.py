@@ -2,11 +2,12 @@
 
 kopf watches; for what it does not offer outside its own handlers' context (a status
 patch or an Event triggered by a Secret change or a gateway restart, a Secret read) the
-operator uses ``kubernetes_asyncio``, so nothing here blocks the event loop.
+operator uses lightkube's async client, so nothing here blocks the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 import os
@@ -15,20 +16,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
+from lightkube import ALL_NS, ApiError, AsyncClient
+from lightkube.generic_resource import create_namespaced_resource
+from lightkube.models.core_v1 import EventSource, ObjectReference
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Event, Secret
+from lightkube.resources.discovery_v1 import EndpointSlice
+from lightkube.types import PatchType
 
 from inference_operator import kubeclient
-from inference_operator.api.models import GROUP, PLURAL, VERSION
+from inference_operator.api.models import GROUP, KIND, PLURAL, VERSION
 
 COMPONENT = "inference-operator"
-# Requests in flight at once, for this client and for kopf's (controller/login.py).
+# Requests in flight at once, for this client and for kopf's (controller/login.py): each
+# TLS connection holds a 256 KiB read buffer, and a burst would open one per request.
 REQUEST_CONNECTIONS = 16
 log = logging.getLogger(__name__)
-# kubernetes_asyncio logs every response body at DEBUG ("response body: ..."), the Secrets
-# read for their keys included (base64 hides nothing), and ``run --verbose`` puts the root
-# logger at DEBUG. This logger stays at INFO so a debug run never writes a key into a log.
-logging.getLogger("kubernetes_asyncio.client.rest").setLevel(logging.INFO)
+InferenceEndpoint = create_namespaced_resource(GROUP, VERSION, KIND, PLURAL)
 
 
 @dataclass(frozen=True)
@@ -38,28 +42,27 @@ class SecretValue:
 
 
 class Kube:
-    def __init__(self, api: client.ApiClient) -> None:
-        self._api = api
-        self._core = client.CoreV1Api(api)
-        self._custom = client.CustomObjectsApi(api)
-        self._discovery = client.DiscoveryV1Api(api)
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+        # The client's pool takes 100 connections; requests beyond these wait here.
+        self._in_flight = asyncio.Semaphore(REQUEST_CONNECTIONS)
 
     @classmethod
     async def connect(cls) -> Kube:
-        # Short requests only (kopf holds the watches): a burst queues for these.
-        return cls(await kubeclient.connect(max_connections=REQUEST_CONNECTIONS))
+        return cls(await kubeclient.connect())
 
     async def close(self) -> None:
-        await self._api.close()
+        await self._client.close()
 
     async def read_secret(self, namespace: str, name: str) -> SecretValue | None:
         try:
-            secret = await self._core.read_namespaced_secret(name, namespace)
-        except ApiException as error:
-            if error.status == 404:
+            async with self._in_flight:
+                secret = await self._client.get(Secret, name, namespace=namespace)
+        except ApiError as error:
+            if error.status.code == 404:
                 return None
             raise
-        return SecretValue(secret.data or {}, secret.metadata.resource_version)
+        return SecretValue(dict(secret.data or {}), secret.metadata.resourceVersion)
 
     async def read_config(self, namespace: str, name: str) -> dict[str, str] | None:
         """A gateway configuration shard's data; None when the Secret does not exist."""
@@ -70,23 +73,25 @@ class Kube:
         """Replace a shard's data (a merge patch: the installer's labels stay); False when
         the Secret does not exist."""
         try:
-            await self._core.patch_namespaced_secret(
-                name, namespace, {"data": data},
-                _content_type="application/merge-patch+json")
-        except ApiException as error:
-            if error.status == 404:
+            async with self._in_flight:
+                await self._client.patch(Secret, name, {"data": data}, namespace=namespace,
+                                         patch_type=PatchType.MERGE)
+        except ApiError as error:
+            if error.status.code == 404:
                 return False
             raise
         return True
 
     async def ready_addresses(self, namespace: str, service: str) -> list[str]:
         """``http://ip:port`` of each ready endpoint of a Service, from its EndpointSlices."""
-        slices = await self._discovery.list_namespaced_endpoint_slice(
-            namespace, label_selector=f"kubernetes.io/service-name={service}")
         addresses = set()
-        for endpoint_slice in slices.items:
+        async with self._in_flight:
+            slices = [s async for s in self._client.list(
+                EndpointSlice, namespace=namespace,
+                labels={"kubernetes.io/service-name": service})]
+        for endpoint_slice in slices:
             ports = [p.port for p in endpoint_slice.ports or () if p.port]
-            if not ports or endpoint_slice.address_type not in ("IPv4", "IPv6"):
+            if not ports or endpoint_slice.addressType not in ("IPv4", "IPv6"):
                 continue
             for endpoint in endpoint_slice.endpoints or ():
                 # Ready unset counts as ready (the EndpointSlice API's rule).
@@ -97,33 +102,30 @@ class Kube:
                     addresses.add(f"http://{host}:{ports[0]}")
         return sorted(addresses)
 
-    async def list_endpoints(
-        self, namespaces: tuple[str, ...] = (), limit: int | None = None
-    ) -> list[dict[str, Any]]:
-        """Cluster-wide, or per watched namespace (the namespaced RBAC mode allows no more)."""
-        kwargs = {"limit": limit} if limit else {}
-        if not namespaces:
-            listed = await self._custom.list_cluster_custom_object(
-                GROUP, VERSION, PLURAL, **kwargs
-            )
-            return listed.get("items", [])
-        items: list[dict[str, Any]] = []
-        for namespace in namespaces:
-            listed = await self._custom.list_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, **kwargs
-            )
-            items.extend(listed.get("items", []))
-        return items
+    async def endpoint_keys(self, namespaces: tuple[str, ...] = (), *,
+                            first_only: bool = False) -> set[tuple[str, str]]:
+        """(namespace, name) of every InferenceEndpoint, cluster-wide or per watched
+        namespace (the namespaced RBAC mode allows no more); ``first_only``: one page of
+        one, to check the API answers."""
+        keys = set()
+        async with self._in_flight:
+            for namespace in namespaces or (None,):
+                async for item in self._client.list(
+                        InferenceEndpoint, namespace=namespace or ALL_NS,
+                        chunk_size=1 if first_only else 500):
+                    keys.add((item.metadata.namespace, item.metadata.name))
+                    if first_only:
+                        return keys
+        return keys
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """A JSON merge patch of the status subresource; a vanished object is fine."""
         try:
-            await self._custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, PLURAL, name, {"status": status},
-                _content_type="application/merge-patch+json",
-            )
-        except ApiException as error:
-            if error.status != 404:
+            async with self._in_flight:
+                await self._client.patch(InferenceEndpoint.Status, name, {"status": status},
+                                         namespace=namespace, patch_type=PatchType.MERGE)
+        except ApiError as error:
+            if error.status.code != 404:
                 raise
 
     async def post_event(
@@ -132,24 +134,23 @@ class Kube:
         """A core/v1 Event on the resource, as ``kubectl describe`` and ``get events`` show."""
         metadata = body["metadata"]
         now = datetime.datetime.now(datetime.UTC)
-        event = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(
-                name=f"{metadata['name']}.{uuid.uuid4().hex[:16]}",
-                namespace=metadata["namespace"],
-            ),
-            involved_object=client.V1ObjectReference(
-                api_version=body.get("apiVersion"), kind=body.get("kind"),
+        event = Event(
+            metadata=ObjectMeta(name=f"{metadata['name']}.{uuid.uuid4().hex[:16]}",
+                                namespace=metadata["namespace"]),
+            involvedObject=ObjectReference(
+                apiVersion=body.get("apiVersion"), kind=body.get("kind"),
                 name=metadata["name"], namespace=metadata["namespace"],
-                uid=metadata.get("uid"), resource_version=metadata.get("resourceVersion"),
+                uid=metadata.get("uid"), resourceVersion=metadata.get("resourceVersion"),
             ),
             type=event_type, reason=reason, message=message[:1024],
-            source=client.V1EventSource(component=COMPONENT),
-            reporting_component=COMPONENT, reporting_instance=os.uname().nodename,
-            first_timestamp=now, last_timestamp=now, count=1,
+            source=EventSource(component=COMPONENT),
+            reportingComponent=COMPONENT, reportingInstance=os.uname().nodename,
+            firstTimestamp=now, lastTimestamp=now, count=1,
         )
         try:
-            await self._core.create_namespaced_event(metadata["namespace"], event)
-        except ApiException as error:
+            async with self._in_flight:
+                await self._client.create(event)
+        except ApiError as error:
             # An Event is a courtesy; the status already carries the same facts.
             log.warning("could not post Event %s on %s/%s: %s", reason,
-                        metadata["namespace"], metadata["name"], error.status)
+                        metadata["namespace"], metadata["name"], error.status.code)

@@ -8,7 +8,8 @@ import logging
 from typing import Any
 
 import kopf
-from kubernetes_asyncio.client.exceptions import ApiException
+from httpx2 import TransportError
+from lightkube import ApiError
 
 from inference_operator.api.gateway_config import Shards
 from inference_operator.api.models import GROUP
@@ -96,15 +97,14 @@ async def fleet_watcher_alive(memo: kopf.Memo, **_: Any) -> str:
     if memo.watcher.done():
         raise RuntimeError("the fleet watcher has stopped")
     controller: Controller = memo.controller
-    await controller.kube.list_endpoints(controller.config.namespaces, limit=1)
+    await controller.kube.endpoint_keys(controller.config.namespaces, first_only=True)
     return "ok"
 
 
 async def _indexed(controller: Controller) -> None:
     """Wait until kopf's index holds every resource the API server lists, so the first
     full sync does not drop endpoints kopf has not seen yet."""
-    listed = await controller.kube.list_endpoints(controller.config.namespaces)
-    wanted = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in listed}
+    wanted = await controller.kube.endpoint_keys(controller.config.namespaces)
     deadline = asyncio.get_running_loop().time() + INDEX_WAIT_SECONDS
     while not wanted <= set(controller.indices.endpoints.keys()):
         if asyncio.get_running_loop().time() > deadline:
@@ -133,9 +133,12 @@ async def watch_fleet(controller: Controller) -> None:
             await controller.fleet.refresh()
         except asyncio.CancelledError:
             raise
-        except ApiException as error:  # the API server busy or away: said, not a bug
+        except ApiError as error:  # the API server busy or away: said, not a bug
             log.warning("fleet watcher: the API server answered %s %s; retrying",
-                        error.status, error.reason)
+                        error.status.code, error.status.reason)
+        except TransportError as error:
+            log.warning("fleet watcher: cannot reach the API server (%s); retrying",
+                        type(error).__name__)
         except Exception:
             log.exception("fleet watcher cycle failed; retrying")
         await asyncio.sleep(config.gateway_poll_seconds)

@@ -3,17 +3,21 @@
 kopf's own session opens a new connection for every request in flight, without limit,
 and each TLS connection holds a read buffer of 256 KiB (asyncio's SSL protocol). A burst
 of new resources, each with its finalizer patch at the same moment, opened hundreds of
-them, and that memory stayed. The credentials are still kopf's (the same login it does
-by default, through kubernetes_asyncio); only the session is ours, a kopf extension point
-(``kopf.AiohttpSession``)."""
+them, and that memory stayed. The credentials come from kopf's own loaders (the pod's
+service account, else the kubeconfig: a token, a client certificate or a password; exec
+plugins are not run), chosen as ``kubeclient.in_cluster`` chooses for the operator's own
+client; only the session is ours, a kopf extension point (``kopf.AiohttpSession``)."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from typing import Any
 
 import aiohttp
 import kopf
 
+from inference_operator import kubeclient
 from inference_operator.controller.config import OperatorConfig
 from inference_operator.controller.kube import REQUEST_CONNECTIONS
 
@@ -29,11 +33,15 @@ def connection_limit(config: OperatorConfig) -> int:
 
 
 @kopf.on.login()
-async def login(memo: kopf.Memo, logger: kopf.Logger, settings: kopf.OperatorSettings,
+async def login(memo: kopf.Memo, settings: kopf.OperatorSettings,
                 **kwargs: Any) -> kopf.AiohttpSession:
-    info = await kopf.login_via_async_client(logger=logger, settings=settings, **kwargs)
-    if info is None:  # kubernetes_asyncio is a dependency: not reached when installed
-        raise kopf.LoginError("no Kubernetes API credentials")
+    # The session must be made on the event loop; the loaders read files, off it.
+    loader = (kopf.login_with_service_account if kubeclient.in_cluster()
+              else kopf.login_with_kubeconfig)
+    info = await asyncio.to_thread(functools.partial(loader, settings=settings, **kwargs))
+    if info is None:
+        raise kopf.LoginError("no Kubernetes API credentials: not in a pod, and no "
+                              f"kubeconfig at {kubeclient.kubeconfig_path()}")
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=connection_limit(memo.config),
                                        ssl=info.as_ssl_context()),

@@ -12,7 +12,8 @@ from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from kubernetes_asyncio.client.exceptions import ApiException
+from httpx2 import TransportError
+from lightkube import ApiError
 
 from inference_operator.api.models import Reason
 from inference_operator.api.validation import spec_warnings, validate_spec
@@ -412,8 +413,11 @@ class Controller:
 
 def _failed(error: Exception) -> Outcome:
     """Never the exception's text in a status or Event: it may quote a response body."""
-    if isinstance(error, ApiException):
-        cause = f"the Kubernetes API answered {error.status} {error.reason or ''}".rstrip()
+    if isinstance(error, ApiError):
+        cause = (f"the Kubernetes API answered {error.status.code} "
+                 f"{error.status.reason or ''}").rstrip()
+    elif isinstance(error, TransportError):
+        cause = f"cannot reach the Kubernetes API ({type(error).__name__})"
     else:
         cause = f"unexpected {type(error).__name__} (a bug; the operator log has the traceback)"
     return Outcome.retrying(Reason.RECONCILE_FAILED, f"{cause}; retrying with backoff")

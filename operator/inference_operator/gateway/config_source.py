@@ -19,7 +19,8 @@ import asyncio
 import functools
 import logging
 
-from kubernetes_asyncio import client
+from lightkube import AsyncClient
+from lightkube.resources.core_v1 import Secret
 
 from inference_operator.api.gateway_config import DATA_KEY, ConfigFormatError, Shard
 from inference_operator.gateway.kubewatch import Object, list_and_watch
@@ -29,15 +30,15 @@ log = logging.getLogger(__name__)
 
 
 class ConfigSource:
-    def __init__(self, api: client.ApiClient, namespace: str, gateway: Gateway) -> None:
-        self._secrets = client.CoreV1Api(api)
+    def __init__(self, api: AsyncClient, namespace: str, gateway: Gateway) -> None:
+        self._api = api
         self._namespace = namespace
         self._gateway = gateway
 
     def start(self) -> list[asyncio.Task[None]]:
         """One task per shard; cancel them to stop."""
         return [asyncio.create_task(list_and_watch(
-            self._secrets.list_namespaced_secret, self._namespace,
+            self._api, Secret, self._namespace,
             f"configuration shard {self._namespace}/{name}",
             on_list=functools.partial(self._listed, name),
             on_event=functools.partial(self._changed, name),

@@ -94,7 +94,7 @@ def build_app(gateway: Gateway, *, admin_token: str | None = None,
 def _documented_auth(access: Access | None) -> dict[str, str]:
     """The ``--auth`` mode (and kubernetes' audience) the public document declares, told
     by the checks server.py built for it (auth/kubernetes.py is not imported: it pulls in
-    kubernetes_asyncio)."""
+    lightkube)."""
     from inference_operator.gateway.auth import API_KEYS, DEFAULT_AUDIENCE, KUBERNETES, NONE
     from inference_operator.gateway.auth.apikeys import ApiKeyAccess
 

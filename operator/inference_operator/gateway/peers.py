@@ -12,7 +12,8 @@ import asyncio
 import logging
 from typing import Any
 
-from kubernetes_asyncio import client
+from lightkube import AsyncClient
+from lightkube.resources.discovery_v1 import EndpointSlice
 
 from inference_operator.gateway.kubewatch import Object, list_and_watch
 from inference_operator.gateway.service import Gateway
@@ -22,9 +23,9 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 
 class Peers:
-    def __init__(self, api: client.ApiClient, namespace: str, service: str,
+    def __init__(self, api: AsyncClient, namespace: str, service: str,
                  gateway: Gateway) -> None:
-        self._slices_api = client.DiscoveryV1Api(api)
+        self._api = api
         self._namespace = namespace
         self._service = service
         self._gateway = gateway
@@ -32,7 +33,7 @@ class Peers:
 
     def start(self) -> asyncio.Task[None]:
         return asyncio.create_task(list_and_watch(
-            self._slices_api.list_namespaced_endpoint_slice, self._namespace,
+            self._api, EndpointSlice, self._namespace,
             f"EndpointSlices of service {self._namespace}/{self._service}",
             on_list=self._listed, on_event=self._changed,
             label_selector=f"{SERVICE_NAME_LABEL}={self._service}"), name="peers")

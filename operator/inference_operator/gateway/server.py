@@ -28,8 +28,8 @@ from inference_operator.gateway.service import Gateway
 from inference_operator.gateway.state import StateFile
 from inference_operator.gateway.upstream import Upstream
 
-if TYPE_CHECKING:  # kubernetes_asyncio costs ~35 MiB: imported in config mode only
-    from kubernetes_asyncio.client import ApiClient
+if TYPE_CHECKING:  # lightkube (~6 MiB) is imported only when the cluster is used
+    from lightkube import AsyncClient
 
 log = logging.getLogger(__name__)
 # After answering a request whose body was not read (413, a stalled body's 408, 401/405
@@ -91,7 +91,7 @@ class GatewayConfig:
 
 class GatewayServer:
     def __init__(self, config: GatewayConfig, limiter: Limiter | None = None,
-                 kube: Callable[[], Awaitable[ApiClient]] | None = None) -> None:
+                 kube: Callable[[], Awaitable[AsyncClient]] | None = None) -> None:
         """``kube``: how to reach the API server (default: ``kubeclient.connect``)."""
         shards: list[str] = []
         if config.config_secret:
@@ -125,7 +125,7 @@ class GatewayServer:
             assert config.api_keys_file is not None
             self.access = ApiKeyAccess(load(config.api_keys_file))
         self._kube = kube
-        self._api: ApiClient | None = None
+        self._api: AsyncClient | None = None
         self._watches: list[asyncio.Task[None]] = []
         self._runners: list[web.AppRunner] = []
         self.port = config.port

@@ -6,7 +6,7 @@
   (auth/kubernetes.py).
 - ``api-keys``: Elasticsearch-style API keys from a file (auth/apikeys.py).
 
-Light on purpose: kubernetes_asyncio (~35 MiB) is imported in kubernetes mode only."""
+Light on purpose: the Kubernetes client (lightkube) is imported in kubernetes mode only."""
 
 from __future__ import annotations
 

@@ -8,9 +8,10 @@ otherwise accept a token meant for somebody else).
 
 Both decisions are cached, positive and negative, for ``cache_seconds`` (and a token's
 never past its ``exp``), so revoking a RoleBinding stops access within that time; see
-auth/cache.py for the bounds. Reviews go through kubernetes_asyncio, never blocking the
-event loop, and are read as raw JSON: the request holds the token and the API server
-sends it back in ``spec``, so neither goes through the client's models or its debug log.
+auth/cache.py for the bounds. Reviews go through lightkube's async client, never
+blocking the event loop; nothing on that path logs a body (the request holds the token,
+and the API server sends it back in ``spec``), and its errors are logged by code and
+Status message, the token masked should the message quote it.
 """
 
 from __future__ import annotations
@@ -18,14 +19,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
+import httpx2
+from lightkube import ApiError, AsyncClient, ConfigError
+from lightkube.models.authentication_v1 import TokenReviewSpec
+from lightkube.models.authorization_v1 import ResourceAttributes, SubjectAccessReviewSpec
+from lightkube.resources.authentication_v1 import TokenReview
+from lightkube.resources.authorization_v1 import SubjectAccessReview
 
-from inference_operator.gateway import errors, jsoncodec
+from inference_operator.gateway import errors
 from inference_operator.gateway.auth.cache import DecisionCache
 from inference_operator.gateway.auth.caller import Caller, UserInfo, kubernetes_caller
 from inference_operator.gateway.auth.credentials import credentials, digest, jwt_expiry
@@ -35,14 +39,11 @@ if TYPE_CHECKING:
     from inference_operator.gateway.endpoints import Endpoint
 
 log = logging.getLogger(__name__)
-# The rest client logs every preloaded response body at DEBUG: a TokenReview's holds the
-# token. (Reviews are not preloaded; this is for anything else on the same client.)
-logging.getLogger("kubernetes_asyncio.client.rest").setLevel(logging.INFO)
 
 GROUP = "inference-operator.dev"
 RESOURCE = "inferenceendpoints"
 VERB = "invoke"
-REVIEW_TIMEOUT = aiohttp.ClientTimeout(total=5, sock_connect=3)
+REVIEW_SECONDS = 5.0  # a review's whole call, connecting included
 # A listing of many endpoints in namespaces not granted whole asks one review per
 # endpoint (each cached); this many at a time, so one listing cannot flood the API server.
 LISTING_REVIEWS_IN_FLIGHT = 16
@@ -56,12 +57,11 @@ _NO_OWNER = ("it was not made from an InferenceEndpoint (it has no owner), so no
 
 
 class KubernetesAccess:
-    def __init__(self, api: client.ApiClient, metrics: GatewayMetrics, *, audience: str,
+    def __init__(self, api: AsyncClient, metrics: GatewayMetrics, *, audience: str,
                  cache_seconds: float, cache_size: int,
                  clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time) -> None:
-        self._authentication = client.AuthenticationV1Api(api)
-        self._authorization = client.AuthorizationV1Api(api)
+        self._api = api
         self._metrics = metrics
         self.audience = audience
         self.cache_seconds = cache_seconds
@@ -93,9 +93,8 @@ class KubernetesAccess:
     async def _review_token(self, token: str,
                             expiry: float | None) -> tuple[UserInfo | None, float]:
         status = await self._review(
-            self._authentication.create_token_review,
-            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
-             "spec": {"token": token, "audiences": [self.audience]}}, "token", token)
+            TokenReview(spec=TokenReviewSpec(token=token, audiences=[self.audience])),
+            "token", token)
         user = _user(status) if (status.get("authenticated") is True and self.audience
                                  in (status.get("audiences") or ())) else None
         self._metrics.auth_reviews.labels("token", "denied" if user is None else "allowed").inc()
@@ -152,58 +151,55 @@ class KubernetesAccess:
 
     async def _review_access(self, user: UserInfo, namespace: str,
                              name: str) -> tuple[bool, float]:
-        attributes = {"namespace": namespace, "verb": VERB, "group": GROUP,
-                      "resource": RESOURCE, "name": name}
-        spec: dict[str, Any] = {"user": user.username, "groups": list(user.groups),
-                                "extra": {k: list(v) for k, v in user.extra},
-                                "resourceAttributes": attributes}
-        if user.uid:
-            spec["uid"] = user.uid
-        status = await self._review(
-            self._authorization.create_subject_access_review,
-            {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
-             "spec": spec}, "access")
+        # name "": the whole namespace (a listing's first question)
+        attributes = ResourceAttributes(namespace=namespace, verb=VERB, group=GROUP,
+                                        resource=RESOURCE, name=name)
+        spec = SubjectAccessReviewSpec(user=user.username, groups=list(user.groups),
+                                       extra={k: list(v) for k, v in user.extra},
+                                       uid=user.uid or None, resourceAttributes=attributes)
+        status = await self._review(SubjectAccessReview(spec=spec), "access")
         allowed = status.get("allowed") is True and status.get("denied") is not True
         self._metrics.auth_reviews.labels("access", "allowed" if allowed else "denied").inc()
         return allowed, self.cache_seconds
 
     # -- the API server ----------------------------------------------------------------
 
-    async def _review(self, create: Callable[..., Awaitable[Any]], body: dict[str, Any],
-                      review: str, secret: str | None = None) -> dict[str, Any]:
-        """A review's ``status``; 503 (ESError) when the API server cannot be asked."""
+    async def _review(self, review: TokenReview | SubjectAccessReview, kind: str,
+                      secret: str | None = None) -> dict[str, Any]:
+        """A review's ``status`` as JSON; 503 (ESError) when the API server cannot be
+        asked. ``secret``: masked in what is logged, should the API server quote it."""
         try:
-            response = await create(body, _preload_content=False,
-                                    _request_timeout=REVIEW_TIMEOUT)
-            try:
-                raw = await response.read()
-            finally:
-                response.release()
-            status_code = response.status
-            problem = None if status_code in (200, 201) else (
-                f"answered {status_code}: {_message(raw, secret)}")
-            content = jsoncodec.loads(raw) if problem is None else None
-        except ApiException as error:  # never its body: it could hold the request's
-            problem, content = f"refused the call ({error.status} {error.reason})", None
-        except (aiohttp.ClientError, TimeoutError, OSError) as error:
-            problem, content = f"is unreachable ({type(error).__name__}: {error})", None
-        except ValueError:  # not JSON
-            problem, content = "answered something that is not JSON", None
-        if problem is not None or not isinstance(content, dict):
-            self._metrics.auth_reviews.labels(review, "error").inc()
-            self._warn(review, problem or "answered without a status")
+            async with asyncio.timeout(REVIEW_SECONDS):
+                answer = await self._api.create(review)
+            problem = None
+        except ApiError as error:  # a Status: its code and message, never a body
+            code = error.status.code or error.response.status_code
+            problem = f"answered {code}: {_masked(error.status.message, secret)}"
+        except httpx2.HTTPStatusError as error:  # an answer that is no Status (a proxy's)
+            problem = _answered(error)
+        except (httpx2.RequestError, TimeoutError, OSError, ConfigError) as error:
+            problem = f"is unreachable ({type(error).__name__}: {error})"
+        except (ValueError, KeyError) as error:
+            # Not JSON, or not a review's. Raised by lightkube too, while it reads an
+            # error answer (the HTTP error their context) that claims JSON and is not,
+            # or has no Content-Type (KeyError).
+            failed = error.__context__
+            problem = (_answered(failed) if isinstance(failed, httpx2.HTTPStatusError)
+                       else "answered something that is not a review's JSON")
+        if problem is not None:
+            self._metrics.auth_reviews.labels(kind, "error").inc()
+            self._warn(kind, problem)
             raise errors.auth_unavailable()
-        status = content.get("status")
-        return status if isinstance(status, dict) else {}
+        return {} if answer.status is None else answer.status.to_dict()
 
-    def _warn(self, review: str, problem: str) -> None:
+    def _warn(self, kind: str, problem: str) -> None:
         now = time.monotonic()
         if now - self._warned >= _WARN_EVERY:
             self._warned = now
-            kind = "TokenReview" if review == "token" else "SubjectAccessReview"
+            review = "TokenReview" if kind == "token" else "SubjectAccessReview"
             log.warning("a %s failed, callers get 503 (the gateway's identity needs create "
                         "on tokenreviews and subjectaccessreviews, e.g. the ClusterRole "
-                        "system:auth-delegator): the API server %s", kind, problem)
+                        "system:auth-delegator): the API server %s", review, problem)
 
 
 def _user(status: dict[str, Any]) -> UserInfo | None:
@@ -225,10 +221,11 @@ def _user_of(caller: Caller) -> UserInfo:
     return caller.user
 
 
-def _message(raw: bytes, secret: str | None) -> str:
+def _answered(error: httpx2.HTTPStatusError) -> str:
+    return f"answered {error.response.status_code} {error.response.reason_phrase}"
+
+
+def _masked(message: str | None, secret: str | None) -> str:
     """An API server's Status message, the token masked should it quote it."""
-    try:
-        text = str(jsoncodec.loads(raw).get("message", ""))
-    except (ValueError, AttributeError):
-        text = ""
+    text = message or ""
     return (text.replace(secret, "<token>") if secret else text)[:300]
