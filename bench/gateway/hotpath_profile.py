@@ -54,11 +54,14 @@ def start(pid: int, out: Path) -> Recording:
 _COMPONENTS = (
     ("idle (waiting for I/O)", ("selectors.py", "concurrent/futures/thread.py")),
     ("anthropic SDK", ("anthropic/", "httpx2/", "httpcore2/")),
-    ("socket reads and writes", ("asyncio/selector_events.py",)),
+    # With uvloop the sends are C under aiohttp's writer (its own lines are a few), and
+    # the reads C under the loop's run (uvloop's own work, counted with the loop).
+    ("socket reads and writes", ("asyncio/selector_events.py", "StreamWriter._writelines",
+                                 "StreamWriter._write ")),
     ("aiohttp client", ("aiohttp/client", "aiohttp/connector.py", "aiohttp/cookiejar.py")),
     ("aiohttp server", ("aiohttp/web", "aiohttp/http_writer.py", "aiohttp/base_protocol.py",
                         "aiohttp/streams.py", "aiohttp/payload.py")),
-    ("asyncio loop, tasks, timers", ("asyncio/",)),
+    ("event loop (with uvloop: its C code, the socket reads), tasks, timers", ("asyncio/",)),
     ("gateway code", ("inference_operator/",)),
     ("metrics", ("prometheus_client/",)),
     ("validation (pydantic)", ("pydantic",)),

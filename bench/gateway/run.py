@@ -22,6 +22,7 @@ import importlib.metadata
 import itertools
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -111,19 +112,15 @@ class Bench:
                                       concurrency=a.concurrency, time_limit=a.time_limit)
         rounds: dict[str, list[Sample]] = {"emulator": [], "gateway": []}
         gateway_cpu = 0.0
-        for number in range(a.rounds):  # alternated, so drift hits both alike
+        for _ in range(a.rounds):  # alternated, so drift hits both alike
             rounds["emulator"].append(await loadgen.closed_loop(
                 session, self.emulator, requests=a.requests, concurrency=a.concurrency,
                 time_limit=a.time_limit))
             cpu = process.cpu_seconds()
-            profiler = (hotpath_profile.start(process.pid, a.profile)
-                        if a.profile and number == 0 else None)
             rounds["gateway"].append(await loadgen.closed_loop(
                 session, self.gateway, requests=a.requests, concurrency=a.concurrency,
                 time_limit=a.time_limit))
             gateway_cpu += process.cpu_seconds() - cpu
-            if profiler is not None:
-                self.results["profile"] = await asyncio.to_thread(profiler.finish)
         merged = {name: loadgen.merged(samples) for name, samples in rounds.items()}
         done = len(merged["gateway"].latencies)
         self.results["throughput"] = {
@@ -133,6 +130,23 @@ class Bench:
             "gateway": merged["gateway"].summary(),
             "gateway_cpu_ms_per_request": round(gateway_cpu / done * 1000, 3) if done else None,
         }
+
+    async def profile(self, session: aiohttp.ClientSession) -> None:
+        """py-spy on the gateway under load of its own, not during a measured round (the
+        sampling takes CPU the round would miss): at the throughput phase's concurrency,
+        then one request at a time, the path the latency targets are about."""
+        a = self.args
+        assert a.profile is not None
+        self.results["profile"] = {}
+        for name, concurrency in (("concurrency", a.concurrency), ("one_at_a_time", 1)):
+            out = a.profile if concurrency > 1 else a.profile.with_name(
+                f"{a.profile.stem}-one-at-a-time{a.profile.suffix}")
+            profiler = hotpath_profile.start(self.gateway_process.pid, out)
+            await loadgen.closed_loop(session, self.gateway, requests=100 * a.requests,
+                                      concurrency=concurrency,
+                                      time_limit=hotpath_profile.SECONDS + 1)
+            self.results["profile"][name] = {"concurrency": concurrency,
+                                             **await asyncio.to_thread(profiler.finish)}
 
     async def throughput_litellm(self, session: aiohttp.ClientSession,
                                  peer: peer_litellm.LiteLLM) -> None:
@@ -154,39 +168,41 @@ class Bench:
 
     async def fixed_rate(self, session: aiohttp.ClientSession) -> None:
         a = self.args
-        per_round = a.rate_seconds / 2
         rounds: dict[str, list[Sample]] = {"emulator": [], "gateway": []}
-        for _ in range(2):
+        for _ in range(a.latency_rounds):  # alternated: one noisy stretch hits one round
             for target in (self.emulator, self.gateway):
                 rounds[target.name].append(await loadgen.fixed_rate(
-                    session, target, rate=a.rate, seconds=per_round,
-                    time_limit=per_round + 30))
+                    session, target, rate=a.rate, seconds=a.rate_seconds,
+                    time_limit=a.rate_seconds + 30))
         merged = {name: loadgen.merged(samples) for name, samples in rounds.items()}
-        emulator, gateway = merged["emulator"], merged["gateway"]
         self.results["fixed_rate"] = {
-            "rate": a.rate, "seconds": a.rate_seconds,
-            "emulator": emulator.summary(), "gateway": gateway.summary(),
-            "added_p50_ms": round((gateway.percentile(50) - emulator.percentile(50)) * 1000, 3),
-            "added_p99_ms": round((gateway.percentile(99) - emulator.percentile(99)) * 1000, 3),
+            "rate": a.rate, "seconds_per_round": a.rate_seconds,
+            **_by_round(rounds, (50, 99)),
+            "emulator": merged["emulator"].summary(), "gateway": merged["gateway"].summary(),
             "latencies_ms": {name: sorted(round(x * 1000, 3) for x in s.latencies)
                              for name, s in merged.items()},
         }
 
     async def first_delta(self, session: aiohttp.ClientSession) -> None:
         a = self.args
-        targets = [self.emulator, self.gateway] + ([self.litellm] if self.litellm else [])
-        samples = {}
-        for target in targets:
-            count = a.ttfb_requests if target is not self.litellm else a.litellm_ttfb_requests
+        for target in (self.emulator, self.gateway):  # warm-up, not measured
             await loadgen.time_to_first_delta(session, target, requests=10,
                                               time_limit=a.time_limit)
-            samples[target.name] = await loadgen.time_to_first_delta(
-                session, target, requests=count, time_limit=a.time_limit)
-        emulator, gateway = samples["emulator"], samples["gateway"]
+        rounds: dict[str, list[Sample]] = {"emulator": [], "gateway": []}
+        for _ in range(a.latency_rounds):
+            for target in (self.emulator, self.gateway):
+                rounds[target.name].append(await loadgen.time_to_first_delta(
+                    session, target, requests=a.ttfb_requests, time_limit=a.time_limit))
+        samples = {name: loadgen.merged(s) for name, s in rounds.items()}
+        if self.litellm is not None:  # the peer once: it is not what the target is about
+            await loadgen.time_to_first_delta(session, self.litellm, requests=10,
+                                              time_limit=a.time_limit)
+            samples["litellm"] = await loadgen.time_to_first_delta(
+                session, self.litellm, requests=a.litellm_ttfb_requests,
+                time_limit=a.time_limit)
         self.results["first_delta"] = {
+            **_by_round(rounds, (50, 99)),
             **{name: s.summary() for name, s in samples.items()},
-            "added_p50_ms": round((gateway.percentile(50) - emulator.percentile(50)) * 1000, 3),
-            "added_p99_ms": round((gateway.percentile(99) - emulator.percentile(99)) * 1000, 3),
         }
         # Deltas 20 ms apart upstream must reach the client 20 ms apart, one per chunk.
         await self.emulator_latency(session, 0.02)
@@ -308,7 +324,12 @@ class Bench:
             await self.memory_idle(session)
             step(f"throughput: {a.rounds}x{a.requests} requests at concurrency {a.concurrency}")
             await self.throughput(session)
-            step(f"fixed rate: {a.rate:.0f} requests/s for {a.rate_seconds:.0f} s per target")
+            if a.profile:
+                step(f"profile: py-spy on the gateway, {hotpath_profile.SECONDS} s at "
+                     f"concurrency {a.concurrency}, then one request at a time")
+                await self.profile(session)
+            step(f"fixed rate: {a.rate:.0f} requests/s, {a.latency_rounds} alternated rounds "
+                 f"of {a.rate_seconds:g} s per target")
             await self.fixed_rate(session)
             step("LiteLLM: install (first run only) and start")
             peer = await asyncio.to_thread(self.start_litellm)
@@ -319,7 +340,8 @@ class Bench:
                     step(f"LiteLLM throughput: {a.litellm_requests} requests at concurrency "
                          f"{a.concurrency}")
                     await self.throughput_litellm(session, peer)
-                step("streaming: time to the first delta, one stream at a time")
+                step(f"streaming: time to the first delta, one stream at a time, "
+                     f"{a.latency_rounds} alternated rounds")
                 await self.first_delta(session)
             finally:
                 if peer is not None:
@@ -329,6 +351,24 @@ class Bench:
             step(f"rate limit: 600 rpm over {a.rate_window:.0f} s")
             await self.rate_limit(session)
         return self.results
+
+
+def _by_round(rounds: dict[str, list[Sample]], percentiles: tuple[int, ...]
+              ) -> dict[str, Any]:
+    """What the gateway adds over the emulator, round by round (each gateway round against
+    the emulator round just before it), and the median of the rounds, which the verdicts
+    use: a single noisy round moves the spread, not the verdict."""
+    pairs = list(zip(rounds["emulator"], rounds["gateway"], strict=True))
+    out: dict[str, Any] = {"rounds": [
+        {"emulator": e.summary(), "gateway": g.summary(),
+         **{f"added_p{p}_ms": round((g.percentile(p) - e.percentile(p)) * 1000, 3)
+            for p in percentiles}}
+        for e, g in pairs]}
+    for p in percentiles:
+        added = [r[f"added_p{p}_ms"] for r in out["rounds"]]
+        out[f"added_p{p}_ms"] = round(statistics.median(added), 3)
+        out[f"added_p{p}_ms_rounds"] = added
+    return out
 
 
 def step(text: str) -> None:
@@ -355,8 +395,11 @@ NUMBERS: tuple[tuple[str, float, str | None], ...] = (
     ("--concurrency", 50, None),
     ("--warmup", 300, None),
     ("--rate", 100.0, "requests/s of the fixed-rate latency phase"),
-    ("--rate-seconds", 20.0, "seconds of fixed-rate load per target"),
-    ("--ttfb-requests", 300, None),
+    ("--rate-seconds", 20.0, "seconds of fixed-rate load per target and round"),
+    ("--latency-rounds", 3,
+     "alternated rounds (emulator, gateway) of the fixed-rate and first-delta phases; "
+     "their verdicts are on the median of the rounds"),
+    ("--ttfb-requests", 300, "streams per target and round"),
     ("--streams", 1000, None),
     ("--stream-token-latency", 0.5,
      "the emulator's seconds between deltas while streams are held"),
@@ -377,8 +420,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-litellm", action="store_true", help="skip the peer")
     parser.add_argument("--litellm-spec", default=peer_litellm.DEFAULT_SPEC)
     parser.add_argument("--profile", type=Path, metavar="FILE",
-                        help="record the gateway with py-spy during the first throughput "
-                             "round: raw stacks to FILE, the top functions into the results")
+                        help="record the gateway with py-spy after the throughput phase, "
+                             "at its concurrency (raw stacks to FILE) and one request at a "
+                             "time (FILE's name plus -one-at-a-time); the top functions "
+                             "into the results")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: small counts, no LiteLLM, results not written "
                              "to docs/")
@@ -386,11 +431,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="where benchmarks.md lives (JSON and charts go to its "
                              "benchmarks/ folder)")
     args = parser.parse_args(argv)
+    if args.latency_rounds < 1:
+        parser.error("--latency-rounds must be at least 1")
     if not 1 <= args.rate_window <= 180:
         # Every request of the window waits in one queue (capacity 2,000 at 600 rpm).
         parser.error("--rate-window must be between 1 and 180 seconds")
     if args.quick:
-        args.requests, args.rounds, args.warmup, args.rate_seconds = 300, 1, 50, 4.0
+        args.requests, args.rounds, args.warmup, args.rate_seconds = 300, 1, 50, 2.0
         args.ttfb_requests, args.streams, args.rate_window = 30, 100, 3.0
         args.client_cost_requests, args.no_litellm = 50, True
         args.out = Path(tempfile.mkdtemp(prefix="gateway-bench-quick-"))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import gc
 import sys
 
 from inference_operator.cli.options import add_log_level, config_default, optional_path
@@ -132,9 +134,23 @@ def run(args: argparse.Namespace) -> int:
         # lightkube (via kubeclient) is imported only when the cluster is used
         from inference_operator.kubeclient import Unconfigured
         unconfigured = (Unconfigured,)
+    import uvloop
+
+    # uvloop's loop and transports cost the request path less CPU than asyncio's own
+    # (docs/benchmarks.md); set as the policy because run_until_signal owns asyncio.run.
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+    async def start() -> None:
+        await server.start()
+        # What is loaded by now (modules, the app, restored endpoints) lives as long as
+        # the process: frozen out of the collector's full passes, which would otherwise
+        # walk all of it, every request waiting meanwhile.
+        gc.collect()
+        gc.freeze()
+
     try:
         # SIGTERM: the graceful stop (GatewayServer.shutdown), in both modes.
-        return run_until_signal(server.start, server.shutdown)
+        return run_until_signal(start, server.shutdown)
     except unconfigured as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -77,12 +77,21 @@ class Bucket:
             self._dispatcher.cancel()
             self._dispatcher = asyncio.create_task(self._dispatch(), name=f"bucket {self.name}")
 
+    def try_acquire(self) -> bool:
+        """Take a token if one is there and nobody waits for it; never waits."""
+        return self._take(self._clock.now())
+
+    def _take(self, now: float) -> bool:
+        if not self._waiters and now >= self._next_token:
+            self._next_token = now + self.interval
+            return True
+        return False
+
     async def acquire(self, *, priority: bool = False) -> None:
         """Wait for a token. ``priority`` (for retries) goes to the head of the queue and
         is never refused: the request was already admitted once."""
         now = self._clock.now()
-        if not self._waiters and now >= self._next_token:
-            self._next_token = now + self.interval
+        if self._take(now):
             return
         if not priority and 0 < self._capacity <= len(self._waiters):
             raise QueueFull(self.name, max(1, math.ceil(self.interval)))

@@ -380,8 +380,13 @@ class Gateway:
         return failure
 
     async def _admit(self, endpoint: Endpoint, *, priority: bool) -> None:
+        queued = self.metrics.queued.labels(endpoint.inference_id)  # its series exists
+        if endpoint.bucket.try_acquire():
+            # No wait: the gauge would go up and down with no await in between, which no
+            # scrape can see, so it is left alone.
+            self.metrics.queue_wait.labels(endpoint.inference_id).observe(0.0)
+            return
         clock = self.limiter.clock
-        queued = self.metrics.queued.labels(endpoint.inference_id)
         started = clock.now()
         queued.inc()
         try:

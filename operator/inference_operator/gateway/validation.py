@@ -50,6 +50,8 @@ _MUST_BE = {
 _SECRET_FIELDS = frozenset({"api_key"})
 
 Body = TypeVar("Body", bound=BaseModel)
+# Read once: parse_inference is on every inference request's path.
+_INFERENCE_FIELDS = frozenset(InferenceRequestBody.model_fields)
 
 
 def check_inference_id(inference_id: str) -> None:
@@ -134,7 +136,7 @@ def parse_inference(raw: bytes, task_type: str) -> InferenceRequestBody:
     if "input_type" in data:
         raise _request_invalid(
             f"Field [input_type] cannot be specified for task type [{task_type}]")
-    unknown = sorted(set(data) - set(InferenceRequestBody.model_fields))
+    unknown = sorted(data.keys() - _INFERENCE_FIELDS)
     if unknown:
         raise ESError(400, "x_content_parse_exception",
                       f"[inference_request] unknown field [{unknown[0]}]")
