@@ -7,12 +7,12 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from common import install_venv
 
 from inference_operator.devstack.processes import ProcessFailed, Service
 
@@ -41,21 +41,13 @@ class Unavailable(Exception):
 
 def ensure_installed(venv: Path, spec: str, log: Path) -> str:
     """The venv's LiteLLM version, installing it first when missing or different."""
-    python = venv / "bin" / "python"
-    stamp = venv / ".installed-spec"
-    if python.exists() and stamp.exists() and stamp.read_text() == spec:
-        return _version(python)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    print(f"installing {spec} into {venv} (once; ~1 min, ~750 MB; log: {log})", flush=True)
+    if not (venv / ".installed-spec").exists():
+        print(f"installing {spec} into {venv} (once; ~1 min, ~750 MB; log: {log})",
+              flush=True)
     try:
-        with log.open("w") as out:
-            subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True,
-                           stdout=out, stderr=subprocess.STDOUT, timeout=120)
-            subprocess.run([str(python), "-m", "pip", "install", "--quiet", spec], check=True,
-                           stdout=out, stderr=subprocess.STDOUT, timeout=INSTALL_TIMEOUT)
+        python = install_venv(venv, [spec], log, INSTALL_TIMEOUT)
     except (OSError, subprocess.SubprocessError) as error:
         raise Unavailable(f"cannot install {spec}: {error} (see {log})") from None
-    stamp.write_text(spec)
     return _version(python)
 
 
