@@ -68,6 +68,21 @@ def test_changed_max_tokens_reaches_the_emulator(stack, kubectl, namespace):
     assert emulator_requests(stack)[-1]["body"]["max_tokens"] == 321
 
 
+def test_the_operator_adds_its_finalizer_and_no_annotation(stack, kubectl, namespace):
+    """Its writes to a resource are the finalizer and the status; kopf's diff-base and
+    marker annotations were one more patch after each create and each spec change."""
+    kubectl.apply([secret("anthropic"), endpoint("meta", inference_id=f"{namespace}-meta")],
+                  namespace)
+    kubectl.wait_for_condition("iep/meta", "Ready", namespace)
+    kubectl.apply(endpoint("meta", inference_id=f"{namespace}-meta", max_tokens=99), namespace)
+    wait_caught_up(kubectl, namespace, "meta")
+
+    metadata = kubectl.get("iep", "meta", namespace)["metadata"]
+    assert metadata["finalizers"] == ["inference-operator.dev/finalizer"]
+    ours = [k for k in metadata.get("annotations") or {} if "inference-operator.dev" in k]
+    assert ours == []
+
+
 def test_endpoint_before_its_secret_waits_then_serves(stack, kubectl, namespace):
     iid = f"{namespace}-early"
     kubectl.apply(endpoint("early", "late-secret", inference_id=iid), namespace)
