@@ -1,13 +1,14 @@
 """`make bench`: every benchmark of the project, each bounded in count and time.
 
 The gateway's (bench/gateway/run.py; its options pass through, see ``--help``), then the
-operator's (bench/operator/run.py), the gateway fleet's (bench/fleet/run.py) and the
-gateway authentication's (bench/auth/run.py), each in its own process: they run their own
-control plane. Each rewrites its generated section of docs/benchmarks.md.
+operator's (bench/operator/run.py), the gateway fleet's (bench/fleet/run.py), the
+gateway authentication's (bench/auth/run.py) and the fleet's throughput on the local node
+(bench/fleet/throughput.py), each in its own process: they run their own control plane
+(the last a whole node). Each rewrites its generated section of docs/benchmarks.md.
 
-``--only NAME`` (repeatable: gateway, operator, fleet, auth) runs only those; the other
-options go to the gateway's, or to the one benchmark selected. ``--quick`` reaches the
-gateway's, the fleet's and the authentication's smoke modes (the operator's has none)."""
+``--only NAME`` (repeatable: gateway, operator, fleet, auth, fleet-throughput) runs only
+those; the other options go to the gateway's, or to the one benchmark selected. ``--quick``
+reaches the smoke modes of all but the operator's (it has none)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ sys.path.insert(0, str(HERE / "gateway"))
 
 import run as gateway_bench  # noqa: E402  (bench/gateway/run.py, found via the path above)
 
-BENCHMARKS = ("gateway", "operator", "fleet", "auth")
+BENCHMARKS = ("gateway", "operator", "fleet", "auth", "fleet-throughput")
+SCRIPTS = {"fleet": "fleet/run.py", "auth": "auth/run.py",
+           "fleet-throughput": "fleet/throughput.py"}
 
 
 def main() -> int:
@@ -44,11 +47,11 @@ def main() -> int:
         extra = rest if single == "operator" else []
         codes.append(subprocess.run(
             [sys.executable, str(HERE / "operator" / "run.py"), *extra], check=False).returncode)
-    for name in ("fleet", "auth"):  # each with a smoke mode, and the command recorded
+    for name, script in SCRIPTS.items():  # each with a smoke mode, and the command recorded
         if name in only:
             extra = rest if single == name else [a for a in rest if a == "--quick"]
             codes.append(subprocess.run(
-                [sys.executable, str(HERE / name / "run.py"), *extra, "--command", command],
+                [sys.executable, str(HERE / script), *extra, "--command", command],
                 check=False).returncode)
     return next((code for code in codes if code), 0)
 
