@@ -239,13 +239,13 @@ def process_cpu(pid: int) -> tuple[int, float] | None:
 
 
 def command_of(pid: int) -> str:
-    """The program's name and its first arguments, short enough for the report."""
+    """The program's name (no arguments: they hold paths of this machine)."""
     try:
         argv = [a.decode(errors="replace")
                 for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
     except OSError:
         return "(ended)"
-    return " ".join([Path(argv[0]).name, *argv[1:]])[:60] if argv else "(kernel)"
+    return Path(argv[0]).name if argv else "(kernel)"
 
 
 # -- the fleet -----------------------------------------------------------------------------
