@@ -23,7 +23,8 @@ class Unconfigured(Exception):
 
 
 def in_cluster() -> bool:
-    """A pod's service account, unless a kubeconfig is named (as kopf decides)."""
+    """A pod's service account, unless a kubeconfig is named (kopf's login, controller/
+    login.py, chooses the same way)."""
     return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and not os.environ.get("KUBECONFIG")
 
 
