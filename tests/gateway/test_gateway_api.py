@@ -12,7 +12,9 @@ from gateway_support import (
     GatewayFactory,
     RunningEmulator,
     RunningGateway,
+    seed_body,
 )
+from prometheus_client.parser import text_string_to_metric_families
 
 PUBLIC_CONFIG = {
     "inference_id": "anthropic_completion",
@@ -267,6 +269,27 @@ async def test_probes_and_sync(make_gateway: GatewayFactory) -> None:
     status, headers, text = await gateway.call("GET", "/metrics")
     assert status == 200 and "inference_gateway_ready 1.0" in text
     assert headers["X-Elastic-Product"] == "Elasticsearch"
+
+
+async def test_a_deleted_endpoints_series_leave_the_metrics(gateway: RunningGateway) -> None:
+    """A cluster that churns endpoints must not grow /metrics without bound."""
+    async def series() -> int:
+        _, _, text = await gateway.call("GET", "/metrics")
+        return sum(len(family.samples) for family in text_string_to_metric_families(text))
+
+    before = await series()
+    ids = [f"churn-{i}" for i in range(1000)]
+    body = seed_body(requests_per_minute=600_000)  # one key and model: one shared bucket
+    for inference_id in ids:
+        await gateway.put(inference_id, body)
+        status, _, _ = await gateway.call("POST", f"/_inference/completion/{inference_id}",
+                                          {"input": "hi"})
+        assert status == 200
+    assert await series() > before + 10 * len(ids)  # each left several series
+    for inference_id in ids:
+        status, _, _ = await gateway.call("DELETE", f"/_inference/{inference_id}", admin=True)
+        assert status == 200
+    assert await series() == before
 
 
 async def test_metrics_per_endpoint(gateway: RunningGateway) -> None:

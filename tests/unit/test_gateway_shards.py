@@ -88,6 +88,23 @@ async def test_an_endpoint_moving_between_shards_stays_served(gateway: Gateway) 
     assert ids(gateway) == []
 
 
+async def test_an_endpoint_that_leaves_every_shard_leaves_the_metrics(
+        gateway: Gateway) -> None:
+    def series(inference_id: str) -> list[str]:
+        return [sample.name for metric in gateway.metrics.registry.collect()
+                for sample in metric.samples
+                if sample.labels.get("inference_id") == inference_id]
+
+    await gateway.apply_shard("cfg-0", Shard(1, (record("moving"), record("gone"))))
+    for inference_id in ("moving", "gone"):
+        gateway.metrics.requests.labels(inference_id, "false", "200").inc()
+    await gateway.apply_shard("cfg-1", Shard(1, (record("moving"),)))
+    await gateway.apply_shard("cfg-0", Shard(2, ()))
+
+    assert series("gone") == []
+    assert series("moving")  # still served, from the other shard: still counted
+
+
 @pytest.mark.parametrize(("bad", "reason"), [
     ({"service_settings": {"api_key": KEY, "model_id": ""}}, "[model_id] must be a non-empty"),
     ({"service": "openai"}, "Unknown service [openai]"),

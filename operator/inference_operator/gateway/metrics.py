@@ -36,6 +36,13 @@ class Labelled(Generic[M]):
             child = self._children[values] = self.metric.labels(*values)
         return child
 
+    def remove_first(self, value: str) -> None:
+        """Drop every series whose first label is ``value`` (all go through ``labels``,
+        so the cache knows them all)."""
+        for values in [v for v in self._children if v[0] == value]:
+            del self._children[values]
+            self.metric.remove(*values)
+
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -118,6 +125,15 @@ class GatewayMetrics:
         self.connections = Gauge(
             "inference_gateway_client_connections", "Open client connections, by listener.",
             ["listener"], registry=r)
+
+    def forget(self, inference_id: str) -> None:
+        """An endpoint left the gateway: its series leave ``/metrics`` (kept, a cluster
+        that churns endpoints would grow them without bound). Requests for it from now
+        on count under UNKNOWN_ID."""
+        for metric in (self.requests, self.duration, self.queue_wait, self.queued,
+                       self.upstream, self.retries, self.tokens, self.caller_requests,
+                       self.caller_tokens):
+            metric.remove_first(inference_id)
 
     def count_tokens(self, inference_id: str, input_tokens: Any, output_tokens: Any,
                      usage: Usage | None = None) -> None:

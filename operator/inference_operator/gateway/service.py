@@ -132,6 +132,7 @@ class Gateway:
         if dry_run:
             return {"acknowledged": False, "pipelines": [], "indexes": [], "error_message": ""}
         del self._endpoints[endpoint.inference_id]
+        self.metrics.forget(endpoint.inference_id)
         await self._persist()
         log.info("endpoint [%s] deleted", inference_id)
         return {"acknowledged": True, "pipelines": [], "indexes": []}
@@ -170,6 +171,7 @@ class Gateway:
         removed = sorted(set(self._endpoints) - set(wanted)) if wanted is not None else []
         for inference_id in removed:
             del self._endpoints[inference_id]
+            self.metrics.forget(inference_id)
         if removed:
             await self._persist()
             log.info("sync removed endpoint(s) %s", removed)
@@ -259,6 +261,8 @@ class Gateway:
                     if inference_id in other:
                         self._endpoints[inference_id] = other[inference_id]
                         break
+                else:
+                    self.metrics.forget(inference_id)
         self._endpoints.update(new)
         previous = self._generations.get(name)
         self._generations[name] = shard.generation
