@@ -60,6 +60,7 @@ from e2e_support import (
 from fleet.run import machine, step
 from gateway.loadgen import Target, closed_loop
 
+from inference_operator import procfs
 from inference_operator.checkout import checkout_path
 from inference_operator.controlplane import binaries, images, node
 from inference_operator.controlplane.kubectl import Kubectl, KubectlError
@@ -230,12 +231,11 @@ class CpuMeter:
 
 
 def process_cpu(pid: int) -> tuple[int, float] | None:
-    """(start time in ticks since boot, user + system CPU seconds), None once it is gone."""
+    """``procfs.times``, None once it is gone."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return procfs.times(pid)
     except OSError:
         return None
-    return int(fields[19]), (int(fields[11]) + int(fields[12])) / TICK
 
 
 def command_of(pid: int) -> str:

@@ -35,6 +35,12 @@ def _session_of(pid: int) -> int | None:
 
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time a process has used so far."""
+    return times(pid)[1]
+
+
+def times(pid: int) -> tuple[int, float]:
+    """(its start, in clock ticks since boot: with the pid, what tells a process from a
+    later one that got the same pid; its user plus system CPU seconds so far)."""
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return int(fields[19]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

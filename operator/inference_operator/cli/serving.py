@@ -7,15 +7,12 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 
-# Per-request INFO lines from the SDK's HTTP stack would drown everything else.
-_QUIET_LOGGERS = ("anthropic", "httpx2", "httpx", "httpcore2", "httpcore")
-
 
 def setup_logging(level: str) -> None:
+    # The Kubernetes client's HTTP libraries are kept quiet where it is (kubeclient.py);
+    # the product has no other HTTP client that logs (the SDK is for tests only).
     logging.basicConfig(level=level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for name in _QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def run_until_signal(start: Callable[[], Awaitable[None]],
