@@ -18,9 +18,13 @@ FAKE_KEY = "example-key-not-a-real-key"
 DELETE = object()
 
 
-def valid_spec() -> dict[str, Any]:
+# Both task types take the same settings, so every case is judged alike for each.
+TASK_TYPES = ("completion", "chat_completion")
+
+
+def valid_spec(task_type: str = "completion") -> dict[str, Any]:
     return {
-        "task_type": "completion",
+        "task_type": task_type,
         "service": "anthropic",
         "service_settings": {
             "api_key": {"secret_key_ref": {"name": "anthropic-credentials"}},
@@ -43,8 +47,8 @@ class Case:
     server: str  # what the API server must say about it
     operator: str  # what the operator's validator must say about it
 
-    def spec(self) -> dict[str, Any]:
-        spec = valid_spec()
+    def spec(self, task_type: str = "completion") -> dict[str, Any]:
+        spec = valid_spec(task_type)
         self.apply(spec)
         return spec
 
@@ -139,10 +143,9 @@ INVALID = [
     Case("service-unknown", "service", "openai",
          "spec.service", 'supported values: "anthropic"', "must be one of anthropic"),
     Case("service-missing", "service", DELETE, "spec.service", REQUIRED, "is required"),
-    Case("task_type-unknown", "task_type", "text_embedding",
-         "spec.task_type", 'supported values: "completion"', "must be one of completion"),
-    Case("task_type-not-yet", "task_type", "chat_completion",
-         "spec.task_type", 'supported values: "completion"', "must be one of completion"),
+    Case("task_type-unknown", "task_type", "text_embedding", "spec.task_type",
+         'supported values: "completion", "chat_completion"',
+         "must be one of completion, chat_completion"),
     Case("task_type-missing", "task_type", DELETE, "spec.task_type", REQUIRED, "is required"),
     Case("inference_id-uppercase", "inference_id", "Upper", "spec.inference_id", ID_RULE, ID_RULE),
     Case("inference_id-leading-underscore", "inference_id", "_x",
@@ -162,6 +165,7 @@ INVALID = [
 
 VALID = {
     "minimal": valid_spec(),
+    "chat": valid_spec("chat_completion"),
     "every-field": {
         **valid_spec(),
         "inference_id": "team-a.claude_completion-1",
@@ -186,7 +190,7 @@ VALID = {
 _name = st.from_regex(r"[a-z0-9]([-a-z0-9]{0,20}[a-z0-9])?", fullmatch=True)
 valid_specs = st.fixed_dictionaries(
     {
-        "task_type": st.just("completion"),
+        "task_type": st.sampled_from(TASK_TYPES),
         "service": st.just("anthropic"),
         "service_settings": st.fixed_dictionaries(
             {

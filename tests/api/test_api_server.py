@@ -16,6 +16,7 @@ from inference_endpoint_cases import (
     FAKE_KEY,
     INVALID,
     LITERAL,
+    TASK_TYPES,
     VALID,
     Case,
     near_valid_specs,
@@ -117,19 +118,20 @@ def test_valid_specs_are_accepted(kubectl: Kubectl, ns: str, name: str) -> None:
     assert _stored(kubectl, name, ns)["metadata"]["generation"] == 1
 
 
+@pytest.mark.parametrize("task_type", TASK_TYPES)
 @pytest.mark.parametrize("case", INVALID, ids=lambda case: case.id)
 def test_an_invalid_spec_is_refused_with_a_message_naming_field_and_problem(
-    kubectl: Kubectl, shared_namespace: str, case: Case
+    kubectl: Kubectl, shared_namespace: str, case: Case, task_type: str
 ) -> None:
     result = kubectl.apply(
-        resource(f"invalid-{uuid.uuid4().hex[:8]}", case.spec()), shared_namespace, check=False
-    )
+        resource(f"invalid-{uuid.uuid4().hex[:8]}", case.spec(task_type)), shared_namespace,
+        check=False)
 
     assert result.returncode != 0, "the API server accepted it"
     assert case.field in result.stderr, result.stderr
     assert case.server in result.stderr, result.stderr
     assert FAKE_KEY not in result.stderr  # refusals never echo a key back
-    assert validate_spec(case.spec()), "the operator's validator accepted it"
+    assert validate_spec(case.spec(task_type)), "the operator's validator accepted it"
 
 
 def test_a_literal_key_cannot_be_slipped_in_by_an_update(kubectl: Kubectl, ns: str) -> None:
@@ -187,12 +189,14 @@ def test_get_shows_ready_reason_model_and_id_and_wide_shows_the_message(
     table = kubectl.run("get", "iep", "-n", ns).stdout.splitlines()
     wide = kubectl.run("get", "inference", "-n", ns, "-o", "wide").stdout.splitlines()
 
-    assert table[0].split() == ["NAME", "READY", "REASON", "MODEL", "INFERENCE-ID", "AGE"]
-    assert table[1].split()[:5] == [
-        "anthropic-completion", "True", "Serving", "claude-sonnet-4-5", "anthropic_completion"
+    assert table[0].split() == ["NAME", "READY", "REASON", "TASK-TYPE", "MODEL", "INFERENCE-ID",
+                                "AGE"]
+    assert table[1].split()[:6] == [
+        "anthropic-completion", "True", "Serving", "completion", "claude-sonnet-4-5",
+        "anthropic_completion"
     ]
     assert wide[0].split() == [
-        "NAME", "READY", "REASON", "MODEL", "INFERENCE-ID", "AGE", "MESSAGE"
+        "NAME", "READY", "REASON", "TASK-TYPE", "MODEL", "INFERENCE-ID", "AGE", "MESSAGE"
     ]
     assert wide[1].endswith("serving at the gateway")
 

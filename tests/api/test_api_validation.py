@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 import yaml
 from hypothesis import given, settings
-from inference_endpoint_cases import FAKE_KEY, INVALID, VALID, Case, valid_spec, valid_specs
+from inference_endpoint_cases import (
+    FAKE_KEY,
+    INVALID,
+    TASK_TYPES,
+    VALID,
+    Case,
+    valid_spec,
+    valid_specs,
+)
 
 from inference_operator.api.models import InferenceEndpointSpec
 from inference_operator.api.validation import spec_warnings, validate_spec
@@ -16,9 +24,11 @@ from inference_operator.api.validation import spec_warnings, validate_spec
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
+@pytest.mark.parametrize("task_type", TASK_TYPES)
 @pytest.mark.parametrize("case", INVALID, ids=lambda case: case.id)
-def test_an_invalid_spec_is_refused_naming_the_field_and_the_problem(case: Case) -> None:
-    errors = validate_spec(case.spec())
+def test_an_invalid_spec_is_refused_naming_the_field_and_the_problem(case: Case,
+                                                                      task_type: str) -> None:
+    errors = validate_spec(case.spec(task_type))
 
     assert errors, "accepted"
     assert any(

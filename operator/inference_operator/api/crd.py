@@ -9,7 +9,7 @@ from inference_operator.api import models
 from inference_operator.api.schema import Schema, spec_schema, status_schema
 
 RESOURCE_DESCRIPTION = (
-    "InferenceEndpoint declares an Anthropic completion endpoint that the operator serves "
+    "InferenceEndpoint declares an Anthropic completion or chat endpoint that the operator serves "
     "through the gateway's Elasticsearch-compatible _inference API. The API key stays in a "
     "Secret; clients call status.url."
 )
@@ -18,6 +18,7 @@ _READY = '.status.conditions[?(@.type=="Ready")]'
 PRINTER_COLUMNS = [
     {"name": "Ready", "type": "string", "jsonPath": f"{_READY}.status"},
     {"name": "Reason", "type": "string", "jsonPath": f"{_READY}.reason"},
+    {"name": "Task-Type", "type": "string", "jsonPath": ".spec.task_type"},
     {"name": "Model", "type": "string", "jsonPath": ".spec.service_settings.model_id"},
     {"name": "Inference-ID", "type": "string", "jsonPath": ".status.inference_id"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

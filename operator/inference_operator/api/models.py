@@ -110,14 +110,16 @@ class InferenceEndpointSpec(_Strict):
 
     task_type: TaskType = Field(
         description="Task type of the endpoint, the {task_type} of "
-        "PUT _inference/{task_type}/{inference_id}. Only completion is supported.",
+        "PUT _inference/{task_type}/{inference_id}: completion (one input string, POST "
+        "_inference/completion/{inference_id}) or chat_completion (messages and tools, POST "
+        "_inference/chat_completion/{inference_id}/_stream); both take the same settings.",
     )
     inference_id: str | None = Field(
         default=None, max_length=INFERENCE_ID_MAX_LENGTH,
         pattern=INFERENCE_ID_PATTERN,
         json_schema_extra={MESSAGES: {"pattern": INFERENCE_ID_MESSAGE}},
         description="Id under which clients call the endpoint (POST "
-        "_inference/completion/{inference_id}); defaults to metadata.name. Lowercase "
+        "_inference/{task_type}/{inference_id}); defaults to metadata.name. Lowercase "
         "letters, digits, '_', '-' and '.', starting and ending with a letter or digit; "
         "unique across the gateway (the oldest resource keeps a contested id).",
     )
@@ -126,8 +128,8 @@ class InferenceEndpointSpec(_Strict):
         description="Settings of the service: API key reference, model and rate limit.",
     )
     task_settings: TaskSettings = Field(
-        description="Default settings of every completion request; clients may override "
-        "them per request. max_tokens is required.",
+        description="Default settings of every request; clients may override them per "
+        "request. max_tokens is required.",
     )
 
 
@@ -199,7 +201,9 @@ class InferenceEndpointStatus(_Strict):
         default=None, description="Effective inference id: spec.inference_id or metadata.name."
     )
     url: str | None = Field(
-        default=None, description="In-cluster URL to POST completion requests to."
+        default=None, description="In-cluster URL of the endpoint, "
+        "GATEWAY/_inference/{task_type}/{inference_id}: POST to it, or to it plus /_stream "
+        "for a stream."
     )
     secret_resource_version: str | None = Field(
         default=None,

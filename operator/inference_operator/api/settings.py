@@ -32,7 +32,8 @@ def api_key_is_valid(key: str) -> bool:
 
 
 class TaskType(StrEnum):
-    COMPLETION = "completion"
+    COMPLETION = "completion"  # one input string in, text out
+    CHAT_COMPLETION = "chat_completion"  # Elasticsearch's unified (OpenAI-style) chat API
 
 
 class Service(StrEnum):
