@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from inference_operator.emulator import wire
 from inference_operator.emulator.script import (
@@ -31,16 +31,6 @@ from inference_operator.emulator.script import (
 LOG_LIMIT = 10_000
 # Headers that carry the key; the log records which one was used, never its value.
 _SECRET_HEADERS = frozenset({"authorization", "x-api-key"})
-
-
-class MessagesRequest(BaseModel):
-    # Anthropic accepts many more fields (system, tools, ...); the emulator ignores them.
-    model_config = ConfigDict(extra="allow")
-
-    model: str = Field(min_length=1)
-    max_tokens: int = Field(ge=1)
-    messages: list[dict[str, Any]] = Field(min_length=1)
-    stream: bool = False
 
 
 @dataclass
@@ -129,10 +119,13 @@ async def messages(request: web.Request) -> web.StreamResponse:
         return denied
     try:
         entry.body = await request.json()
-        body = MessagesRequest.model_validate(entry.body)
+        body = wire.MessagesRequest.model_validate(entry.body)
     except (json.JSONDecodeError, ValidationError) as error:
         entry.outcome = "400"
         return _error(400, _describe(error))
+    if problem := body.problem():
+        entry.outcome = "400"
+        return _error(400, problem)
     entry.stream = body.stream
     if not emulator.knows_model(body.model):
         entry.outcome = "404"
@@ -155,9 +148,9 @@ async def messages(request: web.Request) -> web.StreamResponse:
             entry.outcome = "malformed"
             return web.Response(body=fault.body.encode(), content_type=fault.content_type,
                                 headers={"request-id": wire.next_id("req")})
-        reply = wire.Reply.for_request(body.model, body.messages, body.max_tokens)
+        reply = wire.Reply.for_request(body)
         if not body.stream:
-            await asyncio.sleep(latency.per_token * len(reply.deltas))
+            await asyncio.sleep(latency.per_token * reply.output_tokens)
             entry.outcome = "200"
             return web.json_response(reply.message(), headers={"request-id": wire.next_id("req")})
         return await _stream(request, entry, reply, latency, fault)
@@ -181,12 +174,12 @@ async def _stream(request: web.Request, entry: LoggedRequest, reply: wire.Reply,
     })
     await response.prepare(request)
     await response.write(b"".join(reply.stream_head()))
-    for index, delta in enumerate(reply.deltas):
+    for index, delta in enumerate(reply.stream_deltas()):
         if fault is not None and index == fault.after:
             return await _break_stream(request, response, entry, fault)
         if index:
             await asyncio.sleep(latency.per_token)
-        await response.write(reply.stream_delta(delta))
+        await response.write(delta)
     if fault is not None:  # ``after`` beyond the reply's length: break at the end
         return await _break_stream(request, response, entry, fault)
     await response.write(b"".join(reply.stream_tail()))
@@ -220,10 +213,18 @@ def _drop(request: web.Request) -> web.StreamResponse:
     raise asyncio.CancelledError
 
 
+# Where the real API words a pydantic error its own way (e.g. a string tool_choice).
+_MESSAGES = {
+    "model_attributes_type": "Input should be an object",
+    "model_type": "Input should be an object",
+}
+
+
 def _describe(error: Exception) -> str:
     if isinstance(error, ValidationError):
         return "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+            f"{'.'.join(str(p) for p in e['loc'])}: {_MESSAGES.get(e['type'], e['msg'])}"
+            for e in error.errors()
         )
     return "The request body is not valid JSON."
 
