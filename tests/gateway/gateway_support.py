@@ -146,13 +146,29 @@ def is_es_error(payload: Any, status: int | None = None) -> bool:
                     and isinstance(c.get("reason"), str) for c in causes))
 
 
+def is_unified_error(payload: Any) -> bool:
+    """OpenAI's ``{"error":{"code","message","type"[,"param"]}}`` (the chat action's)."""
+    if not isinstance(payload, dict) or set(payload) != {"error"}:
+        return False
+    error = payload["error"]
+    return (isinstance(error, dict) and {"code", "message", "type"} <= set(error)
+            <= {"code", "message", "type", "param"}
+            and all(isinstance(value, str) for value in error.values()))
+
+
 def answer_problems(status: int, headers: Mapping[str, Any], body: bytes, *,
-                    upstream_fault: bool = False) -> list[str]:
+                    upstream_fault: bool = False, chat: bool = False) -> list[str]:
     """What is wrong with an answer by the rules every answer must follow: the product
     header, no 5xx, no traceback, every error (JSON, or SSE ``event: error``) in the
     Elasticsearch shape with the HTTP status (or, inside a 200 stream, its own).
     ``headers`` as any client gives them: any letter case, values or lists of values.
-    ``upstream_fault``: a 502 (the upstream failed) is the expected answer."""
+    ``upstream_fault``: a 502 (the upstream failed) is the expected answer. ``chat``: a
+    chat_completion request, whose action errors are OpenAI-shaped instead (the REST
+    layer's and access refusals keep Elasticsearch's)."""
+
+    def shaped(payload: Any, status: int | None) -> bool:
+        return is_es_error(payload, status) or (chat and is_unified_error(payload))
+
     headers = {k.lower(): v[0] if isinstance(v, list) else v for k, v in headers.items()}
     problems = []
     if headers.get("x-elastic-product") != "Elasticsearch":
@@ -171,14 +187,14 @@ def answer_problems(status: int, headers: Mapping[str, Any], body: bytes, *,
                 payload = json.loads(data)
             except ValueError:
                 payload = None
-            if not is_es_error(payload, status if status >= 400 else None):
+            if not shaped(payload, status if status >= 400 else None):
                 problems.append(f"error event not in the Elasticsearch shape: {data[:200]}")
     elif status >= 400:
         try:
             payload = json.loads(body)
         except ValueError:
             payload = None
-        if not is_es_error(payload, status):
+        if not shaped(payload, status):
             problems.append(f"{status} not in the Elasticsearch shape: {body[:200]!r}")
     return problems
 

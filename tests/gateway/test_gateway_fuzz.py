@@ -81,12 +81,21 @@ PUBLIC_API_KEYS = schemathesis.openapi.from_dict(
     openapi.document(admin=False, auth=modes.API_KEYS))
 
 
+CHAT_ID = "anthropic_chat"  # the chat paths' example id
+
+
 def _seed(running: ThreadedStack) -> None:
-    # One endpoint under the documents' example id, so valid calls reach the upstream.
-    response = requests.put(running.admin + "/_inference/completion/anthropic_completion",
-                            json=seed_body(requests_per_minute=60_000), timeout=10,
-                            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
-    assert response.status_code == 200, response.text
+    # An endpoint under each of the documents' example ids, so valid calls reach the
+    # upstream.
+    for path in ("completion/anthropic_completion", f"chat_completion/{CHAT_ID}"):
+        response = requests.put(f"{running.admin}/_inference/{path}",
+                                json=seed_body(requests_per_minute=60_000), timeout=10,
+                                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        assert response.status_code == 200, response.text
+
+
+def _is_chat(url: str) -> bool:
+    return "/chat_completion/" in url or f"/{CHAT_ID}" in url
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +135,8 @@ def _bounded_wait(case: Any) -> None:
 
 def _check(case: Any, response: requests.Response, listener: str) -> None:
     TALLY[listener] += 1
-    problems = answer_problems(response.status_code, response.headers, response.content)
+    problems = answer_problems(response.status_code, response.headers, response.content,
+                               chat=_is_chat(response.request.url or ""))
     assert not problems, (case.as_curl_command(), response.status_code, response.text[:500],
                           problems)
     # Every other check schemathesis has: status codes, content types, headers and bodies
@@ -201,6 +211,54 @@ def test_inference_bodies_get_200_or_an_es_shaped_4xx(stack: ThreadedStack, body
     assert response.status_code == 200 or 400 <= response.status_code < 500, response.text
     assert not answer_problems(response.status_code, response.headers, response.content), (
         raw, response.status_code, response.text[:300])
+
+
+content_parts = st.fixed_dictionaries({"type": st.sampled_from(["text", "image_url", "file"])
+                                       | json_values}, optional={
+    "text": texts | json_values, "image_url": json_values, "file": json_values})
+chat_messages = st.fixed_dictionaries({}, optional={
+    "role": st.sampled_from(["system", "user", "assistant", "tool"]) | json_values,
+    "content": texts | st.lists(content_parts, max_size=2) | json_values,
+    "tool_call_id": texts | json_values,
+    "tool_calls": st.lists(st.fixed_dictionaries({}, optional={
+        "id": texts, "type": st.just("function") | json_values,
+        "function": st.fixed_dictionaries({}, optional={
+            "name": texts, "arguments": st.just('{"a": 1}') | texts | json_values})}),
+        max_size=2) | json_values,
+}) | json_values
+chat_bodies = st.fixed_dictionaries({}, optional={
+    "messages": st.lists(chat_messages, max_size=3) | json_values,
+    "tools": st.lists(st.fixed_dictionaries({"type": st.just("function")}, optional={
+        "function": st.fixed_dictionaries({"name": texts}, optional={
+            "parameters": json_values, "strict": json_values,
+            "description": texts | json_values})}), max_size=2) | json_values,
+    "tool_choice": st.sampled_from(["auto", "none", "required"]) | json_values,
+    "max_completion_tokens": st.integers() | json_values,
+    "stop": st.lists(texts, max_size=2) | json_values,
+    "temperature": st.floats(allow_nan=False) | json_values,
+    "model": texts | json_values,
+}) | json_values
+
+
+@given(body=chat_bodies, stream=st.booleans())
+@settings(max_examples=max(60, FUZZ_EXAMPLES * 4), deadline=None, derandomize=DERANDOMIZE,
+          suppress_health_check=list(HealthCheck))
+def test_chat_bodies_get_200_or_an_openai_shaped_4xx(stack: ThreadedStack, body: Any,
+                                                     stream: bool) -> None:
+    """Random JSON shapes for the unified chat body: 200, or a 4xx in OpenAI's shape (an
+    Anthropic refusal of a conversation it will not take, e.g. a first message that is
+    the assistant's, keeps Anthropic's 400), nothing else."""
+    TALLY["hypothesis"] += 1
+    path = f"/_inference/chat_completion/{CHAT_ID}" + ("/_stream" if stream else "")
+    response = requests.post(stack.public + path + "?timeout=" + MAX_WAIT,
+                             data=json.dumps(body).encode(),
+                             headers={"Content-Type": "application/json"}, timeout=30)
+    assert response.status_code == 200 or 400 <= response.status_code < 500, response.text
+    assert not answer_problems(response.status_code, response.headers, response.content,
+                               chat=True), (body, response.status_code, response.text[:300])
+    if response.status_code >= 400 and response.headers["Content-Type"].startswith(
+            "application/json"):
+        assert "status" not in response.json(), response.text  # OpenAI's shape only
 
 
 def test_the_seed_example_passes_the_document() -> None:

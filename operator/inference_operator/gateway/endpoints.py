@@ -60,7 +60,7 @@ class Endpoint:
                 "model_id": self.model_id,
                 "rate_limit": {"requests_per_minute": self.requests_per_minute},
             },
-            "task_settings": dict(self._settings),
+            "task_settings": dict(self.settings),
         }
 
     def stored(self) -> dict[str, Any]:
@@ -74,12 +74,12 @@ class Endpoint:
         return record
 
     @cached_property
-    def _settings(self) -> dict[str, Any]:
-        # Dumped once per endpoint, not once per request.
+    def settings(self) -> dict[str, Any]:
+        """The task settings that are set; dumped once per endpoint, not per request."""
         return self.task_settings.model_dump(exclude_none=True)
 
     def message_params(self, text: str, override: TaskSettingsOverride | None) -> dict[str, Any]:
-        settings = self._settings if override is None else {**self._settings, **override.given()}
+        settings = self.settings if override is None else {**self.settings, **override.given()}
         # max_tokens, plus temperature/top_k/top_p only when set, as Elasticsearch sends them.
         return {"model": self.model_id, "messages": [{"role": "user", "content": text}],
                 **settings}

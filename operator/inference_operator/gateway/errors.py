@@ -9,6 +9,7 @@ working."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 
@@ -21,6 +22,10 @@ class ESError(Exception):
     # Close the connection after the answer: the rest of the request cannot be trusted
     # (a body over the limit, a client that stalled) and reading it would cost more.
     close_connection: bool = False
+    # The chat_completion route's OpenAI-shaped rendering (unified_body): the field at
+    # fault, and a type other than ``type`` (Elasticsearch's for upstream failures).
+    param: str | None = None
+    unified_type: str | None = None
 
     def __str__(self) -> str:
         return f"[{self.status}] {self.type}: {self.reason}"
@@ -28,6 +33,21 @@ class ESError(Exception):
     def body(self) -> dict[str, Any]:
         cause = {"type": self.type, "reason": self.reason}
         return {"error": {"root_cause": [cause], **cause}, "status": self.status}
+
+    def unified_body(self) -> dict[str, Any]:
+        """As Elasticsearch's UnifiedChatCompletionException renders itself on the chat
+        path: OpenAI's error object, ``code`` the status's name (``bad_request``), ``param``
+        left out when there is none, the status only in the HTTP status line."""
+        error = {"code": _STATUS_CODES.get(self.status, "error"), "message": self.reason,
+                 "type": self.unified_type or self.type}
+        if self.param is not None:
+            error["param"] = self.param
+        return {"error": error}
+
+
+# Elasticsearch's RestStatus names, lower-cased (Python 3.13 renamed 413 in HTTPStatus).
+_STATUS_CODES = {status.value: status.name.lower() for status in HTTPStatus} | {
+    413: "request_entity_too_large"}
 
 
 def validation_failed(messages: list[str], error_type: str = "validation_exception") -> ESError:

@@ -16,14 +16,15 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from inference_operator.api.elasticsearch_body import InferenceRequestBody
-from inference_operator.gateway import accesslog, errors, jsoncodec, openapi, routes, validation
+from inference_operator.api.settings import TaskType
+from inference_operator.gateway import accesslog, errors, jsoncodec, openapi, routes, tasks
 from inference_operator.gateway.auth.caller import ADMIN, ANONYMOUS, Access, Caller
 from inference_operator.gateway.endpoints import Endpoint
 from inference_operator.gateway.errors import ESError
 from inference_operator.gateway.metrics import UNKNOWN_ID, Usage
 from inference_operator.gateway.routes import Action, Route
 from inference_operator.gateway.service import Gateway
+from inference_operator.gateway.tasks import Task
 from inference_operator.gateway.timeunits import TimeValue, parse_time_value
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,8 @@ CALLER = web.RequestKey("caller", Caller)
 INFERENCE_ID = web.RequestKey("inference_id", str)
 USAGE = web.RequestKey("usage", Usage)
 EVENTS = web.RequestKey("events", web.StreamResponse)
+# Errors in OpenAI's shape (the chat_completion route), not Elasticsearch's.
+UNIFIED = web.RequestKey("unified", bool)
 CLIENT_CLOSED = 499  # nginx's code for "the client went away", used as a metrics label
 # The routes whose requests are measured, with their metrics' "stream" label.
 _STREAM_LABEL = {Action.INFER: "false", Action.STREAM: "true"}
@@ -168,10 +171,11 @@ async def _error(request: web.Request, error: ESError) -> web.StreamResponse:
     """JSON; or, once a stream's errors are events, one ``event: error``: the whole answer
     (with the error's status) before the stream started, its last event after."""
     stream = request.get(EVENTS)
+    body = error.unified_body() if request.get(UNIFIED) else error.body()
     if stream is None:
-        response: web.StreamResponse = _json(error.body(), error.status, error.headers)
+        response: web.StreamResponse = _json(body, error.status, error.headers)
     else:
-        event = _event("error", error.body())
+        event = _event("error", body)
         if not stream.prepared:
             stream.set_status(error.status)
             stream.headers.update(error.headers)
@@ -334,10 +338,20 @@ async def _sync(request: web.Request, gateway: Gateway, route: Route) -> web.Res
     return _json(await gateway.sync(await _body(request)))
 
 
-async def _inference_request(request: web.Request,
-                             route: Route) -> tuple[TimeValue, InferenceRequestBody]:
-    return (parse_time_value(request.query.get("timeout")),
-            validation.parse_inference(await _body(request), route.task_type or "completion"))
+async def _begin_inference(request: web.Request, gateway: Gateway,
+                           route: Route) -> tuple[Task, TimeValue]:
+    """The caller's access checked, then the task the request is for and its timeout.
+    Refusals of access keep Elasticsearch's shape on every path, as its security layer
+    answers them before the action; the chat action's own errors are OpenAI-shaped."""
+    await _authorize(request, gateway, route)
+    task_type = route.task_type
+    if task_type in (None, "any"):
+        assert route.inference_id is not None
+        endpoint = gateway.find(route.inference_id)
+        task_type = endpoint.task_type if endpoint is not None else TaskType.COMPLETION
+    task = tasks.for_task_type(task_type)
+    request[UNIFIED] = task.unified_errors
+    return task, parse_time_value(request.query.get("timeout"))
 
 
 def _resolve(request: web.Request, gateway: Gateway, route: Route) -> Endpoint:
@@ -348,30 +362,36 @@ def _resolve(request: web.Request, gateway: Gateway, route: Route) -> Endpoint:
 
 
 async def _infer(request: web.Request, gateway: Gateway, route: Route) -> web.Response:
-    await _authorize(request, gateway, route)
-    timeout, body = await _inference_request(request, route)
+    task, timeout = await _begin_inference(request, gateway, route)
+    body = task.parse(await _body(request))
+    endpoint = _resolve(request, gateway, route)
+    params = task.params(endpoint, body)
     usage = request[USAGE] = Usage()
-    return _json(await gateway.complete(_resolve(request, gateway, route), body, timeout,
-                                        usage))
+    return _json(task.answer(await gateway.complete(endpoint, params, timeout, usage)))
 
 
 async def _stream(request: web.Request, gateway: Gateway, route: Route) -> web.StreamResponse:
-    await _authorize(request, gateway, route)
-    timeout, body = await _inference_request(request, route)
+    task, timeout = await _begin_inference(request, gateway, route)
+    body = task.parse(await _body(request))
     # From here on failures are events: request parsing fails as plain JSON, like a REST
     # handler; failures of the action itself are reported in the event stream, as
     # Elasticsearch's SSE listener does.
     response = request[EVENTS] = web.StreamResponse(headers=_SSE_HEADERS)
+    endpoint = _resolve(request, gateway, route)
+    params = task.params(endpoint, body)
     usage = request[USAGE] = Usage()
-    texts = await gateway.stream(_resolve(request, gateway, route), body, timeout, usage)
+    events = await gateway.stream(endpoint, params, timeout, usage)
+    translate = task.translator()
     try:
         await response.prepare(request)
-        async for text in texts:
-            await response.write(_event("message", {"completion": [{"delta": text}]}))
+        async for event in events:
+            data = translate(event)
+            if data is not None:
+                await response.write(_event("message", data))
         await response.write(_DONE)
         await response.write_eof()
     finally:
-        await texts.aclose()
+        await events.aclose()
     return response
 
 

@@ -31,6 +31,7 @@ from inference_operator.api.settings import (
 )
 from inference_operator.gateway import auth as modes
 from inference_operator.gateway import errors
+from inference_operator.gateway.chat import schemas as chat_schemas
 from inference_operator.gateway.validation import ES_TASK_TYPES
 
 _REF = "#/components/schemas/{model}"
@@ -90,6 +91,7 @@ _OTHER_SCHEMAS: dict[str, Any] = {
         "completion": {"type": "array", "items": {
             "type": "object", "required": ["result"],
             "properties": {"result": {"type": ["string", "null"]}}}}}},
+    **chat_schemas.SCHEMAS,
     "Deleted": {"type": "object", "required": ["acknowledged", "pipelines", "indexes"],
                 "properties": {"acknowledged": {"type": "boolean"},
                                "pipelines": {"type": "array"}, "indexes": {"type": "array"}}},
@@ -135,12 +137,19 @@ _INFERENCE_ID = {**_param("inference_id", "path", {
     "type": "string", "pattern": INFERENCE_ID_PATTERN, "maxLength": INFERENCE_ID_MAX_LENGTH},
     "Lowercase letters, digits, `_`, `-`, `.`; starts and ends with a letter or digit."),
     "example": "anthropic_completion"}
+_CHAT_ID = {**_INFERENCE_ID, "example": "anthropic_chat"}
 # GET also takes the wildcards (they list every endpoint).
 _READ_ID = _param("inference_id", "path", {"anyOf": [
     {"type": "string", "pattern": INFERENCE_ID_PATTERN, "maxLength": INFERENCE_ID_MAX_LENGTH},
     {"type": "string", "enum": ["_all", "*"]}]}, "An id, or `_all`/`*` for every endpoint.")
 _TASK_TYPE = _param("task_type", "path", {"type": "string", "enum": sorted(ES_TASK_TYPES)},
                     "Elasticsearch's task types; this service serves `completion`.")
+# chat_completion has paths of its own (its body and answers differ).
+_INFER_TASK_TYPE = _param(
+    "task_type", "path",
+    {"type": "string", "enum": sorted(ES_TASK_TYPES - {TaskType.CHAT_COMPLETION.value})},
+    "Elasticsearch's task types; `completion` is served here, `chat_completion` has its own "
+    "paths.")
 _TIMEOUT = _param("timeout", "query", {"type": "string", "pattern": TIME_VALUE_PATTERN},
                   "Elasticsearch time value (`30s`, `500ms`, `2m`, `-1` for none); covers "
                   "queueing and the upstream call. Default `30s`; on expiry 408.")
@@ -159,6 +168,12 @@ def _answer(description: str, content: dict[str, Any]) -> dict[str, Any]:
 
 
 _ERRORS = {"default": _answer("An error, in Elasticsearch's shape.", _json("Error"))}
+# The chat action's errors are OpenAI-shaped; the REST layer's before it (an unknown
+# parameter) and refusals of access keep Elasticsearch's, as in Elasticsearch.
+_CHAT_ERROR = {"application/json": {"schema": {"anyOf": [
+    {"$ref": _REF.format(model="ChatError")}, {"$ref": _REF.format(model="Error")}]}}}
+_CHAT_ERRORS = {"default": _answer("An error: OpenAI's shape from the chat action, "
+                                   "Elasticsearch's from the REST layer.", _CHAT_ERROR)}
 # One event of the stream (how SSE-aware tools, schemathesis among them, read the schema):
 # ``data`` is a JSON completion delta, ``[DONE]``, or an Error for ``event: error``.
 _SSE = {"text/event-stream": {"schema": {
@@ -187,19 +202,20 @@ def _inference_paths(admin: bool) -> dict[str, dict[str, Any]]:
             f"list_{name}", "List endpoints", listed, parameters=params)}
     for prefix, params in (("", []), ("/{task_type}", [_TASK_TYPE])):
         tag = "typed_" if params else ""
+        infer_params = [_INFER_TASK_TYPE] if params else []
         one = {"get": _operation(f"{tag}get", "Get an endpoint", listed,
                                  parameters=[*params, _READ_ID])}
         one["post"] = _operation(
             f"{tag}infer", "Completion", {
                 "200": _answer("The completion.", _json("Completion")), **_ERRORS},
-            parameters=[*params, _INFERENCE_ID, _TIMEOUT], body="InferenceRequestBody")
+            parameters=[*infer_params, _INFERENCE_ID, _TIMEOUT], body="InferenceRequestBody")
         stream = {"post": _operation(
             f"{tag}stream", "Streamed completion (SSE)", {
                 "200": _answer("`event: message` per delta, then `data: [DONE]`, or an "
                                "`event: error`.", _SSE),
                 "default": _answer("An error: JSON for a bad request, else one "
                                    "`event: error`.", {**_json("Error"), **_SSE})},
-            parameters=[*params, _INFERENCE_ID, _TIMEOUT], body="InferenceRequestBody")}
+            parameters=[*infer_params, _INFERENCE_ID, _TIMEOUT], body="InferenceRequestBody")}
         if admin:
             one["put"] = _operation(
                 f"{tag}create", "Create an endpoint (the key is never echoed)", {
@@ -222,6 +238,25 @@ def _inference_paths(admin: bool) -> dict[str, dict[str, Any]]:
                 "put": update, "post": {**update, "operationId": f"{tag}update_post"}}
         paths[f"/_inference{prefix}/{{inference_id}}"] = one
         paths[f"/_inference{prefix}/{{inference_id}}/_stream"] = stream
+    chat = "/_inference/chat_completion/{inference_id}"
+    # The path's other methods are the typed path's, with the task type fixed.
+    paths[chat] = {method: {**copy.deepcopy(operation), "operationId":
+                            f"chat_{operation['operationId']}", "parameters": [
+                                p for p in operation["parameters"] if p["name"] != "task_type"]}
+                   for method, operation in paths["/_inference/{task_type}/{inference_id}"].items()
+                   if method != "post"}
+    paths[chat]["post"] = _operation(
+        "chat", "Chat completion", {
+            "200": _answer("The chat completion (OpenAI's `chat.completion`).",
+                           _json("ChatCompletion")), **_CHAT_ERRORS},
+        parameters=[_CHAT_ID, _TIMEOUT], body="ChatCompletionRequest")
+    paths[chat + "/_stream"] = {"post": _operation(
+        "chat_stream", "Streamed chat completion (SSE)", {
+            "200": _answer("`event: message` per `chat.completion.chunk`, then "
+                           "`data: [DONE]`, or an `event: error`.", _SSE),
+            "default": _answer("An error: JSON for a bad request, else one `event: error`.",
+                               {**_CHAT_ERROR, **_SSE})},
+        parameters=[_CHAT_ID, _TIMEOUT], body="ChatCompletionRequest")}
     if admin:
         paths["/_inference/_sync"] = {"post": _operation(
             "sync", "The operator's full sync: drop endpoints not listed, report ready", {
@@ -295,7 +330,7 @@ def document(*, admin: bool, auth: str = modes.NONE,
             "title": "inference-operator gateway" + (" (admin listener)" if admin else ""),
             "version": _package_version,
             "description": "Elasticsearch-compatible `_inference` API for Anthropic "
-                           "completion endpoints (docs/gateway.md). "
+                           "completion and chat completion endpoints (docs/gateway.md). "
                            + ("Every `/_inference` operation needs the admin bearer token."
                               if admin else "The public listener accepts no writes."),
         },

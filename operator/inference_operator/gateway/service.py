@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 
 from pydantic import SecretStr
 
-from inference_operator.api.elasticsearch_body import InferenceRequestBody
 from inference_operator.api.gateway_config import OWNER_KEY, Record, Shard
 from inference_operator.api.settings import TaskSettings
 from inference_operator.gateway import errors, validation
@@ -291,46 +290,29 @@ class Gateway:
                 f"the model type [{endpoint.task_type}]")
         return endpoint
 
-    async def complete(self, endpoint: Endpoint, body: InferenceRequestBody,
+    async def complete(self, endpoint: Endpoint, params: dict[str, Any],
                        time_limit: TimeValue, usage: Usage | None = None) -> dict[str, Any]:
-        """``usage``: where this request's token counts are added (the caller's metrics,
-        the access log)."""
-        params = endpoint.message_params(_single_input(body), body.task_settings)
+        """The Message for Messages API ``params``. ``usage``: where this request's token
+        counts are added (the caller's metrics, the access log)."""
         message = await self._within(time_limit, self._call(endpoint, params, False, time_limit))
         reported = object_at(message, "usage")
         self.metrics.count_tokens(endpoint.inference_id, reported.get("input_tokens"),
                                   reported.get("output_tokens"), usage)
-        # Read as leniently as the SDK does (it does not validate a Message either).
-        content = message.get("content")
-        return {"completion": [{"result": block.get("text")}
-                               for block in content if isinstance(block, dict)
-                               and block.get("type") == "text"]
-                if isinstance(content, list) else []}
+        return message
 
-    async def stream(self, endpoint: Endpoint, body: InferenceRequestBody,
-                     time_limit: TimeValue,
-                     usage: Usage | None = None) -> AsyncGenerator[str, None]:
+    async def stream(self, endpoint: Endpoint, params: dict[str, Any], time_limit: TimeValue,
+                     usage: Usage | None = None) -> AsyncGenerator[dict[str, Any], None]:
         """Open the upstream stream within the timeout (errors raise here), then return
-        its text as it arrives; later failures raise ESError from the iterator."""
-        params = endpoint.message_params(_single_input(body), body.task_settings)
+        its events as they arrive; later failures raise ESError from the iterator."""
         upstream = await self._within(time_limit, self._call(endpoint, params, True, time_limit))
-        return self._texts(endpoint, upstream, usage)
+        return self._events(endpoint, upstream, usage)
 
-    async def _texts(self, endpoint: Endpoint, upstream: MessageStream,
-                     usage: Usage | None) -> AsyncGenerator[str, None]:
+    async def _events(self, endpoint: Endpoint, upstream: MessageStream,
+                      usage: Usage | None) -> AsyncGenerator[dict[str, Any], None]:
         try:
             async for event in upstream.events():
                 kind = event.get("type")
-                if kind == "content_block_delta":  # per delta, the hot loop: no helper call
-                    delta = event.get("delta")
-                    if (isinstance(delta, dict) and delta.get("type") == "text_delta"
-                            and delta.get("text")):
-                        yield delta["text"]
-                elif kind == "content_block_start":
-                    block = object_at(event, "content_block")
-                    if block.get("type") == "text" and block.get("text"):
-                        yield block["text"]
-                elif kind == "message_start":
+                if kind == "message_start":
                     reported = object_at(object_at(event, "message"), "usage")
                     self.metrics.count_tokens(endpoint.inference_id,
                                               reported.get("input_tokens"), None, usage)
@@ -338,6 +320,7 @@ class Gateway:
                     self.metrics.count_tokens(endpoint.inference_id, None,
                                               object_at(event, "usage").get("output_tokens"),
                                               usage)
+                yield event
         except UpstreamError as error:
             self.metrics.upstream.labels(endpoint.inference_id, error.label).inc()
             raise self._failure(endpoint, error) from None
@@ -469,10 +452,3 @@ def _without_key(text: str, record: Record) -> str:
     settings = record.get("service_settings")
     key = settings.get("api_key") if isinstance(settings, dict) else None
     return text.replace(key, "<redacted>") if isinstance(key, str) and key else text
-
-
-def _single_input(body: InferenceRequestBody) -> str:
-    inputs = body.inputs()
-    if len(inputs) != 1:
-        raise errors.bad_request("Anthropic chat completions only accepts 1 input")
-    return inputs[0]

@@ -80,7 +80,9 @@ class UpstreamError(Exception):
         # Upstream messages are not ours: make sure none of them can carry the key out.
         if api_key:
             reason = reason.replace(api_key, "<redacted>")
-        return ESError(self._status, "status_exception", reason, self._headers)
+        # On the chat path Elasticsearch types every upstream failure "anthropic_error".
+        return ESError(self._status, "status_exception", reason, self._headers,
+                       unified_type="anthropic_error")
 
 
 class StatusError(UpstreamError):
