@@ -35,9 +35,10 @@ def secret(name: str, key: str = KEY, data_key: str = "api_key") -> dict[str, An
 def endpoint(
     name: str, secret_name: str = "anthropic", *, model: str = "claude-sonnet-4-5",
     max_tokens: int = 64, inference_id: str | None = None, rpm: int = 6000,
+    task_type: str = "completion",
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {
-        "task_type": "completion",
+        "task_type": task_type,
         "service": "anthropic",
         "service_settings": {
             "api_key": {"secret_key_ref": {"name": secret_name}},

@@ -7,6 +7,7 @@ import copy
 import json
 import threading
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -47,6 +48,36 @@ def test_apply_secret_and_endpoint_serves_completions(stack, kubectl, namespace)
         "Ready": "True", "Reconciling": "False", "Stalled": "False"}
     table = kubectl.run("get", "iep", "-n", namespace).stdout
     assert table.split("\n")[1].split()[:3] == ["chat", "True", "Serving"]
+
+
+def test_a_chat_completion_endpoint_becomes_ready_and_streams_a_chat(stack, kubectl, namespace):
+    iid = f"{namespace}-assistant"
+    kubectl.apply([secret("anthropic"),
+                   endpoint("assistant", inference_id=iid, task_type="chat_completion")],
+                  namespace)
+
+    kubectl.wait_for_condition("iep/assistant", "Ready", namespace, timeout=30)
+
+    obj = kubectl.get("iep", "assistant", namespace)
+    url = f"{stack.gateway_url}/_inference/chat_completion/{iid}"
+    assert obj["status"]["url"] == url
+    table = kubectl.run("get", "iep", "assistant", "-n", namespace).stdout.split("\n")
+    assert table[0].split()[:4] == ["NAME", "READY", "REASON", "TASK-TYPE"]
+    assert table[1].split()[:4] == ["assistant", "True", "Serving", "chat_completion"]
+    request = urllib.request.Request(url + "/_stream", method="POST", data=json.dumps(
+        {"messages": [{"role": "system", "content": "Be brief."},
+                      {"role": "user", "content": "Say hi"}]}).encode(),
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        lines = response.read().decode().splitlines()
+    data = [line.removeprefix("data: ") for line in lines if line.startswith("data: ")]
+    assert data[-1] == "[DONE]"
+    chunks = [json.loads(item) for item in data[:-1]]
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    assert text.endswith("You said: Say hi")
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    sent = emulator_requests(stack)[-1]["body"]
+    assert sent["system"] == [{"type": "text", "text": "Be brief."}] and sent["max_tokens"] == 64
 
 
 def test_changed_max_tokens_reaches_the_emulator(stack, kubectl, namespace):
