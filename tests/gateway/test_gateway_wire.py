@@ -4,6 +4,7 @@ memory, docs/benchmarks.md; these tests keep it honest when either side changes)
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,6 +18,24 @@ from inference_operator.gateway.upstream import StatusError, Upstream
 
 MESSAGES = [{"role": "user", "content": "what is the answer"}]
 PARAMS: dict[str, Any] = {"model": "claude-x", "max_tokens": 5, "messages": MESSAGES}
+WEATHER = {"name": "get_weather", "description": "The weather in a city.",
+           "input_schema": {"type": "object", "properties": {"city": {"type": "string"}},
+                            "required": ["city"]}}
+# What the chat path sends: a system prompt as blocks, tools, a tool choice and stops.
+CHAT_PARAMS: dict[str, Any] = {
+    "model": "claude-x", "max_tokens": 100,
+    "system": [{"type": "text", "text": "You answer weather questions."}],
+    "messages": [{"role": "user", "content": "get_weather in Oslo"}],
+    "tools": [WEATHER], "tool_choice": {"type": "auto"}, "stop_sequences": ["END"]}
+# Replies of each stop reason the gateway translates, as (params, stop_reason,
+# stop_sequence): the emulator's rules (docs/emulator.md) decide which one comes back.
+REPLIES: dict[str, tuple[dict[str, Any], str, str | None]] = {
+    "end_turn": ({**PARAMS, "max_tokens": 100}, "end_turn", None),
+    "max_tokens": (PARAMS, "max_tokens", None),
+    "stop_sequence": ({**PARAMS, "max_tokens": 100, "stop_sequences": ["END", "said"]},
+                      "stop_sequence", "said"),
+    "tool_use": (CHAT_PARAMS, "tool_use", None),
+}
 
 
 @pytest.fixture
@@ -34,34 +53,109 @@ async def sdk(emulator: RunningEmulator) -> AsyncIterator[anthropic.AsyncAnthrop
         yield client
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize("params", [PARAMS, CHAT_PARAMS], ids=["plain", "chat"])
 async def test_same_request_on_the_wire(ours: upstream.Client, sdk: anthropic.AsyncAnthropic,
-                                        emulator: RunningEmulator) -> None:
+                                        emulator: RunningEmulator, params: dict[str, Any],
+                                        stream: bool) -> None:
+    # The chat fields through the SDK's typed parameters, so that its own serialisation is
+    # compared; sampling (no longer typed in the SDK) as extra fields.
     sampling = {"temperature": 0.5, "top_k": 3}
-    await sdk.messages.create(**PARAMS, extra_body=sampling)
-    await ours.create({**PARAMS, **sampling})
+    if stream:
+        async for _ in await sdk.messages.create(**params, stream=True, extra_body=sampling):
+            pass
+        reply = await ours.stream({**params, **sampling})
+        async for _ in reply.events():
+            pass
+        reply.close()
+    else:
+        await sdk.messages.create(**params, extra_body=sampling)
+        await ours.create({**params, **sampling})
     theirs, mine = emulator.requests()
+    assert theirs.body == {**params, **sampling, **({"stream": True} if stream else {})}
     assert mine.body == theirs.body
     assert (mine.auth, mine.path, mine.method) == (theirs.auth, theirs.path, theirs.method)
     for header in ("anthropic-version", "content-type", "accept"):
         assert mine.headers[header] == theirs.headers[header], header
 
 
-async def test_same_reading_of_a_message(ours: upstream.Client,
-                                         sdk: anthropic.AsyncAnthropic) -> None:
-    theirs = await sdk.messages.create(**PARAMS)
-    mine = await ours.create(PARAMS)
-    assert [b["text"] for b in mine["content"]] == [b.text for b in theirs.content]
+@pytest.mark.parametrize("reply", list(REPLIES))
+async def test_same_reading_of_a_message(ours: upstream.Client, sdk: anthropic.AsyncAnthropic,
+                                         reply: str) -> None:
+    params, stop_reason, stop_sequence = REPLIES[reply]
+    theirs = await sdk.messages.create(**params)
+    mine = await ours.create(params)
+    assert _without_ids(mine) == _without_ids(theirs.to_dict())
+    assert (mine["stop_reason"], mine["stop_sequence"]) == (stop_reason, stop_sequence)
+    assert [b["type"] for b in mine["content"]] == [b.type for b in theirs.content]
+    assert [b["text"] for b in mine["content"] if b["type"] == "text"] == \
+        [b.text for b in theirs.content if b.type == "text"]
     assert mine["usage"] == theirs.usage.model_dump(include={"input_tokens", "output_tokens"})
 
 
-async def test_same_reading_of_a_stream(ours: upstream.Client,
-                                        sdk: anthropic.AsyncAnthropic) -> None:
+async def test_same_reading_of_a_message_with_a_tool_call(
+        ours: upstream.Client, sdk: anthropic.AsyncAnthropic) -> None:
+    theirs = await sdk.messages.create(**CHAT_PARAMS)
+    mine = await ours.create(CHAT_PARAMS)
+    text, call = mine["content"]
+    assert text == {"type": "text", "text": "I will call get_weather."}
+    assert call["type"] == "tool_use" and call["name"] == "get_weather"
+    assert call["input"] == {"city": "get_weather in Oslo"}
+    their_text, their_call = theirs.content
+    assert isinstance(their_call, anthropic.types.ToolUseBlock)
+    assert their_text.type == "text" and their_text.text == text["text"]
+    assert (their_call.name, their_call.input) == (call["name"], call["input"])
+    assert their_call.id.startswith("toolu_") and call["id"].startswith("toolu_")
+
+
+@pytest.mark.parametrize("reply", list(REPLIES))
+async def test_same_reading_of_a_stream(ours: upstream.Client, sdk: anthropic.AsyncAnthropic,
+                                        reply: str) -> None:
+    params, stop_reason, stop_sequence = REPLIES[reply]
     theirs = [event.to_dict() async for event in
-              await sdk.messages.create(**PARAMS, stream=True)]
-    stream = await ours.stream(PARAMS)
+              await sdk.messages.create(**params, stream=True)]
+    stream = await ours.stream(params)
     mine = [event async for event in stream.events()]
     stream.close()
     assert _without_ids(mine) == _without_ids(theirs)  # ``ping`` skipped by both
+    [delta] = [event for event in mine if event["type"] == "message_delta"]
+    assert delta["delta"] == {"stop_reason": stop_reason, "stop_sequence": stop_sequence}
+
+
+async def test_same_reading_of_a_streamed_tool_call(ours: upstream.Client,
+                                                    sdk: anthropic.AsyncAnthropic) -> None:
+    stream = await ours.stream(CHAT_PARAMS)
+    mine = [event async for event in stream.events()]
+    stream.close()
+    # The text block, then the tool_use block with its input in input_json_delta pieces.
+    kinds = [_kind(event) for event in mine]
+    assert [kind for kind, _ in itertools.groupby(kinds)] == [
+        "message_start", "content_block_start text 0", "content_block_delta text_delta 0",
+        "content_block_stop 0", "content_block_start tool_use 1",
+        "content_block_delta input_json_delta 1", "content_block_stop 1", "message_delta",
+        "message_stop"]
+    assert kinds.count("content_block_delta input_json_delta 1") > 1  # really in pieces
+    start = mine[kinds.index("content_block_start tool_use 1")]["content_block"]
+    assert (start["name"], start["input"]) == ("get_weather", {})
+    pieces = "".join(event["delta"]["partial_json"] for event in mine
+                     if _kind(event) == "content_block_delta input_json_delta 1")
+    # The SDK's stream helper puts the input together from the same events.
+    async with sdk.messages.stream(**CHAT_PARAMS) as theirs:
+        final = await theirs.get_final_message()
+    call = final.content[1]
+    assert isinstance(call, anthropic.types.ToolUseBlock)
+    assert json.loads(pieces) == call.input == {"city": "get_weather in Oslo"}
+    assert final.stop_reason == "tool_use"
+
+
+def _kind(event: dict[str, Any]) -> str:
+    """``type``, then the block's or delta's type and the block index, in one string."""
+    inner = event.get("content_block") or event.get("delta") or {}
+    words = [event["type"]]
+    if event["type"].startswith("content_block"):
+        words += [inner["type"]] if "type" in inner else []
+        words.append(str(event["index"]))
+    return " ".join(words)
 
 
 @pytest.mark.parametrize("fault", [
