@@ -380,6 +380,10 @@ async def test_tokens_and_requests_are_counted_as_for_completion(
     for stream in ("true", "false"):
         assert await metric(session, chat.public, "inference_gateway_requests_total",
                             f'{ours},stream="{stream}",status="200"') == 1
+    # One stream, one time to its first delta (the whole answer has none).
+    assert await metric(session, chat.public,
+                        "inference_gateway_time_to_first_delta_seconds_count", ours) == 1
+    assert await metric(session, chat.public, "inference_gateway_queue_capacity") == 2000
 
 
 async def test_a_client_that_goes_away_cancels_the_upstream_call(

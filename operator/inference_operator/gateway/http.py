@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
 
 from inference_operator.api.settings import TaskType
 from inference_operator.gateway import accesslog, errors, jsoncodec, openapi, routes, tasks
@@ -371,6 +371,7 @@ async def _infer(request: web.Request, gateway: Gateway, route: Route) -> web.Re
 
 
 async def _stream(request: web.Request, gateway: Gateway, route: Route) -> web.StreamResponse:
+    started = time.monotonic()
     task, timeout = await _begin_inference(request, gateway, route)
     body = task.parse(await _body(request))
     # From here on failures are events: request parsing fails as plain JSON, like a REST
@@ -382,12 +383,18 @@ async def _stream(request: web.Request, gateway: Gateway, route: Route) -> web.S
     usage = request[USAGE] = Usage()
     events = await gateway.stream(endpoint, params, timeout, usage)
     translate = task.translator()
+    first_delta: Histogram | None = gateway.metrics.first_delta.labels(endpoint.inference_id)
     try:
         await response.prepare(request)
         async for event in events:
             data = translate(event)
-            if data is not None:
-                await response.write(_event("message", data))
+            if data is None:
+                continue
+            await response.write(_event("message", data))
+            # The role chunk of a chat carries no delta: the first one that does counts.
+            if first_delta is not None and event.get("type") != "message_start":
+                first_delta.observe(time.monotonic() - started)
+                first_delta = None
         await response.write(_DONE)
         await response.write_eof()
     finally:

@@ -74,6 +74,13 @@ class GatewayMetrics:
         self.queue_wait = Labelled(Histogram(
             "inference_gateway_queue_wait_seconds", "Time spent waiting for a rate-limit token.",
             ["inference_id"], buckets=_LATENCY_BUCKETS, registry=r))
+        self.first_delta = Labelled(Histogram(
+            "inference_gateway_time_to_first_delta_seconds",
+            "Time from a streamed request to its first text or tool-call delta.",
+            ["inference_id"], buckets=_LATENCY_BUCKETS, registry=r))
+        self.queue_capacity = Gauge(
+            "inference_gateway_queue_capacity",
+            "Requests each rate-limit group may queue; more get 429.", registry=r)
         self.queued = Labelled(Gauge(
             "inference_gateway_queued_requests", "Requests waiting for a rate-limit token.",
             ["inference_id"], registry=r))
@@ -130,7 +137,8 @@ class GatewayMetrics:
         """An endpoint left the gateway: its series leave ``/metrics`` (kept, a cluster
         that churns endpoints would grow them without bound). Requests for it from now
         on count under UNKNOWN_ID."""
-        for metric in (self.requests, self.duration, self.queue_wait, self.queued,
+        for metric in (self.requests, self.duration, self.first_delta, self.queue_wait,
+                       self.queued,
                        self.upstream, self.retries, self.tokens, self.caller_requests,
                        self.caller_tokens):
             metric.remove_first(inference_id)

@@ -132,7 +132,7 @@ class Limiter:
     def __init__(self, clock: Clock | None = None,
                  queue_capacity: int = DEFAULT_QUEUE_CAPACITY) -> None:
         self.clock = clock or MonotonicClock()
-        self._capacity = queue_capacity
+        self.queue_capacity = queue_capacity
         self._buckets: weakref.WeakValueDictionary[tuple[str, str, int], Bucket] = (
             weakref.WeakValueDictionary()
         )
@@ -154,7 +154,7 @@ class Limiter:
         if bucket is None:
             # The name is shown in errors and logs, so it must not derive from the key.
             name = f"{model_id}/{requests_per_minute}rpm#{next(self._ordinal)}"
-            bucket = Bucket(name, requests_per_minute, self._capacity, self.clock,
+            bucket = Bucket(name, requests_per_minute, self.queue_capacity, self.clock,
                             self.replicas)
             self._buckets[group] = bucket
         return bucket

@@ -65,6 +65,7 @@ class Gateway:
         self.synced = not require_sync and not self.shards
         self.draining = False  # shutting down: not ready, connections closed after answers
         self.metrics.ready.set(int(self.synced))
+        self.metrics.queue_capacity.set(self.limiter.queue_capacity)
         self._endpoints: dict[str, Endpoint] = {}
         self._shard_endpoints: dict[str, dict[str, Endpoint]] = {}
         self._generations: dict[str, int] = {}
