@@ -2,11 +2,13 @@
 
 The gateway's (bench/gateway/run.py; its options pass through, see ``--help``), then the
 operator's (bench/operator/run.py), the gateway fleet's (bench/fleet/run.py), the
-gateway authentication's (bench/auth/run.py) and the fleet's throughput on the local node
-(bench/fleet/throughput.py), each in its own process: they run their own control plane
-(the last a whole node). Each rewrites its generated section of docs/benchmarks.md.
+gateway authentication's (bench/auth/run.py), the fleet's throughput on the local node
+(bench/fleet/throughput.py) and chat completion streaming against completion streaming
+(bench/chat/run.py), each in its own process: most run their own control plane (the
+fleet's throughput a whole node; the chat one only an emulator and a gateway). Each
+rewrites its generated section of docs/benchmarks.md.
 
-``--only NAME`` (repeatable: gateway, operator, fleet, auth, fleet-throughput) runs only
+``--only NAME`` (repeatable: gateway, operator, fleet, auth, fleet-throughput, chat) runs only
 those; the other options go to the gateway's, or to the one benchmark selected. ``--quick``
 reaches the smoke modes of all but the operator's (it has none)."""
 
@@ -24,9 +26,9 @@ sys.path.insert(0, str(HERE / "gateway"))
 
 import run as gateway_bench  # noqa: E402  (bench/gateway/run.py, found via the path above)
 
-BENCHMARKS = ("gateway", "operator", "fleet", "auth", "fleet-throughput")
+BENCHMARKS = ("gateway", "operator", "fleet", "auth", "fleet-throughput", "chat")
 SCRIPTS = {"fleet": "fleet/run.py", "auth": "auth/run.py",
-           "fleet-throughput": "fleet/throughput.py"}
+           "fleet-throughput": "fleet/throughput.py", "chat": "chat/run.py"}
 
 
 def main() -> int:
