@@ -90,10 +90,15 @@ def test_operator_gateway_rbac_and_secrets_name_the_same_shards(values: list[str
 @pytest.mark.parametrize("mode", MODES)
 def test_the_service_selects_exactly_the_pods_that_serve(mode: str) -> None:
     rendered = render(*MODES[mode])
-    (service,) = objects(rendered, "Service").values()
+    services = objects(rendered, "Service")
+    service = services["inference-operator-gateway"]
     serving = "inference-operator-gateway" if mode == "fleet" else "inference-operator"
 
+    assert sorted(services) == ["inference-operator-gateway", "inference-operator-operator-metrics"]
     assert selected(service["spec"]["selector"], rendered) == {serving}
+    # The operator's metrics Service: the operator's pod in both modes.
+    metrics = services["inference-operator-operator-metrics"]
+    assert selected(metrics["spec"]["selector"], rendered) == {"inference-operator"}
     # Every selector of a Deployment picks its own pods only.
     for name, deployment in objects(rendered, "Deployment").items():
         assert selected(deployment["spec"]["selector"]["matchLabels"], rendered) == {name}
@@ -194,24 +199,30 @@ def test_the_network_policies_let_the_operator_poll_every_gateway() -> None:
     operator (which asks each gateway which configuration it serves); the operator may
     reach exactly the serving pods' port besides DNS and the configured ports."""
     client = {"namespaceSelector": {"matchLabels": {"client": "yes"}}}
+    scraper = {"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}
     for mode, extra in MODES.items():
         rendered = render(*extra, "--set=networkPolicy.enabled=true",
-                          f"--set-json=networkPolicy.ingressFrom=[{json.dumps(client)}]")
+                          f"--set-json=networkPolicy.ingressFrom=[{json.dumps(client)}]",
+                          f"--set-json=networkPolicy.metricsFrom=[{json.dumps(scraper)}]")
         policies = objects(rendered, "NetworkPolicy")
         serving = "inference-operator-gateway" if mode == "fleet" else "inference-operator"
         assert sorted(policies) == sorted({"inference-operator", serving})
         for name, policy in policies.items():
             assert selected(policy["spec"]["podSelector"]["matchLabels"], rendered) == {name}
 
-        (ingress,) = policies[serving]["spec"]["ingress"]
-        assert ingress["ports"] == [{"port": "http", "protocol": "TCP"}]
+        (ingress,) = (rule for rule in policies[serving]["spec"]["ingress"]
+                      if rule["ports"] == [{"port": "http", "protocol": "TCP"}])
         peers = [p["podSelector"]["matchLabels"] for p in ingress["from"] if "podSelector" in p]
         assert client in ingress["from"]
         assert {name for peer in peers for name in selected(peer, rendered)} == {
             "inference-operator", "helm test"}
         operator = policies["inference-operator"]["spec"]
+        # Prometheus, from metricsFrom only, to the operator's metrics port; in fleet mode
+        # that is all the operator's pod takes.
+        metrics = {"ports": [{"port": "metrics", "protocol": "TCP"}], "from": [scraper]}
+        assert metrics in operator["ingress"]
         if mode == "fleet":
-            assert operator["ingress"] == []
+            assert operator["ingress"] == [metrics]
         (to_gateways,) = (rule for rule in operator["egress"] if "to" in rule)
         (target,) = to_gateways["to"]
         assert selected(target["podSelector"]["matchLabels"], rendered) == {serving}

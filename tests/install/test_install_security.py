@@ -106,7 +106,7 @@ def test_no_admin_listener_and_no_state_on_disk(values: list[str]) -> None:
     parser = build_parser()
     for container in containers(values).values():
         assert not [a for a in container["args"] if "admin" in a or "state" in a], container
-        assert {p["name"] for p in container["ports"]} <= {"http", "health"}
+        assert {p["name"] for p in container["ports"]} <= {"http", "health", "metrics"}
     for deployment in deployments(values).values():
         volumes = deployment["spec"]["template"]["spec"]["volumes"]
         assert {v["name"] for v in volumes} == {"tmp", "kube-api-access"}
@@ -131,7 +131,9 @@ def test_the_config_secrets_are_created_without_data(values: list[str]) -> None:
 
 @pytest.mark.parametrize("values", RENDERS.values(), ids=RENDERS.keys())
 def test_the_service_exposes_the_public_listener_only(values: list[str]) -> None:
-    (service,) = (d for d in rendered(values) if d["kind"] == "Service")
+    # The gateways' Service; the operator's metrics have a Service of their own.
+    (service,) = (d for d in rendered(values) if d["kind"] == "Service"
+                  and d["metadata"]["name"] == "inference-operator-gateway")
     gateway = build_parser().parse_args(containers(values)["gateway"]["args"])
 
     assert [(p["name"], p["targetPort"]) for p in service["spec"]["ports"]] == [("http", "http")]

@@ -48,6 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="period of the full resync of every endpoint")
     parser.add_argument("--liveness", metavar="URL",
                         help="serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz")
+    parser.add_argument("--metrics-port", type=int, metavar="PORT",
+                        default=_default("metrics_port"),
+                        help="serve Prometheus metrics at http://ADDRESS:PORT/metrics; "
+                             "none: no metrics listener")
+    parser.add_argument("--metrics-address", metavar="ADDRESS",
+                        default=_default("metrics_address"),
+                        help="address the metrics listener binds (with --metrics-port)")
     parser.add_argument("--verbose", action="store_const", dest="log_level", const="debug",
                         default=argparse.SUPPRESS, help="the same as --log-level=debug")
     add_log_level(parser)
@@ -66,6 +73,8 @@ def operator_config(args: argparse.Namespace) -> OperatorConfig:
         anthropic_base_url=args.anthropic_base_url,
         verify_upstream=args.verify_upstream,
         resync_seconds=args.resync_seconds,
+        metrics_port=args.metrics_port,
+        metrics_address=args.metrics_address,
         namespaces=tuple(args.namespaces),
     )
 

@@ -25,6 +25,9 @@ class OperatorConfig:
     verify_upstream: bool = True
     resync_seconds: float = 120.0
     gateway_poll_seconds: float = 1.0
+    # Prometheus /metrics on a listener of its own (controller/metrics.py); None: off.
+    metrics_port: int | None = None
+    metrics_address: str = "0.0.0.0"
     namespaces: tuple[str, ...] = field(default_factory=tuple)  # empty: all namespaces
 
     def endpoint_url(self, inference_id: str, task_type: str) -> str:

@@ -16,6 +16,7 @@ from inference_operator.api.models import GROUP
 from inference_operator.controller.config import OperatorConfig
 from inference_operator.controller.fleet import Fleet, static_addresses
 from inference_operator.controller.kube import Kube
+from inference_operator.controller.metrics import MetricsServer, OperatorMetrics
 from inference_operator.controller.publisher import ConfigPublisher
 from inference_operator.controller.reconciler import Controller
 from inference_operator.controller.upstream import UpstreamVerifier
@@ -66,6 +67,11 @@ async def startup(
 ) -> None:
     configure(settings)
     config: OperatorConfig = memo.config
+    # First, so that a port taken fails the start before anything else is opened; and
+    # once only: kopf runs this handler again after a failure later on.
+    if "metrics" not in memo:
+        memo.metrics = OperatorMetrics()
+        memo.metrics_server = await _serve_metrics(config, memo.metrics)
     kube = await Kube.connect()
     publisher = ConfigPublisher(kube, config.gateway_config_namespace,
                                 Shards(config.gateway_config_secret, config.gateway_config_shards))
@@ -83,7 +89,7 @@ async def startup(
     verifier = UpstreamVerifier(config.anthropic_base_url) if config.verify_upstream else None
     if verifier is not None:
         await verifier.start()
-    controller = Controller(config, kube, publisher, fleet, verifier)
+    controller = Controller(config, kube, publisher, fleet, verifier, memo.metrics)
     fleet.on_change = controller.fleet_changed
     controller.indices.endpoints = endpoints
     controller.indices.claims = claims
@@ -101,6 +107,21 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     if controller.verifier is not None:
         await controller.verifier.close()
     await controller.kube.close()
+    if memo.metrics_server is not None:
+        await memo.metrics_server.close()
+
+
+async def _serve_metrics(config: OperatorConfig, metrics: OperatorMetrics) -> MetricsServer | None:
+    if config.metrics_port is None:
+        return None
+    server = MetricsServer(metrics, config.metrics_address, config.metrics_port)
+    try:
+        await server.start()
+    except OSError as error:  # retrying would not free the port: stop the operator
+        raise kopf.PermanentError(
+            f"cannot serve metrics on {config.metrics_address}:{config.metrics_port}: "
+            f"{error.strerror or error}") from error
+    return server
 
 
 @kopf.on.probe(id="fleet_watcher")

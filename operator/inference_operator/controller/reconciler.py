@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -27,6 +28,7 @@ from inference_operator.controller.conditions import (
 from inference_operator.controller.config import OperatorConfig
 from inference_operator.controller.fleet import Coverage, Fleet
 from inference_operator.controller.kube import Kube, SecretValue
+from inference_operator.controller.metrics import OperatorMetrics, ReadyState, ready_state
 from inference_operator.controller.publisher import ConfigMissing, ConfigPublisher, Placement
 from inference_operator.controller.secrets import ResolvedKey, SecretCache, SecretKey, secret_ref
 from inference_operator.controller.upstream import UpstreamVerifier, VerifiedKeys
@@ -82,6 +84,13 @@ class Tracked:
     # The status last written. Bodies from events and the index can lag behind our own
     # patch; comparing with them would repeat patches and Events.
     written: dict[str, Any] | None = None
+    # For the metrics: Ready's status and reason at the last visit, and when this
+    # process first saw the current generation (monotonic) and whether its time to
+    # Ready has been observed.
+    state: ReadyState | None = None
+    generation: int | None = None
+    seen_at: float = 0.0
+    ready_timed: bool = False
 
 
 @dataclass(frozen=True)
@@ -96,7 +105,7 @@ class Published:
 class Controller:
     def __init__(
         self, config: OperatorConfig, kube: Kube, publisher: ConfigPublisher, fleet: Fleet,
-        verifier: UpstreamVerifier | None,
+        verifier: UpstreamVerifier | None, metrics: OperatorMetrics | None = None,
     ) -> None:
         self.config = config
         self.kube = kube
@@ -112,32 +121,42 @@ class Controller:
         # Bounds every bulk revisit together (full syncs, fleet changes).
         self._bulk = asyncio.Semaphore(SYNC_CONCURRENCY)
         self._revisiting = self._revisit_again = False
+        self.metrics = metrics or OperatorMetrics()
+        self.metrics.track_endpoints(self._endpoint_states)
 
     # -- triggers ----------------------------------------------------------------------
 
     async def reconcile(self, body: Body) -> None:
+        arrived = time.monotonic()
         key = key_of(body)
         tracked = self._tracked.setdefault(key, Tracked())
-        async with tracked.lock:
-            # Whatever triggered this may hold an older body than kopf's index, which is
-            # updated before any handler runs; acting on a stale one could serve a
-            # resource that is already being deleted.
-            body = self.indices.body(key) or body
-            if body["metadata"].get("deletionTimestamp") or key not in self.indices.endpoints:
-                return  # deleted, or the delete handler owns the way out
-            published = self._published(body)
-            # Total: kopf ignores what an on.event handler raises, so anything that fails
-            # here becomes a status, an Event and a retry, not a wait for the resync.
-            try:
-                outcome, published = await self._converge(key, tracked, body, published)
-            except Exception as error:
-                log.exception("reconcile of %s/%s failed", *key)
-                outcome = _failed(error)
-            try:
-                await self._report(tracked, body, outcome, published)
-            except Exception as error:
-                log.exception("status of %s/%s not written", *key)
-                outcome = _failed(error)
+        # Pending from here: waiting for this resource's lock counts as queued work.
+        with self.metrics.pending.track_inprogress():
+            async with tracked.lock:
+                started = time.monotonic()
+                # Whatever triggered this may hold an older body than kopf's index, which
+                # is updated before any handler runs; acting on a stale one could serve a
+                # resource that is already being deleted.
+                body = self.indices.body(key) or body
+                if body["metadata"].get("deletionTimestamp") or (
+                        key not in self.indices.endpoints):
+                    return  # deleted, or the delete handler owns the way out
+                self._saw_generation(tracked, body, arrived)
+                published = self._published(body)
+                # Total: kopf ignores what an on.event handler raises, so anything that
+                # fails here becomes a status, an Event and a retry, not a wait for the
+                # resync.
+                try:
+                    outcome, published = await self._converge(key, tracked, body, published)
+                except Exception as error:
+                    log.exception("reconcile of %s/%s failed", *key)
+                    outcome = _failed(error)
+                try:
+                    await self._report(tracked, body, outcome, published)
+                except Exception as error:
+                    log.exception("status of %s/%s not written", *key)
+                    outcome = _failed(error)
+                self._measured(tracked, outcome, started)
         self._requeue(key, tracked, outcome)
 
     def is_status_echo(self, body: Body) -> bool:
@@ -188,8 +207,13 @@ class Controller:
 
     async def _reconcile_all(self, keys: Iterable[Key]) -> None:
         async def bounded(key: Key) -> None:
-            async with self._bulk:
+            # Pending while it waits for a slot; from then on ``reconcile`` counts it.
+            with self.metrics.pending.track_inprogress():
+                await self._bulk.acquire()
+            try:
                 await self._reconcile_indexed(key, 0.0)
+            finally:
+                self._bulk.release()
 
         await asyncio.gather(*map(bounded, keys))
 
@@ -229,6 +253,9 @@ class Controller:
         removed = await self.publisher.retain(held)
         if removed:
             log.info("full sync removed stale endpoint(s) %s from the gateways", removed)
+        # A finished sync is a sign of life even with no endpoint to reconcile: the alert
+        # on this timestamp must not fire on an empty cluster.
+        self.metrics.finished()
 
     # -- convergence -------------------------------------------------------------------
 
@@ -384,6 +411,44 @@ class Controller:
                 await self.kube.post_event(body, "Warning", "SpecWarning", str(warning))
         await self.kube.patch_status(metadata["namespace"], metadata["name"], status)
         tracked.written = status
+
+    # -- metrics -----------------------------------------------------------------------
+
+    def _saw_generation(self, tracked: Tracked, body: Body, arrived: float) -> None:
+        """Start the time to Ready of a generation this process has not seen yet. One
+        that is Ready already (a restarted operator's first visit) is not timed: its wait
+        happened before, and would be counted as a few milliseconds."""
+        generation = body["metadata"].get("generation", 0)
+        if generation == tracked.generation:
+            return
+        status = body.get("status") or {}
+        ready = ready_condition(status) or {}
+        tracked.generation, tracked.seen_at = generation, arrived
+        tracked.ready_timed = ready.get("status") == "True" and (
+            status.get("observedGeneration") == generation)
+
+    def _measured(self, tracked: Tracked, outcome: Outcome, started: float) -> None:
+        now = time.monotonic()
+        tracked.state = ("True" if outcome.ready else "False", str(outcome.reason))
+        self.metrics.reconciled(str(outcome.reason), now - started)
+        if outcome.ready and not tracked.ready_timed:
+            tracked.ready_timed = True
+            self.metrics.time_to_ready.observe(now - tracked.seen_at)
+
+    def _endpoint_states(self) -> Iterable[ReadyState]:
+        """Each endpoint's Ready state, for the endpoints gauge at scrape time: the last
+        reconcile's, or, before this process reconciled it, its status's. Endpoints being
+        deleted are left out: the gauge counts what is served or meant to be."""
+        for key, bodies in self.indices.endpoints.items():
+            body = next(iter(bodies), None)
+            if body is None or body["metadata"].get("deletionTimestamp"):
+                continue
+            tracked = self._tracked.get(key)
+            if tracked is not None and tracked.state is not None:
+                yield tracked.state
+            else:
+                ready = ready_condition(body.get("status")) or {}
+                yield ready_state(ready.get("status"), ready.get("reason"))
 
     # -- retries -----------------------------------------------------------------------
 
