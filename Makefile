@@ -24,7 +24,7 @@ binaries: $(STAMP)
 
 # The whole suite, the end-to-end tests on a local node included (they skip, saying why,
 # where no node can run).
-test: binaries node
+test: binaries node prometheus-packages
 	$(BIN)/ruff check --no-cache operator tests bench
 	INFERENCE_OPERATOR_E2E=1 $(BIN)/pytest $(PYTEST_ARGS)
 
@@ -48,6 +48,28 @@ node-packages:
 node: binaries node-packages
 	$(CLI) cluster --build-only
 
+# promtool, for the alert and dashboard tests (tests/observability/): Debian's prometheus,
+# installed with apt-get when missing (as root); elsewhere it says what to install and
+# those tests skip. The package would start (and enable) a Prometheus daemon: a policy-rc.d
+# that refuses every start holds it off during the install (one already there, as in
+# container images, is left alone), and the unit is disabled again under systemd.
+prometheus-packages:
+	@if command -v promtool >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing prometheus (apt-get, for promtool)"; \
+	  policy=/usr/sbin/policy-rc.d; made=""; \
+	  if [ ! -e $$policy ]; then printf '#!/bin/sh\nexit 101\n' >$$policy; \
+	    chmod +x $$policy; made=1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends prometheus; status=$$?; \
+	  if [ -n "$$made" ]; then rm -f $$policy; fi; \
+	  if [ -d /run/systemd/system ]; then systemctl disable --now prometheus >/dev/null 2>&1; fi; \
+	  exit $$status; \
+	else \
+	  echo "the alert and dashboard tests need promtool (as root, on Debian/Ubuntu:" \
+	       "apt-get install prometheus); they skip without it"; \
+	fi
+
 # The longer variants of the fault tests (docs/reliability.md): RELIABILITY_SCALE control-
 # plane restarts in a row per test and a burst RELIABILITY_SCALE x 100 creates under SIGKILL.
 RELIABILITY_SCALE ?= 5
@@ -66,8 +88,10 @@ lint: $(STAMP)
 controlplane: binaries
 	$(CLI) controlplane
 
-dev: binaries
-	$(CLI) dev
+# `make dev DEV_ARGS=--prometheus` also starts a Prometheus scraping the gateway and the
+# operator (Debian's package, installed when missing) and prints its URL.
+dev: binaries $(if $(findstring --prometheus,$(DEV_ARGS)),prometheus-packages)
+	$(CLI) dev $(DEV_ARGS)
 
 # Every benchmark (bench/run.py), bounded in time; results into docs/benchmarks.md.
 bench: binaries
@@ -91,4 +115,4 @@ image: $(STAMP) node-packages
 e2e: node
 	INFERENCE_OPERATOR_E2E=1 $(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
-.PHONY: cluster image e2e node node-packages
+.PHONY: cluster image e2e node node-packages prometheus-packages

@@ -16,6 +16,8 @@ from inference_operator.api.generate import CRD_FILE, POLICIES_FILE
 from inference_operator.chart import ci_values_files, documents, helm_template
 from inference_operator.controlplane import binaries
 from inference_operator.controlplane.kubectl import Kubectl
+from inference_operator.observability.alerts import rule_groups
+from inference_operator.observability.dashboard import dashboard
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / chart.CHART
@@ -231,3 +233,118 @@ def test_crds_can_be_left_out_or_released_without_the_keep_policy() -> None:
 
     kinds = {d["kind"] for d in documents(helm_template("--set=crds.install=false").stdout)}
     assert not kinds & {"CustomResourceDefinition", "ValidatingAdmissionPolicy"}
+
+
+MONITORING = ["--set=prometheusRule.enabled=true", "--set=grafanaDashboard.enabled=true"]
+# Just enough of the Prometheus Operator's CRD for a server-side dry run.
+PROMETHEUS_RULE_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "prometheusrules.monitoring.coreos.com"},
+    "spec": {
+        "group": "monitoring.coreos.com",
+        "names": {"kind": "PrometheusRule", "listKind": "PrometheusRuleList",
+                  "plural": "prometheusrules", "singular": "prometheusrule"},
+        "scope": "Namespaced",
+        "versions": [{"name": "v1", "served": True, "storage": True, "schema": {
+            "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+        }}],
+    },
+}
+
+
+def monitoring(*values: str) -> dict[str, dict]:
+    """The PrometheusRule and the dashboard ConfigMap rendered with ``values``, by kind."""
+    rendered = documents(helm_template(*values, namespace="inference").stdout)
+    return {d["kind"]: d for d in rendered
+            if d["kind"] == "PrometheusRule" or d["metadata"]["name"].endswith("-dashboard")}
+
+
+def test_helm_lint_is_clean_with_the_dashboard_and_the_alerts() -> None:
+    result = subprocess.run(
+        [str(binaries.resolve("helm")), "lint", "--strict", str(CHART), *MONITORING],
+        capture_output=True, text=True, check=False, timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_dashboard_and_the_alerts_are_off_by_default() -> None:
+    assert monitoring() == {}
+    assert monitoring("--set=grafanaDashboard.enabled=true").keys() == {"ConfigMap"}
+
+
+def test_the_prometheus_rule_holds_the_generated_groups() -> None:
+    rule = monitoring(*MONITORING, "--set=prometheusRule.labels.release=prometheus")[
+        "PrometheusRule"]
+
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+    assert rule["metadata"]["namespace"] == "inference"
+    assert rule["spec"] == rule_groups()
+
+
+def test_the_dashboard_configmap_carries_the_sidecar_label_and_the_dashboard() -> None:
+    default = monitoring(*MONITORING)["ConfigMap"]
+    assert default["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert default["metadata"]["namespace"] == "inference"
+    assert json.loads(default["data"]["inference-operator.json"]) == dashboard()
+
+    custom = monitoring(*MONITORING, "--set=grafanaDashboard.label=dashboards",
+                        "--set-string=grafanaDashboard.labelValue=inference",
+                        "--set=grafanaDashboard.namespace=monitoring",
+                        "--set=grafanaDashboard.annotations.grafana_folder=Inference")[
+        "ConfigMap"]
+    assert custom["metadata"]["labels"]["dashboards"] == "inference"
+    assert "grafana_dashboard" not in custom["metadata"]["labels"]
+    assert custom["metadata"]["namespace"] == "monitoring"
+    assert custom["metadata"]["annotations"] == {"grafana_folder": "Inference"}
+
+
+def test_the_dashboard_and_the_alerts_are_accepted_by_the_api_server(
+    kubectl: Kubectl, namespace: str, release: str,
+) -> None:
+    kubectl.apply(PROMETHEUS_RULE_CRD)
+    kubectl.wait_for_condition(
+        f"crd/{PROMETHEUS_RULE_CRD['metadata']['name']}", "Established", timeout=30)
+    rendered = helm_template(*MONITORING, "--show-only=templates/prometheusrule.yaml",
+                             "--show-only=templates/grafana-dashboard.yaml",
+                             release=release, namespace=namespace).stdout
+
+    result = kubectl.run("apply", "--dry-run=server", "-f", "-", stdin=rendered)
+
+    assert result.stdout.count("(server dry run)") == 2, result.stdout
+
+
+@pytest.mark.parametrize("mode", ["sidecar", "fleet"])
+def test_the_service_monitor_scrapes_the_gateways_and_the_operator_once_each(mode: str) -> None:
+    """Two endpoints, one per port name, over the release's Services: the gateways' (port
+    http) and the operator's metrics Service (port metrics), whose pods differ by mode."""
+    rendered = documents(helm_template(f"--set=gateway.mode={mode}",
+                                       "--set=serviceMonitor.enabled=true").stdout)
+    (monitor,) = [d for d in rendered if d["kind"] == "ServiceMonitor"]
+    services = {d["metadata"]["name"]: d for d in rendered if d["kind"] == "Service"}
+    pods = {d["metadata"]["name"]: d["spec"]["template"] for d in rendered
+            if d["kind"] == "Deployment"}
+    operator_pod = pods[chart.RELEASE]
+
+    assert [(e["port"], e["path"]) for e in monitor["spec"]["endpoints"]] == [
+        ("http", "/metrics"), ("metrics", "/metrics")]
+    selected = {name: service for name, service in services.items()
+                if monitor["spec"]["selector"]["matchLabels"].items()
+                <= service["metadata"]["labels"].items()}
+    ports = {name: [p["name"] for p in s["spec"]["ports"]] for name, s in selected.items()}
+    # The gateways' Service keeps its one port: the operator reads replicas from its first.
+    assert ports == {f"{chart.RELEASE}-gateway": ["http"],
+                     f"{chart.RELEASE}-operator-metrics": ["metrics"]}
+
+    metrics_service = selected[f"{chart.RELEASE}-operator-metrics"]
+    assert metrics_service["spec"]["selector"].items() <= (
+        operator_pod["metadata"]["labels"].items())
+    for name, pod in pods.items():  # the fleet's gateways are not selected
+        if name != chart.RELEASE:
+            assert not metrics_service["spec"]["selector"].items() <= (
+                pod["metadata"]["labels"].items())
+    (operator,) = [c for c in operator_pod["spec"]["containers"] if c["name"] == "operator"]
+    (port,) = [p for p in operator["ports"] if p["name"] == "metrics"]
+    assert port["containerPort"] == metrics_service["spec"]["ports"][0]["port"] == 8081
+    assert "--metrics-port=8081" in operator["args"]

@@ -3,8 +3,9 @@
 From the API models: the CRD and admission policies (crds/, the chart's files/crds/,
 manifests/crds/) and the field reference of docs/api.md (api/generate.py); from the
 gateway's models: docs/openapi.json; from the subcommands' parsers: the options tables of
-the docs; and last, from the chart (which includes the CRD copies just written):
-manifests/install.yaml. Tests render each afresh and fail on any difference.
+the docs; from observability/: the chart's alerts and Grafana dashboard; and last, from
+the chart (which includes the CRD copies just written): manifests/install.yaml. Tests
+render each afresh and fail on any difference.
 """
 
 from __future__ import annotations
@@ -51,9 +52,11 @@ def render_all(root: Path) -> dict[str, str]:
     """What every generated file under ``root`` must contain, but manifests/install.yaml
     (:func:`inference_operator.chart.install_yaml`, which needs helm)."""
     from inference_operator.api import generate
+    from inference_operator.observability import generate as observability
 
     rendered = generate.render_all(root)
     rendered[OPENAPI_JSON] = openapi_json()
+    rendered.update(observability.render_all())
     for path, command in OPTIONS_TABLES.items():
         rendered[path] = splice_options((root / path).read_text(), command)
     return rendered
