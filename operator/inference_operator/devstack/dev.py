@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import IO
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -26,8 +27,10 @@ from inference_operator.api.generate import crd_yaml, policies_yaml
 from inference_operator.checkout import checkout_path
 from inference_operator.controlplane import binaries, launcher
 from inference_operator.controlplane.kubectl import Kubectl, KubectlError
-from inference_operator.devstack.processes import ProcessFailed, Stack
+from inference_operator.devstack import prometheus
+from inference_operator.devstack.processes import ProcessFailed, Service, Stack
 from inference_operator.gateway.auth import DEFAULT_AUDIENCE as AUDIENCE
+from inference_operator.waiting import poll
 
 NAMESPACE = "default"
 # examples/ lets this ServiceAccount call the example endpoint; the gateway checks callers
@@ -110,8 +113,33 @@ def check(stack: Stack, kubectl: Kubectl, out: IO[str]) -> None:
         raise CheckFailed(f"gateway unreachable at {url}: {error}") from None
 
 
-def run(check_only: bool, out: IO[str] = sys.stdout) -> int:
+def _prometheus(stack: Stack, work_dir: Path) -> Service:
+    """Start a Prometheus scraping the stack's gateway and operator."""
+    server = prometheus.service(work_dir / "prometheus", {
+        "gateway": urlsplit(stack.gateway_url).netloc,
+        "operator": urlsplit(stack.operator_metrics_url).netloc})
+    return stack.start(server, wait=60)
+
+
+def check_scraped(server: Service, out: IO[str]) -> None:
+    """Prometheus has scraped the gateway and the operator; CheckFailed otherwise."""
+    def both_up() -> bool:
+        return {sample["metric"].get("job") for sample in prometheus.query(server, "up == 1")
+                } >= {"gateway", "operator"}
+
+    try:
+        poll(both_up, timeout=30, interval=0.5)
+    except TimeoutError:
+        raise CheckFailed(f"Prometheus did not scrape both: "
+                          f"{prometheus.query(server, 'up')}") from None
+    _say(out, "check: prometheus scrapes the gateway and the operator")
+
+
+def run(check_only: bool, out: IO[str] = sys.stdout, *, with_prometheus: bool = False) -> int:
     work_dir = Path(checkout_path() or Path.cwd()) / ".cache" / "dev"
+    if with_prometheus and prometheus.binary() is None:
+        _say(sys.stderr, f"dev: {prometheus.INSTALL_HINT}")
+        return 1
     shutil.rmtree(work_dir, ignore_errors=True)
     real_key = os.environ.get("ANTHROPIC_API_KEY")
     stack = Stack(work_dir, api_keys=(), anthropic_base_url=REAL_ANTHROPIC if real_key else None,
@@ -137,6 +165,9 @@ def run(check_only: bool, out: IO[str] = sys.stdout) -> int:
         stack.kubeconfig = plane.kubeconfig
         stack.start(stack.gateway("--auth", "kubernetes", "--auth-audience", AUDIENCE))
         stack.start(stack.operator())
+        server = _prometheus(stack, work_dir) if with_prometheus else None
+        graphs = (f"  prometheus:  {prometheus.url(server)} (scraping both; the dashboard and "
+                  "alerts: docs/operations.md)\n") if server else ""
         examples = _examples()
         if real_key:
             examples = _use_real_key(examples, real_key)
@@ -148,7 +179,8 @@ inference-operator dev is up ({upstream}).
   kubectl:     {kubectl.binary} get iep -A
   gateway:     {stack.gateway_url}
   logs:        {work_dir}/{{gateway,operator,emulator}}.log
-  token:       export TOKEN=$({kubectl.binary} --kubeconfig {plane.kubeconfig} \\
+  metrics:     {stack.gateway_url}/metrics, {stack.operator_metrics_url}
+{graphs}  token:       export TOKEN=$({kubectl.binary} --kubeconfig {plane.kubeconfig} \\
                  create token {CALLER} -n {NAMESPACE} --audience {AUDIENCE})
   try:         curl -s -XPOST {stack.gateway_url}/_inference/completion/anthropic_completion \\
                  -H "Authorization: Bearer $TOKEN" \\
@@ -157,6 +189,8 @@ inference-operator dev is up ({upstream}).
 """)
         if check_only:
             check(stack, kubectl, out)
+            if server is not None:
+                check_scraped(server, out)
             _say(out, "dev --check: OK")
             return 0
         _say(out, "Ctrl-C stops everything.")

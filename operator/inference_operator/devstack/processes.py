@@ -143,6 +143,7 @@ class Stack:
     emulator_port: int = field(default_factory=free_port)
     gateway_port: int = field(default_factory=free_port)
     admin_port: int = field(default_factory=free_port)
+    operator_metrics_port: int = field(default_factory=free_port)
     admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     anthropic_base_url: str | None = None  # None: the emulator
     services: dict[str, Service] = field(default_factory=dict)
@@ -158,6 +159,10 @@ class Stack:
     @property
     def admin_url(self) -> str:
         return f"http://127.0.0.1:{self.admin_port}"
+
+    @property
+    def operator_metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.operator_metrics_port}/metrics"
 
     @property
     def token_file(self) -> Path:
@@ -212,7 +217,8 @@ class Stack:
              "--gateway-status-url", self.gateway_url,
              "--gateway-public-url", self.gateway_url,
              "--anthropic-base-url", self.anthropic_base_url or self.emulator_url,
-             "--resync-seconds", "30", *extra],
+             "--resync-seconds", "30", "--metrics-address", "127.0.0.1",
+             "--metrics-port", str(self.operator_metrics_port), *extra],
             self.work_dir / "operator.log",
             env={"KUBECONFIG": str(kubeconfig or self.kubeconfig)},
         )
