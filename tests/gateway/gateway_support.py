@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from openai.types.chat import ChatCompletionChunk
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
@@ -129,6 +130,24 @@ def sse_events(text: str) -> list[tuple[str, str]]:
         fields = dict(line.split(": ", 1) for line in block.split("\n") if ": " in line)
         events.append((fields.get("event", "message"), fields.get("data", "")))
     return events
+
+
+def text_of(chunks: list[ChatCompletionChunk]) -> str:
+    """A chat answer's text, from its chunks."""
+    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+def tool_calls_of(chunks: list[ChatCompletionChunk]) -> list[dict[str, str]]:
+    """The tool calls, put together from their deltas as OpenAI clients do (by index)."""
+    calls: dict[int, dict[str, str]] = {}
+    for chunk in chunks:
+        for call in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+            into = calls.setdefault(call.index, {"id": "", "name": "", "arguments": ""})
+            into["id"] += call.id or ""
+            if call.function is not None:
+                into["name"] += call.function.name or ""
+                into["arguments"] += call.function.arguments or ""
+    return [calls[index] for index in sorted(calls)]
 
 
 def is_es_error(payload: Any, status: int | None = None) -> bool:

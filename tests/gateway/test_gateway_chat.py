@@ -18,6 +18,8 @@ from gateway_support import (
     RunningGateway,
     metric,
     sse_events,
+    text_of,
+    tool_calls_of,
 )
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
@@ -42,23 +44,6 @@ def chunks_of(text: str) -> list[ChatCompletionChunk]:
     events = sse_events(text)
     assert events[-1] == ("message", "[DONE]"), events[-3:]
     return [ChatCompletionChunk.model_validate(json.loads(data)) for _, data in events[:-1]]
-
-
-def text_of(chunks: list[ChatCompletionChunk]) -> str:
-    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-
-
-def tool_calls_of(chunks: list[ChatCompletionChunk]) -> list[dict[str, str]]:
-    """The tool calls, put together from their deltas as OpenAI clients do (by index)."""
-    calls: dict[int, dict[str, str]] = {}
-    for chunk in chunks:
-        for call in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
-            into = calls.setdefault(call.index, {"id": "", "name": "", "arguments": ""})
-            into["id"] += call.id or ""
-            if call.function is not None:
-                into["name"] += call.function.name or ""
-                into["arguments"] += call.function.arguments or ""
-    return [calls[index] for index in sorted(calls)]
 
 
 async def test_a_stream_is_openai_chunks_ending_with_done(chat: RunningGateway,

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from elasticsearch import Elasticsearch
+from gateway_support import text_of, tool_calls_of
 from openai.types.chat import ChatCompletionChunk
 
 from inference_operator.devstack.processes import Stack
@@ -198,23 +199,6 @@ def sse_chunks(text: str) -> Chunks:
     data = [lines[1].removeprefix("data: ") for lines in blocks]
     assert data[-1] == "[DONE]"
     return [ChatCompletionChunk.model_validate_json(item) for item in data[:-1]]
-
-
-def text_of(chunks: Chunks) -> str:
-    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-
-
-def tool_calls_of(chunks: Chunks) -> list[dict[str, str]]:
-    """The tool calls, put together from their deltas as OpenAI clients do (by index)."""
-    calls: dict[int, dict[str, str]] = {}
-    for chunk in chunks:
-        for call in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
-            into = calls.setdefault(call.index, {"id": "", "name": "", "arguments": ""})
-            into["id"] += call.id or ""
-            if call.function is not None:
-                into["name"] += call.function.name or ""
-                into["arguments"] += call.function.arguments or ""
-    return [calls[index] for index in sorted(calls)]
 
 
 def converse(send: Send) -> list[Chunks]:
