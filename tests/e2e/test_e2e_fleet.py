@@ -93,6 +93,15 @@ class Fleet:
         return {p["metadata"]["name"]: f"http://{p['status']['podIP']}:{GATEWAY_PORT}"
                 for p in self.gateway_pods() if all_ready(p)}
 
+    def served_by_service(self) -> int:
+        """Ready endpoints of the gateway Service's EndpointSlices: what the operator
+        counts replicas by, a moment after the Pods turn Ready."""
+        slices = json.loads(self.kubectl.run(
+            "get", "endpointslices", "-n", self.installation.namespace, "-o", "json",
+            "-l", f"kubernetes.io/service-name={self.installation.service}").stdout)
+        return sum(1 for item in slices["items"] for endpoint in item.get("endpoints") or []
+                   if (endpoint.get("conditions") or {}).get("ready"))
+
     def emulator_url(self) -> str:
         (pod,) = pods(self.kubectl, self.emulator_ns, "app.kubernetes.io/name=anthropic-emulator")
         return f"http://{pod['status']['podIP']}:{EMULATOR_PORT}"
@@ -125,6 +134,10 @@ def fleet(kubectl: Kubectl, installation: Installation, fleet_emulator: str) -> 
     running = Fleet(kubectl, installation, fleet_emulator.split(".")[1])
     poll(lambda: len(running.replicas()) == REPLICAS, timeout=120, interval=1,
          message="the gateway replicas never all turned Ready")
+    # The endpoint controller lags the Pods: an endpoint published before it caught up is
+    # rightly "on 2/2 gateway replicas" (a clean-clone run on a loaded machine hit that).
+    poll(lambda: running.served_by_service() == REPLICAS, timeout=60, interval=0.5,
+         message="the gateway Service never listed every replica as ready")
     return running
 
 
