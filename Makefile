@@ -24,7 +24,7 @@ binaries: $(STAMP)
 
 # The whole suite, the end-to-end tests on a local node included (they skip, saying why,
 # where no node can run).
-test: binaries node prometheus-packages
+test: binaries node prometheus-packages flux
 	$(BIN)/ruff check --no-cache operator tests bench
 	INFERENCE_OPERATOR_E2E=1 $(BIN)/pytest $(PYTEST_ARGS)
 
@@ -47,6 +47,12 @@ node-packages:
 
 node: binaries node-packages
 	$(CLI) cluster --build-only
+
+# Flux's source-controller and kustomize-controller, for the GitOps tests (tests/gitops/):
+# built once from the pinned Go modules in tests/envtest/flux into the user cache, with
+# the CRDs they serve copied beside them (controlplane/flux.py).
+flux: binaries
+	$(BIN)/python -m inference_operator.controlplane.flux
 
 # promtool, for the alert and dashboard tests (tests/observability/): Debian's prometheus,
 # installed with apt-get when missing (as root); elsewhere it says what to install and
@@ -115,4 +121,4 @@ image: $(STAMP) node-packages
 e2e: node
 	INFERENCE_OPERATOR_E2E=1 $(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
-.PHONY: cluster image e2e node node-packages prometheus-packages
+.PHONY: cluster image e2e flux node node-packages prometheus-packages

@@ -34,6 +34,7 @@ NODE_BINARY_NAMES = ("kubelet", "kube-proxy", "kube-scheduler")
 # Cluster DNS (controlplane/dns.py): runs in the cluster from an image holding only this
 # binary, so it is built static; also only for a real node.
 COREDNS = "coredns"
+FLUX_BINARY_NAMES = ("source-controller", "kustomize-controller")
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,9 @@ TOOLS: dict[str, GoTool] = {
         GoTool("helm", "helm", "helm.sh/helm/v4", "helm.sh/helm/v4/cmd/helm"),
         GoTool(COREDNS, "coredns", "github.com/coredns/coredns", "github.com/coredns/coredns",
                static=True),
+        # Flux's controllers, for the GitOps tests only (controlplane/flux.py).
+        *(GoTool(name, "flux", f"github.com/fluxcd/{name}", f"github.com/fluxcd/{name}",
+                 static=True) for name in FLUX_BINARY_NAMES),
     )
 }
 
