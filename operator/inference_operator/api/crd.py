@@ -72,7 +72,11 @@ def openapi_schema() -> Schema:
             "kind": {"type": "string", "description": f"Always {models.KIND}."},
             "metadata": {"type": "object"},
             "spec": _structural(spec_schema()),
-            "status": _structural(status_schema()),
+            # Until the operator's first status write, a new endpoint reads back (the API
+            # server defaults on read) with observedGeneration 0 < generation, which
+            # kstatus (Flux's wait, helm --wait) takes as InProgress; with no status at
+            # all it would be Current, and a `wait` would pass before the endpoint is Ready.
+            "status": {**_structural(status_schema()), "default": {"observedGeneration": 0}},
         },
     }
 
