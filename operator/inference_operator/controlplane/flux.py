@@ -19,9 +19,12 @@ from pathlib import Path
 from inference_operator.controlplane import binaries
 from inference_operator.controlplane.binaries import FLUX_BINARY_NAMES, BinaryUnavailable
 
-# The CRDs the tests use, from each controller's config/crd/bases.
+# Each controller's config/crd/bases: every kind a controller watches must be served, or it
+# exits at start ("no matches for kind HelmRepository"), though the tests use only two.
 CRDS = {
-    "source-controller": ("source.toolkit.fluxcd.io_gitrepositories.yaml",),
+    "source-controller": tuple(f"source.toolkit.fluxcd.io_{plural}.yaml" for plural in (
+        "gitrepositories", "buckets", "externalartifacts", "helmcharts", "helmrepositories",
+        "ocirepositories")),
     "kustomize-controller": ("kustomize.toolkit.fluxcd.io_kustomizations.yaml",),
 }
 
