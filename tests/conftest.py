@@ -19,7 +19,7 @@ from inference_operator.controlplane import binaries, launcher
 from inference_operator.controlplane.kubeconfig import write_token_kubeconfig
 from inference_operator.controlplane.kubectl import Kubectl
 from inference_operator.devstack.processes import Stack
-from operator_support import KEY, ROTATED_KEY
+from operator_support import running_stack
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -89,15 +89,8 @@ def crd_installed(kubectl: Kubectl) -> None:
 def stack(control_plane, crd_installed, tmp_path_factory) -> Iterator[Stack]:
     """The operator against the real control plane, a real gateway and the emulator, each
     a separate process started the way a user starts it."""
-    stack = Stack(tmp_path_factory.mktemp("stack"), api_keys=(KEY, ROTATED_KEY),
-                  kubeconfig=control_plane.kubeconfig)
-    try:
-        stack.start(stack.emulator())
-        stack.start(stack.gateway())
-        stack.start(stack.operator())
+    with running_stack(tmp_path_factory.mktemp("stack"), control_plane.kubeconfig) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 @pytest.hookimpl(wrapper=True)

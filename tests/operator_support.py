@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from inference_operator.controlplane.kubectl import Kubectl
@@ -212,3 +213,17 @@ def emulator_requests_for(stack: Stack, model: str, after_seq: int = 0) -> list[
     model id of a test's own keeps other tests' traffic out of the picture."""
     return [r for r in emulator_requests(stack) if r["seq"] > after_seq and (
         (r.get("body") or {}).get("model") == model or r["path"] == f"/v1/models/{model}")]
+
+
+@contextmanager
+def running_stack(work_dir: Path, kubeconfig: Path) -> Iterator[Stack]:
+    """The operator against the control plane, a real gateway and the emulator, each a
+    separate process started the way a user starts it; stopped on leaving."""
+    stack = Stack(work_dir, api_keys=(KEY, ROTATED_KEY), kubeconfig=kubeconfig)
+    try:
+        stack.start(stack.emulator())
+        stack.start(stack.gateway())
+        stack.start(stack.operator())
+        yield stack
+    finally:
+        stack.stop()

@@ -28,7 +28,7 @@ from inference_operator.controlplane.kubectl import Kubectl
 from inference_operator.controlplane.launcher import ControlPlane
 from inference_operator.devstack.processes import Service, Stack
 from inference_operator.loopback import free_port
-from operator_support import KEY, ROTATED_KEY
+from operator_support import running_stack
 
 
 @pytest.fixture(scope="module")
@@ -45,16 +45,10 @@ def stack(control_plane: ControlPlane, crd_installed: None,
     """This module's own emulator, gateway (config mode) and operator, as the session's
     ``stack`` is built, but stopped when the module ends. Named ``stack`` so the session
     conftest puts its logs into failure reports."""
-    stack = Stack(tmp_path_factory.mktemp("gitops-stack"), api_keys=(KEY, ROTATED_KEY),
-                  kubeconfig=control_plane.kubeconfig)
-    try:
-        stack.start(stack.emulator())
-        stack.start(stack.gateway())
-        stack.start(stack.operator())
+    with running_stack(tmp_path_factory.mktemp("gitops-stack"),
+                       control_plane.kubeconfig) as stack:
         yield stack
-    finally:
-        stack.stop()
-        _assert_gone(stack.services.values())
+    _assert_gone(stack.services.values())
 
 
 @dataclass

@@ -159,17 +159,19 @@ def test_a_kubectl_edit_is_reverted_at_the_next_sync_and_the_operator_follows(
         secret("anthropic"), endpoint("drift", inference_id=iid, model=model, max_tokens=64)]})
     flux_waits.wait_ready(kubectl, name, flux_waits.revision(_synced(kubectl, name, sha)))
 
-    kubectl.run("patch", "iep", "drift", "-n", namespace, "--type=merge",
-                "-p", '{"spec": {"task_settings": {"max_tokens": 999}}}')
-    wait_caught_up(kubectl, namespace, "drift")
-    assert complete(stack, iid)[0] == 200
-    assert _last_max_tokens(stack, model) == 999  # the edit did take effect first
+    edited = json.loads(kubectl.run(
+        "patch", "iep", "drift", "-n", namespace, "--type=merge", "-o", "json",
+        "-p", '{"spec": {"task_settings": {"max_tokens": 999}}}').stdout)
+    assert edited["spec"]["task_settings"]["max_tokens"] == 999
 
+    # The edit is not checked at the gateway first: a sync already queued (the source's
+    # new revision also wakes the Kustomization) may revert it at once, as it should.
     ks = flux_waits.reconciled(kubectl, name, flux_waits.request_reconcile(
         kubectl, "kustomization", name), flux_waits.revision(sha))
 
     assert _ready(ks), condition(ks)
     obj = wait_caught_up(kubectl, namespace, "drift")
+    assert obj["metadata"]["generation"] > edited["metadata"]["generation"]  # reverted
     assert obj["spec"]["task_settings"]["max_tokens"] == 64
     assert complete(stack, iid)[0] == 200
     assert _last_max_tokens(stack, model) == 64
