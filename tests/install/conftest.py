@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from install_support import prometheus_operator_crd
 
 from inference_operator.api.models import CRD_NAME
 from inference_operator.chart import documents, helm_template
@@ -14,25 +15,7 @@ from inference_operator.controlplane.kubeconfig import write_token_kubeconfig
 from inference_operator.controlplane.kubectl import Kubectl
 
 ROOT = Path(__file__).resolve().parents[2]
-# Just enough of the Prometheus Operator's CRD for the API server to accept a
-# ServiceMonitor in a server-side dry run.
-SERVICE_MONITOR_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
-    "spec": {
-        "group": "monitoring.coreos.com",
-        "names": {"kind": "ServiceMonitor", "listKind": "ServiceMonitorList",
-                  "plural": "servicemonitors", "singular": "servicemonitor"},
-        "scope": "Namespaced",
-        "versions": [{
-            "name": "v1", "served": True, "storage": True,
-            "schema": {"openAPIV3Schema": {
-                "type": "object", "x-kubernetes-preserve-unknown-fields": True,
-            }},
-        }],
-    },
-}
+SERVICE_MONITOR_CRD = prometheus_operator_crd("ServiceMonitor")
 
 
 @pytest.fixture(scope="session")

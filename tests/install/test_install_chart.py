@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from install_support import prometheus_operator_crd
 
 from inference_operator import chart
 from inference_operator.api.gateway_config import Shard, Shards
@@ -236,21 +237,7 @@ def test_crds_can_be_left_out_or_released_without_the_keep_policy() -> None:
 
 
 MONITORING = ["--set=prometheusRule.enabled=true", "--set=grafanaDashboard.enabled=true"]
-# Just enough of the Prometheus Operator's CRD for a server-side dry run.
-PROMETHEUS_RULE_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "prometheusrules.monitoring.coreos.com"},
-    "spec": {
-        "group": "monitoring.coreos.com",
-        "names": {"kind": "PrometheusRule", "listKind": "PrometheusRuleList",
-                  "plural": "prometheusrules", "singular": "prometheusrule"},
-        "scope": "Namespaced",
-        "versions": [{"name": "v1", "served": True, "storage": True, "schema": {
-            "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
-        }}],
-    },
-}
+PROMETHEUS_RULE_CRD = prometheus_operator_crd("PrometheusRule")
 
 
 def monitoring(*values: str) -> dict[str, dict]:

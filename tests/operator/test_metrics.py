@@ -63,6 +63,14 @@ def endpoints(samples: Samples, ready: str, reason: str) -> float:
     return value(samples, "inference_operator_endpoints", ready=ready, reason=reason)
 
 
+
+def delete_and_wait_uncounted(kubectl, namespace: str, name: str, metrics_url: str,
+                              count_before: float, ready: str, reason: str) -> None:
+    """Delete the endpoint; the (ready, reason) count goes back to what it was."""
+    kubectl.run("delete", "iep", name, "-n", namespace, "--timeout=20s")
+    poll(lambda: endpoints(scrape(metrics_url), ready, reason) == count_before,
+         timeout=20, message="the deleted endpoint is still counted")
+
 def test_a_ready_endpoint_is_counted_by_outcome_state_and_time_to_ready(
     stack, kubectl, namespace, metrics_url
 ):
@@ -87,11 +95,8 @@ def test_a_ready_endpoint_is_counted_by_outcome_state_and_time_to_ready(
     poll(lambda: value(scrape(metrics_url), "inference_operator_pending_reconciles") == 0,
          timeout=20, message="reconciles still pending")
 
-    kubectl.run("delete", "iep", "ready", "-n", namespace, "--timeout=20s")
-
-    poll(lambda: endpoints(scrape(metrics_url), "True", "Serving")
-         == endpoints(before, "True", "Serving"),
-         timeout=20, message="the deleted endpoint is still counted")
+    delete_and_wait_uncounted(kubectl, namespace, "ready", metrics_url,
+                              endpoints(before, "True", "Serving"), "True", "Serving")
 
 
 def test_an_endpoint_without_its_secret_is_counted_until_deleted(
@@ -109,11 +114,9 @@ def test_an_endpoint_without_its_secret_is_counted_until_deleted(
     assert value(after, total, outcome="SecretNotFound") > value(
         before, total, outcome="SecretNotFound")
 
-    kubectl.run("delete", "iep", "orphan", "-n", namespace, "--timeout=20s")
-
-    poll(lambda: endpoints(scrape(metrics_url), "False", "SecretNotFound")
-         == endpoints(before, "False", "SecretNotFound"),
-         timeout=20, message="the deleted endpoint is still counted")
+    delete_and_wait_uncounted(kubectl, namespace, "orphan", metrics_url,
+                              endpoints(before, "False", "SecretNotFound"),
+                              "False", "SecretNotFound")
 
 
 def test_a_reason_no_endpoint_has_any_more_leaves_the_gauge(
