@@ -22,6 +22,11 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 
 
+# A 403 as the processes log one: the access log's "status": 403, a Kubernetes Status's
+# "code": 403, aiohttp's "403, message=..."; never three digits of a timestamp (",403").
+FORBIDDEN = re.compile(r"""["']?(?:status|code)["']?\s*[:=]\s*403\b|\b403, message=|Forbidden""")
+
+
 def example(name: str) -> dict:
     return yaml.safe_load((EXAMPLES / name).read_text())
 
@@ -95,6 +100,17 @@ def test_the_operator_and_gateway_as_the_chart_service_accounts_serve_without_a_
 
     for service in (operator, gateway):
         log = service.log_text()
-        # A word of its own: random names and ports in the log may contain the digits.
-        assert not re.search(r"\b403\b", log) and "Forbidden" not in log, log
+        assert not FORBIDDEN.search(log), log
         assert "permission" not in log.lower(), log
+
+
+@pytest.mark.parametrize(("line", "refused"), [
+    ('{"status": 403, "path": "/_inference/x"}', True),
+    ("{'kind': 'Status', 'code': 403}", True),
+    ("403, message='Forbidden', url='https://127.0.0.1:6443/api'", True),
+    ("APIForbiddenError: secrets is forbidden", True),
+    ("2026-12-06 03:12:09,403 INFO gateway listening", False),
+    ('{"status": 200, "latency_ms": 403.2}', False),
+])
+def test_a_403_is_read_where_it_is_logged_not_in_a_timestamp(line: str, refused: bool) -> None:
+    assert bool(FORBIDDEN.search(line)) is refused
