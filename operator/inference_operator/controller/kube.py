@@ -13,7 +13,7 @@ import logging
 import os
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lightkube import ALL_NS, ApiError, AsyncClient
@@ -37,7 +37,9 @@ InferenceEndpoint = create_namespaced_resource(GROUP, VERSION, KIND, PLURAL)
 
 @dataclass(frozen=True)
 class SecretValue:
-    data: dict[str, str]  # base64, as the API returns it; decoded only where used
+    # base64, as the API returns it; decoded only where used. Out of the repr: a log line
+    # or traceback that shows the object must not show the Secret's data.
+    data: dict[str, str] = field(repr=False)
     resource_version: str
 
 
