@@ -200,7 +200,8 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
         if not _authorized(request):
             raise errors.unauthorized(request.path)
         request[CALLER] = ADMIN
-    route = request[ROUTE] = routes.match(request.method, request.path, admin=admin)
+    route = request[ROUTE] = routes.match(request.method, request.rel_url.raw_path,
+                                          admin=admin)
     if not admin:
         access = request.app.get(ACCESS)
         request[CALLER] = ANONYMOUS if access is None else await access.authenticate(

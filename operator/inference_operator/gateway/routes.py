@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from urllib.parse import unquote
 
 from inference_operator.gateway import errors
 
@@ -58,10 +59,13 @@ def _methods(segments: list[str]) -> tuple[dict[str, Action], str | None, str | 
     return {}, None, None
 
 
-def match(method: str, path: str, *, admin: bool) -> Route:
-    if path != PREFIX and not path.startswith(PREFIX + "/"):
+def match(method: str, raw_path: str, *, admin: bool) -> Route:
+    """``raw_path``: as sent, still percent-encoded. Split first, then each segment
+    decoded, as Elasticsearch's REST layer does: an encoded slash stays in its segment."""
+    path = unquote(raw_path)  # for the messages
+    if raw_path != PREFIX and not raw_path.startswith(PREFIX + "/"):
         raise errors.no_handler(path, method)
-    segments = [s for s in path[len(PREFIX):].split("/") if s]
+    segments = [unquote(s) for s in raw_path[len(PREFIX):].split("/") if s]
     offered, inference_id, task_type = _methods(segments)
     if not offered:
         raise errors.no_handler(path, method)
