@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 # answer is not lost to a reset. Its default of 10 s let a client that stalls hold the
 # connection that much longer; 2 s is ample for the answer to leave.
 LINGERING_TIME = 2.0
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 POD_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
@@ -52,7 +53,9 @@ def pod_namespace() -> str:
 class GatewayConfig:
     admin_token: str = ""  # standalone: required; config mode: none (no admin listener)
     anthropic_base_url: str = ANTHROPIC_API_URL
-    host: str = "0.0.0.0"
+    # Loopback unless told otherwise: a standalone gateway's default is --auth none, and
+    # whoever reaches the listener may spend every endpoint's key (the chart sets 0.0.0.0).
+    host: str = "127.0.0.1"
     port: int = 9200
     admin_host: str = "127.0.0.1"  # the admin listener stays on the pod/host by default
     admin_port: int = 9201
@@ -175,6 +178,10 @@ class GatewayServer:
                 log.warning("--auth kubernetes without --config-secret: endpoints put on "
                             "the admin listener have no owner InferenceEndpoint, and every "
                             "caller is refused them")
+        if self.config.auth == modes.NONE and self.config.host not in _LOOPBACK_HOSTS:
+            log.warning("--auth none on %s: anybody who reaches this address may call every "
+                        "endpoint and spend its key (--auth api-keys or kubernetes checks "
+                        "callers)", self.config.host)
 
     def _callers(self) -> str:
         config = self.config
