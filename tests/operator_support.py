@@ -166,7 +166,7 @@ def observable_outputs(stack: Stack, kubectl: Kubectl, namespace: str) -> dict[s
         "gateway log": stack.services["gateway"].log_text(),
         "gateway GET _inference": json.dumps(
             http("GET", f"{stack.gateway_url}/_inference/_all")[1]),
-        "gateway metrics": urllib.request.urlopen(f"{stack.gateway_url}/metrics").read().decode(),
+        "gateway metrics": urllib.request.urlopen(stack.gateway_metrics_url).read().decode(),
         "gateway healthz": urllib.request.urlopen(f"{stack.gateway_url}/healthz").read().decode(),
     }
 

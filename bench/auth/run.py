@@ -177,6 +177,7 @@ def start_gateway(base: Stack, name: str, kubeconfig: Path, *extra: str) -> Gate
     gateways' ServiceAccount as its identity (bench/fleet's start_gateway, another
     kubeconfig)."""
     stack = dataclasses.replace(base, config_secret=CONFIG, gateway_port=free_port(),
+                                gateway_metrics_port=free_port(),
                                 services={})
     service = stack.gateway("--log-level", "warning", *extra)
     service.name, service.health_url = name, None
@@ -184,13 +185,13 @@ def start_gateway(base: Stack, name: str, kubeconfig: Path, *extra: str) -> Gate
     service.env["KUBECONFIG"] = str(kubeconfig)
     started_at = time.perf_counter()
     base.start(service)
-    return Gateway(service, stack.gateway_url, started_at)
+    return Gateway(service, stack.gateway_url, started_at, stack.gateway_metrics_url)
 
 
 async def gateway_reviews(session: aiohttp.ClientSession, gateway: Gateway) -> dict[str, float]:
     """The gateway's own count of the reviews it asked (inference_gateway_auth_reviews_total),
     by review and outcome."""
-    async with session.get(f"{gateway.url}/metrics") as response:
+    async with session.get(gateway.metrics_url) as response:
         text = await response.text()
     return {f"{sample.labels['review']}/{sample.labels['outcome']}": sample.value
             for family in text_string_to_metric_families(text)

@@ -164,6 +164,7 @@ class Gateway:
     service: Service
     url: str
     started_at: float  # perf_counter just before the process was started
+    metrics_url: str  # its metrics listener's /metrics
 
     def health(self) -> dict[str, Any] | None:
         return get_json(f"{self.url}/healthz")
@@ -188,13 +189,14 @@ def start_gateway(base: Stack, config_secret: str, name: str, *extra: str) -> Ga
     """A gateway in config mode on its own port, started as ``Stack.gateway`` starts one
     (its shards created empty first when missing), without waiting for it."""
     stack = dataclasses.replace(base, config_secret=config_secret, gateway_port=free_port(),
+                                gateway_metrics_port=free_port(),
                                 services={})
     service = stack.gateway("--log-level", "warning", *extra)
     service.name, service.health_url = name, None
     service.log_path = base.work_dir / f"{name}.log"
     started_at = time.perf_counter()
     base.start(service)
-    return Gateway(service, stack.gateway_url, started_at)
+    return Gateway(service, stack.gateway_url, started_at, stack.gateway_metrics_url)
 
 
 def wait_loaded(gateway: Gateway, endpoints: int, timeout: float = START_SECONDS) -> float:

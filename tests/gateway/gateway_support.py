@@ -74,10 +74,12 @@ async def start_emulator() -> RunningEmulator:
 
 
 def gateway_config(upstream_url: str, **overrides: Any) -> GatewayConfig:
-    """The tests' gateway: loopback, ephemeral ports, ready at once, fast retries."""
+    """The tests' gateway: loopback, ephemeral ports, ready at once, fast retries; a
+    metrics listener (also loopback) only when asked, with ``metrics_port=0``."""
     return GatewayConfig(**{
         "admin_token": ADMIN_TOKEN, "anthropic_base_url": upstream_url,
         "host": "127.0.0.1", "port": 0, "admin_port": 0, "require_sync": False,
+        "metrics_host": "127.0.0.1",
         "retry": FAST_RETRY, **overrides,
     })
 
@@ -88,10 +90,12 @@ class RunningGateway:
     session: aiohttp.ClientSession
     public: str = field(init=False)
     admin: str = field(init=False)
+    metrics: str = field(init=False)  # where /metrics is: its own listener, else the public
 
     def __post_init__(self) -> None:
         self.public = f"http://127.0.0.1:{self.server.port}"
         self.admin = f"http://127.0.0.1:{self.server.admin_port}"
+        self.metrics = metrics_url(self.server)
 
     async def call(self, method: str, path: str, body: Any = None, *, admin: bool = False,
                    token: str | None = ADMIN_TOKEN, raw: bytes | None = None
@@ -268,6 +272,17 @@ class ThreadedStack:
     def admin(self) -> str:
         assert self.server is not None
         return f"http://127.0.0.1:{self.server.admin_port}"
+
+    @property
+    def metrics(self) -> str:
+        assert self.server is not None
+        return metrics_url(self.server)
+
+
+def metrics_url(server: GatewayServer) -> str:
+    """Where a started gateway serves /metrics: its metrics listener if it has one, else
+    its public listener (--auth none only)."""
+    return f"http://127.0.0.1:{server.metrics_port or server.port}"
 
 
 # The in-process test gateway's settings (gateway_config), as the process's flags; and

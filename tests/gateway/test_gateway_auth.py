@@ -148,7 +148,7 @@ async def auth_gateway(emulator: RunningEmulator, reviewer: Path, namespace: str
     async def start(**overrides: Any) -> RunningGateway:
         settings = {"admin_token": "", "config_secret": BASE, "config_shards": SHARDS.count,
                     "namespace": namespace, "auth": "kubernetes",
-                    "auth_cache_seconds": CACHE_SECONDS, **overrides}
+                    "auth_cache_seconds": CACHE_SECONDS, "metrics_port": 0, **overrides}
         server = GatewayServer(gateway_config(emulator.url, **settings),
                                kube=functools.partial(connect_as, reviewer))
         await server.start()
@@ -276,9 +276,12 @@ async def test_no_or_unusable_credentials_are_401(
             credentials = (authorization or "").partition(" ")[2]
             if credentials:
                 assert credentials not in json.dumps(payload) + json.dumps(headers), what
-    # The probes and metrics stay open (kubelet, Prometheus).
-    for path in ("/healthz", "/readyz", "/metrics"):
+    # The probes stay open (kubelet); the metrics are on their own listener (Prometheus).
+    for path in ("/healthz", "/readyz"):
         assert (await call(gateway, "GET", path))[0] == 200
+    assert (await call(gateway, "GET", "/metrics"))[0] == 400
+    async with gateway.session.get(gateway.metrics + "/metrics") as scraped:
+        assert scraped.status == 200
 
 
 async def test_rbac_decides_and_a_revoked_binding_is_refused_within_the_cache_time(
@@ -411,14 +414,20 @@ async def test_teams_see_and_call_only_their_own_endpoints(
 
     # Who spent what: requests and tokens per endpoint and caller.
     labels = f'inference_id="a1",caller_namespace="{team_a}",caller_service_account="app"'
-    assert await metric(gateway.session, gateway.public, "inference_gateway_caller_requests_total",
+    calls = "inference_gateway_caller_requests_total"
+    tokens = "inference_gateway_caller_tokens_total"
+    assert await metric(gateway.session, gateway.metrics, calls,
                         labels + ',status="200"') == 1  # inference calls only, not GETs
-    assert await metric(gateway.session, gateway.public, "inference_gateway_caller_tokens_total",
-                        labels + ',kind="output"') > 0
-    assert await metric(gateway.session, gateway.public, "inference_gateway_caller_requests_total",
-                        f'inference_id="b1",caller_namespace="{team_a}",'
-                        f'caller_service_account="app",status="403"') == 2
-    _, _, text = await call(gateway, "GET", "/metrics")
+    assert await metric(gateway.session, gateway.metrics, tokens, labels + ',kind="output"') > 0
+    # Refusals count under _unknown (three ids by two inference routes, and "unowned"),
+    # never under the id probed: the metrics do not tell which of B's ids exist either.
+    refused = f'caller_namespace="{team_a}",caller_service_account="app",status="403"'
+    assert await metric(gateway.session, gateway.metrics, calls,
+                        f'inference_id="_unknown",{refused}') == 7
+    with pytest.raises(KeyError):
+        await metric(gateway.session, gateway.metrics, calls, f'inference_id="b1",{refused}')
+    async with gateway.session.get(gateway.metrics + "/metrics") as scraped:
+        text = await scraped.text()
     assert all(t not in text for t in (a, narrow, b))
 
     # The access log: one JSON line per call, with the caller, never a credential.
@@ -458,7 +467,7 @@ async def test_one_review_per_token_and_endpoint_per_cache_period_under_load(
     await asyncio.sleep(CACHE_SECONDS + 0.5)  # the next cache period: asked once more
     assert await burst() == {"tokenreviews": 1, "subjectaccessreviews": 2}
     for review, expected in (("token", 2), ("access", 4)):
-        assert await metric(gateway.session, gateway.public,
+        assert await metric(gateway.session, gateway.metrics,
                             "inference_gateway_auth_reviews_total",
                             f'review="{review}",outcome="allowed"') == expected
 
@@ -619,7 +628,7 @@ def fuzz_authorization(stack: ThreadedStack, caplog: pytest.LogCaptureFixture) -
             assert credentials not in shown, header
 
     check()
-    metrics = session.get(stack.public + "/metrics", timeout=10).text
+    metrics = session.get(stack.metrics + "/metrics", timeout=10).text
     logged = "\n".join(r.getMessage() for r in caplog.records)
     leaks = [c for c in sent if c in metrics or c in logged]
     assert not leaks, leaks[:3]
@@ -629,7 +638,7 @@ def test_fuzzed_authorization_headers_with_api_keys(tmp_path: Path,
                                                     caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     keys = api_keys_file(tmp_path / "keys.yaml", app=("key-app-5d4c3b2a1f0e9d8c7b6a", ["*"]))
-    with ThreadedStack(auth="api-keys", api_keys_file=keys) as stack:
+    with ThreadedStack(auth="api-keys", api_keys_file=keys, metrics_port=0) as stack:
         requests.put(stack.admin + COMPLETION.format("anthropic_completion"), json=seed_body(),
                      headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=10)
         fuzz_authorization(stack, caplog)
@@ -639,5 +648,5 @@ def test_fuzzed_authorization_headers_with_kubernetes(
         reviewer: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     with ThreadedStack(kube=functools.partial(connect_as, reviewer),
-                       auth="kubernetes") as stack:
+                       auth="kubernetes", metrics_port=0) as stack:
         fuzz_authorization(stack, caplog)

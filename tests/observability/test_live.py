@@ -30,7 +30,7 @@ VARIABLES = {"$__rate_interval": "1m", "$inference_id": ".*", "$namespace": ".*"
 def server(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     if prometheus.binary() is None:
         pytest.skip(prometheus.INSTALL_HINT)
-    targets = {"gateway": urlsplit(stack.gateway_url).netloc,
+    targets = {"gateway": urlsplit(stack.gateway_metrics_url).netloc,
                "operator": urlsplit(stack.operator_metrics_url).netloc}
     running = prometheus.service(tmp_path_factory.mktemp("prometheus"), targets,
                                  interval="1s")

@@ -26,6 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="admin listener address: everything, bearer token required")
     parser.add_argument("--admin-port", type=int, default=_default("admin_port"),
                         help="admin listener port")
+    parser.add_argument("--metrics-host", default=_default("metrics_host"),
+                        help="metrics listener address (with --metrics-port)")
+    parser.add_argument("--metrics-port", type=int, default=_default("metrics_port"),
+                        metavar="PORT",
+                        help="serve Prometheus metrics at http://HOST:PORT/metrics (none: no "
+                             "metrics listener); with --auth on, the public listener does not "
+                             "serve /metrics")
     parser.add_argument("--admin-token-file", type=optional_path,
                         help="file holding the admin bearer token (required unless "
                              "--config-secret; read once at start)")
@@ -54,6 +61,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--body-timeout", type=float, default=_default("body_timeout"),
                         help="seconds for a request body to arrive once its head has, else 408 and "
                              "the connection closes")
+    parser.add_argument("--stream-write-timeout", type=float,
+                        default=_default("stream_write_timeout"), metavar="SECONDS",
+                        help="a stream whose client takes none of its output for this long "
+                             "is cut and its upstream call closed")
+    parser.add_argument("--upstream-connections-per-key", type=int,
+                        default=_default("upstream_connections_per_key"), metavar="N",
+                        help="upstream connections one API key may hold at once (of the "
+                             "gateway's 1000)")
+    parser.add_argument("--upstream-connection-wait", type=float,
+                        default=_default("upstream_connection_wait"), metavar="SECONDS",
+                        help="longest wait for a free upstream connection, then 503 with "
+                             "Retry-After")
     parser.add_argument("--access-log", action=argparse.BooleanOptionalAction,
                         default=_default("access_log"),
                         help="one JSON line per request on stdout: time, caller, endpoint, "
@@ -97,6 +116,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="N",
                         help="kubernetes: decisions kept, for tokens and for access each "
                              "(least recently used go first)")
+    parser.add_argument("--auth-negative-cache-size", type=int,
+                        default=_default("auth_negative_cache_size"), metavar="N",
+                        help="kubernetes: refusals kept, apart from the decisions that let "
+                             "callers in, which they never evict")
+    parser.add_argument("--auth-reviews-in-flight", type=int,
+                        default=_default("auth_reviews_in_flight"), metavar="N",
+                        help="kubernetes: TokenReviews of tokens the gateway does not know, "
+                             "at most this many at once (more: 429 with Retry-After)")
+    parser.add_argument("--auth-reviews-per-second", type=float,
+                        default=_default("auth_reviews_per_second"), metavar="N",
+                        help="kubernetes: and at most this many per second on average "
+                             "(known callers never count)")
     parser.add_argument("--api-keys-file", type=optional_path, default=_default("api_keys_file"),
                         metavar="FILE",
                         help="api-keys: YAML or JSON of Elasticsearch-style API keys, each "
@@ -192,6 +223,8 @@ def gateway_config(args: argparse.Namespace, admin_token: str = "") -> GatewayCo
         port=args.port,
         admin_host=args.admin_host,
         admin_port=args.admin_port,
+        metrics_host=args.metrics_host,
+        metrics_port=args.metrics_port,
         state_file=args.state_file,
         require_sync=not args.ready_without_sync,
         queue_capacity=args.queue_capacity,
@@ -201,6 +234,9 @@ def gateway_config(args: argparse.Namespace, admin_token: str = "") -> GatewayCo
         max_body_size=args.max_body_size,
         header_timeout=args.header_timeout,
         body_timeout=args.body_timeout,
+        stream_write_timeout=args.stream_write_timeout,
+        upstream_connections_per_key=args.upstream_connections_per_key,
+        upstream_connection_wait=args.upstream_connection_wait,
         config_secret=args.config_secret,
         config_shards=args.config_shards,
         namespace=args.namespace,
@@ -211,6 +247,9 @@ def gateway_config(args: argparse.Namespace, admin_token: str = "") -> GatewayCo
         auth_audience=args.auth_audience,
         auth_cache_seconds=args.auth_cache_seconds,
         auth_cache_size=args.auth_cache_size,
+        auth_negative_cache_size=args.auth_negative_cache_size,
+        auth_reviews_in_flight=args.auth_reviews_in_flight,
+        auth_reviews_per_second=args.auth_reviews_per_second,
         api_keys_file=args.api_keys_file,
         caller_metrics_service_account=args.caller_metrics_service_account,
     )

@@ -116,7 +116,7 @@ def check(stack: Stack, kubectl: Kubectl, out: IO[str]) -> None:
 def _prometheus(stack: Stack, work_dir: Path) -> Service:
     """Start a Prometheus scraping the stack's gateway and operator."""
     server = prometheus.service(work_dir / "prometheus", {
-        "gateway": urlsplit(stack.gateway_url).netloc,
+        "gateway": urlsplit(stack.gateway_metrics_url).netloc,
         "operator": urlsplit(stack.operator_metrics_url).netloc})
     return stack.start(server, wait=60)
 
@@ -179,7 +179,7 @@ inference-operator dev is up ({upstream}).
   kubectl:     {kubectl.binary} get iep -A
   gateway:     {stack.gateway_url}
   logs:        {work_dir}/{{gateway,operator,emulator}}.log
-  metrics:     {stack.gateway_url}/metrics, {stack.operator_metrics_url}
+  metrics:     {stack.gateway_metrics_url}, {stack.operator_metrics_url}
 {graphs}  token:       export TOKEN=$({kubectl.binary} --kubeconfig {plane.kubeconfig} \\
                  create token {CALLER} -n {NAMESPACE} --audience {AUDIENCE})
   try:         curl -s -XPOST {stack.gateway_url}/_inference/completion/anthropic_completion \\

@@ -143,6 +143,7 @@ class Stack:
     emulator_port: int = field(default_factory=free_port)
     gateway_port: int = field(default_factory=free_port)
     admin_port: int = field(default_factory=free_port)
+    gateway_metrics_port: int = field(default_factory=free_port)
     operator_metrics_port: int = field(default_factory=free_port)
     admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     anthropic_base_url: str | None = None  # None: the emulator
@@ -159,6 +160,12 @@ class Stack:
     @property
     def admin_url(self) -> str:
         return f"http://127.0.0.1:{self.admin_port}"
+
+    @property
+    def gateway_metrics_url(self) -> str:
+        """The gateway's metrics listener, as the chart's ServiceMonitor scrapes it (with
+        --auth on, the public listener serves no /metrics)."""
+        return f"http://127.0.0.1:{self.gateway_metrics_port}/metrics"
 
     @property
     def operator_metrics_url(self) -> str:
@@ -184,7 +191,8 @@ class Stack:
 
     def gateway(self, *extra: str) -> Service:
         # No Service to leave on loopback: stop at once.
-        upstream = ["--anthropic-base-url", self.anthropic_base_url or self.emulator_url]
+        upstream = ["--anthropic-base-url", self.anthropic_base_url or self.emulator_url,
+                    "--metrics-host", "127.0.0.1", "--metrics-port", str(self.gateway_metrics_port)]
         if self.kubeconfig is None:
             return Service(
                 "gateway",

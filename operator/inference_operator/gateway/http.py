@@ -9,6 +9,7 @@ import asyncio
 import hmac
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ from inference_operator.gateway.routes import Action, Route
 from inference_operator.gateway.service import Gateway
 from inference_operator.gateway.tasks import Task
 from inference_operator.gateway.timeunits import TimeValue, parse_time_value
+from inference_operator.gateway.write_progress import WriteProgress
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,8 @@ class Limits:
 
     max_body_size: int = 1024 * 1024  # an inference body is a prompt; 1 MiB is ~250k tokens
     body_timeout: float = 60.0  # nginx's client_body_timeout
+    # A stream whose client takes nothing for this long is cut (gateway/write_progress.py).
+    stream_write_timeout: float = 30.0
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
@@ -47,6 +51,9 @@ OPENAPI = web.AppKey("openapi", bytes)
 # The public listener's callers (absent: --auth none, anybody); whether to access-log.
 ACCESS = web.AppKey("access", Access)
 ACCESS_LOG = web.AppKey("access_log", bool)
+# The probes a listener answers unauthenticated, by path (see _probes).
+Probe = Callable[[Gateway], web.Response]
+PROBES = web.AppKey("probes", dict[str, Probe])
 # What a handler tells the middleware (_answer): the route, once matched; the caller,
 # once authenticated; the endpoint's id for the metrics, once resolved; the tokens used;
 # a stream's response, once its errors are events.
@@ -84,6 +91,7 @@ def build_app(gateway: Gateway, *, admin_token: str | None = None,
         app[ADMIN_TOKEN] = admin_token
     elif access is not None:
         app[ACCESS] = access
+    app[PROBES] = _probes(metrics=access is None)
     # Rendered once: the document depends only on the listener and its callers' checks.
     app[OPENAPI] = jsoncodec.dumps(openapi.document(admin=admin_token is not None,
                                                     **_documented_auth(app.get(ACCESS))))
@@ -160,7 +168,7 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
             caller = request.get(CALLER)
             if caller is not None:
                 metrics.count_call(inference_id, caller, status, request.get(USAGE) or Usage())
-        if request.app[ACCESS_LOG] and request.path not in _PROBES:
+        if request.app[ACCESS_LOG] and request.path not in request.app[PROBES]:
             accesslog.write(listener="admin" if ADMIN_TOKEN in request.app else "public",
                             caller=request.get(CALLER), method=request.method,
                             path=request.path, inference_id=request.get(INFERENCE_ID),
@@ -192,10 +200,11 @@ async def _error(request: web.Request, error: ESError) -> web.StreamResponse:
 async def _dispatch(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     admin = ADMIN_TOKEN in request.app
-    if request.path in _PROBES:
+    probe = request.app[PROBES].get(request.path)
+    if probe is not None:
         if request.method not in ("GET", "HEAD"):
             raise errors.method_not_allowed(request.path, request.method, ["GET"])
-        return _PROBES[request.path](gateway)
+        return probe(gateway)
     if admin:
         if not _authorized(request):
             raise errors.unauthorized(request.path)
@@ -284,7 +293,28 @@ def _metrics(gateway: Gateway) -> web.Response:
     return response
 
 
-_PROBES = {"/healthz": _healthz, "/readyz": _readyz, "/metrics": _metrics}
+_ALL_PROBES: dict[str, Probe] = {"/healthz": _healthz, "/readyz": _readyz,
+                                 "/metrics": _metrics}
+
+
+def _probes(*, metrics: bool) -> dict[str, Probe]:
+    """The probes, with ``/metrics`` only where every caller may see it all: its series
+    name endpoints and callers' namespaces, so with ``--auth`` on the public listener
+    leaves it to the metrics listener (build_metrics_app); the admin listener (loopback by
+    default) keeps it."""
+    return _ALL_PROBES if metrics else {path: probe for path, probe in _ALL_PROBES.items()
+                                        if probe is not _metrics}
+
+
+def build_metrics_app(gateway: Gateway) -> web.Application:
+    """The metrics listener (``--metrics-port``): ``GET /metrics`` and nothing else, not
+    access-logged (Prometheus scrapes it forever)."""
+    async def scrape(_: web.Request) -> web.Response:
+        return _metrics(gateway)
+
+    app = web.Application()
+    app.router.add_get("/metrics", scrape)
+    return app
 
 
 async def _openapi(request: web.Request, gateway: Gateway, route: Route) -> web.Response:
@@ -312,9 +342,11 @@ async def _authorize(request: web.Request, gateway: Gateway, route: Route) -> No
         return
     assert route.inference_id is not None
     endpoint = gateway.find(route.inference_id)
-    if endpoint is not None:
-        request[INFERENCE_ID] = endpoint.inference_id  # a 403 counts under its endpoint
     await access.authorize(request[CALLER], route.inference_id, endpoint)
+    # Only now: a refusal (401, 403) counts under UNKNOWN_ID, so /metrics never tells
+    # which of the ids a caller probed exist.
+    if endpoint is not None:
+        request[INFERENCE_ID] = endpoint.inference_id
 
 
 async def _create(request: web.Request, gateway: Gateway, route: Route) -> web.Response:
@@ -385,22 +417,32 @@ async def _stream(request: web.Request, gateway: Gateway, route: Route) -> web.S
     events = await gateway.stream(endpoint, params, timeout, usage)
     translate = task.translator()
     first_delta: Histogram | None = gateway.metrics.first_delta.labels(endpoint.inference_id)
+    seconds = request.app[LIMITS].stream_write_timeout
+    writer = WriteProgress(request, response, seconds,
+                           lambda: _stalled(gateway, endpoint.inference_id, seconds))
     try:
         await response.prepare(request)
         async for event in events:
             data = translate(event)
             if data is None:
                 continue
-            await response.write(_event("message", data))
+            await writer.write(_event("message", data))
             # The role chunk of a chat carries no delta: the first one that does counts.
             if first_delta is not None and event.get("type") != "message_start":
                 first_delta.observe(time.monotonic() - started)
                 first_delta = None
-        await response.write(_DONE)
-        await response.write_eof()
+        await writer.write(_DONE)
+        await writer.write_eof()
     finally:
+        writer.close()
         await events.aclose()
     return response
+
+
+def _stalled(gateway: Gateway, inference_id: str, seconds: float) -> None:
+    gateway.metrics.upstream.labels(inference_id, "client_stalled").inc()
+    log.info("stream of [%s] cut: its client took nothing for %gs; upstream call closed",
+             inference_id, seconds)
 
 
 def _event(name: str, data: Any) -> bytes:

@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from inference_operator.gateway.auth.caller import Caller
 
 # Requests for ids that do not exist are counted under this label: client-chosen ids
-# must not create new series.
+# must not create new series. So are refused ones (401, 403), whatever id they named: the
+# metrics must not tell a caller which ids exist.
 UNKNOWN_ID = "_unknown"
 
 M = TypeVar("M", bound=MetricWrapperBase)
@@ -106,6 +107,11 @@ class GatewayMetrics:
             "TokenReviews (review=token) and SubjectAccessReviews (review=access) the "
             "gateway asked the API server, by outcome (allowed, denied, error); cached "
             "decisions are not counted.", ["review", "outcome"], registry=r))
+        self.auth_unreviewed = Labelled(Counter(
+            "inference_gateway_auth_unreviewed",
+            "Bearer tokens refused without a TokenReview: not_a_token (not a JWT for the "
+            "audience, expired, too long: 401), over_budget (too many unknown tokens in "
+            "flight or per second: 429).", ["reason"], registry=r))
         self.endpoints = Gauge(
             "inference_gateway_endpoints", "Inference endpoints configured.", registry=r)
         self.ready = Gauge(

@@ -269,9 +269,10 @@ def _inference_paths(admin: bool) -> dict[str, dict[str, Any]]:
     return paths
 
 
-def _probe_paths() -> dict[str, dict[str, Any]]:
+def _probe_paths(*, metrics: bool) -> dict[str, dict[str, Any]]:
+    """``metrics``: whether the listener serves /metrics (http._probes)."""
     text = {"text/plain": {"schema": {"type": "string"}}}
-    return {
+    paths = {
         "/healthz": {"get": _operation("healthz", "Liveness", {
             "200": _answer("Alive.", _json("Health")), **_ERRORS})},
         "/readyz": {"get": _operation("readyz", "Readiness (after the first full sync)", {
@@ -280,6 +281,9 @@ def _probe_paths() -> dict[str, dict[str, Any]]:
         "/metrics": {"get": _operation("metrics", "Prometheus metrics", {
             "200": _answer("Prometheus text format.", text), **_ERRORS})},
     }
+    if not metrics:
+        del paths["/metrics"]
+    return paths
 
 
 def _header(value: str | None, description: str) -> dict[str, Any]:
@@ -334,7 +338,8 @@ def document(*, admin: bool, auth: str = modes.NONE,
                            + ("Every `/_inference` operation needs the admin bearer token."
                               if admin else "The public listener accepts no writes."),
         },
-        "paths": {**_inference_paths(admin), **_probe_paths()},
+        "paths": {**_inference_paths(admin),
+                  **_probe_paths(metrics=admin or auth == modes.NONE)},
         "components": {"schemas": {**_model_schemas(), **copy.deepcopy(_OTHER_SCHEMAS)}},
     }
     if admin:

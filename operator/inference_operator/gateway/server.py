@@ -20,13 +20,17 @@ from inference_operator.anthropic_api import ANTHROPIC_API_URL
 from inference_operator.api.gateway_config import DEFAULT_SHARDS, Shards
 from inference_operator.gateway import auth as modes
 from inference_operator.gateway.auth.caller import Access
-from inference_operator.gateway.http import Limits, build_app
+from inference_operator.gateway.http import Limits, build_app, build_metrics_app
 from inference_operator.gateway.metrics import GatewayMetrics
 from inference_operator.gateway.ratelimit import DEFAULT_QUEUE_CAPACITY, Limiter
 from inference_operator.gateway.retry import RetryPolicy
 from inference_operator.gateway.service import Gateway
 from inference_operator.gateway.state import StateFile
-from inference_operator.gateway.upstream import Upstream
+from inference_operator.gateway.upstream import (
+    CONNECTION_WAIT,
+    MAX_CONNECTIONS_PER_KEY,
+    Upstream,
+)
 
 if TYPE_CHECKING:  # lightkube (~6 MiB) is imported only when the cluster is used
     from lightkube import AsyncClient
@@ -59,6 +63,10 @@ class GatewayConfig:
     port: int = 9200
     admin_host: str = "127.0.0.1"  # the admin listener stays on the pod/host by default
     admin_port: int = 9201
+    # /metrics on a listener of its own (None: none). With --auth on, the public listener
+    # never serves /metrics: the series name endpoints and callers' namespaces.
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int | None = None
     state_file: Path | None = None
     require_sync: bool = True
     queue_capacity: int = DEFAULT_QUEUE_CAPACITY
@@ -66,6 +74,12 @@ class GatewayConfig:
     access_log: bool = True  # one JSON line per request (gateway/accesslog.py)
     max_body_size: int = Limits.max_body_size
     body_timeout: float = Limits.body_timeout
+    # Upstream connections (#24): a stream whose client takes nothing for this long is
+    # cut and its upstream call closed; each API key may hold at most this many
+    # connections; a call waits this long for a free one, then 503.
+    stream_write_timeout: float = Limits.stream_write_timeout
+    upstream_connections_per_key: int = MAX_CONNECTIONS_PER_KEY
+    upstream_connection_wait: float = CONNECTION_WAIT
     # aiohttp's keep-alive timer starts when a connection opens and again after each
     # answer, and closes the connection if no complete request head arrived by then;
     # trickling bytes does not reset it. So it is our header timeout (a slowloris client
@@ -87,6 +101,10 @@ class GatewayConfig:
     auth_audience: str = modes.DEFAULT_AUDIENCE  # kubernetes: the tokens' audience
     auth_cache_seconds: float = modes.DEFAULT_CACHE_SECONDS  # a decision's longest reuse
     auth_cache_size: int = modes.DEFAULT_CACHE_SIZE  # decisions kept, per cache
+    auth_negative_cache_size: int = modes.DEFAULT_NEGATIVE_CACHE_SIZE  # refusals kept, apart
+    # kubernetes: TokenReviews of unknown tokens at once and per second (beyond: 429)
+    auth_reviews_in_flight: int = modes.DEFAULT_REVIEWS_IN_FLIGHT
+    auth_reviews_per_second: float = modes.DEFAULT_REVIEWS_PER_SECOND
     api_keys_file: Path | None = None  # api-keys: the keys (read once at start)
     # The per-caller metrics also by ServiceAccount (or API key id), not only namespace.
     caller_metrics_service_account: bool = False
@@ -106,13 +124,21 @@ class GatewayServer:
             raise ValueError("the admin token must not be empty")
         problem = modes.config_problem(
             config.auth, audience=config.auth_audience, cache_seconds=config.auth_cache_seconds,
-            cache_size=config.auth_cache_size, api_keys_file=config.api_keys_file)
+            cache_size=config.auth_cache_size,
+            negative_cache_size=config.auth_negative_cache_size,
+            reviews_in_flight=config.auth_reviews_in_flight,
+            reviews_per_second=config.auth_reviews_per_second,
+            api_keys_file=config.api_keys_file)
         if problem is not None:
             raise ValueError(problem)
+        if config.stream_write_timeout <= 0:
+            raise ValueError("the stream write timeout must be positive")
         self.config = config
         self.namespace = config.namespace or pod_namespace()
         self.gateway = Gateway(
-            Upstream(config.anthropic_base_url),
+            Upstream(config.anthropic_base_url,
+                     connections_per_key=config.upstream_connections_per_key,
+                     connection_wait=config.upstream_connection_wait),
             limiter=limiter or Limiter(queue_capacity=config.queue_capacity),
             retry=config.retry,
             state=StateFile(config.state_file) if config.state_file else None,
@@ -133,6 +159,7 @@ class GatewayServer:
         self._runners: list[web.AppRunner] = []
         self.port = config.port
         self.admin_port = config.admin_port
+        self.metrics_port = config.metrics_port
 
     async def start(self) -> None:
         try:
@@ -144,7 +171,8 @@ class GatewayServer:
     async def _start(self) -> None:
         await self.gateway.start()
         limits = Limits(max_body_size=self.config.max_body_size,
-                        body_timeout=self.config.body_timeout)
+                        body_timeout=self.config.body_timeout,
+                        stream_write_timeout=self.config.stream_write_timeout)
         uses_cluster = bool(self.gateway.shards or self.config.peers_service
                             or self.config.auth == modes.KUBERNETES)
         if uses_cluster:  # only reads the credentials: nothing is asked yet
@@ -155,6 +183,12 @@ class GatewayServer:
             build_app(self.gateway, limits=limits, access=self.access,
                       access_log=self.config.access_log),
             self.config.host, self.config.port, "public")
+        if self.config.metrics_port is not None:
+            self.metrics_port = await self._listen(
+                build_metrics_app(self.gateway), self.config.metrics_host,
+                self.config.metrics_port, "metrics")
+            log.info("metrics on http://%s:%d/metrics", self.config.metrics_host,
+                     self.metrics_port)
         if not self.gateway.shards:
             self.admin_port = await self._listen(
                 build_app(self.gateway, admin_token=self.config.admin_token, limits=limits,
@@ -198,12 +232,16 @@ class GatewayServer:
 
         self._api = await (self._kube or kubeclient.connect)()
         if self.config.auth == modes.KUBERNETES:
+            from inference_operator.gateway.auth.budget import ReviewBudget
             from inference_operator.gateway.auth.kubernetes import KubernetesAccess
 
             self.access = KubernetesAccess(
                 self._api, self.gateway.metrics, audience=self.config.auth_audience,
                 cache_seconds=self.config.auth_cache_seconds,
-                cache_size=self.config.auth_cache_size)
+                cache_size=self.config.auth_cache_size,
+                negative_cache_size=self.config.auth_negative_cache_size,
+                reviews=ReviewBudget(self.config.auth_reviews_in_flight,
+                                     self.config.auth_reviews_per_second))
 
     def _watch_cluster(self) -> None:
         from inference_operator.gateway.config_source import ConfigSource
