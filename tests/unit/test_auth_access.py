@@ -5,8 +5,10 @@ server. The real one: tests/gateway/test_gateway_auth.py."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,18 +23,40 @@ from lightkube.resources.authorization_v1 import SubjectAccessReview
 
 from inference_operator.gateway.auth import apikeys
 from inference_operator.gateway.auth import kubernetes as kubernetes_auth
-from inference_operator.gateway.auth.credentials import credentials, digest, jwt_expiry
+from inference_operator.gateway.auth.budget import ReviewBudget
+from inference_operator.gateway.auth.credentials import (
+    MAX_TOKEN_LENGTH,
+    credentials,
+    digest,
+    jwt_expiry,
+    unusable,
+)
 from inference_operator.gateway.auth.kubernetes import KubernetesAccess
 from inference_operator.gateway.endpoints import Owner
 from inference_operator.gateway.errors import ESError
 from inference_operator.gateway.metrics import GatewayMetrics
 
 
-def jwt(payload: Any) -> str:
+def jwt(payload: Any, header: Any = None) -> str:
     def part(value: Any) -> str:
         return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
 
-    return f"{part({'alg': 'RS256'})}.{part(payload)}.c2lnbmF0dXJl"
+    return f"{part(header or {'alg': 'RS256', 'kid': 'k1'})}.{part(payload)}.c2lnbmF0dXJl"
+
+
+AUDIENCE = "inference-operator"
+NOW = 1_800_000_000.0  # Clock's wall time
+
+
+def sa_token(name: str, exp: float = NOW + 3600, **claims: Any) -> str:
+    """Shaped as a ServiceAccount token for AUDIENCE (its signature nobody checks here)."""
+    return jwt({"aud": [AUDIENCE], "exp": exp, "sub": name, **claims})
+
+
+def sized(length: int) -> str:
+    """A ServiceAccount-shaped token of exactly ``length`` characters (a long signature)."""
+    signed = sa_token("a").rpartition(".")[0] + "."
+    return signed + "s" * (length - len(signed))
 
 
 def test_credentials_are_read_by_scheme_and_shape() -> None:
@@ -40,9 +64,38 @@ def test_credentials_are_read_by_scheme_and_shape() -> None:
     assert credentials("  ", "Bearer") == (False, None)
     assert credentials("Bearer abc.def-_~+/==", "Bearer") == (True, "abc.def-_~+/==")
     assert credentials("bearer   abc  ", "Bearer") == (True, "abc")
-    for unusable in ("Basic abc", "Bearer", "Bearer a b", "Bearer é", "Bearer a\x00b",
-                     "Bearerabc", "ApiKey abc"):
-        assert credentials(unusable, "Bearer") == (True, None), unusable
+    for header in ("Basic abc", "Bearer", "Bearer a b", "Bearer é", "Bearer a\x00b",
+                   "Bearerabc", "ApiKey abc"):
+        assert credentials(header, "Bearer") == (True, None), header
+
+
+@pytest.mark.parametrize(("token", "why"), [
+    (sa_token("a"), None),
+    (jwt({"aud": AUDIENCE, "exp": NOW + 1}), None),  # a single audience as a string
+    (jwt({"aud": [AUDIENCE], "exp": NOW + 60}, {"alg": "ES256"}), None),  # no kid
+    (sized(MAX_TOKEN_LENGTH), None),  # at the length bound
+    (sized(MAX_TOKEN_LENGTH + 1), "longer than 8000"),
+    ("abcdef.0123456789abcdef", "not a JWT"),  # a bootstrap token
+    ("31ada4fd-adec-460c-809a-9e56ceb75269", "not a JWT"),  # a static token file's
+    ("a.b.c", "no asymmetric"),
+    ("a.b.c.d", "not a JWT"),
+    (sa_token("a") + "=", "not a JWT"),  # padded
+    (jwt({"aud": [AUDIENCE], "exp": NOW + 60}, {"alg": "none"}), "no asymmetric"),
+    (jwt({"aud": [AUDIENCE], "exp": NOW + 60}, {"alg": "HS256"}), "no asymmetric"),
+    (jwt({"aud": [AUDIENCE], "exp": NOW + 60}, {"alg": "RS256", "kid": 7}), "key id"),
+    (jwt({"aud": [AUDIENCE], "exp": NOW + 60}, ["RS256"]), "no asymmetric"),
+    (jwt([AUDIENCE]), "not a JSON object"),
+    (jwt({"aud": [AUDIENCE]}), "no expiry"),  # a legacy token Secret's
+    (jwt({"aud": [AUDIENCE], "exp": "later"}), "no expiry"),
+    (sa_token("a", exp=NOW), "expired"),
+    (jwt({"exp": NOW + 60}), "not meant for the audience"),
+    (jwt({"aud": ["https://kubernetes.default.svc"], "exp": NOW + 60}), "not meant"),
+    (jwt({"aud": [[AUDIENCE]], "exp": NOW + 60}), "not meant"),
+    ("eyJ" + "W" * 7000 + ".e30.c2ln", "no asymmetric"),  # deep JSON, not a crash
+])
+def test_what_cannot_be_a_kubernetes_token_is_told_unasked(token: str, why: str | None) -> None:
+    problem = unusable(token, AUDIENCE, NOW)
+    assert (problem is None) if why is None else (why in (problem or "")), problem
 
 
 def test_the_cache_key_is_not_the_token() -> None:
@@ -155,15 +208,20 @@ class FakeAccess(KubernetesAccess):
 
     def __init__(self, api: lightkube.AsyncClient, clock: Clock, **options: Any) -> None:
         super().__init__(api, GatewayMetrics(), **{
-            "audience": "inference-operator", "cache_seconds": 10.0, "cache_size": 100,
+            "audience": AUDIENCE, "cache_seconds": 10.0, "cache_size": 100,
+            "negative_cache_size": 100,
+            "reviews": ReviewBudget(100, 100.0, clock=lambda: clock.monotonic),
             **options}, clock=lambda: clock.monotonic, wall=lambda: clock.wall)
         self.users: dict[str, str] = {}
         self.grants: set[tuple[str, str, str]] = set()
         self.reviews: list[tuple[str, Any]] = []
+        self.gate: asyncio.Event | None = None  # set: reviews wait for it
 
     async def _review(self, review: TokenReview | SubjectAccessReview, kind: str,
                       secret: str | None = None) -> dict[str, Any]:
         spec = review.to_dict()["spec"]  # as it would be sent
+        if self.gate is not None:
+            await self.gate.wait()
         if kind == "token":
             self.reviews.append(("token", None))
             name = self.users.get(spec["token"])
@@ -199,8 +257,8 @@ async def test_a_token_is_reviewed_once_per_period_and_never_trusted_past_its_ex
         api: lightkube.AsyncClient) -> None:
     clock = Clock()
     access = FakeAccess(api, clock)
-    long_lived, short_lived = jwt({"exp": clock.wall + 3600}), jwt({"exp": clock.wall + 3})
-    opaque = "opaque-token"
+    long_lived, short_lived = sa_token("l"), sa_token("s", exp=clock.wall + 3)
+    opaque = sa_token("o")  # a third token, of the same lifetime as the first
     for token in (long_lived, short_lived, opaque):
         access.users[token] = SA
     caller = await access.authenticate(f"Bearer {long_lived}", "/p")
@@ -231,7 +289,7 @@ async def test_a_token_is_reviewed_once_per_period_and_never_trusted_past_its_ex
 async def test_an_answer_without_the_audience_is_not_an_authentication(
         api: lightkube.AsyncClient) -> None:
     access = FakeAccess(api, Clock())
-    access.users["t"] = SA
+    access.users[sa_token("t")] = SA
 
     async def audience_ignored(review: TokenReview, kind: str,
                                secret: str | None = None) -> dict[str, Any]:
@@ -240,7 +298,7 @@ async def test_an_answer_without_the_audience_is_not_an_authentication(
 
     access._review = audience_ignored  # type: ignore[method-assign]
     with pytest.raises(ESError) as refused:
-        await access.authenticate("Bearer t", "/p")
+        await access.authenticate(f"Bearer {sa_token('t')}", "/p")
     assert refused.value.status == 401
 
 
@@ -248,11 +306,12 @@ async def test_access_is_reviewed_per_user_and_endpoint_and_the_namespace_covers
         api: lightkube.AsyncClient) -> None:
     clock = Clock()
     access = FakeAccess(api, clock, cache_seconds=5.0)
-    access.users.update({"t1": SA, "t2": SA})
+    t1, t2 = sa_token("1"), sa_token("2")
+    access.users.update({t1: SA, t2: SA})
     mine, theirs, unowned = Owned("mine", "team-a"), Owned("theirs", "team-b"), Owned("x", None)
     access.grants.add((SA, "team-a", "mine"))
-    first = await access.authenticate("Bearer t1", "/p")
-    second = await access.authenticate("Bearer t2", "/p")  # same user, another token
+    first = await access.authenticate(f"Bearer {t1}", "/p")
+    second = await access.authenticate(f"Bearer {t2}", "/p")  # same user, another token
     for caller in (first, second, first):
         await access.authorize(caller, "mine", mine)  # type: ignore[arg-type]
         for refused_id, endpoint in (("theirs", theirs), ("x", unowned), ("gone", None)):
@@ -283,6 +342,82 @@ async def test_access_is_reviewed_per_user_and_endpoint_and_the_namespace_covers
     assert len(access.reviews) == 5  # covered by the namespace's decision
 
 
+async def test_unknown_tokens_are_reviewed_within_the_budget_and_known_callers_never_wait(
+        api: lightkube.AsyncClient) -> None:
+    clock = Clock()
+    access = FakeAccess(api, clock, reviews=ReviewBudget(
+        1, 1.0, clock=lambda: clock.monotonic))  # one at a time, one a second
+    known, junk = sa_token("known"), [sa_token(f"junk-{n}") for n in range(4)]
+    access.users[known] = SA
+
+    async def status(token: str) -> tuple[int, dict[str, str]]:
+        try:
+            await access.authenticate(f"Bearer {token}", "/p")
+        except ESError as error:
+            assert error.type in ("security_exception", "es_rejected_execution_exception")
+            return error.status, error.headers
+        return 200, {}
+
+    assert await status(known) == (200, {})
+    # This second's review is spent: an unknown token waits for nothing, 429.
+    assert await status(junk[0]) == (429, {"Retry-After": "1"})
+    assert await status(known) == (200, {})  # its decision is kept
+    clock.advance(10)  # the known caller's decision is over, the budget refilled
+    assert await status(junk[1]) == (401, {"WWW-Authenticate": 'Bearer realm="inference-operator"'})
+    assert await status(junk[2]) == (429, {"Retry-After": "1"})
+    # The known caller's token is asked about again (a deleted ServiceAccount shows), but
+    # outside the budget: a flood of unknown tokens cannot lock it out.
+    assert await status(known) == (200, {})
+    assert len(access.reviews) == 3
+    clock.advance(0.5)  # half a second's worth: still nothing, and says how long
+    assert (await status(junk[3]))[0] == 429
+
+    # In flight: while one review runs, another unknown token is refused at once; the
+    # same token's requests share the running review.
+    clock.advance(5)
+    access.gate = asyncio.Event()
+    first = [asyncio.ensure_future(status(junk[3])) for _ in range(3)]
+    await asyncio.sleep(0)
+    assert await status(junk[0]) == (429, {"Retry-After": "1"})
+    access.gate.set()
+    assert [s for s, _ in await asyncio.gather(*first)] == [401] * 3
+    samples = {reason: access._metrics.registry.get_sample_value(
+        "inference_gateway_auth_unreviewed_total", {"reason": reason})
+        for reason in ("over_budget", "not_a_token")}
+    assert samples == {"over_budget": 4, "not_a_token": None}
+    with pytest.raises(ESError):
+        await access.authenticate("Bearer abcdef.0123456789abcdef", "/p")  # bootstrap
+    assert access._metrics.registry.get_sample_value(
+        "inference_gateway_auth_unreviewed_total", {"reason": "not_a_token"}) == 1
+    assert len(access.reviews) == 4
+
+
+async def test_a_listing_asks_once_per_namespace_and_a_bounded_number_by_name(
+        api: lightkube.AsyncClient) -> None:
+    access = FakeAccess(api, Clock())
+    token = sa_token("app")
+    access.users[token] = SA
+    caller = await access.authenticate(f"Bearer {token}", "/p")
+    others = [Owned(f"e{n:02}-{i}", f"ns{n:02}", f"e{i}") for n in range(20) for i in range(10)]
+    own = [Owned(f"z{i}", "app-ns", f"z{i}") for i in range(10)]  # listed last
+    access.grants |= {(SA, "ns05", ""), (SA, "app-ns", "z3"), (SA, "ns19", "e9")}
+    await access.authorize(caller, "e19-9", others[-1])  # type: ignore[arg-type]  # kept
+    access.reviews.clear()
+
+    shown = await access.visible(caller, [*others, *own])  # type: ignore[arg-type]
+    asked = [key for kind, key in access.reviews if kind == "access"]
+    assert len([k for k in asked if k[2] == ""]) == 21  # each namespace once
+    by_name = [k for k in asked if k[2]]
+    assert len(by_name) == kubernetes_auth.LISTING_NAME_REVIEWS == 16
+    assert by_name[:10] == [(SA, "app-ns", f"z{i}") for i in range(10)]  # its own first
+    assert [e.inference_id for e in shown] == [
+        *(f"e05-{i}" for i in range(10)), "e19-9", "z3"]
+    # The next listing asks the next names (the namespaces' decisions are kept).
+    access.reviews.clear()
+    await access.visible(caller, [*others, *own])  # type: ignore[arg-type]
+    assert len(access.reviews) == 16 and all(key[2] for _, key in access.reviews)
+
+
 async def test_reviews_are_asked_of_the_api_server_and_its_failures_are_503(
         caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     """The real calls, over a scripted API server: what is sent and read; a refusal, an
@@ -302,20 +437,22 @@ async def test_reviews_are_asked_of_the_api_server_and_its_failures_are_503(
         KubeConfig.from_one(cluster=Cluster(server="http://kube.test"), user=User()),
         transport=httpx2.MockTransport(answer))
     metrics = GatewayMetrics()
-    access = KubernetesAccess(api, metrics, audience="aud", cache_seconds=10, cache_size=10)
+    access = KubernetesAccess(api, metrics, audience="aud", cache_seconds=10, cache_size=10,
+                              negative_cache_size=10, reviews=ReviewBudget(10, 10.0))
+    good, *bad = (jwt({"aud": ["aud"], "exp": time.time() + 3600, "n": n}) for n in range(6))
     try:
         script[:] = [
-            httpx2.Response(201, json={"spec": {"token": "good-token"}, "status": {
+            httpx2.Response(201, json={"spec": {"token": good}, "status": {
                 "authenticated": True, "audiences": ["aud"],
                 "user": {"username": SA, "uid": "u1", "groups": ["g"],
                          "extra": {"k": ["v"]}}}}),
             httpx2.Response(201, json={"spec": {}, "status": {"allowed": True}})]
-        caller = await access.authenticate("Bearer good-token", "/p")
+        caller = await access.authenticate(f"Bearer {good}", "/p")
         assert caller.name == SA
         await access.authorize(caller, "e", Owned("e", "team-a"))  # type: ignore[arg-type]
         (token_path, token_review), (access_path, access_review) = sent
         assert token_path == "/apis/authentication.k8s.io/v1/tokenreviews"
-        assert token_review["spec"] == {"token": "good-token", "audiences": ["aud"]}
+        assert token_review["spec"] == {"token": good, "audiences": ["aud"]}
         assert access_path == "/apis/authorization.k8s.io/v1/subjectaccessreviews"
         assert access_review["spec"] == {
             "user": SA, "uid": "u1", "groups": ["g"], "extra": {"k": ["v"]},
@@ -325,7 +462,7 @@ async def test_reviews_are_asked_of_the_api_server_and_its_failures_are_503(
 
         script[:] = [
             httpx2.Response(403, json={"kind": "Status", "code": 403, "reason": "Forbidden",
-                                       "message": "cannot review bad-token-1"}),
+                                       "message": f"cannot review {bad[0]}"}),
             httpx2.Response(502, content=b"<html>bad gateway</html>"),
             httpx2.Response(503, content=b"<html>unavailable</html>",
                             headers={"Content-Type": "text/html"}),
@@ -333,9 +470,9 @@ async def test_reviews_are_asked_of_the_api_server_and_its_failures_are_503(
                             headers={"Content-Type": "application/json"}),
             httpx2.ConnectError("connection refused")]
         monkeypatch.setattr(kubernetes_auth, "_WARN_EVERY", 0.0)  # each failure logged
-        for n in range(1, 6):
+        for token in bad:
             with pytest.raises(ESError) as unavailable:
-                await access.authenticate(f"Bearer bad-token-{n}", "/p")
+                await access.authenticate(f"Bearer {token}", "/p")
             assert unavailable.value.status == 503
         assert metrics.registry.get_sample_value(
             "inference_gateway_auth_reviews_total", {"review": "token", "outcome": "error"}) == 5
@@ -345,7 +482,7 @@ async def test_reviews_are_asked_of_the_api_server_and_its_failures_are_503(
                         "answered 503 Service Unavailable",
                         "answered something that is not a review's JSON",
                         "is unreachable (ConnectError: connection refused)"]
-        assert "bad-token" not in caplog.text
+        assert not any(token in caplog.text for token in bad)
     finally:
         await api.close()
 

@@ -38,7 +38,7 @@ class Lookups:
 
 async def test_a_decision_is_kept_for_its_lifetime_then_asked_again() -> None:
     clock, lookup = Clock(), Lookups(value=False)  # negative decisions are kept too
-    cache: DecisionCache[str, object] = DecisionCache(10, clock=clock)
+    cache: DecisionCache[str, object] = DecisionCache(10, 10, clock=clock)
     assert await cache.get("k", lookup) is False
     clock.now += 9.9
     assert await cache.get("k", lookup) is False
@@ -49,7 +49,7 @@ async def test_a_decision_is_kept_for_its_lifetime_then_asked_again() -> None:
 
 
 async def test_a_lifetime_of_zero_or_less_is_not_kept() -> None:
-    cache: DecisionCache[str, object] = DecisionCache(10, clock=Clock())
+    cache: DecisionCache[str, object] = DecisionCache(10, 10, clock=Clock())
     for seconds in (0.0, -5.0):
         lookup = Lookups(seconds=seconds)
         await cache.get("k", lookup)
@@ -59,7 +59,7 @@ async def test_a_lifetime_of_zero_or_less_is_not_kept() -> None:
 
 
 async def test_the_least_recently_used_go_first_past_the_bound() -> None:
-    cache: DecisionCache[int, object] = DecisionCache(3, clock=Clock())
+    cache: DecisionCache[int, object] = DecisionCache(3, 3, clock=Clock())
     lookup = Lookups()
     for key in (1, 2, 3):
         await cache.get(key, lookup)
@@ -72,8 +72,30 @@ async def test_the_least_recently_used_go_first_past_the_bound() -> None:
     assert len(cache) == 3
 
 
+async def test_refusals_have_their_own_smaller_room_and_never_evict_a_caller_let_in() -> None:
+    clock = Clock()
+    cache: DecisionCache[object, object] = DecisionCache(3, 2, clock=clock)
+    allowed, refused = Lookups(value="user"), Lookups(value=None)
+    for key in ("a", "b", "c"):
+        await cache.get(key, allowed)
+    for _ in range(1000):  # a flood of junk, each refused
+        await cache.get(object(), refused)
+    assert len(cache) == 3 + 2
+    assert [cache.cached(k) for k in ("a", "b", "c")] == [(True, "user")] * 3
+    assert allowed.calls == 3
+    # A key that changes sides is kept on its new side only.
+    cache.put("a", None, 10)
+    assert cache.cached("a") == (True, None) and len(cache) == 2 + 2
+    cache.put("a", "user", 10)
+    assert cache.cached("a") == (True, "user")
+    cache.put("a", "user", 0)  # a lifetime of nothing: forgotten
+    assert cache.cached("a") == (False, None)
+    with pytest.raises(ValueError):
+        DecisionCache(1, 0)
+
+
 async def test_concurrent_misses_share_one_lookup() -> None:
-    cache: DecisionCache[str, object] = DecisionCache(10, clock=Clock())
+    cache: DecisionCache[str, object] = DecisionCache(10, 10, clock=Clock())
     lookup = Lookups(value="user")
     lookup.gate = asyncio.Event()
     waiters = [asyncio.ensure_future(cache.get("k", lookup)) for _ in range(200)]
@@ -84,7 +106,7 @@ async def test_concurrent_misses_share_one_lookup() -> None:
 
 
 async def test_a_failure_is_shared_by_its_waiters_and_never_kept() -> None:
-    cache: DecisionCache[str, object] = DecisionCache(10, clock=Clock())
+    cache: DecisionCache[str, object] = DecisionCache(10, 10, clock=Clock())
     lookup = Lookups()
     lookup.gate, lookup.failure = asyncio.Event(), ConnectionError("API server down")
     waiters = [asyncio.ensure_future(cache.get("k", lookup)) for _ in range(5)]
@@ -98,7 +120,7 @@ async def test_a_failure_is_shared_by_its_waiters_and_never_kept() -> None:
 
 
 async def test_a_waiter_that_goes_away_does_not_cancel_the_others_lookup() -> None:
-    cache: DecisionCache[str, object] = DecisionCache(10, clock=Clock())
+    cache: DecisionCache[str, object] = DecisionCache(10, 10, clock=Clock())
     lookup = Lookups(value="user")
     lookup.gate = asyncio.Event()
     first = asyncio.ensure_future(cache.get("k", lookup))
@@ -117,7 +139,7 @@ async def test_a_failure_nobody_waits_for_is_not_reported_as_unretrieved() -> No
     loop = asyncio.get_running_loop()
     reported: list[dict[str, object]] = []
     loop.set_exception_handler(lambda _, context: reported.append(context))
-    cache: DecisionCache[str, object] = DecisionCache(10, clock=Clock())
+    cache: DecisionCache[str, object] = DecisionCache(10, 10, clock=Clock())
     lookup = Lookups()
     lookup.gate, lookup.failure = asyncio.Event(), RuntimeError("down")
     waiter = asyncio.ensure_future(cache.get("k", lookup))

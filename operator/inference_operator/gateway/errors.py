@@ -108,6 +108,15 @@ def auth_unavailable() -> ESError:
                    "not answer the review; try again", headers={"Retry-After": "1"})
 
 
+def reviews_exhausted(retry_after: int) -> ESError:
+    # A caller the gateway does not know, while too many such are being checked (the
+    # API server is shielded from floods of made-up tokens); as Elasticsearch's 429 when
+    # its queues are full, which its clients retry.
+    return ESError(429, "es_rejected_execution_exception",
+                   "too many new credentials are being checked right now; try again",
+                   headers={"Retry-After": str(retry_after)})
+
+
 def method_not_allowed(path: str, method: str, allowed: list[str], hint: str = "") -> ESError:
     return ESError(
         405, "status_exception",

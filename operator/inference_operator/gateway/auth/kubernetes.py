@@ -8,7 +8,11 @@ otherwise accept a token meant for somebody else).
 
 Both decisions are cached, positive and negative, for ``cache_seconds`` (and a token's
 never past its ``exp``), so revoking a RoleBinding stops access within that time; see
-auth/cache.py for the bounds. Reviews go through lightkube's async client, never
+auth/cache.py for the bounds. What the API server is asked is bounded whatever callers
+send: a token that cannot be a Kubernetes token for the audience is refused unasked
+(auth/credentials.py); reviews of tokens the gateway does not know are bounded in flight
+and per second (auth/budget.py); a listing asks one review per namespace and at most
+``LISTING_NAME_REVIEWS`` by name. Reviews go through lightkube's async client, never
 blocking the event loop; nothing on that path logs a body (the request holds the token,
 and the API server sends it back in ``spec``), and its errors are logged by code and
 Status message, the token masked should the message quote it.
@@ -30,9 +34,15 @@ from lightkube.resources.authentication_v1 import TokenReview
 from lightkube.resources.authorization_v1 import SubjectAccessReview
 
 from inference_operator.gateway import errors
+from inference_operator.gateway.auth.budget import ReviewBudget
 from inference_operator.gateway.auth.cache import DecisionCache
 from inference_operator.gateway.auth.caller import Caller, UserInfo, kubernetes_caller
-from inference_operator.gateway.auth.credentials import credentials, digest, jwt_expiry
+from inference_operator.gateway.auth.credentials import (
+    credentials,
+    digest,
+    jwt_expiry,
+    unusable,
+)
 from inference_operator.gateway.metrics import GatewayMetrics
 
 if TYPE_CHECKING:
@@ -44,9 +54,13 @@ GROUP = "inference-operator.dev"
 RESOURCE = "inferenceendpoints"
 VERB = "invoke"
 REVIEW_SECONDS = 5.0  # a review's whole call, connecting included
-# A listing of many endpoints in namespaces not granted whole asks one review per
-# endpoint (each cached); this many at a time, so one listing cannot flood the API server.
+# A listing's reviews: this many at a time, so one listing cannot flood the API server;
+# and, where a namespace is not granted whole, at most this many by name per listing (the
+# caller's own namespace first; decisions already kept are used without asking). An
+# endpoint neither granted nor reviewed is not listed: a caller granted single names in
+# many namespaces sees them all once it has called them, or after a few listings.
 LISTING_REVIEWS_IN_FLIGHT = 16
+LISTING_NAME_REVIEWS = 16
 _WARN_EVERY = 30.0  # seconds between two warnings that reviews fail: not one per request
 
 _HIDDEN = (f"it does not exist, or RBAC grants the user no [{VERB}] on its "
@@ -58,7 +72,8 @@ _NO_OWNER = ("it was not made from an InferenceEndpoint (it has no owner), so no
 
 class KubernetesAccess:
     def __init__(self, api: AsyncClient, metrics: GatewayMetrics, *, audience: str,
-                 cache_seconds: float, cache_size: int,
+                 cache_seconds: float, cache_size: int, negative_cache_size: int,
+                 reviews: ReviewBudget,
                  clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time) -> None:
         self._api = api
@@ -66,9 +81,14 @@ class KubernetesAccess:
         self.audience = audience
         self.cache_seconds = cache_seconds
         self._wall = wall
-        self._users: DecisionCache[bytes, UserInfo | None] = DecisionCache(cache_size, clock=clock)
+        self._reviews = reviews
+        self._users: DecisionCache[bytes, UserInfo | None] = DecisionCache(
+            cache_size, negative_cache_size, positive=_is_user, clock=clock)
         self._decisions: DecisionCache[tuple[UserInfo, str, str], bool] = DecisionCache(
-            cache_size, clock=clock)
+            cache_size, negative_cache_size, clock=clock)
+        # Tokens that authenticated, until their exp: asked again after cache_seconds
+        # (a deleted ServiceAccount), but outside the budget of unknown tokens.
+        self._known: DecisionCache[bytes, bool] = DecisionCache(cache_size, 1, clock=clock)
         self._listing = asyncio.Semaphore(LISTING_REVIEWS_IN_FLIGHT)
         self._warned = -_WARN_EVERY
 
@@ -81,26 +101,35 @@ class KubernetesAccess:
         key = digest(token)
         found, user = self._users.cached(key)  # kept no longer than the token's exp
         if not found:
-            expiry = jwt_expiry(token)
-            # Expired is expired for every authenticator: no review needed to refuse it.
-            if expiry is not None and expiry <= self._wall():
+            problem = unusable(token, self.audience, self._wall())
+            if problem is not None:
+                self._metrics.auth_unreviewed.labels("not_a_token").inc()
+                log.debug("a bearer token refused unreviewed: %s", problem)
                 raise errors.unauthenticated(path, errors.BEARER_CHALLENGE, given=True)
-            user = await self._users.get(key, lambda: self._review_token(token, expiry))
+            user = await self._users.get(key, lambda: self._review_token(token, key))
         if user is None:
             raise errors.unauthenticated(path, errors.BEARER_CHALLENGE, given=True)
         return kubernetes_caller(user)
 
-    async def _review_token(self, token: str,
-                            expiry: float | None) -> tuple[UserInfo | None, float]:
-        status = await self._review(
-            TokenReview(spec=TokenReviewSpec(token=token, audiences=[self.audience])),
-            "token", token)
+    async def _review_token(self, token: str, key: bytes) -> tuple[UserInfo | None, float]:
+        review = TokenReview(spec=TokenReviewSpec(token=token, audiences=[self.audience]))
+        if self._known.cached(key)[1]:
+            status = await self._review(review, "token", token)
+        else:
+            try:
+                with self._reviews.spend():
+                    status = await self._review(review, "token", token)
+            except errors.ESError as error:
+                if error.status == 429:
+                    self._metrics.auth_unreviewed.labels("over_budget").inc()
+                raise
         user = _user(status) if (status.get("authenticated") is True and self.audience
                                  in (status.get("audiences") or ())) else None
         self._metrics.auth_reviews.labels("token", "denied" if user is None else "allowed").inc()
-        keep = self.cache_seconds if expiry is None else min(self.cache_seconds,
-                                                             expiry - self._wall())
-        return user, keep
+        # A token that reaches a review has an exp (auth/credentials.py).
+        lifetime = (jwt_expiry(token) or 0.0) - self._wall()
+        self._known.put(key, user is not None, lifetime)
+        return user, min(self.cache_seconds, lifetime)
 
     # -- authorization -----------------------------------------------------------------
 
@@ -118,7 +147,8 @@ class KubernetesAccess:
 
     async def visible(self, caller: Caller, endpoints: Sequence[Endpoint]) -> list[Endpoint]:
         """One namespace-wide review per owner namespace (name ""); where that allows,
-        every endpoint there is visible, elsewhere each is asked about by name."""
+        every endpoint there is visible; elsewhere, decisions kept by name count, and at
+        most ``LISTING_NAME_REVIEWS`` more are asked, the caller's namespace first."""
         user = _user_of(caller)
         namespaces: dict[str, list[Endpoint]] = {}
         for endpoint in endpoints:
@@ -129,15 +159,22 @@ class KubernetesAccess:
             async with self._listing:
                 return await self._allowed(user, namespace, name)
 
-        async def of(namespace: str, owned: list[Endpoint]) -> list[Endpoint]:
-            if await allowed(namespace, ""):
-                return owned
-            verdicts = await asyncio.gather(*(allowed(namespace, e.owner.name)  # type: ignore[union-attr]
-                                              for e in owned))
-            return [e for e, ok in zip(owned, verdicts, strict=True) if ok]
-
-        shown = {id(e) for group in await asyncio.gather(
-            *(of(namespace, owned) for namespace, owned in namespaces.items())) for e in group}
+        whole = await asyncio.gather(*(allowed(namespace, "") for namespace in namespaces))
+        shown: set[int] = set()
+        unasked: list[Endpoint] = []
+        for granted, namespace in sorted(zip(whole, namespaces, strict=True),
+                                         key=lambda pair: pair[1] != caller.namespace):
+            for endpoint in namespaces[namespace]:
+                found, ok = (True, True) if granted else self._decisions.cached(
+                    (user, namespace, endpoint.owner.name))  # type: ignore[union-attr]
+                if ok:
+                    shown.add(id(endpoint))
+                elif not found:
+                    unasked.append(endpoint)
+        asked = unasked[:LISTING_NAME_REVIEWS]
+        verdicts = await asyncio.gather(*(allowed(e.owner.namespace, e.owner.name)  # type: ignore[union-attr]
+                                          for e in asked))
+        shown.update(id(e) for e, ok in zip(asked, verdicts, strict=True) if ok)
         return [e for e in endpoints if id(e) in shown]
 
     async def _allowed(self, user: UserInfo, namespace: str, name: str) -> bool:
@@ -214,6 +251,10 @@ def _user(status: dict[str, Any]) -> UserInfo | None:
         groups=tuple(str(g) for g in groups) if isinstance(groups, list) else (),
         extra=tuple(sorted((str(k), tuple(str(x) for x in v)) for k, v in extra.items()
                            if isinstance(v, list))) if isinstance(extra, dict) else ())
+
+
+def _is_user(user: UserInfo | None) -> bool:
+    return user is not None
 
 
 def _user_of(caller: Caller) -> UserInfo:
