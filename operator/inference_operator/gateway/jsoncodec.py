@@ -7,10 +7,31 @@ past 64 bits as floats, which would change what validation says about them."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 from typing import Any
 
 import orjson
+
+# A JSON string, escapes included: removed before brackets are counted.
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
+_STEP = [0] * 256
+_STEP[ord("[")] = _STEP[ord("{")] = 1
+_STEP[ord("]")] = _STEP[ord("}")] = -1
+
+
+def too_deep(text: bytes | str, limit: int) -> bool:
+    """Whether JSON ``text`` nests arrays and objects deeper than ``limit``: checked
+    before parsing, as Jackson checks while it reads, so nothing deep is ever built (json
+    recurses per level). Linear, in C but for one step per bracket; text with fewer
+    opening brackets than ``limit`` (any ordinary body) is passed after two counts."""
+    raw = text.encode(errors="surrogatepass") if isinstance(text, str) else text
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    return max(itertools.accumulate(map(_STEP.__getitem__, brackets)), default=0) > limit
 
 
 def loads(raw: bytes | str) -> Any:

@@ -24,6 +24,7 @@ from inference_operator.api.settings import (
     Service,
     TaskType,
 )
+from inference_operator.gateway import jsoncodec
 from inference_operator.gateway.errors import ESError, bad_request, validation_failed
 
 # Every task type Elasticsearch knows; the anthropic service supports only some of them.
@@ -48,6 +49,12 @@ _MUST_BE = {
 }
 # Never echo these values back: a key in the wrong place must not be reflected.
 _SECRET_FIELDS = frozenset({"api_key"})
+
+# Elasticsearch's parser (Jackson) refuses nesting past 1000 levels. Python's json recurses
+# per level within the interpreter's limit of 1000 frames, shared with the request's own
+# stack, and so does what walks a body after it (validation messages, the upstream encoder's
+# fallback): half of Jackson's figure keeps every one of them clear of that limit.
+MAX_NESTING_DEPTH = 500
 
 Body = TypeVar("Body", bound=BaseModel)
 # Read once: parse_inference is on every inference request's path.
@@ -81,6 +88,10 @@ def load_json(raw: bytes, *, required: bool = True) -> dict[str, Any]:
             raise ESError(400, "parse_exception", "request body is required")
         if not raw:  # an optional body left out; blanks alone are not JSON (found by fuzzing)
             return {}
+    if jsoncodec.too_deep(raw, MAX_NESTING_DEPTH):
+        raise ESError(400, "x_content_parse_exception",
+                      "Failed to parse request body: document nesting depth exceeds the maximum "
+                      f"allowed [{MAX_NESTING_DEPTH}]")
     try:
         data = json.loads(raw)  # blanks alone (optional body) fail here: invalid JSON
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -188,15 +199,17 @@ def _translate(error: ValidationError) -> ESError:
     settings only when the rest is fine, as Elasticsearch parses before it checks leftovers."""
     messages: list[str] = []
     unknown: list[str] = []
-    for item in error.errors():
+    # Unknown fields may be as many as a body holds: per error only what its message uses.
+    for item in error.errors(include_url=False, include_context=False):
         loc = [str(part) for part in item["loc"]]
-        name = loc[-1]
-        scope = loc[-2] if len(loc) > 1 else name
-        value = "<redacted>" if name in _SECRET_FIELDS else _java_str(item.get("input"))
         kind = item["type"]
         if kind == "extra_forbidden":
             unknown.append(".".join(loc))
-        elif kind == "missing":
+            continue
+        name = loc[-1]
+        scope = loc[-2] if len(loc) > 1 else name
+        value = "<redacted>" if name in _SECRET_FIELDS else _java_str(item.get("input"))
+        if kind == "missing":
             messages.append(f"[{scope}] does not contain the required setting [{name}]")
         elif kind in {"string_too_short", "too_short"}:
             messages.append(f"[{scope}] Invalid value empty string. "

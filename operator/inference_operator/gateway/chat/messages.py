@@ -12,6 +12,7 @@ import json
 import re
 from typing import Any
 
+from inference_operator.gateway import jsoncodec, validation
 from inference_operator.gateway.chat.request import ChatRequest, Message, Tool
 from inference_operator.gateway.endpoints import Endpoint
 from inference_operator.gateway.errors import ESError
@@ -53,18 +54,20 @@ def message_params(endpoint: Endpoint, chat: ChatRequest) -> dict[str, Any]:
 
 def _conversation(messages: list[Message]) -> list[dict[str, Any]]:
     turns: list[dict[str, Any]] = []
+    # The content of the last turn while it holds tool results only: known as it is built,
+    # not found by looking the turn over again per message (quadratic in tool messages).
+    results: list[dict[str, Any]] | None = None
     for message in messages:
         if message.role == "tool":
-            result = _tool_result(message)
-            previous = turns[-1] if turns else None
             # Parallel tool calls are answered by consecutive tool messages; Anthropic wants
             # their results in one user turn, right after the assistant's tool_use turn.
-            if previous is not None and previous["role"] == "user" and _only_tool_results(
-                    previous["content"]):
-                previous["content"].append(result)
-            else:
-                turns.append({"role": "user", "content": [result]})
-        elif message.role == "assistant" and message.tool_calls:
+            if results is None:
+                results = []
+                turns.append({"role": "user", "content": results})
+            results.append(_tool_result(message))
+            continue
+        results = None
+        if message.role == "assistant" and message.tool_calls:
             blocks = [block for block in _blocks(message.content, "assistant")
                       if block.get("text") != ""]
             blocks += [{"type": "tool_use", "id": call.id, "name": call.name,
@@ -79,10 +82,6 @@ def _conversation(messages: list[Message]) -> list[dict[str, Any]]:
         else:
             raise _refused(f"Unsupported role [{message.role}] {_API}.")
     return turns
-
-
-def _only_tool_results(content: Any) -> bool:
-    return isinstance(content, list) and all(b.get("type") == "tool_result" for b in content)
 
 
 def _tool_result(message: Message) -> dict[str, Any]:
@@ -158,6 +157,9 @@ def _arguments(arguments: str, call_id: str) -> dict[str, Any]:
     """A tool call's JSON arguments as the tool_use ``input`` object."""
     if not arguments.strip():
         return {}
+    if jsoncodec.too_deep(arguments, validation.MAX_NESTING_DEPTH):
+        raise _refused(f"Field [arguments] of tool call [{call_id}] nests deeper than "
+                       f"[{validation.MAX_NESTING_DEPTH}] levels {_API}.")
     try:
         value = json.loads(arguments)
     except ValueError:

@@ -22,6 +22,9 @@ _MESSAGE_FIELDS = frozenset({"role", "content", "tool_call_id", "tool_calls"})
 CONTENT_TYPES = ("text", "image_url", "file")
 _PART_FIELDS = {"text": frozenset({"type", "text"}), "image_url": frozenset({"type", "image_url"}),
                 "file": frozenset({"type", "file"})}
+# Anthropic's own limit on the messages of one request: more could never be answered, and
+# the count bounds the translation's work whatever the body limit is set to.
+MAX_MESSAGES = 100_000
 # Java's simple class names, as Elasticsearch's "Expected [String] but was [Integer]" has.
 _JAVA = {str: "String", int: "Integer", float: "Double", bool: "Boolean", list: "ArrayList",
          dict: "HashMap", type(None): "null"}
@@ -78,6 +81,8 @@ def parse(raw: bytes) -> ChatRequest:
                            "messages")
     if not messages:
         raise _invalid("Field [messages] cannot be an empty array", "messages")
+    if len(messages) > MAX_MESSAGES:
+        raise _invalid(f"Field [messages] must hold at most [{MAX_MESSAGES}] messages", "messages")
     choice, function = _tool_choice(data.get("tool_choice"))
     return ChatRequest(
         messages=tuple(_message(m, f"messages.{i}") for i, m in enumerate(messages)),
