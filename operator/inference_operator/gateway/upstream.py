@@ -14,7 +14,8 @@ import alone would be about a third of the operator's memory budget.
 
 Like the SDK client the gateway used before, one connection pool (up to 1,000
 connections) is shared by every endpoint, and nothing is retried here: the gateway runs
-its own capped policy (retry.py)."""
+its own capped policy (retry.py). Unlike it, each API key may hold only its share of the
+pool, and the wait for a connection is bounded (upstream_slots.py)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import email.utils
 import time
 import urllib.parse
 import urllib.request
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import Any
 
@@ -30,12 +32,16 @@ import aiohttp
 from inference_operator.gateway import jsoncodec
 from inference_operator.gateway.errors import ESError
 from inference_operator.gateway.retry import NOT_RETRIED, Verdict
+from inference_operator.gateway.upstream_slots import NoSlot, Release, Slots
 
 # What anthropic 2.14.0 sends (``Authorization: Bearer`` and this version); the wire test
 # fails when the installed SDK sends something else.
 API_VERSION = "2026-10-21"
 USER_AGENT = "inference-operator-gateway"
 MAX_CONNECTIONS = 1000  # the SDK's default pool size
+# A quarter of the pool: four keys must be saturated together before a fifth waits.
+MAX_CONNECTIONS_PER_KEY = 250
+CONNECTION_WAIT = 1.0  # seconds for a free connection, then 503
 RETRYABLE_STATUSES = frozenset({429, 500, 529})
 # Status for an error that arrives inside a 200 stream, by Anthropic error type
 # (Elasticsearch's AnthropicStreamingProcessor); anything else is an upstream failure.
@@ -123,6 +129,17 @@ class ConnectionLost(UpstreamError):
         super().__init__("stream_error", "Lost the upstream response", f": [{cause}]")
 
 
+class NoConnection(UpstreamError):
+    """No connection came free within the wait (this key's share of the pool, or the
+    whole pool, is in use): a 503 the caller may retry a little later. Not retried here:
+    a retry would only wait again."""
+
+    def __init__(self, cause: str, wait: float) -> None:
+        super().__init__("no_connection", "No upstream connection came free",
+                         f" within [{wait:g}s]: [{cause}]", status=503,
+                         headers={"Retry-After": "1"})
+
+
 class MalformedReply(UpstreamError):
     """A 200 whose body is not what the Messages API sends: not a JSON object, an event
     that is not one, or a stream that ended without its ``message_stop``."""
@@ -133,8 +150,11 @@ class MalformedReply(UpstreamError):
 
 class Upstream:
     def __init__(self, base_url: str, connect_timeout: float = 5.0,
-                 read_timeout: float = 600.0) -> None:
+                 read_timeout: float = 600.0, *,
+                 connections_per_key: int = MAX_CONNECTIONS_PER_KEY,
+                 connection_wait: float = CONNECTION_WAIT) -> None:
         self.base_url = base_url
+        self.slots = Slots(MAX_CONNECTIONS, connections_per_key, connection_wait)
         self._url = base_url.rstrip("/") + "/v1/messages"
         self._models_url = base_url.rstrip("/") + "/v1/models/"
         # The request's own deadline (?timeout=) bounds the call; the read timeout only
@@ -160,7 +180,7 @@ class Upstream:
     def client(self, api_key: str) -> Client:
         if self._session is None:
             raise RuntimeError("Upstream.start() has not run")
-        return Client(self._session, self._url, api_key)
+        return Client(self._session, self._url, api_key, self.slots)
 
     async def retrieve_model(self, api_key: str, model_id: str) -> dict[str, Any]:
         """``GET /v1/models/{model_id}``: the model's description, as JSON; a StatusError
@@ -186,30 +206,58 @@ def _headers(api_key: str) -> dict[str, str]:
 
 
 class Client:
-    """One endpoint's view of the upstream: the shared pool plus its key's headers,
-    built once rather than per request."""
+    """One endpoint's view of the upstream: the shared pool plus its key's headers and
+    connection share, built once rather than per request."""
 
-    def __init__(self, session: aiohttp.ClientSession, url: str, api_key: str) -> None:
+    def __init__(self, session: aiohttp.ClientSession, url: str, api_key: str,
+                 slots: Slots) -> None:
         self._session = session
         self._url = url
         self._headers = _headers(api_key)
+        self._slots = slots
+        self._key_slots = slots.for_key(api_key)
 
-    async def create(self, params: dict[str, Any]) -> dict[str, Any]:
-        """``POST /v1/messages``: the Message, as JSON."""
-        response = await self._send(params)
-        async with response:
-            raw = await _read(response)
+    async def create(self, params: dict[str, Any] | bytes) -> dict[str, Any]:
+        """``POST /v1/messages``: the Message, as JSON. ``params`` may come encoded
+        (``encode``): all a queued request keeps."""
+        release = await self._take_slot()
+        try:
+            response = await self._send(params)
+            async with response:
+                raw = await _read(response)
+        finally:
+            release()
         return _json_object(raw, "the answer")
 
-    async def stream(self, params: dict[str, Any]) -> MessageStream:
-        """``POST /v1/messages`` with ``"stream": true``, open once the status is 200."""
-        return MessageStream(await self._send({**params, "stream": True}))
+    async def stream(self, params: dict[str, Any] | bytes) -> MessageStream:
+        """``POST /v1/messages`` with ``"stream": true``, open once the status is 200;
+        its connection is given back when the stream is closed."""
+        release = await self._take_slot()
+        try:
+            return MessageStream(await self._send(
+                params if isinstance(params, bytes) else encode(params, stream=True)), release)
+        except BaseException:
+            release()
+            raise
 
-    async def _send(self, params: dict[str, Any]) -> aiohttp.ClientResponse:
+    async def _take_slot(self) -> Release:
+        try:
+            return await self._slots.take(self._key_slots)
+        except NoSlot as full:
+            raise NoConnection(str(full), self._slots.wait) from None
+
+    async def _send(self, params: dict[str, Any] | bytes) -> aiohttp.ClientResponse:
         # Never follow a redirect: it would resend the key and the prompt to wherever
         # the Location points. A 3xx is an upstream failure (502) instead.
-        return await _open(self._session.post(self._url, data=jsoncodec.dumps(params),
-                                              headers=self._headers, allow_redirects=False))
+        data = params if isinstance(params, bytes) else encode(params)
+        return await _open(self._session.post(self._url, data=data, headers=self._headers,
+                                              allow_redirects=False))
+
+
+def encode(params: dict[str, Any], *, stream: bool = False) -> bytes:
+    """A Messages API request's body; ``stream`` only when streaming, as Elasticsearch
+    sends it."""
+    return jsoncodec.dumps({**params, "stream": True} if stream else params)
 
 
 async def _open(request: Awaitable[aiohttp.ClientResponse]) -> aiohttp.ClientResponse:
@@ -230,8 +278,11 @@ class MessageStream:
     """The events of a streamed Message, as the SDK yields them: ``ping`` and events
     without an ``event:`` line are skipped, ``event: error`` raises a StatusError."""
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, release: Release) -> None:
         self._response = response
+        # Once, on close() or else when the stream is dropped unread (a generator over
+        # it that never started is closed without running its cleanup).
+        self._release = weakref.finalize(self, release)
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:
         stopped = False
@@ -257,6 +308,7 @@ class MessageStream:
         # Closing (rather than releasing) drops the connection of an unfinished stream, so
         # the upstream stops generating for a client that went away.
         self._response.close()
+        self._release()
 
 
 def _env_proxy(url: str) -> str | None:
