@@ -191,6 +191,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
     - --shutdown-timeout={{ $.Values.gateway.shutdownTimeoutSeconds }}
     - --anthropic-base-url={{ $.Values.anthropicBaseUrl }}
     - --queue-capacity={{ $.Values.gateway.queueCapacity }}
+    - --stream-write-timeout={{ $.Values.gateway.streamWriteTimeoutSeconds }}
+    - --upstream-connections-per-key={{ $.Values.gateway.upstreamConnectionsPerKey }}
+    - --upstream-connection-wait={{ $.Values.gateway.upstreamConnectionWaitSeconds }}
     - --log-level={{ $.Values.gateway.logLevel }}
     - --{{ if not $.Values.gateway.accessLog }}no-{{ end }}access-log
     {{- /* Who may call (docs/install.md "Who may call"); kubernetes mode needs the
