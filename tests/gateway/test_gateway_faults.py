@@ -230,7 +230,8 @@ async def test_queue_at_capacity_is_429_with_retry_after_and_memory_stays_bounde
 async def test_500_clients_leaving_mid_stream_leak_no_tasks_or_connections(
         process_stack: Stack, emulator: RunningEmulator) -> None:
     clients = 500
-    await start_gateway(process_stack)
+    # All on one key: its share of the upstream connections must hold them all.
+    await start_gateway(process_stack, "--upstream-connections-per-key", str(clients))
     public = process_stack.gateway_url
     emulator.latency(per_token=0.3)  # streams last ~4 s: every client leaves mid-way
     scrape = aiohttp.ClientSession()  # one keep-alive connection for every scrape
