@@ -102,6 +102,9 @@ INVALID = [
          f"{SS}.model_id", "at least 1 chars long", "must not be empty"),
     Case("model_id-number", "service_settings.model_id", 42,
          f"{SS}.model_id", "must be of type string", "must be a string"),
+    # Every record is published into a configuration shard shared by all namespaces.
+    Case("model_id-too-long", "service_settings.model_id", "m" * 257,
+         f"{SS}.model_id", "may not be more than 256", "at most 256 characters"),
     Case("rpm-zero", "service_settings.rate_limit", {"requests_per_minute": 0},
          f"{SS}.rate_limit.requests_per_minute", "greater than or equal to 1",
          "greater than or equal to 1"),

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 from hypothesis import given, settings
+from pydantic import ValidationError
 from inference_endpoint_cases import (
     FAKE_KEY,
     INVALID,
@@ -18,7 +19,9 @@ from inference_endpoint_cases import (
     valid_specs,
 )
 
+from inference_operator.api.elasticsearch_body import PutInferenceBody
 from inference_operator.api.models import InferenceEndpointSpec
+from inference_operator.api.settings import MODEL_ID_MAX_LENGTH
 from inference_operator.api.validation import spec_warnings, validate_spec
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -94,3 +97,21 @@ def test_temperature_with_top_p_is_valid_but_warned_about() -> None:
 def test_what_the_schema_accepts_the_models_accept(spec: dict) -> None:
     assert validate_spec(spec) == []
     InferenceEndpointSpec.model_validate(spec)
+
+
+@pytest.mark.parametrize("length", [MODEL_ID_MAX_LENGTH, MODEL_ID_MAX_LENGTH + 1])
+def test_the_gateway_bounds_model_id_where_the_resource_does(length: int) -> None:
+    """The gateway's PUT body (its admin API, and what it reads from the shards) takes a
+    model_id exactly when the operator's validator does."""
+    spec = valid_spec()
+    spec["service_settings"]["model_id"] = "m" * length
+    put = {"service": "anthropic", "task_settings": spec["task_settings"],
+           "service_settings": {"api_key": FAKE_KEY, "model_id": "m" * length}}
+
+    try:
+        PutInferenceBody.model_validate(put, strict=True)
+        gateway_accepts = True
+    except ValidationError:
+        gateway_accepts = False
+
+    assert gateway_accepts == (validate_spec(spec) == []) == (length <= MODEL_ID_MAX_LENGTH)

@@ -12,7 +12,13 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 
-from inference_operator.api.settings import API_KEY_RULE, RateLimit, TaskSettings, api_key_is_valid
+from inference_operator.api.settings import (
+    API_KEY_RULE,
+    MODEL_ID_MAX_LENGTH,
+    RateLimit,
+    TaskSettings,
+    api_key_is_valid,
+)
 
 _FORBID = ConfigDict(extra="forbid")
 
@@ -31,7 +37,7 @@ class AnthropicServiceSettings(BaseModel):
     model_config = _FORBID
 
     api_key: ApiKey
-    model_id: str = Field(min_length=1)
+    model_id: str = Field(min_length=1, max_length=MODEL_ID_MAX_LENGTH)
     rate_limit: RateLimit = Field(default_factory=RateLimit)
 
 

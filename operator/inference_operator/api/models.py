@@ -17,6 +17,7 @@ from inference_operator.api.settings import (
     DEFAULT_SECRET_KEY,
     INFERENCE_ID_MAX_LENGTH,
     INFERENCE_ID_PATTERN,
+    MODEL_ID_MAX_LENGTH,
     RateLimit,
     Service,
     TaskSettings,
@@ -94,7 +95,7 @@ class ServiceSettings(_Strict):
         "literal api_key string of the Elasticsearch request body.",
     )
     model_id: str = Field(
-        min_length=1,
+        min_length=1, max_length=MODEL_ID_MAX_LENGTH,
         description="Anthropic model to call, e.g. claude-sonnet-4-5. Checked against "
         "Anthropic's Models API when the endpoint is reconciled.",
     )
@@ -147,6 +148,10 @@ class Reason(StrEnum):
     SECRET_NOT_FOUND = "SecretNotFound"
     SECRET_KEY_MISSING = "SecretKeyMissing"
     SECRET_KEY_INVALID = "SecretKeyInvalid"  # not something an HTTP header can carry
+    # Not published: the namespace has as many endpoints published as the operator allows.
+    NAMESPACE_QUOTA_EXCEEDED = "NamespaceQuotaExceeded"
+    # Not published: its configuration shard has no room left for the record.
+    CONFIGURATION_FULL = "ConfigurationFull"
     INFERENCE_ID_CONFLICT = "InferenceIdConflict"
     GATEWAY_UNAVAILABLE = "GatewayUnavailable"
     GATEWAY_PENDING = "GatewayPending"  # published; not every ready replica serves it yet

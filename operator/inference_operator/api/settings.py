@@ -24,11 +24,20 @@ DEFAULT_SECRET_KEY = "api_key"
 # An API key travels in the x-api-key header: visible ASCII only. HTTP forbids control
 # characters there (a key with a newline made every call a 500), and no key has spaces.
 API_KEY_RE = re.compile(r"[\x21-\x7e]+")
-API_KEY_RULE = "only visible ASCII characters (it is sent as an HTTP header)"
+# Anthropic's keys are about 110 characters (sk-ant-api03-...); 4 KiB leaves room for any
+# token a proxy in front of Anthropic takes, under the 8 KiB header line proxies accept.
+# Every key is published into a shared configuration shard (api/gateway_config.py), so an
+# unbounded one would let a single Secret fill it.
+API_KEY_MAX_LENGTH = 4096
+API_KEY_RULE = (f"only visible ASCII characters, at most {API_KEY_MAX_LENGTH} "
+                "(it is sent as an HTTP header)")
+# Anthropic's model ids are a few dozen characters; 256 leaves room for a proxy's longer
+# names while keeping one record of a shared shard small.
+MODEL_ID_MAX_LENGTH = 256
 
 
 def api_key_is_valid(key: str) -> bool:
-    return API_KEY_RE.fullmatch(key) is not None
+    return len(key) <= API_KEY_MAX_LENGTH and API_KEY_RE.fullmatch(key) is not None
 
 
 class TaskType(StrEnum):
