@@ -23,6 +23,7 @@ from inference_operator.chart import documents, helm_template
 from inference_operator.cli.main import build_parser
 from inference_operator.controlplane.kubectl import Kubectl
 from inference_operator.devstack.processes import Stack
+from inference_operator.gateway.server import GatewayConfig
 from inference_operator.waiting import poll
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,6 +78,7 @@ def test_by_default_the_gateway_authenticates_with_kubernetes_in_both_modes(mode
     auth = VALUES["gateway"]["auth"]
 
     assert auth == {"mode": "kubernetes", "audience": AUDIENCE, "cacheSeconds": 10,
+                    "reviewsInFlight": 8, "reviewsPerSecond": 20,
                     "callerMetricsServiceAccount": False}
     assert VALUES["gateway"]["accessLog"] is True
     assert (args.auth, args.auth_audience, args.auth_cache_seconds) == (
@@ -84,18 +86,25 @@ def test_by_default_the_gateway_authenticates_with_kubernetes_in_both_modes(mode
     assert args.access_log is True
     assert args.caller_metrics_service_account is False
     assert args.api_keys_file is None
+    # The review budget's defaults are the gateway's own (one place per default).
+    defaults = GatewayConfig()
+    assert (args.auth_reviews_in_flight, args.auth_reviews_per_second) == (
+        defaults.auth_reviews_in_flight, defaults.auth_reviews_per_second)
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_the_auth_values_become_the_gateways_flags(mode: str) -> None:
     rendered = render(*MODES[mode], "--set=gateway.auth.audience=inference.example.com",
                       "--set-json=gateway.auth.cacheSeconds=2.5",
+                      "--set=gateway.auth.reviewsInFlight=3",
+                      "--set-json=gateway.auth.reviewsPerSecond=0.5",
                       "--set=gateway.auth.callerMetricsServiceAccount=true",
                       "--set=gateway.accessLog=false")
     args = build_parser().parse_args(gateway_args(rendered))
 
     assert (args.auth, args.auth_audience, args.auth_cache_seconds) == (
         "kubernetes", "inference.example.com", 2.5)
+    assert (args.auth_reviews_in_flight, args.auth_reviews_per_second) == (3, 0.5)
     assert args.caller_metrics_service_account is True
     assert args.access_log is False
     # The helm test pod asks for a token of the same audience.
@@ -168,6 +177,8 @@ def test_without_rbac_create_there_is_neither_the_invoker_nor_the_delegator_bind
     ("--set=gateway.auth.audiences=x", "'audiences' not allowed"),
     ("--set=gateway.auth.audience=", "/gateway/auth/audience"),
     ("--set=gateway.auth.cacheSeconds=-1", "/gateway/auth/cacheSeconds"),
+    ("--set=gateway.auth.reviewsInFlight=0", "/gateway/auth/reviewsInFlight"),
+    ("--set=gateway.auth.reviewsPerSecond=0", "/gateway/auth/reviewsPerSecond"),
     ("--set=gateway.auth.callerMetricsServiceAccount=maybe",
      "/gateway/auth/callerMetricsServiceAccount"),
 ])

@@ -202,6 +202,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
     {{- if eq $.Values.gateway.auth.mode "kubernetes" }}
     - --auth-audience={{ $.Values.gateway.auth.audience }}
     - --auth-cache-seconds={{ $.Values.gateway.auth.cacheSeconds }}
+    - --auth-reviews-in-flight={{ $.Values.gateway.auth.reviewsInFlight }}
+    - --auth-reviews-per-second={{ $.Values.gateway.auth.reviewsPerSecond }}
     {{- end }}
     {{- if $.Values.gateway.auth.callerMetricsServiceAccount }}
     - --caller-metrics-service-account

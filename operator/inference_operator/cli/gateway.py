@@ -54,6 +54,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds; largest backoff bound")
     parser.add_argument("--max-body-size", type=int, default=_default("max_body_size"),
                         help="bytes; larger request bodies get 413")
+    parser.add_argument("--request-memory", type=int, default=_default("request_memory"),
+                        metavar="BYTES",
+                        help="bytes inference requests may hold while read, queued or in "
+                             "flight (a body's size, then its upstream request's); beyond, "
+                             "429 with Retry-After (none: a quarter of the container's "
+                             "memory limit, or of 512 MiB without one)")
+    parser.add_argument("--request-memory-endpoint-share", type=float,
+                        default=_default("request_memory_endpoint_share"), metavar="FRACTION",
+                        help="the part of --request-memory the requests of one endpoint may "
+                             "hold")
     parser.add_argument("--header-timeout", type=float, default=_default("header_timeout"),
                         help="seconds for a connection to deliver a complete request head "
                              "(from opening, or from the previous answer); also the idle "
@@ -150,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from inference_operator.cli.serving import run_until_signal, setup_logging
     from inference_operator.gateway import accesslog
+    from inference_operator.gateway.request_memory import give_back_large_blocks
     from inference_operator.gateway.server import GatewayServer
 
     try:  # the options' consistency and the API keys file
@@ -158,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     setup_logging(args.log_level)
+    give_back_large_blocks()  # before the first request's body (gateway/request_memory.py)
     if args.access_log:
         accesslog.to_stdout()
     unconfigured: tuple[type[Exception], ...] = ()
@@ -232,6 +244,8 @@ def gateway_config(args: argparse.Namespace, admin_token: str = "") -> GatewayCo
                           max_delay=args.retry_max_delay),
         access_log=args.access_log,
         max_body_size=args.max_body_size,
+        request_memory=args.request_memory,
+        request_memory_endpoint_share=args.request_memory_endpoint_share,
         header_timeout=args.header_timeout,
         body_timeout=args.body_timeout,
         stream_write_timeout=args.stream_write_timeout,

@@ -9,20 +9,29 @@ import asyncio
 import hmac
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
 
 from inference_operator.api.settings import TaskType
-from inference_operator.gateway import accesslog, errors, jsoncodec, openapi, routes, tasks
+from inference_operator.gateway import (
+    accesslog,
+    errors,
+    jsoncodec,
+    openapi,
+    routes,
+    tasks,
+    upstream,
+)
 from inference_operator.gateway.auth.caller import ADMIN, ANONYMOUS, Access, Caller
 from inference_operator.gateway.endpoints import Endpoint
 from inference_operator.gateway.errors import ESError
 from inference_operator.gateway.metrics import UNKNOWN_ID, Usage
+from inference_operator.gateway.request_memory import Held
 from inference_operator.gateway.routes import Action, Route
 from inference_operator.gateway.service import Gateway
 from inference_operator.gateway.tasks import Task
@@ -221,22 +230,39 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
 
 
 async def _body(request: web.Request) -> bytes:
-    """The request body within the size limit and the body timeout."""
+    """The request body within the size limit and the body timeout. Not read with
+    ``request.read()``, which keeps a copy for the request's whole life: a queued request
+    keeps only what it sends upstream."""
     limits = request.app[LIMITS]
-    length = request.content_length
-    if length is not None and length > limits.max_body_size:
-        raise errors.too_large(limits.max_body_size)  # refused before reading a byte
+    _check_length(request)
     try:
         if request.content.is_eof():
             # The common case: the whole body came with the head, nothing to wait for,
             # so no timer is set up on the hot path.
-            return await request.read()
+            return await _read(request.content, limits.max_body_size)
         async with asyncio.timeout(limits.body_timeout):
-            return await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise errors.too_large(limits.max_body_size) from None
+            return await _read(request.content, limits.max_body_size)
     except TimeoutError:
         raise errors.body_timed_out(limits.body_timeout) from None
+
+
+def _check_length(request: web.Request) -> int:
+    """The most bytes the body can have: its Content-Length, else the limit; a body
+    that says it is larger is refused before a byte of it is read."""
+    limit = request.app[LIMITS].max_body_size
+    length = request.content_length
+    if length is not None and length > limit:
+        raise errors.too_large(limit)
+    return limit if length is None else length
+
+
+async def _read(content: StreamReader, limit: int) -> bytes:
+    body = bytearray()
+    while chunk := await content.readany():
+        body += chunk
+        if len(body) > limit:  # a chunked body has no Content-Length to refuse it by
+            raise errors.too_large(limit)
+    return bytes(body)
 
 
 # Query parameters each action reads; like Elasticsearch, any other is refused, so a typo
@@ -394,27 +420,53 @@ def _resolve(request: web.Request, gateway: Gateway, route: Route) -> Endpoint:
     return endpoint
 
 
+def _reserve(request: web.Request, gateway: Gateway, route: Route) -> Held:
+    """Room in the request memory budget for the body, before a byte of it is read."""
+    assert route.inference_id is not None
+    return gateway.reserve(route.inference_id, _check_length(request))
+
+
+def _prepare(request: web.Request, gateway: Gateway, route: Route, task: Task, held: Held,
+             raw: bytes, *, stream: bool = False) -> tuple[Endpoint, bytes]:
+    """The body parsed, checked and translated into the upstream request's bytes, which
+    are all the request keeps from here on (and what ``held`` counts): neither the body
+    nor its parsed form waits in the queue."""
+    with jsoncodec.no_collection():
+        body = task.parse(raw)
+        if stream:
+            # From here on failures are events: request parsing fails as plain JSON, like
+            # a REST handler; failures of the action itself are reported in the event
+            # stream, as Elasticsearch's SSE listener does.
+            request[EVENTS] = web.StreamResponse(headers=_SSE_HEADERS)
+        endpoint = _resolve(request, gateway, route)
+        encoded = upstream.encode(task.params(endpoint, body), stream=stream)
+    held.resize(len(encoded))
+    return endpoint, encoded
+
+
 async def _infer(request: web.Request, gateway: Gateway, route: Route) -> web.Response:
     task, timeout = await _begin_inference(request, gateway, route)
-    body = task.parse(await _body(request))
-    endpoint = _resolve(request, gateway, route)
-    params = task.params(endpoint, body)
-    usage = request[USAGE] = Usage()
-    return _json(task.answer(await gateway.complete(endpoint, params, timeout, usage)))
+    with _reserve(request, gateway, route) as held:
+        endpoint, body = _prepare(request, gateway, route, task, held, await _body(request))
+        usage = request[USAGE] = Usage()
+        return _json(task.answer(await gateway.complete(endpoint, body, timeout, usage)))
+
+
+async def _open_stream(request: web.Request, gateway: Gateway, route: Route, task: Task,
+                       time_limit: TimeValue) -> tuple[Endpoint, AsyncGenerator[Any, None]]:
+    """The upstream stream, open; its request's bytes are held (and counted) until then."""
+    with _reserve(request, gateway, route) as held:
+        endpoint, body = _prepare(request, gateway, route, task, held, await _body(request),
+                                  stream=True)
+        usage = request[USAGE] = Usage()
+        return endpoint, await gateway.stream(endpoint, body, time_limit, usage)
 
 
 async def _stream(request: web.Request, gateway: Gateway, route: Route) -> web.StreamResponse:
     started = time.monotonic()
     task, timeout = await _begin_inference(request, gateway, route)
-    body = task.parse(await _body(request))
-    # From here on failures are events: request parsing fails as plain JSON, like a REST
-    # handler; failures of the action itself are reported in the event stream, as
-    # Elasticsearch's SSE listener does.
-    response = request[EVENTS] = web.StreamResponse(headers=_SSE_HEADERS)
-    endpoint = _resolve(request, gateway, route)
-    params = task.params(endpoint, body)
-    usage = request[USAGE] = Usage()
-    events = await gateway.stream(endpoint, params, timeout, usage)
+    endpoint, events = await _open_stream(request, gateway, route, task, timeout)
+    response = request[EVENTS]
     translate = task.translator()
     first_delta: Histogram | None = gateway.metrics.first_delta.labels(endpoint.inference_id)
     seconds = request.app[LIMITS].stream_write_timeout

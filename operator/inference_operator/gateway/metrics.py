@@ -82,6 +82,13 @@ class GatewayMetrics:
         self.queue_capacity = Gauge(
             "inference_gateway_queue_capacity",
             "Requests each rate-limit group may queue; more get 429.", registry=r)
+        self.request_memory = Gauge(
+            "inference_gateway_request_memory_bytes",
+            "Bytes held by inference requests read, queued or in flight: their bodies, "
+            "then their upstream requests.", registry=r)
+        self.request_memory_limit = Gauge(
+            "inference_gateway_request_memory_limit_bytes",
+            "What they may hold (--request-memory); beyond it, 429.", registry=r)
         self.queued = Labelled(Gauge(
             "inference_gateway_queued_requests", "Requests waiting for a rate-limit token.",
             ["inference_id"], registry=r))

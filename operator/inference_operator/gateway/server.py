@@ -23,6 +23,12 @@ from inference_operator.gateway.auth.caller import Access
 from inference_operator.gateway.http import Limits, build_app, build_metrics_app
 from inference_operator.gateway.metrics import GatewayMetrics
 from inference_operator.gateway.ratelimit import DEFAULT_QUEUE_CAPACITY, Limiter
+from inference_operator.gateway.request_memory import (
+    DEFAULT_ENDPOINT_SHARE,
+    RequestMemory,
+    default_budget,
+    memory_limit,
+)
 from inference_operator.gateway.retry import RetryPolicy
 from inference_operator.gateway.service import Gateway
 from inference_operator.gateway.state import StateFile
@@ -74,6 +80,11 @@ class GatewayConfig:
     access_log: bool = True  # one JSON line per request (gateway/accesslog.py)
     max_body_size: int = Limits.max_body_size
     body_timeout: float = Limits.body_timeout
+    # Bytes inference requests may hold while read, queued or in flight (#24; None: a
+    # quarter of the container's memory limit, gateway/request_memory.py), and the share
+    # of them one endpoint may hold.
+    request_memory: int | None = None
+    request_memory_endpoint_share: float = DEFAULT_ENDPOINT_SHARE
     # Upstream connections (#24): a stream whose client takes nothing for this long is
     # cut and its upstream call closed; each API key may hold at most this many
     # connections; a call waits this long for a free one, then 503.
@@ -146,6 +157,9 @@ class GatewayServer:
             shards=shards,
             metrics=GatewayMetrics(
                 caller_service_account=config.caller_metrics_service_account),
+            request_memory=RequestMemory(
+                config.request_memory or default_budget(memory_limit()),
+                config.request_memory_endpoint_share),
         )
         self.access: Access | None = None
         if config.auth == modes.API_KEYS:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Sequence
 from typing import Any, TypeVar
@@ -19,6 +20,12 @@ from inference_operator.gateway.endpoints import Endpoint, Owner
 from inference_operator.gateway.errors import ESError
 from inference_operator.gateway.metrics import GatewayMetrics, Usage
 from inference_operator.gateway.ratelimit import Limiter, QueueFull
+from inference_operator.gateway.request_memory import (
+    Held,
+    RequestMemory,
+    default_budget,
+    memory_limit,
+)
 from inference_operator.gateway.retry import RetryPolicy, run_with_retries
 from inference_operator.gateway.state import StateFile
 from inference_operator.gateway.timeunits import TimeValue
@@ -51,12 +58,16 @@ class Gateway:
         require_sync: bool = True,
         shards: Sequence[str] = (),
         metrics: GatewayMetrics | None = None,
+        request_memory: RequestMemory | None = None,
     ) -> None:
         self.upstream = upstream
         self.limiter = limiter or Limiter()
         self.retry = retry or RetryPolicy()
         self.state = state
         self.metrics = metrics or GatewayMetrics()
+        self.request_memory = request_memory or RequestMemory(default_budget(memory_limit()))
+        self.metrics.request_memory.set_function(lambda: self.request_memory.held)
+        self.metrics.request_memory_limit.set(self.request_memory.budget)
         # Changes on every start, so an operator polling /healthz notices a restart.
         self.boot_id = uuid.uuid4().hex
         # Config mode: the shards whose union is the endpoint set. Ready ("synced") once
@@ -291,21 +302,31 @@ class Gateway:
                 f"the model type [{endpoint.task_type}]")
         return endpoint
 
-    async def complete(self, endpoint: Endpoint, params: dict[str, Any],
-                       time_limit: TimeValue, usage: Usage | None = None) -> dict[str, Any]:
-        """The Message for Messages API ``params``. ``usage``: where this request's token
-        counts are added (the caller's metrics, the access log)."""
-        message = await self._within(time_limit, self._call(endpoint, params, False, time_limit))
+    def reserve(self, inference_id: str, size: int) -> Held:
+        """Room for ``size`` bytes of a request to ``inference_id`` while it is read,
+        queued and sent; a fast 429 when its endpoint's share or the gateway's budget
+        has none. ``Retry-After`` is the endpoint's rate interval: when its queue moves."""
+        endpoint = self._endpoints.get(inference_id)
+        retry_after = 1 if endpoint is None else max(1, math.ceil(endpoint.bucket.interval))
+        return self.request_memory.reserve(inference_id, size, retry_after)
+
+    async def complete(self, endpoint: Endpoint, body: bytes, time_limit: TimeValue,
+                       usage: Usage | None = None) -> dict[str, Any]:
+        """The Message for a Messages API request, encoded (``upstream.encode``): all a
+        request keeps while it waits. ``usage``: where this request's token counts are
+        added (the caller's metrics, the access log)."""
+        message = await self._within(time_limit, self._call(endpoint, body, False, time_limit))
         reported = object_at(message, "usage")
         self.metrics.count_tokens(endpoint.inference_id, reported.get("input_tokens"),
                                   reported.get("output_tokens"), usage)
         return message
 
-    async def stream(self, endpoint: Endpoint, params: dict[str, Any], time_limit: TimeValue,
+    async def stream(self, endpoint: Endpoint, body: bytes, time_limit: TimeValue,
                      usage: Usage | None = None) -> AsyncGenerator[dict[str, Any], None]:
-        """Open the upstream stream within the timeout (errors raise here), then return
-        its events as they arrive; later failures raise ESError from the iterator."""
-        upstream = await self._within(time_limit, self._call(endpoint, params, True, time_limit))
+        """Open the upstream stream of an encoded request (``upstream.encode(...,
+        stream=True)``) within the timeout (errors raise here), then return its events as
+        they arrive; later failures raise ESError from the iterator."""
+        upstream = await self._within(time_limit, self._call(endpoint, body, True, time_limit))
         return self._events(endpoint, upstream, usage)
 
     async def _events(self, endpoint: Endpoint, upstream: MessageStream,
@@ -329,7 +350,7 @@ class Gateway:
             # Also runs when the client went away: closing drops the upstream connection.
             upstream.close()
 
-    async def _call(self, endpoint: Endpoint, params: dict[str, Any], stream: bool,
+    async def _call(self, endpoint: Endpoint, body: bytes, stream: bool,
                     time_limit: TimeValue) -> Any:
         clock = self.limiter.clock
         deadline = None if time_limit.seconds is None else clock.now() + time_limit.seconds
@@ -338,9 +359,8 @@ class Gateway:
 
         async def attempt() -> Any:
             try:
-                # Elasticsearch sends "stream" only when streaming; so do we.
-                result = await (endpoint.client.stream(params) if stream
-                                else endpoint.client.create(params))
+                result = await (endpoint.client.stream(body) if stream
+                                else endpoint.client.create(body))
             except UpstreamError as error:
                 self.metrics.upstream.labels(inference_id, error.label).inc()
                 raise

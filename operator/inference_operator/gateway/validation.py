@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from inference_operator.api.elasticsearch_body import (
     InferenceRequestBody,
     PutInferenceBody,
+    TaskSettingsOverride,
     UpdateInferenceBody,
 )
 from inference_operator.api.settings import (
@@ -59,6 +60,7 @@ MAX_NESTING_DEPTH = 500
 Body = TypeVar("Body", bound=BaseModel)
 # Read once: parse_inference is on every inference request's path.
 _INFERENCE_FIELDS = frozenset(InferenceRequestBody.model_fields)
+_OVERRIDE_FIELDS = frozenset(TaskSettingsOverride.model_fields)
 
 
 def check_inference_id(inference_id: str) -> None:
@@ -159,6 +161,15 @@ def parse_inference(raw: bytes, task_type: str) -> InferenceRequestBody:
         raise ESError(400, "x_content_parse_exception",
                       "[inference_request] failed to parse field [input]: expected a string "
                       "or an array of strings")
+    settings = data.get("task_settings")
+    unknown = [name for name in settings if name not in _OVERRIDE_FIELDS] if isinstance(
+        settings, dict) else []
+    if unknown:
+        # Found here rather than by pydantic, whose error per unknown name costs most of
+        # the CPU a body of nothing else takes; field problems still come first.
+        _validate(InferenceRequestBody, {**data, "task_settings": {
+            name: value for name, value in settings.items() if name in _OVERRIDE_FIELDS}})
+        raise _unknown_settings([f"task_settings.{name}" for name in unknown])
     return _validate(InferenceRequestBody, data)
 
 
@@ -226,8 +237,12 @@ def _translate(error: ValidationError) -> ESError:
                             f"The value [{value}] cannot be converted to a [{java}]")
     if messages:
         return validation_failed(messages)
+    return _unknown_settings(unknown)
+
+
+def _unknown_settings(names: list[str]) -> ESError:
     # Only names: Elasticsearch also prints values, which could reflect a misplaced key.
-    return bad_request(f"Model configuration contains settings [{', '.join(unknown)}] "
+    return bad_request(f"Model configuration contains settings [{', '.join(names)}] "
                        f"unknown to the [{Service.ANTHROPIC}] service")
 
 

@@ -100,9 +100,9 @@ def parse(raw: bytes) -> ChatRequest:
 def _message(value: Any, where: str) -> Message:
     if not isinstance(value, dict):
         raise _field_error(_BODY, "messages", "expected an object", where)
-    unknown = sorted(value.keys() - _MESSAGE_FIELDS)
-    if unknown:
-        raise _parse_error(f"[Message] unknown field [{unknown[0]}]", f"{where}.{unknown[0]}")
+    if unknown := value.keys() - _MESSAGE_FIELDS:
+        first = min(unknown)
+        raise _parse_error(f"[Message] unknown field [{first}]", f"{where}.{first}")
     role = value.get("role")
     if role is None:
         raise _field_error("Message", "role", "Required [role]", f"{where}.role")

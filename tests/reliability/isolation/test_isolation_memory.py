@@ -1,0 +1,157 @@
+"""Memory is bounded by configuration, not by demand (#24 point 2): hundreds of ~1 MiB
+chat bodies sent at once to endpoints that allow one request a minute, on a real gateway
+process. What fits in each endpoint's share of --request-memory waits in the queue
+holding only its upstream request's bytes; the rest gets a fast 429 with Retry-After;
+RSS stays under the figure docs/reliability.md states; a second tenant is answered
+throughout; and once the flood leaves, the gateway holds nothing and serves as before.
+``RELIABILITY_SCALE=N`` (make soak) sends N times as many. Figures are printed for
+docs/reliability.md (run with -s)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+from isolation_support import HealthWatch, isolated, post
+
+from gateway.gateway_support import is_unified_error, metric
+from inference_operator.gateway.request_memory import MIB
+
+BUDGET = 128 * MIB  # the default for the chart's 512Mi limit (a quarter of it)
+SHARE = 0.25  # the default endpoint share
+FLOODED = 3  # endpoints flooded at once: their shares together stay within the budget
+PER_ENDPOINT = 100  # bodies sent to each
+BODY_SIZE = 1_000_000
+# The bound docs/reliability.md states: the process at rest, plus the budget, plus one
+# body being parsed (its JSON as objects) and the allocator's slack.
+RSS_BOUND_MIB = 320
+
+
+def chat_body(size: int) -> bytes:
+    head, tail = '{"messages":[{"role":"user","content":"', '"}]}'
+    return (head + "x" * (size - len(head) - len(tail)) + tail).encode()
+
+
+async def test_queued_bodies_keep_rss_bounded_and_the_excess_gets_fast_429s(
+        tmp_path: Path, scale: int) -> None:
+    with isolated(tmp_path, "--request-memory", str(BUDGET),
+                  "--request-memory-endpoint-share", str(SHARE)) as running:
+        flooded = [f"flood-{n}" for n in range(FLOODED)]
+        for n, inference_id in enumerate(flooded):
+            running.put(inference_id, "chat_completion", requests_per_minute=1,
+                        api_key=f"flood-key-{n}")
+        running.put("other", "completion", api_key="other-tenant-key")
+        url = running.stack.gateway_url
+        body = chat_body(BODY_SIZE)
+        other = json.dumps({"input": "y" * (BODY_SIZE - 20)}).encode()
+        async with aiohttp.ClientSession() as session:
+            status, _, _ = await post(session, url + "/_inference/completion/other", other)
+            assert status == 200
+        baseline = running.gateway.rss_mib()
+
+        outcomes: Counter[str] = Counter()
+        problems: list[str] = []
+        connector = aiohttp.TCPConnector(limit=0)
+        flood = aiohttp.ClientSession(connector=connector)
+
+        async def one(inference_id: str) -> None:
+            path = f"/_inference/chat_completion/{inference_id}?timeout=120s"
+            status, headers, answer = await post(flood, url + path, body)
+            outcomes[str(status)] += 1
+            if status == 429:
+                payload = json.loads(answer)
+                if not (is_unified_error(payload) and headers.get("Retry-After")
+                        and payload["error"]["type"] == "es_rejected_execution_exception"):
+                    problems.append(f"{dict(headers)} {answer[:300]!r}")
+
+        count = PER_ENDPOINT * scale
+        started = time.monotonic()
+        requests = [asyncio.create_task(one(inference_id))
+                    for inference_id in flooded for _ in range(count)]
+        share = int(BUDGET * SHARE)
+        queue_room = share // BODY_SIZE  # what a share holds, one in flight included
+        try:
+            # Settled: every request answered (200 for the first of each endpoint, 429)
+            # or waiting in its queue.
+            async def queued(session: aiohttp.ClientSession) -> float:
+                total = 0.0
+                for inference_id in flooded:
+                    with contextlib.suppress(KeyError):  # none has reached its queue yet
+                        total += await metric(session, url, "inference_gateway_queued_requests",
+                                              f'inference_id="{inference_id}"')
+                return total
+
+            async with aiohttp.ClientSession() as session, HealthWatch(url).during() as watch:
+                for _ in range(600):
+                    waiting = await queued(session)
+                    if sum(outcomes.values()) + waiting == len(requests):
+                        break
+                    await asyncio.sleep(0.1)
+                settled = time.monotonic() - started
+                rss, peak = running.gateway.rss_mib(), running.gateway.rss_mib(field="VmHWM")
+                held = await metric(session, url, "inference_gateway_request_memory_bytes")
+                # Another tenant, meanwhile: a body as large, answered at once.
+                other_status, _, _ = await post(session, url + "/_inference/completion/other",
+                                                other)
+            print(f"\n{len(requests)} bodies of {BODY_SIZE} bytes to {FLOODED} endpoints at "
+                  f"1 rpm, budget {BUDGET // MIB} MiB ({share // MIB} MiB per endpoint): "
+                  f"settled in {settled:.1f} s as {dict(outcomes)} + {waiting:.0f} queued "
+                  f"holding {held / MIB:.1f} MiB; RSS {baseline:.0f} MiB before, {rss:.0f} "
+                  f"MiB queued, peak {peak:.0f} MiB; /healthz at worst "
+                  f"{max(watch.latencies):.2f} s")
+            assert sum(outcomes.values()) + waiting == len(requests), (outcomes, waiting)
+            assert outcomes["200"] == FLOODED, outcomes  # each endpoint's first, at once
+            assert 0 < waiting <= FLOODED * queue_room, (waiting, outcomes)
+            assert outcomes["429"] == len(requests) - FLOODED - waiting, outcomes
+            assert not problems, problems[:3]
+            assert held <= FLOODED * share, held
+            assert peak < RSS_BOUND_MIB, (baseline, rss, peak)
+            assert other_status == 200
+            assert not watch.failures, watch.failures
+        finally:
+            for request in requests:
+                request.cancel()
+            await asyncio.gather(*requests, return_exceptions=True)
+            await flood.close()
+
+        # The flood gone (its clients disconnected): nothing held, nothing queued, and
+        # everyone is served as before.
+        async with aiohttp.ClientSession() as session:
+            for _ in range(100):
+                if not await metric(session, url, "inference_gateway_request_memory_bytes"):
+                    break
+                await asyncio.sleep(0.1)
+            assert await metric(session, url, "inference_gateway_request_memory_bytes") == 0
+            assert await queued(session) == 0
+            status, _, _ = await post(session, url + "/_inference/completion/other", other)
+            assert status == 200
+            # A flooded endpoint takes requests into its queue again (refused at once
+            # otherwise): one waits, and gives up after its timeout (408).
+            path = "/_inference/chat_completion/flood-0?timeout=1s"
+            status, _, _ = await post(session, url + path, body)
+            assert status == 408
+        print(f"after: RSS {running.gateway.rss_mib():.0f} MiB")
+
+
+async def test_a_body_that_cannot_fit_is_refused_before_it_is_sent(tmp_path: Path) -> None:
+    """Its Content-Length says it would not fit in the endpoint's share: the 429 comes
+    back with no byte of the body sent (the client waits for the answer first)."""
+    share = 100_000
+    with isolated(tmp_path, "--request-memory", str(share * 4)) as running:
+        running.put("chat", "chat_completion", requests_per_minute=1)
+        reader, writer = await asyncio.open_connection("127.0.0.1", running.stack.gateway_port)
+        try:
+            writer.write(b"POST /_inference/chat_completion/chat HTTP/1.1\r\nHost: gateway\r\n"
+                         b"Content-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n" % (share + 1))
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        finally:
+            writer.close()
+        assert head.startswith(b"HTTP/1.1 429 "), head
+        assert b"\r\nRetry-After: 60\r\n" in head, head
