@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from auth_support import auth_gateway, reviewer, teams  # noqa: F401  (the auth tests' fixtures)
 from gateway_support import (
     ADMIN_TOKEN,
     GatewayFactory,

@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,19 @@ import aiohttp
 import pytest
 import requests
 import yaml
+from auth_support import (
+    AUDIENCE,
+    CACHE_SECONDS,
+    COMPLETION,
+    GatewayStarter,
+    api_server_reviews,
+    call,
+    eventually,
+    grant,
+    invoke,
+    run,
+    token,
+)
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from elasticsearch import AuthenticationException, AuthorizationException, Elasticsearch
@@ -44,156 +57,21 @@ from gateway_support import (
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from kube_support import BASE, KEY_A, SHARDS, ShardWriter, connect_as, record, shard_reader
+from kube_support import ShardWriter, connect_as, record
 from lightkube import AsyncClient
 from lightkube.models.authentication_v1 import TokenReviewSpec
 from lightkube.resources.authentication_v1 import TokenReview
 
-from inference_operator.controlplane.apimetrics import requests_by_resource
 from inference_operator.controlplane.kubectl import Kubectl
 from inference_operator.devstack.processes import Stack
 from inference_operator.gateway.auth.apikeys import hash_key
 from inference_operator.gateway.server import GatewayServer
-from inference_operator.waiting import poll_async
 
-AUDIENCE = "inference-operator"
 ISSUER = "https://kubernetes.default.svc.cluster.local"  # controlplane/launcher.py's
-COMPLETION = "/_inference/completion/{}"
 JS_DIR = Path(__file__).parent / "js"
 EXPECTED = "Hello from the Anthropic emulator. You said: hi"
-CACHE_SECONDS = 2.0  # short, so a revocation shows within the test
 MARGIN = 3.0  # the poll's slack past the cache time: a loaded 2-core machine
 API_SERVER_TOKEN_CACHE = 10.0  # kube-apiserver keeps a token's authentication this long
-
-
-# -- the cluster: the gateway's identity, the teams, tokens, RBAC ------------------------
-
-
-def run(kubectl: Kubectl, *args: str, stdin: str | None = None,
-        check: bool = True) -> Awaitable[subprocess.CompletedProcess[str]]:
-    return asyncio.to_thread(functools.partial(kubectl.run, *args, stdin=stdin, check=check))
-
-
-async def token(kubectl: Kubectl, namespace: str, account: str,
-                audience: str | None = AUDIENCE) -> str:
-    """A ServiceAccount token from the API server, as a Pod's projected one."""
-    args = ["create", "token", account, "-n", namespace]
-    if audience:
-        args += ["--audience", audience]
-    return (await run(kubectl, *args)).stdout.strip()
-
-
-async def grant(kubectl: Kubectl, namespace: str, account: tuple[str, str], binding: str,
-                names: list[str] | None = None) -> None:
-    """Verb invoke on the InferenceEndpoints ``names`` of ``namespace`` (None: all of
-    them) for the ServiceAccount ``account`` (namespace, name)."""
-    rule: dict[str, Any] = {"apiGroups": ["inference-operator.dev"],
-                            "resources": ["inferenceendpoints"], "verbs": ["invoke"]}
-    if names is not None:
-        rule["resourceNames"] = names
-    await asyncio.to_thread(kubectl.apply, [
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-         "metadata": {"name": binding}, "rules": [rule]},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-         "metadata": {"name": binding},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": binding},
-         "subjects": [{"kind": "ServiceAccount", "namespace": account[0],
-                       "name": account[1]}]},
-    ], namespace)
-
-
-
-
-@pytest.fixture
-def reviewer(kubectl: Kubectl, namespace: str,
-             service_account_kubeconfig: Callable[[str, str], Path]) -> Iterator[Path]:
-    """The gateway's own identity: reads its shards, creates TokenReviews and
-    SubjectAccessReviews (the built-in ClusterRole system:auth-delegator), nothing else."""
-    kubeconfig = service_account_kubeconfig(namespace, "gateway")
-    binding = f"{namespace}-gateway-auth-delegator"
-    kubectl.apply(shard_reader(namespace), namespace)
-    kubectl.apply({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-        "metadata": {"name": binding},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                    "name": "system:auth-delegator"},
-        "subjects": [{"kind": "ServiceAccount", "name": "gateway", "namespace": namespace}]})
-    yield kubeconfig
-    kubectl.run("delete", "clusterrolebinding", binding, "--wait=false", check=False)
-
-
-@pytest.fixture
-def teams(kubectl: Kubectl) -> Iterator[tuple[str, str]]:
-    """Two team namespaces, each with the ServiceAccount "app"."""
-    names = (f"team-a-{uuid.uuid4().hex[:6]}", f"team-b-{uuid.uuid4().hex[:6]}")
-    for name in names:
-        kubectl.run("create", "namespace", name)
-        kubectl.run("create", "serviceaccount", "app", "-n", name)
-    yield names
-    for name in names:
-        kubectl.run("delete", "namespace", name, "--wait=false", check=False)
-
-
-GatewayStarter = Callable[..., Awaitable[RunningGateway]]
-
-
-@pytest.fixture
-async def auth_gateway(emulator: RunningEmulator, reviewer: Path, namespace: str,
-                       shards: ShardWriter) -> AsyncIterator[GatewayStarter]:
-    """Factory: a gateway in config mode with --auth kubernetes, ready (its shards read)."""
-    emulator.state.api_keys = (KEY_A,)
-    started: list[RunningGateway] = []
-    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-
-    async def start(**overrides: Any) -> RunningGateway:
-        settings = {"admin_token": "", "config_secret": BASE, "config_shards": SHARDS.count,
-                    "namespace": namespace, "auth": "kubernetes",
-                    "auth_cache_seconds": CACHE_SECONDS, "metrics_port": 0, **overrides}
-        server = GatewayServer(gateway_config(emulator.url, **settings),
-                               kube=functools.partial(connect_as, reviewer))
-        await server.start()
-        started.append(RunningGateway(server, session))
-        await eventually(lambda: _ready(started[-1]), 15, "the gateway never got ready")
-        return started[-1]
-
-    yield start
-    for running in started:
-        await running.server.stop()
-    await session.close()
-
-
-async def _ready(gateway: RunningGateway) -> bool:
-    return (await gateway.call("GET", "/readyz"))[0] == 200
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], seconds: float,
-                     message: str) -> Any:
-    return await poll_async(check, timeout=seconds, interval=0.1, message=message)
-
-
-async def call(gateway: RunningGateway, method: str, path: str, *,
-               authorization: str | None = None, body: Any = None,
-               unavailable: bool = False) -> tuple[int, dict[str, str], Any]:
-    """(status, headers, JSON); the answer checked by the product's rules (no 5xx but,
-    with ``unavailable``, a 503)."""
-    headers = {} if authorization is None else {"Authorization": authorization}
-    async with gateway.session.request(method, gateway.public + path, headers=headers,
-                                       json=body) as response:
-        raw = await response.read()
-        problems = answer_problems(response.status, response.headers, raw)
-        assert problems == (["server error 503"] if unavailable else []), raw[:300]
-        try:
-            payload = json.loads(raw)
-        except ValueError:
-            payload = raw.decode(errors="replace")
-        return response.status, dict(response.headers), payload
-
-
-async def invoke(gateway: RunningGateway, inference_id: str, bearer: str | None) -> int:
-    status, _, _ = await call(gateway, "POST", COMPLETION.format(inference_id),
-                              authorization=None if bearer is None else f"Bearer {bearer}",
-                              body={"input": "hi"})
-    return status
 
 
 # -- tokens made here, signed as the API server signs them --------------------------------
@@ -248,6 +126,7 @@ async def test_no_or_unusable_credentials_are_401(
         "no token": "Bearer", "not a token's characters": "Bearer not a token!",
         "malformed": "Bearer not-a-jwt-at-all", "a JWT's shape only": "Bearer a.b.c",
         "wrong audience": "Bearer " + await token(kubectl, team, "app", audience=None),
+        "a bootstrap token's form": "Bearer abcdef.0123456789abcdef",
     }
     if control_plane.certs is not None:  # a local control plane: its signing key is here
         real = serialization.load_pem_private_key(
@@ -264,6 +143,7 @@ async def test_no_or_unusable_credentials_are_401(
         assert (await token_review(admin, expired))["authenticated"] is False
         assert (await token_review(admin, forged))["authenticated"] is False
         refused |= {"expired": f"Bearer {expired}", "forged": f"Bearer {forged}"}
+    reviews = await api_server_reviews(kubectl)
     for what, authorization in refused.items():
         for method, path, body in (("POST", COMPLETION.format("a1"), {"input": "hi"}),
                                    ("GET", "/_inference", None),
@@ -276,6 +156,10 @@ async def test_no_or_unusable_credentials_are_401(
             credentials = (authorization or "").partition(" ")[2]
             if credentials:
                 assert credentials not in json.dumps(payload) + json.dumps(headers), what
+    # What cannot be a Kubernetes token for the gateway's audience (all but the forged
+    # one) is refused unasked; the forged one is asked about once.
+    asked = (await api_server_reviews(kubectl))["tokenreviews"] - reviews["tokenreviews"]
+    assert asked == (1 if "forged" in refused else 0)
     # The probes stay open (kubelet); the metrics are on their own listener (Prometheus).
     for path in ("/healthz", "/readyz"):
         assert (await call(gateway, "GET", path))[0] == 200
@@ -470,12 +354,6 @@ async def test_one_review_per_token_and_endpoint_per_cache_period_under_load(
         assert await metric(gateway.session, gateway.metrics,
                             "inference_gateway_auth_reviews_total",
                             f'review="{review}",outcome="allowed"') == expected
-
-
-async def api_server_reviews(kubectl: Kubectl) -> dict[str, float]:
-    """TokenReviews and SubjectAccessReviews the API server answered so far."""
-    text = (await run(kubectl, "get", "--raw", "/metrics")).stdout
-    return requests_by_resource(text, ("tokenreviews", "subjectaccessreviews"))
 
 
 async def test_an_api_server_that_cannot_review_gives_503(
