@@ -64,6 +64,28 @@ class Installation:
         """The ClusterRole that, bound in a namespace, lets a subject call its endpoints."""
         return f"{self.deployment}-invoker"
 
+    @property
+    def operator_selector(self) -> str:
+        """The operator's Pod (in sidecar mode with the gateway container), not the fleet's."""
+        return f"{self.selector},app.kubernetes.io/component=operator"
+
+
+def caller_facing_service_accounts(kubectl: Kubectl, installation: Installation) -> set[str]:
+    """The ServiceAccounts of the running Pods behind the Service callers use: the
+    identities the container that serves callers holds."""
+    service = kubectl.get("service", installation.service, installation.namespace)
+    selector = ",".join(f"{k}={v}" for k, v in service["spec"]["selector"].items())
+    serving = pods(kubectl, installation.namespace, selector)
+    assert serving, f"no Pod behind {installation.service}"
+    return {pod["spec"]["serviceAccountName"] for pod in serving}
+
+
+def can_i(kubectl: Kubectl, namespace: str, account: str, *what: str) -> str:
+    """``kubectl auth can-i WHAT --as`` the ServiceAccount: "yes" or "no"."""
+    answer = kubectl.run("auth", "can-i", *what,
+                         f"--as=system:serviceaccount:{namespace}:{account}", check=False)
+    return answer.stdout.strip()
+
 
 def grant_invoke(kubectl: Kubectl, installation: Installation, team_namespace: str,
                  caller_namespace: str, service_account: str = "default") -> None:
@@ -137,14 +159,16 @@ def deploy_emulator(kubectl: Kubectl, cluster: Cluster, image: str, ns: str,
 
 
 def install_chart(cluster, kubectl: Kubectl, image: str, upstream: str,
-                  *values: str) -> Iterator[Installation]:
-    """``helm install`` of the release with ``--set`` ``values``; uninstalled after."""
+                  *values: str, chart: Path | None = None) -> Iterator[Installation]:
+    """``helm install`` of the release with ``--set`` ``values`` (``chart``: another
+    chart directory than the checkout's); uninstalled after."""
     ns = namespace(kubectl, RELEASE_NAMESPACE, fixed=True)
     installed = Installation(
         namespace=ns, deployment=f"{RELEASE}-inference-operator",
         selector=f"app.kubernetes.io/instance={RELEASE}",
         service=f"{RELEASE}-inference-operator-gateway")
-    result = helm(cluster, "install", RELEASE, str(checkout_path("charts", "inference-operator")),
+    result = helm(cluster, "install", RELEASE,
+                  str(chart or checkout_path("charts", "inference-operator")),
                   "--namespace", ns, *image_values(image), "--set", f"anthropicBaseUrl={upstream}",
                   *(arg for value in values for arg in ("--set", value)),
                   "--wait", "--timeout=240s")

@@ -1,6 +1,7 @@
 """The chart, installed with helm on a real node from the image built from the working
-tree, the emulator in the cluster as its upstream: every Pod runs (read-only root, non-root
-user, probes, the sidecar), the namespace enforces Pod Security `restricted`, and Pods in
+tree with its defaults (fleet mode), the emulator in the cluster as its upstream: every Pod
+runs (read-only root, non-root user, probes), the namespace enforces Pod Security
+`restricted`, the container callers reach cannot read Secrets cluster-wide, and Pods in
 another namespace use the endpoints through the real Service path (CoreDNS, kube-proxy's
 iptables rules, the bridge, CNI) at the URL the endpoint's status gives."""
 
@@ -13,6 +14,8 @@ from e2e_support import (
     Installation,
     all_ready,
     call_from_pod,
+    caller_facing_service_accounts,
+    can_i,
     completion,
     elapsed,
     grant_invoke,
@@ -37,13 +40,15 @@ def test_every_pod_of_the_release_is_ready_without_restarts(
 
 
 def test_kubectl_logs_reach_the_kubelet(kubectl: Kubectl, installation: Installation):
-    pod = pods(kubectl, installation.namespace, installation.selector)[0]
+    found = pods(kubectl, installation.namespace, installation.selector)
     for container in ("operator", "gateway"):
+        (pod, *_) = (p for p in found
+                     if container in {c["name"] for c in p["spec"]["containers"]})
         # Polled: a container may be Ready a moment before its first line (the operator
         # has no readiness probe; kopf logs once its start-up handler is done).
-        def logged(container: str = container) -> bool:
-            return bool(kubectl.run("logs", "-n", installation.namespace,
-                                    pod["metadata"]["name"], "-c", container).stdout.strip())
+        def logged(container: str = container, name: str = pod["metadata"]["name"]) -> bool:
+            return bool(kubectl.run("logs", "-n", installation.namespace, name,
+                                    "-c", container).stdout.strip())
 
         poll(logged, timeout=30, interval=0.5, message=f"no log line from the {container}")
 
@@ -109,13 +114,14 @@ def test_a_deleted_operator_pod_is_replaced_and_every_endpoint_serves_again_unto
 ):
     before = resource_versions(kubectl, team.namespace)
     old = {p["metadata"]["name"] for p in pods(kubectl, installation.namespace,
-                                                installation.selector)}
-    kubectl.run("delete", "pod", "-n", installation.namespace, "-l", installation.selector,
-                "--wait=false")
+                                                installation.operator_selector)}
+    kubectl.run("delete", "pod", "-n", installation.namespace, "-l",
+                installation.operator_selector, "--wait=false")
     started = time.monotonic()
 
     def replaced() -> bool:
-        current = [p for p in pods(kubectl, installation.namespace, installation.selector)
+        current = [p for p in pods(kubectl, installation.namespace,
+                                   installation.operator_selector)
                    if p["metadata"]["name"] not in old
                    and not p["metadata"].get("deletionTimestamp")]
         return len(current) == 1 and all_ready(current[0])
@@ -129,3 +135,18 @@ def test_a_deleted_operator_pod_is_replaced_and_every_endpoint_serves_again_unto
     assert [a["status"] for a in answers] == [200] * len(urls), answers
     elapsed("every endpoint served again after the Pod's deletion", started)
     assert resource_versions(kubectl, team.namespace) == before
+
+
+def test_the_container_callers_reach_cannot_read_secrets_cluster_wide(
+    kubectl: Kubectl, installation: Installation,
+):
+    """The default install (#24): the Pods behind the callers' Service run as an identity
+    that may not read Secrets in kube-system; the operator's may (it reads the keys the
+    endpoints reference), which shows the check can fail."""
+    (caller_facing,) = caller_facing_service_accounts(kubectl, installation)
+    (operator,) = {p["spec"]["serviceAccountName"] for p in pods(
+        kubectl, installation.namespace, installation.operator_selector)}
+    assert can_i(kubectl, installation.namespace, caller_facing,
+                 "get", "secrets", "-n", "kube-system") == "no"
+    assert can_i(kubectl, installation.namespace, operator,
+                 "get", "secrets", "-n", "kube-system") == "yes"

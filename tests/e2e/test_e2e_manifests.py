@@ -3,7 +3,8 @@ manifests/ and sets the image with kustomize `images:`, the way a user without H
 GitOps tool, installs it. manifests/install.yaml is cluster-scoped with a namespace of its
 own (`inference-operator`, restricted), so it goes there, after the helm release of the
 other modules is gone (one operator per cluster). The upstream is the in-cluster emulator,
-set with a JSON patch on the two `--anthropic-base-url` arguments."""
+set with a JSON patch on the two `--anthropic-base-url` arguments (the operator's and the
+gateways', each in its own Deployment: fleet mode, the default)."""
 
 from __future__ import annotations
 
@@ -30,23 +31,33 @@ CHART_IMAGE = "ghcr.io/inference-operator/inference-operator"
 BASE_URL_FLAG = "--anthropic-base-url="
 
 
-def _deployment() -> dict:
+def _deployments() -> list[dict]:
     documents = yaml.safe_load_all(checkout_path("manifests", "install.yaml").read_text())
-    (deployment,) = [d for d in documents if d and d["kind"] == "Deployment"]
+    return [d for d in documents if d and d["kind"] == "Deployment"]
+
+
+def _deployment() -> dict:
+    """The operator's."""
+    (deployment,) = [d for d in _deployments()
+                     if d["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"]
     return deployment
 
 
-def kustomization(directory: Path, image: str, upstream: str) -> dict:
-    """What a user writes next to their copy of the repository: the image from their
-    registry, the Anthropic URL of their (offline) upstream."""
-    deployment = _deployment()
-    patch = [
+def _base_url_patch(deployment: dict, upstream: str) -> list[dict]:
+    return [
         {"op": "replace", "path": f"/spec/template/spec/containers/{c}/args/{a}",
          "value": BASE_URL_FLAG + upstream}
         for c, container in enumerate(deployment["spec"]["template"]["spec"]["containers"])
         for a, arg in enumerate(container.get("args", [])) if arg.startswith(BASE_URL_FLAG)
     ]
-    assert len(patch) == 2, "the operator and the gateway each take --anthropic-base-url"
+
+
+def kustomization(directory: Path, image: str, upstream: str) -> dict:
+    """What a user writes next to their copy of the repository: the image from their
+    registry, the Anthropic URL of their (offline) upstream."""
+    patches = {d["metadata"]["name"]: _base_url_patch(d, upstream) for d in _deployments()}
+    assert sum(map(len, patches.values())) == 2, (
+        "the operator and the gateway each take --anthropic-base-url")
     name, _, version = image.partition("@")
     new = {"newName": name, "digest": version} if version else dict(
         zip(("newName", "newTag"), image.rsplit(":", 1), strict=True))
@@ -54,8 +65,8 @@ def kustomization(directory: Path, image: str, upstream: str) -> dict:
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
         "resources": [os.path.relpath(checkout_path("manifests"), directory)],
         "images": [{"name": CHART_IMAGE, **new}],
-        "patches": [{"target": {"kind": "Deployment", "name": deployment["metadata"]["name"]},
-                     "patch": json.dumps(patch)}],
+        "patches": [{"target": {"kind": "Deployment", "name": name}, "patch": json.dumps(patch)}
+                    for name, patch in patches.items() if patch],
     }
 
 
@@ -73,9 +84,11 @@ def installation(cluster, kubectl: Kubectl, project_image: tuple[str, str | None
         service=f"{deployment['name']}-gateway")
     started = time.monotonic()
     kubectl.run("apply", "-k", str(directory))
-    rollout = kubectl.run("rollout", "status", f"deployment/{installed.deployment}",
-                          "-n", installed.namespace, "--timeout=180s", check=False, timeout=190)
-    assert rollout.returncode == 0, diagnostics(kubectl, cluster, installed.namespace)
+    for workload in _deployments():
+        rollout = kubectl.run("rollout", "status", f"deployment/{workload['metadata']['name']}",
+                              "-n", installed.namespace, "--timeout=180s", check=False,
+                              timeout=190)
+        assert rollout.returncode == 0, diagnostics(kubectl, cluster, installed.namespace)
     elapsed("kubectl apply -k + rollout status", started)
     yield installed
     # The CRD goes too (no keep policy outside Helm); the team's endpoints are gone by now.
@@ -86,8 +99,9 @@ def test_kubectl_apply_k_with_a_kustomize_image_serves_an_endpoint(
     kubectl: Kubectl, installation: Installation, team, client_namespace: str,
     project_image: tuple[str, str | None],
 ):
-    deployment = kubectl.get("deployment", installation.deployment, installation.namespace)
-    images = {c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]}
+    images = {c["image"] for d in _deployments() for c in kubectl.get(
+        "deployment", d["metadata"]["name"], installation.namespace)["spec"]["template"]["spec"][
+        "containers"]}
     assert images == {project_image[0]}
     name, inference_id = next(iter(team.endpoints.items()))
     url = kubectl.get("iep", name, team.namespace)["status"]["url"]

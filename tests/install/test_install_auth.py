@@ -29,7 +29,7 @@ from inference_operator.waiting import poll
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 VALUES = yaml.safe_load((ROOT / chart.CHART / "values.yaml").read_text())
-MODES = {"sidecar": [], "fleet": ["--set=gateway.mode=fleet"]}
+MODES = {"sidecar": ["--set=gateway.mode=sidecar"], "fleet": []}  # fleet: the default
 INVOKE_RULE = {"apiGroups": ["inference-operator.dev"], "resources": ["inferenceendpoints"],
                "verbs": ["invoke"]}
 DELEGATOR = "inference-operator-gateway-auth-delegator"
@@ -129,7 +129,7 @@ def test_auth_none_is_an_explicit_opt_out_without_the_delegator_binding(mode: st
     assert {e["name"]: e["value"] for e in pod["containers"][0]["env"]}["TOKEN_FILE"] == ""
 
 
-@pytest.mark.parametrize("values", [[], ["--set=gateway.mode=fleet"],
+@pytest.mark.parametrize("values", [["--set=gateway.mode=sidecar"], [],
                                     ["--set=watchNamespaces={team-a}"]],
                          ids=["sidecar", "fleet", "namespaced"])
 def test_the_gateways_identity_and_only_it_is_bound_to_system_auth_delegator(

@@ -157,7 +157,7 @@ def test_install_in_sidecar_mode_move_to_fleet_and_uninstall_keeping_the_shards_
     fullname = f"{release}-inference-operator"
     shards = Shards(f"{fullname}-gateway-config").names()
     installed = helm(kubeconfig, "install", release, str(CHART), f"--namespace={namespace}",
-                     "--set=crds.install=false")
+                     "--set=crds.install=false", "--set=gateway.mode=sidecar")
     assert installed.returncode == 0, installed.stderr
     assert "Sidecar mode" in installed.stdout
     assert shard_data(kubectl, namespace, shards) == dict.fromkeys(shards)
@@ -304,8 +304,9 @@ def test_the_dashboard_and_the_alerts_are_accepted_by_the_api_server(
 
 @pytest.mark.parametrize("mode", ["sidecar", "fleet"])
 def test_the_service_monitor_scrapes_the_gateways_and_the_operator_once_each(mode: str) -> None:
-    """Two endpoints, one per port name, over the release's Services: the gateways' (port
-    http) and the operator's metrics Service (port metrics), whose pods differ by mode."""
+    """Two endpoints, one per port name, over the release's Services: the gateways' metrics
+    Service (port gateway-metrics; never the public port, which with auth on serves no
+    /metrics) and the operator's (port metrics), whose pods differ by mode."""
     rendered = documents(helm_template(f"--set=gateway.mode={mode}",
                                        "--set=serviceMonitor.enabled=true").stdout)
     (monitor,) = [d for d in rendered if d["kind"] == "ServiceMonitor"]
@@ -315,8 +316,13 @@ def test_the_service_monitor_scrapes_the_gateways_and_the_operator_once_each(mod
     operator_pod = pods[chart.RELEASE]
 
     assert [(e["port"], e["path"]) for e in monitor["spec"]["endpoints"]] == [
-        ("http", "/metrics"), ("metrics", "/metrics")]
+        ("gateway-metrics", "/metrics"), ("metrics", "/metrics")]
+                     f"{chart.RELEASE}-gateway-metrics": ["gateway-metrics"],
     selected = {name: service for name, service in services.items()
+    # Each port name is on one Service only, so each process is scraped once.
+    gateway_metrics = selected[f"{chart.RELEASE}-gateway-metrics"]
+    assert gateway_metrics["spec"]["selector"] == selected[f"{chart.RELEASE}-gateway"][
+        "spec"]["selector"]
                 if monitor["spec"]["selector"]["matchLabels"].items()
                 <= service["metadata"]["labels"].items()}
     ports = {name: [p["name"] for p in s["spec"]["ports"]] for name, s in selected.items()}

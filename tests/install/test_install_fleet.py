@@ -18,8 +18,9 @@ from inference_operator.cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 VALUES = yaml.safe_load((ROOT / chart.CHART / "values.yaml").read_text())
-FLEET = "--set=gateway.mode=fleet"
-MODES = {"sidecar": [], "fleet": [FLEET]}
+FLEET = "--set=gateway.mode=fleet"  # the default, said where a test is about fleet mode
+SIDECAR = "--set=gateway.mode=sidecar"
+MODES = {"sidecar": [SIDECAR], "fleet": []}
 
 
 def render(*values: str) -> list[dict]:
@@ -63,8 +64,8 @@ def test_the_default_shard_count_is_the_contracts() -> None:
     assert args.gateway_config_secret == DEFAULT_SECRET_NAME
 
 
-@pytest.mark.parametrize("values", [[], [FLEET], [FLEET, "--set=gateway.configShards=3"],
-                                    ["--set=gateway.configShards=1",
+@pytest.mark.parametrize("values", [[SIDECAR], [], [FLEET, "--set=gateway.configShards=3"],
+                                    [SIDECAR, "--set=gateway.configShards=1",
                                      "--set=watchNamespaces={team-a}"]],
                          ids=["sidecar", "fleet", "fleet-3-shards", "namespaced-1-shard"])
 def test_operator_gateway_rbac_and_secrets_name_the_same_shards(values: list[str]) -> None:
@@ -94,8 +95,19 @@ def test_the_service_selects_exactly_the_pods_that_serve(mode: str) -> None:
     service = services["inference-operator-gateway"]
     serving = "inference-operator-gateway" if mode == "fleet" else "inference-operator"
 
-    assert sorted(services) == ["inference-operator-gateway", "inference-operator-operator-metrics"]
+    assert sorted(services) == ["inference-operator-gateway", "inference-operator-gateway-metrics",
+                                "inference-operator-operator-metrics"]
     assert selected(service["spec"]["selector"], rendered) == {serving}
+    # Callers' Service: the public port only; the gateways' metrics have a Service of
+    # their own, on the same pods.
+    assert [port["name"] for port in service["spec"]["ports"]] == ["http"]
+    gateway_metrics = services["inference-operator-gateway-metrics"]
+    assert selected(gateway_metrics["spec"]["selector"], rendered) == {serving}
+    assert gateway_metrics["spec"]["ports"] == [{"name": "gateway-metrics", "port": 9202,
+                                                 "targetPort": "gateway-metrics",
+                                                 "protocol": "TCP"}]
+    gateway = build_parser().parse_args(args_of(rendered, "gateway"))
+    assert gateway.metrics_port == VALUES["gateway"]["metricsPort"] == 9202
     # The operator's metrics Service: the operator's pod in both modes.
     metrics = services["inference-operator-operator-metrics"]
     assert selected(metrics["spec"]["selector"], rendered) == {"inference-operator"}
@@ -158,8 +170,20 @@ def test_a_topology_constraint_with_its_own_selector_keeps_it() -> None:
     assert pod["spec"]["topologySpreadConstraints"] == own
 
 
+def test_fleet_is_the_default_mode() -> None:
+    """The caller-facing gateway runs under its own narrow identity unless one opts in to
+    the sidecar (docs/install.md, "Gateway modes")."""
+    assert VALUES["gateway"]["mode"] == "fleet"
+    rendered = render()
+    assert sorted(objects(rendered, "Deployment")) == ["inference-operator",
+                                                       "inference-operator-gateway"]
+    operator = objects(rendered, "Deployment")["inference-operator"]["spec"]["template"]["spec"]
+    assert [c["name"] for c in operator["containers"]] == ["operator"]
+
+
 def test_sidecar_mode_renders_no_fleet_object_and_one_pod() -> None:
-    rendered = render("--set=podDisruptionBudget.enabled=true", "--set=networkPolicy.enabled=true")
+    rendered = render(SIDECAR, "--set=podDisruptionBudget.enabled=true",
+                      "--set=networkPolicy.enabled=true")
     assert list(objects(rendered, "Deployment")) == ["inference-operator"]
     assert list(objects(rendered, "ServiceAccount")) == ["inference-operator"]
     assert objects(rendered, "HorizontalPodAutoscaler") == {}
@@ -175,7 +199,8 @@ def test_sidecar_mode_renders_no_fleet_object_and_one_pod() -> None:
      "terminationGracePeriodSeconds (30) must exceed gateway.shutdownDelaySeconds + "
      "gateway.shutdownTimeoutSeconds (30)"),
     ([FLEET, "--set=terminationGracePeriodSeconds=10"], "must exceed"),
-    (["--set=gateway.autoscaling.enabled=true"], "gateway.autoscaling needs gateway.mode=fleet"),
+    ([SIDECAR, "--set=gateway.autoscaling.enabled=true"],
+     "gateway.autoscaling needs gateway.mode=fleet"),
     ([FLEET, "--set=gateway.autoscaling.enabled=true", "--set=gateway.autoscaling.minReplicas=9",
       "--set=gateway.autoscaling.maxReplicas=3"], "minReplicas must not exceed"),
     ([FLEET, "--set=gateway.autoscaling.enabled=true", "--set=gateway.resources.requests=null"],
@@ -217,10 +242,14 @@ def test_the_network_policies_let_the_operator_poll_every_gateway() -> None:
         assert {name for peer in peers for name in selected(peer, rendered)} == {
             "inference-operator", "helm test"}
         operator = policies["inference-operator"]["spec"]
-        # Prometheus, from metricsFrom only, to the operator's metrics port; in fleet mode
-        # that is all the operator's pod takes.
+        # Prometheus, from metricsFrom only, to the operator's metrics port and the
+        # gateways' (whose public port serves no /metrics with auth on); in fleet mode that
+        # is all the operator's pod takes.
         metrics = {"ports": [{"port": "metrics", "protocol": "TCP"}], "from": [scraper]}
+        gateway_metrics = {"ports": [{"port": "gateway-metrics", "protocol": "TCP"}],
+                           "from": [scraper]}
         assert metrics in operator["ingress"]
+        assert gateway_metrics in policies[serving]["spec"]["ingress"]
         if mode == "fleet":
             assert operator["ingress"] == [metrics]
         (to_gateways,) = (rule for rule in operator["egress"] if "to" in rule)

@@ -31,6 +31,7 @@ AUTH_DELEGATOR = {
     "tokenreviews.authentication.k8s.io": {"create"},
     "subjectaccessreviews.authorization.k8s.io": {"create"},
 }
+SIDECAR = "--set=gateway.mode=sidecar"  # an opt-in; fleet is the default
 # Granted to every authenticated user by the API server's default roles.
 EVERYONE = {
     "selfsubjectreviews.authentication.k8s.io",
@@ -133,7 +134,7 @@ def service_account(namespace: str, name: str) -> str:
 def test_cluster_wide_mode_allows_what_the_operator_needs_and_no_more(
     chart_service_account, make_namespaces, namespace: str, release: str
 ) -> None:
-    operator = Operator(chart_service_account())
+    operator = Operator(chart_service_account(SIDECAR))
     (elsewhere,) = make_namespaces(1)
 
     # Sidecar mode: the pod's only identity also makes its gateway container's reviews.
@@ -153,7 +154,8 @@ def test_namespaced_mode_grants_only_the_watched_namespaces(
     chart_service_account, make_namespaces, namespace: str, release: str
 ) -> None:
     team_a, team_b, unwatched = make_namespaces(3)
-    operator = Operator(chart_service_account(f"--set=watchNamespaces={{{team_a},{team_b}}}"))
+    operator = Operator(chart_service_account(SIDECAR,
+                                              f"--set=watchNamespaces={{{team_a},{team_b}}}"))
 
     for watched in (team_a, team_b):
         assert operator.grants(watched) == merged(OPERATOR_NEEDS, AUTH_DELEGATOR)
@@ -261,3 +263,45 @@ def test_the_operator_writes_the_shards_but_creates_no_secret(
     assert operator.can("list", SLICES, "-n", namespace)
     assert operator.can("watch", SLICES, "-n", namespace)
     assert not operator.can("list", SLICES, "--all-namespaces")
+
+
+def caller_facing_service_account(rendered: list[dict]) -> str:
+    """The ServiceAccount of the pods behind the Service callers use (its selector), whose
+    container serves that Service's port: the identity a caller's request reaches."""
+    (service,) = (d for d in rendered if d["kind"] == "Service"
+                  and d["metadata"]["name"].endswith("-gateway"))
+    (port,) = service["spec"]["ports"]
+    (pod,) = (d["spec"]["template"]["spec"] for d in rendered if d["kind"] == "Deployment"
+              and service["spec"]["selector"].items()
+              <= d["spec"]["template"]["metadata"]["labels"].items())
+    assert any(p.get("name") == port["targetPort"]
+               for c in pod["containers"] for p in c.get("ports", []))
+    return pod["serviceAccountName"]
+
+
+def may_get_secrets(kubectl: Kubectl, namespace: str, account: str, where: str) -> bool:
+    """The API server's SubjectAccessReview: may this ServiceAccount get Secrets there?"""
+    review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+              "spec": {"user": service_account(namespace, account),
+                       "groups": ["system:serviceaccounts",
+                                  f"system:serviceaccounts:{namespace}", "system:authenticated"],
+                       "resourceAttributes": {"verb": "get", "resource": "secrets",
+                                              "namespace": where}}}
+    made = kubectl.run("create", "--raw=/apis/authorization.k8s.io/v1/subjectaccessreviews",
+                       "-f", "-", stdin=json.dumps(review))
+    return json.loads(made.stdout)["status"].get("allowed", False)
+
+
+def test_by_default_the_container_callers_reach_cannot_read_secrets_elsewhere(
+    chart_rbac, kubectl: Kubectl, make_namespaces, namespace: str, release: str,
+) -> None:
+    """The default install (#24): the identity of the container that serves callers may
+    not read Secrets outside the shards, in any other namespace; the operator's may (which
+    the sidecar's gateway container used to hold), so the check can tell them apart."""
+    rendered = chart_rbac()
+    caller_facing = caller_facing_service_account(rendered)
+    operator = f"{release}-inference-operator"
+    (elsewhere,) = make_namespaces(1)
+    for where in ("kube-system", elsewhere):
+        assert not may_get_secrets(kubectl, namespace, caller_facing, where), where
+        assert may_get_secrets(kubectl, namespace, operator, where), where

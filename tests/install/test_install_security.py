@@ -10,7 +10,8 @@ from inference_operator.chart import ci_values_files, documents, helm_template
 from inference_operator.cli.gateway import gateway_config
 from inference_operator.cli.main import build_parser
 
-RENDERS = {"default": [], "fleet": ["--set=gateway.mode=fleet"],
+SIDECAR = ["--set=gateway.mode=sidecar"]  # an opt-in; the default is fleet
+RENDERS = {"default": [], "sidecar": SIDECAR,
            **{p.name: [f"--values={p}"] for p in ci_values_files()}}
 
 
@@ -75,7 +76,7 @@ def test_the_operator_is_one_replica_replaced_not_rolled_and_both_containers_pro
 
 
 def test_in_sidecar_mode_both_containers_share_the_pod_and_its_identity() -> None:
-    (operator,) = deployments([]).values()
+    (operator,) = deployments(SIDECAR).values()
     pod = operator["spec"]["template"]["spec"]
     assert [c["name"] for c in pod["containers"]] == ["operator", "gateway"]
     for container in pod["containers"]:
@@ -85,7 +86,7 @@ def test_in_sidecar_mode_both_containers_share_the_pod_and_its_identity() -> Non
 
 
 def test_in_fleet_mode_each_workload_has_its_own_identity() -> None:
-    values = ["--set=gateway.mode=fleet"]
+    values: list[str] = []  # fleet is the default
     found = deployments(values)
     accounts = {d["metadata"]["name"] for d in rendered(values) if d["kind"] == "ServiceAccount"}
     pods = {name: d["spec"]["template"]["spec"] for name, d in found.items()}
@@ -106,7 +107,8 @@ def test_no_admin_listener_and_no_state_on_disk(values: list[str]) -> None:
     parser = build_parser()
     for container in containers(values).values():
         assert not [a for a in container["args"] if "admin" in a or "state" in a], container
-        assert {p["name"] for p in container["ports"]} <= {"http", "health", "metrics"}
+        assert {p["name"] for p in container["ports"]} <= {"http", "health", "metrics",
+                                                            "gateway-metrics"}
     for deployment in deployments(values).values():
         volumes = deployment["spec"]["template"]["spec"]["volumes"]
         assert {v["name"] for v in volumes} == {"tmp", "kube-api-access"}

@@ -181,6 +181,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
     - gateway
     - --host=0.0.0.0
     - --port={{ $.Values.gateway.port }}
+    - --metrics-port={{ $.Values.gateway.metricsPort }}
     - --config-secret={{ include "inference-operator.configSecret" $ }}
     - --config-shards={{ $.Values.gateway.configShards }}
     - --namespace={{ $.Release.Namespace }}
@@ -215,6 +216,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
     httpGet:
       path: /healthz
       port: http
+    # Not "metrics": in sidecar mode the operator's container in the same pod has that one.
+    - name: gateway-metrics
+      containerPort: {{ $.Values.gateway.metricsPort }}
     periodSeconds: 10
     timeoutSeconds: 5
     failureThreshold: 3
