@@ -195,6 +195,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
     - --stream-write-timeout={{ $.Values.gateway.streamWriteTimeoutSeconds }}
     - --upstream-connections-per-key={{ $.Values.gateway.upstreamConnectionsPerKey }}
     - --upstream-connection-wait={{ $.Values.gateway.upstreamConnectionWaitSeconds }}
+    {{- with $.Values.gateway.requestMemoryBytes }}
+    - --request-memory={{ int64 . }}
+    {{- end }}
+    - --request-memory-endpoint-share={{ $.Values.gateway.requestMemoryEndpointShare }}
     - --log-level={{ $.Values.gateway.logLevel }}
     - --{{ if not $.Values.gateway.accessLog }}no-{{ end }}access-log
     {{- /* Who may call (docs/install.md "Who may call"); kubernetes mode needs the
