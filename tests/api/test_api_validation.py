@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import yaml
 from hypothesis import given, settings
-from pydantic import ValidationError
 from inference_endpoint_cases import (
     FAKE_KEY,
     INVALID,
@@ -18,6 +17,7 @@ from inference_endpoint_cases import (
     valid_spec,
     valid_specs,
 )
+from pydantic import ValidationError
 
 from inference_operator.api.elasticsearch_body import PutInferenceBody
 from inference_operator.api.models import InferenceEndpointSpec

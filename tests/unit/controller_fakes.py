@@ -167,11 +167,13 @@ class FakeVerifier:
 class World:
     """A controller over fakes, with kopf's three indices kept as kopf keeps them."""
 
-    def __init__(self, *, verifier: FakeVerifier | None = None) -> None:
+    def __init__(self, *, verifier: FakeVerifier | None = None,
+                 **publisher_options: Any) -> None:
+        """``publisher_options``: ``ConfigPublisher``'s limits."""
         self.kube = FakeKube()
         shards = Shards("gateway-config", 2)
         self.config = FakeConfigStore(shards)
-        self.publisher = ConfigPublisher(self.config, "gateway-ns", shards)
+        self.publisher = ConfigPublisher(self.config, "gateway-ns", shards, **publisher_options)
         self.fleet = FakeFleet()
         self.verifier = verifier
         self.controller = Controller(

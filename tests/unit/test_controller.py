@@ -64,6 +64,9 @@ ROWS = [
     Row("a key an HTTP header cannot carry", "SecretKeyInvalid", ("False", "True", "False"),
         "Normal", False, secret=secret_value(key="fake-key\x07bell"),
         message_has="only visible ASCII"),
+    # Published, it would take a shard shared by every namespace (ten such filled one).
+    Row("a key longer than 4 KiB", "SecretKeyInvalid", ("False", "True", "False"), "Normal",
+        False, secret=secret_value(key="fake-key-LONG-" + "k" * 4083), message_has="at most 4096"),
     Row("no key in the Secret", "SecretKeyMissing", ("False", "True", "False"), "Normal",
         False, secret=secret_value(data_key="token"), message_has="token"),
     Row("key rejected", "UpstreamAuthFailed", ("False", "False", "True"), "Warning", False,
@@ -121,6 +124,8 @@ async def test_reconcile(row: Row, caplog: pytest.LogCaptureFixture) -> None:
     if row.served:
         assert world.config.key_of("ep") == KEY
     assert KEY not in repr(world.kube.statuses) + repr(world.kube.events) + caplog.text
+    if row.secret is not None:  # whatever the Secret holds, no output quotes it
+        assert "fake-key-LONG" not in repr(world.kube.statuses) + repr(world.kube.events)
 
     # The fault goes away: a transient one heals by itself (retried with backoff); one
     # in the fleet heals once the fleet reports its change; a stalled or Secret-bound one
@@ -449,3 +454,66 @@ async def test_fleet_changes_during_a_revisit_bring_one_more_pass_not_one_each()
 
     assert sorted(visited) == ["a", "b", "c"]  # the later pass found nothing stale
     assert {world.ready(n)["reason"] for n in ("a", "b", "c")} == {"Serving"}
+
+
+async def test_a_key_of_exactly_4_kib_is_served() -> None:
+    world = World()
+    longest = "fake-key-LONG-" + "k" * 4082
+    await world.put_secret("creds", secret_value(key=longest))
+
+    await world.apply(endpoint())
+
+    assert world.ready()["reason"] == "Serving"
+    assert world.config.key_of("ep") == longest
+
+
+async def test_beyond_its_namespace_cap_an_endpoint_waits_and_takes_over_when_one_goes() -> None:
+    world = World(max_per_namespace=2)
+    await world.put_secret("creds", secret_value())
+    for name in ("a", "b", "c", "d"):
+        await world.apply(endpoint(name))
+
+    assert [world.ready(n)["reason"] for n in "abcd"] == [
+        "Serving", "Serving", "NamespaceQuotaExceeded", "NamespaceQuotaExceeded"]
+    assert world.conditions("c") == {"Ready": "False", "Reconciling": "True", "Stalled": "False"}
+    assert "2 endpoint(s) published" in world.ready("c")["message"]
+    assert "--max-endpoints-per-namespace" in world.ready("c")["message"]
+    assert set(world.config.served()) == {"a", "b"}
+
+    await world.apply(endpoint("a", generation=2, max_tokens=7))  # one at the cap changes
+    assert world.ready("a")["reason"] == "Serving"
+
+    await world.delete("b")
+    await world.settle()
+
+    assert sorted(world.ready(n)["reason"] for n in "acd") == [
+        "NamespaceQuotaExceeded", "Serving", "Serving"]
+    assert len(world.config.served()) == 2 and "a" in world.config.served()
+
+
+async def test_an_endpoint_its_shard_has_no_room_for_is_refused_alone() -> None:
+    """The record that does not fit is ConfigurationFull; the shard goes on taking the
+    other teams' changes, a revoked key among them."""
+    # Room for a record with a 4 KiB key alone, not next to another one (ep-2 and ep-big
+    # share a shard).
+    world = World(shard_limit=4500)
+    await world.put_secret("creds", secret_value())
+    await world.put_secret("huge", secret_value(key="fake-key-LONG-" + "k" * 4082))
+    names = ["ep", "ep-0", "ep-1", "ep-2", "big"]
+    for name in names[:-1]:
+        await world.apply(endpoint(name))
+    await world.apply(endpoint("big", secret="huge", inference_id="ep-big"))
+
+    assert world.ready("big")["reason"] == "ConfigurationFull"
+    assert "no room for this endpoint" in world.ready("big")["message"]
+    assert "fake-key-LONG" not in repr(world.kube.statuses) + repr(world.kube.events)
+    assert "ep-big" not in world.config.served()
+    assert all(world.ready(n)["reason"] == "Serving" for n in names if n != "big")
+
+    await world.put_secret("creds", None)  # revoked: every endpoint using it leaves
+    await world.settle()
+
+    assert world.ready("ep")["reason"] == "SecretNotFound"
+    # The room made brings the refused one back, on its own; the revoked key is gone.
+    assert world.ready("big")["reason"] == "Serving"
+    assert set(world.config.served()) == {"ep-big"}

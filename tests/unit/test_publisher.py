@@ -19,8 +19,16 @@ from inference_operator.api.gateway_config import (
     ConfigFormatError,
     Shard,
     Shards,
+    record_bytes,
+    shard_bytes,
 )
-from inference_operator.controller.publisher import ConfigMissing, ConfigPublisher, Placement
+from inference_operator.controller.publisher import (
+    ConfigMissing,
+    ConfigPublisher,
+    ConfigurationFull,
+    NamespaceQuotaExceeded,
+    Placement,
+)
 
 SHARDS = Shards("gateway-config", 2)
 NS = "gateway-ns"
@@ -222,7 +230,7 @@ async def test_a_missing_shard_secret_raises_and_is_written_once_it_exists() -> 
     assert A in store.served()
 
 
-async def test_a_failed_write_is_written_by_the_next_call() -> None:
+async def test_a_failed_write_is_taken_back_and_its_retry_writes_it() -> None:
     store = FakeConfigStore(SHARDS)
     publisher = await loaded(store)
     await publisher.put_endpoint(A, "completion", body())
@@ -230,8 +238,9 @@ async def test_a_failed_write_is_written_by_the_next_call() -> None:
 
     with pytest.raises(RuntimeError):
         await publisher.delete_endpoint(A)
+    assert publisher.published() == {A}  # as the Secret still says
     store.fail = None
-    await publisher.delete_endpoint(A)  # nothing left to change, yet still unwritten
+    assert await publisher.delete_endpoint(A)  # the caller's retry
 
     assert store.served() == {}
 
@@ -332,3 +341,190 @@ async def test_a_shard_changed_by_someone_else_is_rewritten_at_the_resync(tamper
     assert generation(store, name) == written + 1  # news to every gateway
     assert publisher.placement(A) == Placement(name, written + 1)
     assert await publisher.repair() == []  # nothing to repair twice
+
+
+class RefusingStore(FakeConfigStore):
+    """Refuses a write whose data exceed ``limit`` bytes, as the API server refuses a
+    Secret over 1 MiB, and counts the refusals."""
+
+    def __init__(self, shards: Shards, limit: int) -> None:
+        super().__init__(shards)
+        self.limit = limit
+        self.refused = 0
+
+    async def write_config(self, namespace: str, name: str, data: dict[str, str]) -> bool:
+        if len(base64.b64decode(data[DATA_KEY])) > self.limit:
+            self.refused += 1
+            raise RuntimeError("Secret data too long")
+        return await super().write_config(namespace, name, data)
+
+
+def sized(inference_id: str, key_length: int) -> dict[str, Any]:
+    """The record ``put_endpoint`` makes of ``body`` with a key this long."""
+    return {"inference_id": inference_id, "task_type": "completion",
+            **body(key="k" * key_length)}
+
+
+@pytest.mark.parametrize("size", [1, 300, 5000])
+def test_a_shards_measure_is_what_its_encoding_takes_at_most(size: int) -> None:
+    records = tuple(sized(i, size) for i in ids_in(SHARDS.name(0), 3))
+    encoded_size = len(base64.b64decode(Shard(2**62, records).encode()[DATA_KEY]))
+
+    assert encoded_size <= shard_bytes(sum(map(record_bytes, records))) <= encoded_size + 24
+
+
+FIT = [
+    # (case, key lengths already in the shard (A, B), A's new key length, it fits)
+    ("a new record that fits exactly", (None, 100), 100, True),
+    ("a new record a byte too big", (None, 100), 101, False),
+    ("a replacement measured without the record it replaces", (60, 100), 100, True),
+    ("a replacement that grows past the limit", (60, 100), 101, False),
+]
+
+
+@pytest.mark.parametrize(("existing", "new_key", "fits"),
+                         [row[1:] for row in FIT], ids=[row[0] for row in FIT])
+async def test_a_record_is_measured_before_it_joins_its_shard(
+        existing: tuple[int | None, int], new_key: int, fits: bool) -> None:
+    # The limit: A with a 100-character key next to B with a 100-character one, or the
+    # same bytes split otherwise.
+    limit = shard_bytes(record_bytes(sized(A, 100)) + record_bytes(sized(B, 100)))
+    store = RefusingStore(SHARDS, limit)
+    publisher = ConfigPublisher(store, NS, SHARDS, shard_limit=limit)
+    await publisher.load()
+    a_key, b_key = existing
+    await publisher.put_endpoint(B, "completion", body(key="k" * b_key))
+    if a_key is not None:
+        await publisher.put_endpoint(A, "completion", body(key="k" * a_key))
+    before, writes = store.served(), len(store.writes)
+
+    put = publisher.put_endpoint(A, "completion", body(key="k" * new_key))
+    if fits:
+        await put
+        assert store.served()[A]["service_settings"]["api_key"] == "k" * new_key
+    else:
+        with pytest.raises(ConfigurationFull, match=f"shard {SHARDS.of(A)} has no room"):
+            await put
+        # Refused before anything changed: nothing written, nothing in memory.
+        assert (store.served(), len(store.writes)) == (before, writes)
+        assert publisher.published() == set(before)
+    assert store.refused == 0  # the API server never saw a shard too big
+
+
+FAILURES = [
+    # (case, what the write meets)
+    ("the API server refuses the content", RuntimeError("Secret data too long")),
+    ("the API server is away", ConnectionError("refused")),
+    ("the Secret was deleted", None),
+]
+
+
+@pytest.mark.parametrize("failure", [row[1] for row in FAILURES], ids=[row[0] for row in FAILURES])
+@pytest.mark.parametrize("change", ["create", "replace", "delete"])
+async def test_a_failed_write_takes_back_its_change_and_the_next_change_goes_through(
+        failure: Exception | None, change: str) -> None:
+    store = FakeConfigStore(SHARDS)
+    publisher = await loaded(store)
+    for inference_id in (B, C):
+        await publisher.put_endpoint(inference_id, "completion", body())
+    if change != "create":
+        await publisher.put_endpoint(A, "completion", body())
+    shard = SHARDS.of(A)
+    written, placement = store.served(), publisher.placement(A)
+
+    if failure is None:
+        saved = store.data.pop(shard)
+    else:
+        store.fail = failure
+    with pytest.raises(ConfigMissing if failure is None else type(failure)):
+        if change == "delete":
+            await publisher.delete_endpoint(A)
+        else:
+            await publisher.put_endpoint(A, "completion", body(max_tokens=7))
+    assert publisher.published() == set(written)  # memory says what the Secret holds
+    assert publisher.placement(A) == placement
+    if failure is None:
+        store.data[shard] = saved
+    store.fail = None
+
+    # Another team's revocation: written alone, without the failed change.
+    await publisher.delete_endpoint(B)
+
+    assert store.served() == {i: r for i, r in written.items() if i != B}
+    assert publisher.placement(A) == (None if placement is None else
+                                      Placement(shard, placement.generation))
+
+
+class FailingOnce(HeldStore):
+    """The first write, once released, fails."""
+
+    async def write_config(self, namespace: str, name: str, data: dict[str, str]) -> bool:
+        self.in_flight.set()
+        await self.release.wait()
+        if self.fail is not None:
+            error, self.fail = self.fail, None
+            raise error
+        return await super().write_config(namespace, name, data)
+
+
+async def test_a_change_made_while_a_failing_write_is_in_flight_is_kept() -> None:
+    store = FailingOnce(SHARDS)
+    publisher = await loaded(store)
+    store.fail = RuntimeError("API server away")
+    failing = asyncio.ensure_future(publisher.put_endpoint(A, "completion", body()))
+    await store.in_flight.wait()
+    later = asyncio.ensure_future(publisher.put_endpoint(B, "completion", body()))
+    await asyncio.sleep(0)
+    store.release.set()
+
+    with pytest.raises(RuntimeError):
+        await failing
+    # Not in the failed write: kept, and written by the next.
+    assert await later == Placement(SHARDS.of(B), 1)
+    assert set(store.served()) == {B}
+
+
+@pytest.mark.parametrize(("namespaces", "refused"), [
+    (["team-a", "team-a", "team-a"], [False, False, True]),
+    (["team-a", "team-b", "team-a", "team-b"], [False, False, False, False]),
+    (["team-a", "team-a", "team-b", "team-a", "team-b"], [False, False, False, True, False]),
+], ids=["third of one namespace", "two namespaces at the cap", "one over, the other under"])
+async def test_a_namespace_publishes_at_most_its_cap(namespaces: list[str],
+                                                     refused: list[bool]) -> None:
+    store = FakeConfigStore(SHARDS)
+    publisher = ConfigPublisher(store, NS, SHARDS, max_per_namespace=2)
+    await publisher.load()
+
+    outcomes = []
+    for n, namespace in enumerate(namespaces):
+        try:
+            await publisher.put_endpoint(f"ep-{n}", "completion", body(),
+                                         owner=(namespace, f"ep-{n}"))
+            outcomes.append(False)
+        except NamespaceQuotaExceeded as error:
+            assert f"namespace {namespace!r} already has 2 endpoint(s)" in str(error)
+            outcomes.append(True)
+
+    assert outcomes == refused
+    assert set(store.served()) == {f"ep-{n}" for n, r in enumerate(refused) if not r}
+
+
+async def test_a_namespace_at_its_cap_may_change_its_endpoints_and_replace_one_gone() -> None:
+    store = FakeConfigStore(SHARDS)
+    publisher = ConfigPublisher(store, NS, SHARDS, max_per_namespace=2)
+    await publisher.load()
+    for inference_id in (A, B):
+        await publisher.put_endpoint(inference_id, "completion", body(), owner=("t", inference_id))
+
+    await publisher.put_endpoint(A, "completion", body(max_tokens=7), owner=("t", A))
+    with pytest.raises(NamespaceQuotaExceeded):
+        await publisher.put_endpoint(C, "completion", body(), owner=("t", C))
+    await publisher.delete_endpoint(B)
+    await publisher.put_endpoint(C, "completion", body(), owner=("t", C))
+
+    # After a restart the cap counts what the Secrets hold.
+    restarted = ConfigPublisher(store, NS, SHARDS, max_per_namespace=2)
+    await restarted.load()
+    with pytest.raises(NamespaceQuotaExceeded):
+        await restarted.put_endpoint(B, "completion", body(), owner=("t", B))
+    assert set(store.served()) == {A, C}

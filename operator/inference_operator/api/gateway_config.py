@@ -33,8 +33,29 @@ LABELS = {"app.kubernetes.io/component": "gateway-config"}
 
 # A record's optional owner: {"namespace": NS, "name": NAME} of its InferenceEndpoint.
 OWNER_KEY = "owner"
+# The API server refuses a Secret whose data exceed 1 MiB; a shard that would, cannot be
+# written at all, so the operator measures each record against it first.
+SHARD_MAX_BYTES = 1024 * 1024
+# ``endpoints.json`` without its records: the envelope, at the largest generation.
+_ENVELOPE_BYTES = len(b'{"endpoints":[],"generation":-9223372036854775808,"version":%d}'
+                      % FORMAT_VERSION)
 
 Record = dict[str, Any]
+
+
+def _dumps(content: Any) -> str:
+    return json.dumps(content, separators=(",", ":"), sort_keys=True)
+
+
+def record_bytes(record: Record) -> int:
+    """What one record adds to its shard's ``endpoints.json``, its separator included."""
+    return len(_dumps(record).encode()) + 1
+
+
+def shard_bytes(record_sizes: int) -> int:
+    """The size of an ``endpoints.json`` whose records' ``record_bytes`` sum to this; at
+    least what ``Shard.encode`` writes."""
+    return _ENVELOPE_BYTES + record_sizes
 
 
 class ConfigFormatError(ValueError):
@@ -71,10 +92,9 @@ class Shard:
 
     def encode(self) -> dict[str, str]:
         """As a Secret's ``data``."""
-        payload = json.dumps(
+        payload = _dumps(
             {"version": FORMAT_VERSION, "generation": self.generation,
-             "endpoints": sorted(self.endpoints, key=lambda r: r["inference_id"])},
-            separators=(",", ":"), sort_keys=True)
+             "endpoints": sorted(self.endpoints, key=lambda r: r["inference_id"])})
         return {DATA_KEY: base64.b64encode(payload.encode()).decode()}
 
     @classmethod

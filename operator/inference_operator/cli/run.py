@@ -44,6 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verify-upstream", action=argparse.BooleanOptionalAction,
                         default=_default("verify_upstream"),
                         help="check each key and model against Anthropic's Models API")
+    parser.add_argument("--max-endpoints-per-namespace", type=int, metavar="N",
+                        default=_default("max_endpoints_per_namespace"),
+                        help="endpoints one namespace may have published in the gateways' "
+                             "configuration; more are Ready=False NamespaceQuotaExceeded")
     parser.add_argument("--resync-seconds", type=float, default=_default("resync_seconds"),
                         help="period of the full resync of every endpoint")
     parser.add_argument("--liveness", metavar="URL",
@@ -76,6 +80,7 @@ def operator_config(args: argparse.Namespace) -> OperatorConfig:
         metrics_port=args.metrics_port,
         metrics_address=args.metrics_address,
         namespaces=tuple(args.namespaces),
+        max_endpoints_per_namespace=args.max_endpoints_per_namespace,
     )
 
 

@@ -29,6 +29,10 @@ class OperatorConfig:
     metrics_port: int | None = None
     metrics_address: str = "0.0.0.0"
     namespaces: tuple[str, ...] = field(default_factory=tuple)  # empty: all namespaces
+    # Endpoints one namespace may have published in the shared configuration shards; the
+    # rest are NamespaceQuotaExceeded. 500 ordinary endpoints take about 3 % of the default
+    # shards, 500 with the longest keys about a third, so no namespace can fill them.
+    max_endpoints_per_namespace: int = 500
 
     def endpoint_url(self, inference_id: str, task_type: str) -> str:
         return f"{self.gateway_public_url.rstrip('/')}/_inference/{task_type}/{inference_id}"

@@ -74,7 +74,8 @@ async def startup(
         memo.metrics_server = await _serve_metrics(config, memo.metrics)
     kube = await Kube.connect()
     publisher = ConfigPublisher(kube, config.gateway_config_namespace,
-                                Shards(config.gateway_config_secret, config.gateway_config_shards))
+                                Shards(config.gateway_config_secret, config.gateway_config_shards),
+                                max_per_namespace=config.max_endpoints_per_namespace)
     fleet = Fleet(static_addresses(config.gateway_status_urls) if config.gateway_status_urls
                   else lambda: kube.ready_addresses(config.gateway_config_namespace,
                                                     config.gateway_service))

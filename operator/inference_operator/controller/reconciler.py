@@ -29,7 +29,14 @@ from inference_operator.controller.config import OperatorConfig
 from inference_operator.controller.fleet import Coverage, Fleet
 from inference_operator.controller.kube import Kube, SecretValue
 from inference_operator.controller.metrics import OperatorMetrics, ReadyState, ready_state
-from inference_operator.controller.publisher import ConfigMissing, ConfigPublisher, Placement
+from inference_operator.controller.publisher import (
+    ConfigMissing,
+    ConfigPublisher,
+    ConfigurationFull,
+    NamespaceQuotaExceeded,
+    Placement,
+    WriteInterrupted,
+)
 from inference_operator.controller.secrets import ResolvedKey, SecretCache, SecretKey, secret_ref
 from inference_operator.controller.upstream import UpstreamVerifier, VerifiedKeys
 
@@ -253,6 +260,7 @@ class Controller:
         removed = await self.publisher.retain(held)
         if removed:
             log.info("full sync removed stale endpoint(s) %s from the gateways", removed)
+            self._room_made(None)
         # A finished sync is a sign of life even with no endpoint to reconcile: the alert
         # on this timestamp must not fire on an empty cluster.
         self.metrics.finished()
@@ -301,8 +309,14 @@ class Controller:
 
         try:
             coverage = await self._publish(key, tracked, inference_id, spec, resolved.api_key)
-        except ConfigMissing as error:
+        except (ConfigMissing, WriteInterrupted) as error:
             return Outcome.retrying(Reason.GATEWAY_UNAVAILABLE, str(error)), published
+        except (NamespaceQuotaExceeded, ConfigurationFull) as error:
+            # Not served in any form: an older record of it (another key) must not stay.
+            await self._stop_serving(key, tracked, inference_id)
+            reason = (Reason.NAMESPACE_QUOTA_EXCEEDED
+                      if isinstance(error, NamespaceQuotaExceeded) else Reason.CONFIGURATION_FULL)
+            return Outcome.waiting(reason, str(error)), published
         if upstream_problem is not None:
             return upstream_problem, published  # served, but the upstream check must run again
         if coverage.replicas == 0:
@@ -354,7 +368,19 @@ class Controller:
         first = holder(self.indices.claimants(inference_id))
         if first is not None and (first.namespace, first.name) != key:
             return
-        await self.publisher.delete_endpoint(inference_id)
+        if await self.publisher.delete_endpoint(inference_id):
+            self._room_made(key[0])
+
+    def _room_made(self, namespace: str | None) -> None:
+        """Endpoints left the configuration (from ``namespace``; None: any): the ones
+        refused for want of room (in a shard, or in their namespace's share) try again, a
+        bounded number at a time."""
+        refused = [k for k, t in self._tracked.items() if t.state is not None and (
+            t.state[1] == Reason.CONFIGURATION_FULL
+            or (t.state[1] == Reason.NAMESPACE_QUOTA_EXCEEDED
+                and namespace in (None, k[0])))]
+        if refused:
+            self._spawn(self._reconcile_all(refused))
 
     async def _publish(
         self, key: Key, tracked: Tracked, inference_id: str, spec: Mapping[str, Any],
