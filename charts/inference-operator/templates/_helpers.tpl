@@ -216,13 +216,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   ports:
     - name: http
       containerPort: {{ $.Values.gateway.port }}
+    # Not "metrics": in sidecar mode the operator's container in the same pod has that one.
+    - name: gateway-metrics
+      containerPort: {{ $.Values.gateway.metricsPort }}
   livenessProbe:
     httpGet:
       path: /healthz
       port: http
-    # Not "metrics": in sidecar mode the operator's container in the same pod has that one.
-    - name: gateway-metrics
-      containerPort: {{ $.Values.gateway.metricsPort }}
     periodSeconds: 10
     timeoutSeconds: 5
     failureThreshold: 3
