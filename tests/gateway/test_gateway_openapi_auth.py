@@ -20,6 +20,7 @@ from lightkube.config.models import Cluster, User
 from inference_operator.gateway import auth as modes
 from inference_operator.gateway import errors, http, openapi
 from inference_operator.gateway.auth.apikeys import hash_key
+from inference_operator.gateway.auth.budget import ReviewBudget
 from inference_operator.gateway.auth.kubernetes import KubernetesAccess
 from inference_operator.gateway.metrics import GatewayMetrics
 from inference_operator.gateway.service import Gateway
@@ -89,7 +90,8 @@ async def test_a_kubernetes_gateway_serves_the_kubernetes_document() -> None:
                                           user=User()))
     try:
         access = KubernetesAccess(api, GatewayMetrics(), audience="aud-y", cache_seconds=1,
-                                  cache_size=10)
+                                  cache_size=10, negative_cache_size=10,
+                                  reviews=ReviewBudget(1, 1.0))
         app = http.build_app(Gateway(Upstream("http://127.0.0.1:9")), access=access)
     finally:
         await api.close()

@@ -321,6 +321,11 @@ def _caller_auth(auth: str, audience: str) -> tuple[str, dict[str, Any], dict[st
                                      "try again.", _json("Error")),
                            "headers": {**_PRODUCT_HEADER, "Retry-After": _header(
                                None, "Seconds before a retry.")}}
+        refusals["429"] = {**_answer("A token the gateway does not know, while its budget of "
+                                     "reviews is spent (`es_rejected_execution_exception`); "
+                                     "try again.", _json("Error")),
+                           "headers": {**_PRODUCT_HEADER, "Retry-After": _header(
+                               None, "Seconds before a retry.")}}
     return name, scheme, refusals
 
 
