@@ -24,7 +24,6 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-
 # The kernel doubles it. At 200 ms of round trip this still carries 640 KiB/s, far more
 # than a stream of events needs.
 SEND_BUFFER = 64 * 1024
