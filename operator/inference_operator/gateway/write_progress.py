@@ -19,6 +19,7 @@ a timer set and cancelled per event would be a measurable share of a stream's CP
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Callable
 
@@ -41,7 +42,9 @@ class WriteProgress:
         self._timer: asyncio.TimerHandle | None = None
         sock = None if self._transport is None else self._transport.get_extra_info("socket")
         if sock is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+            # A client already gone leaves a closed socket: its stream ends at the first write.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
 
     async def write(self, data: bytes) -> None:
         self._begin()
