@@ -528,3 +528,23 @@ async def test_a_namespace_at_its_cap_may_change_its_endpoints_and_replace_one_g
     with pytest.raises(NamespaceQuotaExceeded):
         await restarted.put_endpoint(B, "completion", body(), owner=("t", B))
     assert set(store.served()) == {A, C}
+
+
+async def test_a_changed_shard_count_moves_each_record_to_its_shard_at_the_first_sync() -> None:
+    store = FakeConfigStore(SHARDS)
+    publisher = await loaded(store)
+    ids = [f"ep-{n}" for n in range(12)]
+    for inference_id in ids:
+        await publisher.put_endpoint(inference_id, "completion", body())
+    more = Shards(SHARDS.base_name, 3)
+    store.data[more.name(2)] = {}  # the installer creates the new one
+
+    restarted = ConfigPublisher(store, NS, more)
+    await restarted.load()
+    await restarted.repair()
+    await restarted.retain(ids)
+
+    found = {name: {r["inference_id"] for r in Shard.decode(store.data[name]).endpoints}
+             for name in more.names()}
+    assert found == {name: {i for i in ids if more.of(i) == name} for name in more.names()}
+    assert all(restarted.placement(i) is not None for i in ids)

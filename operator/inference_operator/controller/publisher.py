@@ -104,6 +104,7 @@ class ConfigPublisher:
     async def load(self) -> None:
         """What the Secrets hold now, so the operator continues their generations and
         rewrites nothing that is already there."""
+        misplaced = []
         for name, state in self._state.items():
             data = await self.store.read_config(self.namespace, name)
             if data is None:
@@ -113,9 +114,22 @@ class ConfigPublisher:
             shard = Shard.decode(data)
             state.generation = shard.generation
             for record in shard.endpoints:
-                self._set(state, record["inference_id"], record)
+                if self.shards.of(record["inference_id"]) == name:
+                    self._set(state, record["inference_id"], record)
+                else:
+                    misplaced.append(record)
             state.written = dict(state.records)
             state.since = dict.fromkeys(state.records, shard.generation)
+        # Written under another shard count: each goes to its shard now, and only then
+        # leaves the old one (``repair`` rewrites that at the first full sync), so the
+        # gateways never miss it.
+        for record in misplaced:
+            state = self._state[self.shards.of(record["inference_id"])]
+            if record["inference_id"] not in state.records:
+                self._changed(state, record["inference_id"], record)
+        for name, state in self._state.items():
+            if state.pending:
+                await self._flush(name)
         log.info("gateway configuration: %d endpoint(s) in %d shard(s) of %s/%s",
                  len(self.published()), len(self._state), self.namespace,
                  self.shards.base_name)
