@@ -191,12 +191,6 @@ class GatewayServer:
                             or self.config.auth == modes.KUBERNETES)
         if uses_cluster:  # only reads the credentials: nothing is asked yet
             await self._connect()
-        # Listening before the configuration is read: /healthz answers (liveness) while
-        # /readyz says what is still missing.
-        self.port = await self._listen(
-            build_app(self.gateway, limits=limits, access=self.access,
-                      access_log=self.config.access_log),
-            self.config.host, self.config.port, "public")
         if self.config.metrics_port is not None:
             self.metrics_port = await self._listen(
                 build_metrics_app(self.gateway), self.config.metrics_host,
@@ -208,6 +202,13 @@ class GatewayServer:
                 build_app(self.gateway, admin_token=self.config.admin_token, limits=limits,
                           access_log=self.config.access_log),
                 self.config.admin_host, self.config.admin_port, "admin")
+        # Listening before the configuration is read: /healthz answers (liveness) while
+        # /readyz says what is still missing. The public listener last: its /healthz is
+        # what tells that the process is up, so the others must already listen by then.
+        self.port = await self._listen(
+            build_app(self.gateway, limits=limits, access=self.access,
+                      access_log=self.config.access_log),
+            self.config.host, self.config.port, "public")
         if uses_cluster:
             self._watch_cluster()
         # Computed when /metrics is scraped, never per request: what a leak would grow.

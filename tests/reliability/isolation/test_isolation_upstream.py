@@ -10,10 +10,8 @@ figures are printed for docs/reliability.md (run with -s)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import json
-import socket
 import statistics
 import time
 from collections.abc import AsyncIterator
@@ -88,13 +86,6 @@ async def tenants(tmp_path: Path) -> AsyncIterator[Tenants]:
                   "--upstream-connection-wait", str(WAIT),
                   "--stream-write-timeout", str(WRITE_TIMEOUT)) as running:
         stack = running.stack
-        # The process is healthy once its public listener answers; the admin one may
-        # start a moment later.
-        for _ in range(100):
-            with contextlib.suppress(OSError), socket.create_connection(
-                    ("127.0.0.1", stack.admin_port), timeout=1):
-                break
-            await asyncio.sleep(0.05)
         for tenant, key in (("a", KEY_A), ("b", KEY_B)):  # rpm: no wait for a token
             running.put(tenant, "completion", api_key=key, requests_per_minute=RPM)
         async with aiohttp.ClientSession() as session:
