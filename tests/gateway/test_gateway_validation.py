@@ -66,6 +66,10 @@ CASES = [
      "validation_exception",
      failed("[service_settings] Invalid value empty string. [model_id] must be a non-empty "
             "string")),
+    ("model_id too long", "/_inference/completion/x",
+     body(service_settings__model_id="m" * 257), 400, "validation_exception",
+     failed(f"[service_settings] Invalid value [{'m' * 257}]. [model_id] must be at most 256 "
+            "characters")),
     ("model_id wrong type", "/_inference/completion/x", body(service_settings__model_id=5), 400,
      "validation_exception",
      failed("field [model_id] is not of the expected type. The value [5] cannot be converted "
@@ -111,11 +115,16 @@ CASES = [
     ("a key with a newline", "/_inference/completion/x",
      body(service_settings__api_key="fake-key\nhidden"), 400, "validation_exception",
      failed("[service_settings] Invalid value [<redacted>]. [api_key] must hold only visible "
-            "ASCII characters (it is sent as an HTTP header)")),
+            "ASCII characters, at most 4096 (it is sent as an HTTP header)")),
+    # Published into a configuration shard every namespace shares.
+    ("a key past 4 KiB", "/_inference/completion/x",
+     body(service_settings__api_key="k" * 4097), 400, "validation_exception",
+     failed("[service_settings] Invalid value [<redacted>]. [api_key] must hold only visible "
+            "ASCII characters, at most 4096 (it is sent as an HTTP header)")),
     ("a key with a space", "/_inference/completion/x",
      body(service_settings__api_key="fake key"), 400, "validation_exception",
      failed("[service_settings] Invalid value [<redacted>]. [api_key] must hold only visible "
-            "ASCII characters (it is sent as an HTTP header)")),
+            "ASCII characters, at most 4096 (it is sent as an HTTP header)")),
 ]
 
 

@@ -21,6 +21,7 @@ from inference_operator.api.settings import (
     API_KEY_RULE,
     INFERENCE_ID_MAX_LENGTH,
     INFERENCE_ID_RE,
+    MODEL_ID_MAX_LENGTH,
     RESERVED_INFERENCE_IDS,
     Service,
     TaskType,
@@ -225,6 +226,9 @@ def _translate(error: ValidationError) -> ESError:
         elif kind in {"string_too_short", "too_short"}:
             messages.append(f"[{scope}] Invalid value empty string. "
                             f"[{name}] must be a non-empty string")
+        elif kind == "string_too_long" and name == "model_id":  # as the CRD bounds it
+            messages.append(f"[{scope}] Invalid value [{value}]. [{name}] must be at most "
+                            f"{MODEL_ID_MAX_LENGTH} characters")
         elif kind in {"greater_than_equal", "less_than_equal", "greater_than", "less_than"}:
             messages.append(f"[{scope}] Invalid value [{value}]. [{name}] must be "
                             f"{_MUST_BE.get(name, 'in range')}")
