@@ -91,7 +91,8 @@ def build_app(gateway: Gateway, *, admin_token: str | None = None,
     """The admin listener when ``admin_token`` is given, else the public one, whose
     callers ``access`` checks (None: nobody is checked)."""
     limits = limits or Limits()
-    # client_max_size also stops bodies without Content-Length (chunked) at the limit.
+    # Bodies are read by _body, which stops them at the limit; client_max_size does the
+    # same for any reader of aiohttp's own (request.read()).
     app = web.Application(client_max_size=limits.max_body_size, middlewares=[_answer])
     app[GATEWAY] = gateway
     app[LIMITS] = limits
