@@ -2,6 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
+from inference_operator.controlplane import binaries
+
+
+def helm(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The helm CLI against the cluster of ``kubeconfig``, as an administrator runs it."""
+    return subprocess.run(
+        [str(binaries.resolve("helm")), f"--kubeconfig={kubeconfig}", *args],
+        capture_output=True, text=True, check=False, timeout=120,
+    )
+
 
 def prometheus_operator_crd(kind: str) -> dict:
     """Just enough of one of the Prometheus Operator's CRDs (ServiceMonitor,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from install_support import prometheus_operator_crd
+from install_support import helm, prometheus_operator_crd
 
 from inference_operator import chart
 from inference_operator.api.gateway_config import Shard, Shards
@@ -33,13 +33,6 @@ def values_args(name: str | None) -> list[str]:
 
 def ci_values(name: str | None) -> dict:
     return yaml.safe_load((CHART / "ci" / name).read_text()) if name else {}
-
-
-def helm(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(binaries.resolve("helm")), f"--kubeconfig={kubeconfig}", *args],
-        capture_output=True, text=True, check=False, timeout=120,
-    )
 
 
 @pytest.mark.parametrize("values", VALUES_CASES)
@@ -227,6 +220,7 @@ def test_crds_can_be_left_out_or_released_without_the_keep_policy() -> None:
         helm_template("--show-only=templates/crds.yaml", "--set=crds.keep=false").stdout)
     assert sorted(d["kind"] for d in without_keep) == [
         "CustomResourceDefinition",
+        "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicy",
         "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicy",
         "ValidatingAdmissionPolicyBinding", "ValidatingAdmissionPolicyBinding",
     ]

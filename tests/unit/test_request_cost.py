@@ -85,6 +85,8 @@ def test_json_nested_at_the_limit_is_read() -> None:
     ("[[[[]]]]", True),
     ('{"a":{"b":[{}]}}', True),
     ('{"a":{"b":[]}}', False),
+    ('[["[", "]", "[[[["]]', False),  # strings side by side, brackets in some
+    ('[["\\\\", "[[[["]]', False),  # an escaped backslash ends no string early
 ])
 def test_nesting_is_counted_outside_strings(text: str, deep: bool) -> None:
     assert jsoncodec.too_deep(text, 3) is deep
@@ -99,3 +101,9 @@ def test_tool_call_arguments_nested_past_the_limit_are_refused() -> None:
     with pytest.raises(ESError) as refused:
         messages.message_params(endpoint(), request.parse(json.dumps(body).encode()))
     assert refused.value.status == 400 and "nests deeper than" in refused.value.reason
+
+
+@pytest.mark.parametrize("depth", [20, 21])
+def test_nesting_past_what_a_few_passes_take_off_is_counted_exactly(depth: int) -> None:
+    text = "[" * depth + "]" * depth + ',{"a":[[]]}' * 10
+    assert jsoncodec.too_deep(f"[{text}]", 21) is (depth == 21)

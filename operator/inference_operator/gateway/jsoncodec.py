@@ -11,29 +11,42 @@ import contextlib
 import gc
 import itertools
 import json
-import re
 from collections.abc import Iterator
 from typing import Any
 
 import orjson
 
-# A JSON string, escapes included: removed before brackets are counted.
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
-_NOT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
+# Kept by the nesting check: brackets and the quotes around strings.
+_NOT_STRUCTURE = bytes(set(range(256)) - set(b'[]{}"'))
 _STEP = [0] * 256
 _STEP[ord("[")] = _STEP[ord("{")] = 1
 _STEP[ord("]")] = _STEP[ord("}")] = -1
+_SHALLOW_PASSES = 8  # each takes off one or two levels: 8 clear any ordinary body
 
 
 def too_deep(text: bytes | str, limit: int) -> bool:
     """Whether JSON ``text`` nests arrays and objects deeper than ``limit``: checked
     before parsing, as Jackson checks while it reads, so nothing deep is ever built (json
-    recurses per level). Linear, in C but for one step per bracket; text with fewer
-    opening brackets than ``limit`` (any ordinary body) is passed after two counts."""
+    recurses per level). Linear, and in C but for one step per bracket of a body that
+    nests deeply; text with fewer opening brackets than ``limit`` is passed after two
+    counts."""
     raw = text.encode(errors="surrogatepass") if isinstance(text, str) else text
     if raw.count(b"[") + raw.count(b"{") <= limit:
         return False
-    brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    # The brackets outside strings: escaped backslashes and quotes go first, so every
+    # quote left opens or closes a string.
+    if b"\\" in raw:
+        raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    structure = raw.translate(None, _NOT_STRUCTURE)
+    brackets = structure.replace(b'""', b"")
+    if b'"' in brackets:  # some string holds brackets
+        brackets = b"".join(structure.split(b'"')[::2])
+    # Ordinary bodies: taking off the innermost pairs a few times leaves nothing.
+    rest = brackets
+    for _ in range(min(_SHALLOW_PASSES, limit // 2)):
+        rest = rest.replace(b"[]", b"").replace(b"{}", b"")
+        if not rest:
+            return False
     return max(itertools.accumulate(map(_STEP.__getitem__, brackets)), default=0) > limit
 
 

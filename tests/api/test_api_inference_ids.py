@@ -1,0 +1,192 @@
+"""Inference ids an administrator reserves for namespaces (docs/install.md, "Reserving
+inference ids"): the generated id policies on a real kube-apiserver, bound exactly as the
+chart binds them (templates/admission.yaml) to a ConfigMap of id prefixes.
+
+The API server is shared by the whole session, so the bindings here are limited to this
+module's namespaces (a label), and every prefix carries this module's tag."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from inference_endpoint_cases import resource, valid_spec
+
+from inference_operator.api import models
+from inference_operator.chart import documents, helm_template
+from inference_operator.controlplane.kubectl import Kubectl
+from inference_operator.waiting import poll
+
+TAG = uuid.uuid4().hex[:6]
+LABEL = "inference-operator.dev/test-inference-ids"
+TEAM_A = f"{TAG}-team-a-"
+SHARED = f"{TAG}-team-a-shared-"  # longer than TEAM_A: it decides for the ids under it
+RESERVED_FOR_A = "a prefix reserved for namespace"
+
+
+@dataclass(frozen=True)
+class Tenants:
+    a: str
+    b: str
+    c: str
+    strict: str  # the only namespace where ids must start with the namespace's name
+    configmap: tuple[str, str]  # namespace, name
+
+    def __getitem__(self, role: str) -> str:
+        return getattr(self, role)
+
+
+def _endpoint(name: str, inference_id: str | None) -> dict[str, Any]:
+    spec = valid_spec()
+    if inference_id is not None:
+        spec["inference_id"] = inference_id
+    return resource(name, spec)
+
+
+def _name() -> str:
+    return f"r-{uuid.uuid4().hex[:8]}"
+
+
+def _apply(kubectl: Kubectl, namespace: str, name: str, inference_id: str | None,
+           *extra: str) -> subprocess.CompletedProcess[str]:
+    """Create or update an endpoint; without ``inference_id`` its id is ``name``."""
+    return kubectl.apply(_endpoint(name, inference_id), namespace, *extra, check=False)
+
+
+def _refused(kubectl: Kubectl, namespace: str, inference_id: str) -> bool:
+    return _apply(kubectl, namespace, _name(), inference_id, "--dry-run=server").returncode != 0
+
+
+def _set_prefix(kubectl: Kubectl, tenants: Tenants, prefix: str, value: str | None) -> None:
+    namespace, name = tenants.configmap
+    kubectl.run("patch", "configmap", name, "-n", namespace, "--type=merge",
+                "-p", json.dumps({"data": {prefix: value}}))
+
+
+@pytest.fixture(scope="module")
+def tenants(kubectl: Kubectl, api_installed: None) -> Iterator[Tenants]:
+    names = {role: f"{role}-{TAG}" for role in ("a", "b", "c", "strict", "params")}
+    for role, name in names.items():
+        kubectl.run("create", "namespace", name)
+        kubectl.run("label", "namespace", name, f"{LABEL}={'strict' if role == 'strict' else 'on'}")
+    prefixes = [
+        {"prefix": TEAM_A, "namespaces": [names["a"]]},
+        {"prefix": SHARED, "namespaces": [names["a"], names["b"]]},
+        {"prefix": f"{TAG}-shared-", "namespaces": [names["strict"]]},
+    ]
+    rendered = documents(helm_template(
+        "--show-only=templates/admission.yaml", "--set=admission.requireNamespacePrefix=true",
+        f"--set-json=admission.inferenceIdPrefixes={json.dumps(prefixes)}",
+        release=f"ids-{TAG}", namespace=names["params"]).stdout)
+    configmap, *bindings = rendered
+    for binding in bindings:
+        strict = binding["spec"]["policyName"] == "inferenceendpoint-id-namespace." + models.GROUP
+        selector = {"key": LABEL, "operator": "In",
+                    "values": ["strict"] if strict else ["on", "strict"]}
+        binding["spec"]["matchResources"] = {"namespaceSelector": {"matchExpressions": [selector]}}
+    kubectl.apply(rendered)
+    tenants = Tenants(names["a"], names["b"], names["c"], names["strict"],
+                      (names["params"], configmap["metadata"]["name"]))
+    poll(lambda: _refused(kubectl, tenants.b, f"{TEAM_A}probe")
+         and _refused(kubectl, tenants.strict, f"probe-{TAG}"),
+         timeout=30, message="the id policies are bound")
+    yield tenants
+    kubectl.run("delete", "validatingadmissionpolicybinding",
+                *(b["metadata"]["name"] for b in bindings), check=False)
+    for name in names.values():
+        kubectl.run("delete", "namespace", name, "--wait=false", check=False)
+
+
+@dataclass(frozen=True)
+class IdCase:
+    id: str
+    namespace: str  # a role of Tenants
+    inference_id: str | None  # None: the id is metadata.name, given by `name`
+    refused: str | None = None  # what the refusal says, after "<field>: inference id '<id>' "
+    name: str = ""
+
+
+def _cases() -> list[IdCase]:
+    reserved_a = f"starts with '{TEAM_A}', {RESERVED_FOR_A} a-{TAG} "
+    reserved_ab = f"starts with '{SHARED}', {RESERVED_FOR_A} a-{TAG}, b-{TAG} "
+    strict = f"must start with 'strict-{TAG}-' (the namespace's name) unless"
+    return [
+        IdCase("reserved-id-in-another-namespace", "b", f"{TEAM_A}chat", reserved_a),
+        IdCase("reserved-id-in-its-namespace", "a", f"{TEAM_A}chat"),
+        IdCase("reserved-name-in-another-namespace", "b", None, reserved_a,
+               name=f"{TEAM_A}named"),
+        IdCase("reserved-name-in-its-namespace", "a", None, name=f"{TEAM_A}named"),
+        IdCase("longest-prefix-allows-b", "b", f"{SHARED}chat"),
+        IdCase("longest-prefix-refuses-c", "c", f"{SHARED}chat", reserved_ab),
+        IdCase("unbound-id-anywhere", "c", f"{TAG}-team-b-chat"),
+        IdCase("unbound-name-anywhere", "b", None, name=f"{TAG}-chat"),
+        IdCase("strict-own-name", "strict", f"strict-{TAG}-chat"),
+        IdCase("strict-namespace-name-itself", "strict", f"strict-{TAG}"),
+        IdCase("strict-other-id", "strict", f"chat-{TAG}", strict),
+        IdCase("strict-other-name", "strict", None, strict, name=f"named-{TAG}"),
+        IdCase("strict-allowed-by-a-bound-prefix", "strict", f"{TAG}-shared-chat"),
+        IdCase("strict-reserved-for-others", "strict", f"{TEAM_A}chat", reserved_a),
+    ]
+
+
+@pytest.mark.parametrize("case", _cases(), ids=lambda case: case.id)
+def test_an_id_is_admitted_only_within_its_namespaces_allowance(
+    kubectl: Kubectl, tenants: Tenants, case: IdCase
+) -> None:
+    namespace, name = tenants[case.namespace], case.name or _name()
+
+    result = _apply(kubectl, namespace, name, case.inference_id)
+
+    if case.refused is None:
+        assert result.returncode == 0, result.stderr
+        return
+    inference_id = case.inference_id or name
+    field = "spec.inference_id" if case.inference_id else "metadata.name (the default inference_id)"
+    assert result.returncode != 0, f"{inference_id} was admitted in {namespace}"
+    assert f"{field}: inference id '{inference_id}' {case.refused}" in result.stderr, result.stderr
+    assert "ConfigMap " + "/".join(tenants.configmap) in result.stderr
+    assert kubectl.run("get", models.PLURAL, name, "-n", namespace, check=False).returncode != 0
+
+
+def test_an_update_cannot_move_an_id_under_a_prefix_reserved_for_others(
+    kubectl: Kubectl, tenants: Tenants
+) -> None:
+    name = _name()
+    assert _apply(kubectl, tenants.c, name, f"{TAG}-mine").returncode == 0
+
+    result = _apply(kubectl, tenants.c, name, f"{TEAM_A}mine")
+
+    assert result.returncode != 0
+    assert f"inference id '{TEAM_A}mine' starts with '{TEAM_A}'" in result.stderr
+    stored = kubectl.get(models.PLURAL, name, tenants.c)
+    assert stored["spec"]["inference_id"] == f"{TAG}-mine"
+
+
+def test_a_changed_configmap_takes_effect_and_never_blocks_metadata_changes(
+    kubectl: Kubectl, tenants: Tenants
+) -> None:
+    late = f"{TAG}-late-"
+    before = _name()  # created while its id is free: an administrator reserves it later
+    assert _apply(kubectl, tenants.b, before, f"{late}before").returncode == 0
+
+    _set_prefix(kubectl, tenants, late, tenants.a)
+    poll(lambda: _refused(kubectl, tenants.b, f"{late}after"), timeout=30,
+         message="the new prefix is in force")
+
+    assert not _refused(kubectl, tenants.a, f"{late}after")
+    # The operator's finalizer and a tool's labels go on and off as before ...
+    kubectl.run("label", models.PLURAL, before, "-n", tenants.b, "team=b")
+    # ... but the resource's own spec is judged again.
+    spec_change = kubectl.run("patch", models.PLURAL, before, "-n", tenants.b, "--type=merge",
+                              "-p", '{"spec":{"task_settings":{"max_tokens":2048}}}', check=False)
+    assert spec_change.returncode != 0
+    assert f"'{late}', {RESERVED_FOR_A} a-{TAG} " in spec_change.stderr
+
+    _set_prefix(kubectl, tenants, late, None)
+    poll(lambda: not _refused(kubectl, tenants.b, f"{late}after"), timeout=30,
+         message="the removed prefix is free again")
