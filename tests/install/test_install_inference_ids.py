@@ -141,3 +141,29 @@ def test_a_release_reserves_its_prefixes_and_an_upgrade_changes_them(
     poll(lambda: not _refused(kubectl, team_b, f"{prefix}chat"), timeout=30,
          message="the upgraded ConfigMap is in force")
     assert _create(kubectl, team_b, f"{prefix}chat").returncode == 0
+
+
+def test_prefixes_added_to_the_plain_manifests_survive_applying_them_again(
+    kubectl: Kubectl,
+) -> None:
+    """docs/install.md: with manifests/install.yaml, prefixes are patched into its
+    ConfigMap; a later `kubectl apply` of the file (client- or server-side) keeps them."""
+    rendered = documents((ROOT / chart.INSTALL_YAML).read_text())
+    namespace = next(d for d in rendered if d["kind"] == "Namespace")
+    configmap = next(d for d in rendered if d["kind"] == "ConfigMap"
+                     and d["metadata"]["name"].endswith("-inference-ids"))
+    name, prefix = configmap["metadata"]["name"], f"{uuid.uuid4().hex[:8]}-"
+
+    def patch(namespaces: str | None) -> None:
+        kubectl.run("patch", "configmap", name, "-n", chart.NAMESPACE, "--type=merge",
+                    "-p", json.dumps({"data": {prefix: namespaces}}))
+
+    kubectl.apply([namespace, configmap])
+    patch("team-a")
+    try:
+        for extra in ([], ["--server-side", "--force-conflicts"]):
+            kubectl.apply([namespace, configmap], None, *extra)
+            data = kubectl.get("configmap", name, chart.NAMESPACE)["data"]
+            assert data[prefix] == "team-a", extra
+    finally:
+        patch(None)
