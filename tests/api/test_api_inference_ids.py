@@ -8,7 +8,9 @@ module's namespaces (a label), and every prefix carries this module's tag."""
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +18,8 @@ from typing import Any
 
 import pytest
 from inference_endpoint_cases import resource, valid_spec
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from inference_operator.api import models
 from inference_operator.chart import documents, helm_template
@@ -190,3 +194,42 @@ def test_a_changed_configmap_takes_effect_and_never_blocks_metadata_changes(
     _set_prefix(kubectl, tenants, late, None)
     poll(lambda: not _refused(kubectl, tenants.b, f"{late}after"), timeout=30,
          message="the removed prefix is free again")
+
+
+def _admission_ms(api_client: client.ApiClient, namespace: str, inference_id: str) -> float:
+    """Milliseconds of one create (dry run) of an endpoint with ``inference_id``."""
+    started = time.perf_counter()
+    try:
+        client.CustomObjectsApi(api_client).create_namespaced_custom_object(
+            models.GROUP, models.VERSION, namespace, models.PLURAL,
+            _endpoint(_name(), inference_id), dry_run="All")
+    except ApiException as error:
+        assert error.status == 403 and "a prefix reserved for namespace" in error.body, error.body
+    return (time.perf_counter() - started) * 1000
+
+
+@pytest.mark.parametrize("count", [0, 1000, 5000])
+def test_thousands_of_prefixes_still_decide_every_write(
+    kubectl: Kubectl, api_client: client.ApiClient, tenants: Tenants, count: int
+) -> None:
+    """Within the API server's CEL cost budget: a limit there would refuse every write
+    (failurePolicy Fail). Prints the cost per write for docs/reliability.md (-s)."""
+    namespace, name = tenants.configmap
+    many = {f"{TAG}-{index:05d}-": tenants.a for index in range(count)}
+    configmap = client.CoreV1Api(api_client)
+    configmap.patch_namespaced_config_map(name, namespace, {"data": many})
+    try:
+        last = f"{TAG}-{count - 1:05d}-x" if count else f"{TEAM_A}x"
+        started = time.monotonic()
+        poll(lambda: _refused(kubectl, tenants.b, last), timeout=60, message="in force")
+        in_force = time.monotonic() - started
+        free = statistics.median(_admission_ms(api_client, tenants.b, f"{TAG}-free")
+                                 for _ in range(20))
+        bound = statistics.median(_admission_ms(api_client, tenants.b, last) for _ in range(20))
+
+        assert not _refused(kubectl, tenants.b, f"{TAG}-free")
+        assert not _refused(kubectl, tenants.a, last)
+        print(f"\n{count} more prefixes: a write's median {free:.1f} ms (id under no prefix), "
+              f"{bound:.1f} ms (refused); in force {in_force:.1f} s after the change")
+    finally:
+        configmap.patch_namespaced_config_map(name, namespace, {"data": dict.fromkeys(many)})
