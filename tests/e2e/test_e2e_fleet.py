@@ -174,7 +174,7 @@ def test_every_replica_serves_an_endpoint_and_the_status_counts_them(
         status, body = _post(_inference_url(base, iid), {"input": f"hello {name}"})
         assert status == 200, (name, body)
     # The operator alone in its pod: the gateways are a Deployment of their own.
-    # Not a pod of the previous module's release (same name, sidecar mode) still in its
+    # Not a pod of the previous module's release (same name) still in its
     # graceful termination: the uninstall does not wait for that.
     operator_pods = [p for p in pods(
         kubectl, fleet.installation.namespace,
