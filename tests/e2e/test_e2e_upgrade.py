@@ -25,7 +25,6 @@ from e2e_support import (
     caller_facing_service_accounts,
     can_i,
     completion,
-    elapsed,
     helm,
     image_values,
     install_chart,
@@ -65,6 +64,13 @@ def installation(cluster, kubectl: Kubectl, project_image: tuple[str, str | None
     """The release installed with the previous chart's defaults (sidecar mode)."""
     chart = previous_chart(tmp_path_factory.mktemp("previous-chart"))
     yield from install_chart(cluster, kubectl, project_image[0], emulator, chart=chart)
+
+
+def upgrade(cluster, installation: Installation, *values: str) -> None:
+    """``helm upgrade --wait`` of the release to the checkout's chart with ``values``."""
+    result = helm(cluster, "upgrade", "e2e", str(checkout_path("charts", "inference-operator")),
+                  "--namespace", installation.namespace, *values, "--wait", "--timeout=180s")
+    assert result.returncode == 0, result.stderr
 
 
 def measured(kubectl: Kubectl, client_namespace: str, image: str, url: str,
@@ -109,18 +115,11 @@ def test_helm_upgrade_from_a_sidecar_release_to_the_fleet_default_keeps_serving(
     name = next(iter(team.endpoints))
     url = kubectl.get("iep", name, team.namespace)["status"]["url"]
 
-    def upgrade() -> None:
-        # What a user does: this chart, the values they gave at install (not
-        # --reuse-values, which would keep the previous chart's defaults, sidecar mode).
-        started = time.monotonic()
-        result = helm(cluster, "upgrade", "e2e",
-                      str(checkout_path("charts", "inference-operator")),
-                      "--namespace", installation.namespace, *image_values(project_image[0]),
-                      "--set", f"anthropicBaseUrl={emulator}", "--wait", "--timeout=180s")
-        assert result.returncode == 0, result.stderr
-        elapsed("helm upgrade sidecar -> fleet --wait", started)
-
-    measured(kubectl, client_namespace, project_image[0], url, upgrade, "sidecar -> fleet")
+    # What a user does: this chart, the values they gave at install (not --reuse-values,
+    # which would keep the previous chart's defaults, sidecar mode).
+    measured(kubectl, client_namespace, project_image[0], url, lambda: upgrade(
+        cluster, installation, *image_values(project_image[0]),
+        "--set", f"anthropicBaseUrl={emulator}"), "sidecar -> fleet")
     # The status URL is the same Service, now in front of the fleet's own identity.
     assert kubectl.get("iep", name, team.namespace)["status"]["url"] == url
     (serving,) = caller_facing_service_accounts(kubectl, installation)
@@ -141,17 +140,9 @@ def test_helm_upgrade_rolls_the_fleet_and_uninstall_keeps_the_crd(
     name = next(iter(team.endpoints))
     url = kubectl.get("iep", name, team.namespace)["status"]["url"]
 
-    def upgrade() -> None:
-        started = time.monotonic()
-        result = helm(cluster, "upgrade", "e2e",
-                      str(checkout_path("charts", "inference-operator")),
-                      "--namespace", installation.namespace, "--reuse-values",
-                      "--set-string", f"podAnnotations.e2e/upgraded-at={int(time.time())}",
-                      "--wait", "--timeout=180s")
-        assert result.returncode == 0, result.stderr
-        elapsed("helm upgrade --wait", started)
-
-    measured(kubectl, client_namespace, project_image[0], url, upgrade, "upgrade")
+    measured(kubectl, client_namespace, project_image[0], url, lambda: upgrade(
+        cluster, installation, "--reuse-values",
+        "--set-string", f"podAnnotations.e2e/upgraded-at={int(time.time())}"), "upgrade")
     annotations = pods(kubectl, installation.namespace, installation.selector)[0][
         "metadata"].get("annotations", {})
     assert "e2e/upgraded-at" in annotations

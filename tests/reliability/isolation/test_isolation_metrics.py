@@ -20,21 +20,12 @@ from gateway.gateway_support import (
     gateway_config,
     is_es_error,
     seed_body,
-    start_emulator,
 )
 from inference_operator.gateway.auth.apikeys import hash_key
 from inference_operator.gateway.server import GatewayServer
 
 MINE, THEIRS, MISSING = "team-a-chat", "team-b-chat", "team-b-nonexistent"
 KEY_A = "key-a-3f9d1c7e5b2a4d6f8e0c"
-
-
-@pytest.fixture
-async def emulator() -> AsyncIterator[RunningEmulator]:
-    running = await start_emulator()
-    yield running
-    assert running.runner is not None
-    await running.runner.cleanup()
 
 
 @pytest.fixture
