@@ -368,7 +368,8 @@ def test_the_examples_let_example_app_invoke_exactly_the_example_endpoint(
         VALUES["gateway"]["auth"]["audience"])
     env = {e["name"]: e["value"] for e in spec["containers"][0]["env"]}
     (operator,) = (d for d in documents((ROOT / chart.INSTALL_YAML).read_text())
-                   if d["kind"] == "Deployment")
+                   if d["kind"] == "Deployment"
+                   and d["metadata"]["labels"]["app.kubernetes.io/component"] == "operator")
     public_url = build_parser().parse_args(
         operator["spec"]["template"]["spec"]["containers"][0]["args"]).gateway_public_url
     assert env["ENDPOINT_URL"] == (

@@ -59,7 +59,8 @@ def test_the_default_shard_count_is_the_contracts() -> None:
     assert VALUES["gateway"]["configShards"] == DEFAULT_SHARDS
     # The plain manifests' release is named like the chart: the contract's default names.
     (operator,) = (d for d in documents((ROOT / chart.INSTALL_YAML).read_text())
-                   if d["kind"] == "Deployment")
+                   if d["kind"] == "Deployment"
+                   and d["metadata"]["labels"]["app.kubernetes.io/component"] == "operator")
     args = build_parser().parse_args(operator["spec"]["template"]["spec"]["containers"][0]["args"])
     assert args.gateway_config_secret == DEFAULT_SECRET_NAME
 
