@@ -61,6 +61,5 @@ def test_crd_subcommand_can_print_the_admission_policies_too(
         "CustomResourceDefinition",
         "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
         "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
-        # The inference-id policies: bound by the chart, which names their ConfigMap.
-        "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
     ]

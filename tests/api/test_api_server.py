@@ -58,8 +58,7 @@ def test_the_kustomize_install_path_holds_the_same_objects(
     result = kubectl.run("apply", "-k", str(ROOT / "manifests" / "crds"))
 
     lines = result.stdout.splitlines()
-    # The CRD, four policies, two bindings (the id policies' come from the chart).
-    assert len(lines) == 7, lines
+    assert len(lines) == 7, lines  # the CRD, three policies, three bindings
     assert all(line.endswith(" unchanged") for line in lines), lines
 
 

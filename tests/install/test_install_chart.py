@@ -220,9 +220,9 @@ def test_crds_can_be_left_out_or_released_without_the_keep_policy() -> None:
         helm_template("--show-only=templates/crds.yaml", "--set=crds.keep=false").stdout)
     assert sorted(d["kind"] for d in without_keep) == [
         "CustomResourceDefinition",
-        "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicy",
-        "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicy",
         "ValidatingAdmissionPolicyBinding", "ValidatingAdmissionPolicyBinding",
+        "ValidatingAdmissionPolicyBinding",
     ]
     assert all("annotations" not in d["metadata"] for d in without_keep)
 

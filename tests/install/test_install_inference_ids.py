@@ -1,7 +1,8 @@
 """Inference ids reserved through the chart (values `admission.*`, docs/install.md
-"Reserving inference ids"): a real release binds its prefixes, `helm upgrade` with other
-values changes them, and the default render (manifests/install.yaml) reserves nothing
-until the administrator edits its ConfigMap."""
+"Reserving inference ids"): the values become the settings of the id policy the chart
+installs with the CRD, the API server enforces what the chart renders, and a render with
+other values (`helm upgrade`) changes it. The plain manifests carry the policy reserving
+nothing."""
 
 from __future__ import annotations
 
@@ -12,12 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
-from install_support import helm
 
 from inference_operator import chart
 from inference_operator.api import policies
-from inference_operator.api.generate import POLICIES_FILE
 from inference_operator.chart import documents, helm_template
 from inference_operator.controlplane.kubectl import Kubectl
 from inference_operator.waiting import poll
@@ -31,8 +29,19 @@ def _prefixes(*pairs: tuple[str, list[str]]) -> str:
     return f"--set-json=admission.inferenceIdPrefixes={json.dumps(listed)}"
 
 
-def _admission(*values: str) -> list[dict]:
-    return documents(helm_template("--show-only=templates/admission.yaml", *values).stdout)
+def _id_policy(*values: str) -> tuple[dict, dict]:
+    """The id policy and its binding as the chart renders them with ``values``."""
+    rendered = documents(helm_template("--show-only=templates/crds.yaml", *values).stdout)
+    (policy,) = [d for d in rendered if d["kind"] == "ValidatingAdmissionPolicy"
+                 and d["metadata"]["name"] == policies.ID_POLICY]
+    (binding,) = [d for d in rendered if d["kind"] == "ValidatingAdmissionPolicyBinding"
+                  and d["spec"]["policyName"] == policies.ID_POLICY]
+    return policy, binding
+
+
+def _settings(policy: dict) -> dict[str, str]:
+    wanted = (policies.PREFIXES_VARIABLE, policies.STRICT_VARIABLE)
+    return {v["name"]: v["expression"] for v in policy["spec"]["variables"] if v["name"] in wanted}
 
 
 def _create(kubectl: Kubectl, namespace: str, inference_id: str | None, name: str = "",
@@ -46,33 +55,34 @@ def _refused(kubectl: Kubectl, namespace: str, inference_id: str) -> bool:
     return _create(kubectl, namespace, inference_id, "", "--dry-run=server").returncode != 0
 
 
-def test_the_default_render_reserves_nothing_and_binds_the_generated_policy() -> None:
-    configmap, binding = _admission()
+def test_the_default_render_reserves_nothing_and_binds_the_policy() -> None:
+    policy, binding = _id_policy()
 
-    assert configmap["kind"] == "ConfigMap" and "data" not in configmap
-    assert binding["spec"] == {
-        "policyName": policies.ID_PREFIX_POLICY,
-        "validationActions": ["Deny"],
-        "paramRef": {"name": configmap["metadata"]["name"], "namespace": chart.NAMESPACE,
-                     "parameterNotFoundAction": "Allow"},
-    }
+    assert _settings(policy) == {"prefixes": "{}", "requireNamespacePrefix": "false"}
+    assert binding["spec"]["validationActions"] == ["Deny"]
     installed = {(d["kind"], d["metadata"]["name"]) for d in
                  documents((ROOT / chart.INSTALL_YAML).read_text())}
-    assert {(d["kind"], d["metadata"]["name"]) for d in (configmap, binding)} <= installed
+    assert {(d["kind"], d["metadata"]["name"]) for d in (policy, binding)} <= installed
 
 
-def test_values_become_one_key_per_prefix_and_the_strict_mode_a_second_binding() -> None:
-    configmap, *bindings = _admission(
+def test_values_become_the_policys_settings_with_duplicates_merged() -> None:
+    policy, _ = _id_policy(
         _prefixes(("team-a-", ["team-a"]), ("shared.", ["team-a", "team-b"]),
                   ("team-a-", ["team-a", "ops"])),
         "--set=admission.requireNamespacePrefix=true")
 
-    assert configmap["data"] == {"team-a-": "team-a,ops", "shared.": "team-a,team-b"}
-    assert [b["spec"]["policyName"] for b in bindings] == [
-        policies.ID_NAMESPACE_POLICY, policies.ID_PREFIX_POLICY]
-    generated = {d["metadata"]["name"] for d in
-                 yaml.safe_load_all((ROOT / "crds" / POLICIES_FILE).read_text()) if d}
-    assert {policies.ID_NAMESPACE_POLICY, policies.ID_PREFIX_POLICY} <= generated
+    assert _settings(policy) == {
+        "prefixes": '{"shared.":["team-a","team-b"],"team-a-":["team-a","ops"]}',
+        "requireNamespacePrefix": "true",
+    }
+
+
+def test_values_without_the_policy_in_the_release_stop_the_install() -> None:
+    result = helm_template("--set=crds.install=false", _prefixes(("team-a-", ["team-a"])),
+                           check=False)
+
+    assert result.returncode != 0
+    assert "which this release installs only with crds.install=true" in result.stderr
 
 
 @pytest.mark.parametrize("entry", [
@@ -91,42 +101,38 @@ def test_a_prefix_that_could_never_match_or_allow_stops_the_install(entry: dict)
 
 
 @pytest.fixture
-def tenants(make_namespaces) -> list[str]:
-    return make_namespaces(3)  # team a, team b, the release's
+def release_policy(kubectl: Kubectl, crd_installed: None, release: str) -> Iterator:
+    """Applies the chart's id policy rendered with some values, under a name of this test's
+    own (the session's API server has the shared one), as `helm install`/`upgrade` would."""
+    name = f"{release}-ids"
+
+    def apply(*values: str) -> None:
+        policy, binding = _id_policy(*values)
+        policy["metadata"]["name"] = binding["metadata"]["name"] = name
+        binding["spec"]["policyName"] = name
+        kubectl.apply([policy, binding])
+
+    yield apply
+    kubectl.run("delete", "validatingadmissionpolicybinding", name, check=False)
+    kubectl.run("delete", "validatingadmissionpolicy", name, check=False)
 
 
-@pytest.fixture
-def installed(
-    control_plane, crd_installed: None, tenants: list[str], release: str
-) -> Iterator[tuple[str, str]]:
-    """A release reserving ``<release>-team-a-`` for team a; (release namespace, prefix)."""
-    team_a, _, namespace = tenants
-    prefix = f"{release}-team-a-"
-    result = helm(control_plane.kubeconfig, "install", release, str(ROOT / chart.CHART),
-                  f"--namespace={namespace}", "--set=crds.install=false",
-                  _prefixes((prefix, [team_a])))
-    assert result.returncode == 0, result.stderr
-    yield namespace, prefix
-    helm(control_plane.kubeconfig, "uninstall", release, f"--namespace={namespace}")
-
-
-def test_a_release_reserves_its_prefixes_and_an_upgrade_changes_them(
-    control_plane, kubectl: Kubectl, tenants: list[str], release: str,
-    installed: tuple[str, str],
+def test_the_rendered_policy_reserves_the_prefixes_and_new_values_change_them(
+    kubectl: Kubectl, make_namespaces, release: str, release_policy,
 ) -> None:
-    team_a, team_b, namespace = tenants
-    _, prefix = installed
+    team_a, team_b = make_namespaces(2)
+    prefix = f"{release}-team-a-"
+    release_policy(_prefixes((prefix, [team_a])))
     poll(lambda: _refused(kubectl, team_b, f"{prefix}probe"), timeout=30,
-         message="the release's binding is in force")
+         message="the rendered policy is in force")
 
     refused = _create(kubectl, team_b, f"{prefix}chat")
     named = _create(kubectl, team_b, None, f"{prefix}named")  # the name is the id
 
     assert refused.returncode != 0
     assert (f"spec.inference_id: inference id '{prefix}chat' starts with '{prefix}', a prefix "
-            f"reserved for namespace {team_a} (ConfigMap {namespace}/{release}-inference-operator"
-            f"-inference-ids); choose an id outside it or ask an administrator to allow "
-            f"namespace {team_b}") in refused.stderr, refused.stderr
+            f"reserved for namespace {team_a}; choose an id outside it or ask an "
+            f"administrator to allow namespace {team_b}") in refused.stderr, refused.stderr
     assert named.returncode != 0
     assert f"metadata.name (the default inference_id): inference id '{prefix}named'" in (
         named.stderr)
@@ -134,36 +140,7 @@ def test_a_release_reserves_its_prefixes_and_an_upgrade_changes_them(
     assert _create(kubectl, team_a, None, f"{prefix}named").returncode == 0
     assert _create(kubectl, team_b, f"{release}-team-b-chat").returncode == 0
 
-    upgraded = helm(control_plane.kubeconfig, "upgrade", release, str(ROOT / chart.CHART),
-                    f"--namespace={namespace}", "--reuse-values",
-                    _prefixes((prefix, [team_a, team_b])))
-    assert upgraded.returncode == 0, upgraded.stderr
+    release_policy(_prefixes((prefix, [team_a, team_b])))  # helm upgrade --set-json ...
     poll(lambda: not _refused(kubectl, team_b, f"{prefix}chat"), timeout=30,
-         message="the upgraded ConfigMap is in force")
+         message="the new values are in force")
     assert _create(kubectl, team_b, f"{prefix}chat").returncode == 0
-
-
-def test_prefixes_added_to_the_plain_manifests_survive_applying_them_again(
-    kubectl: Kubectl,
-) -> None:
-    """docs/install.md: with manifests/install.yaml, prefixes are patched into its
-    ConfigMap; a later `kubectl apply` of the file (client- or server-side) keeps them."""
-    rendered = documents((ROOT / chart.INSTALL_YAML).read_text())
-    namespace = next(d for d in rendered if d["kind"] == "Namespace")
-    configmap = next(d for d in rendered if d["kind"] == "ConfigMap"
-                     and d["metadata"]["name"].endswith("-inference-ids"))
-    name, prefix = configmap["metadata"]["name"], f"{uuid.uuid4().hex[:8]}-"
-
-    def patch(namespaces: str | None) -> None:
-        kubectl.run("patch", "configmap", name, "-n", chart.NAMESPACE, "--type=merge",
-                    "-p", json.dumps({"data": {prefix: namespaces}}))
-
-    kubectl.apply([namespace, configmap])
-    patch("team-a")
-    try:
-        for extra in ([], ["--server-side", "--force-conflicts"]):
-            kubectl.apply([namespace, configmap], None, *extra)
-            data = kubectl.get("configmap", name, chart.NAMESPACE)["data"]
-            assert data[prefix] == "team-a", extra
-    finally:
-        patch(None)

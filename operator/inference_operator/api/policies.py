@@ -1,10 +1,12 @@
 """ValidatingAdmissionPolicies shipped beside the CRD: checks a CRD cannot express with a
 useful message, run by the API server itself (no webhook server to operate).
 
-The spec and sampling policies come with their bindings. The inference-id policies take
-their parameters from a ConfigMap an administrator owns (data: id prefix -> comma-separated
-namespaces), so their bindings, which name it, come from the chart (templates/admission.yaml)
-or from the administrator; without a binding they do nothing."""
+The inference-id policy carries its settings (the prefixes reserved for namespaces, the
+strict mode) as CEL literals in two variables that the chart fills from its values
+(templates/crds.yaml) and an administrator may patch; both empty here. Not a ConfigMap
+parameter: the API server stops watching ConfigMap parameters for good once no binding
+names that kind for a second (kubernetes/kubernetes#130887), after which reservations
+would silently go stale."""
 
 from __future__ import annotations
 
@@ -17,8 +19,10 @@ from inference_operator.api.schema import Schema, spec_schema
 ADMISSION = "admissionregistration.k8s.io/v1"
 DENY_POLICY = f"{models.SINGULAR}-spec.{models.GROUP}"
 WARN_POLICY = f"{models.SINGULAR}-sampling.{models.GROUP}"
-ID_PREFIX_POLICY = f"{models.SINGULAR}-id-prefixes.{models.GROUP}"
-ID_NAMESPACE_POLICY = f"{models.SINGULAR}-id-namespace.{models.GROUP}"
+ID_POLICY = f"{models.SINGULAR}-id.{models.GROUP}"
+# Its settings: a CEL map of id prefix to the namespaces allowed to use it, and a bool.
+PREFIXES_VARIABLE = "prefixes"
+STRICT_VARIABLE = "requireNamespacePrefix"
 
 # Only spec changes are judged: the operator must always be able to edit metadata
 # (finalizers) of an object that was stored before these policies were installed.
@@ -66,66 +70,61 @@ def _refuse_other_shapes(path: Path, node: Schema) -> list[dict[str, str]]:
     ]
 
 
-# The effective id (what the operator serves), the bound prefixes it starts with, the longest
-# of them (a more specific binding wins: "team-" to platform, "team-a-" to team-a), and the
-# namespaces that one allows. An empty or missing ConfigMap binds nothing.
+# The settings, then the effective id (what the operator serves), the bound prefixes it
+# starts with, the longest of them (a more specific binding wins: "team-" to platform,
+# "team-a-" to team-a), and the namespaces that one allows.
 _ID_VARIABLES = [
+    {"name": PREFIXES_VARIABLE, "expression": "{}"},
+    {"name": STRICT_VARIABLE, "expression": "false"},
     {"name": "id", "expression": "has(object.spec.inference_id) ? object.spec.inference_id "
                                  ": object.metadata.name"},
     {"name": "field", "expression": "has(object.spec.inference_id) ? 'spec.inference_id' "
                                     ": 'metadata.name (the default inference_id)'"},
-    {"name": "matching", "expression": "params != null && has(params.data) ? "
-                                       "params.data.filter(p, variables.id.startsWith(p)) : []"},
+    {"name": "matching", "expression": f"variables.{PREFIXES_VARIABLE}"
+                                       ".filter(p, variables.id.startsWith(p))"},
     {"name": "bound", "expression": "variables.matching.filter(p, "
                                     "variables.matching.all(q, size(q) <= size(p)))"},
     {"name": "allowed", "expression": "size(variables.bound) == 0 ? [] : "
-                                      "params.data[variables.bound[0]].split(',')"
-                                      ".map(n, n.trim())"},
-    {"name": "configmap", "expression": "params == null ? 'none' : "
-                                        "params.metadata.namespace + '/' + params.metadata.name"},
+                                      f"variables.{PREFIXES_VARIABLE}[variables.bound[0]]"},
 ]
 _REFUSED_ID = 'variables.field + ": inference id \'" + variables.id + "\' "'
 
 
 def _id_validations() -> list[dict[str, str]]:
-    return [{
-        "expression": "size(variables.bound) == 0 || request.namespace in variables.allowed",
-        "messageExpression": f'{_REFUSED_ID} + "starts with \'" + variables.bound[0] + '
-        '"\', a prefix reserved for namespace " + variables.allowed.join(", ") + '
-        '" (ConfigMap " + variables.configmap + "); choose an id outside it or ask an '
-        'administrator to allow namespace " + request.namespace',
-        "message": "the inference id starts with a prefix reserved for other namespaces",
-        "reason": "Forbidden",
-    }]
-
-
-def _namespace_validations() -> list[dict[str, str]]:
-    # An id under a bound prefix is judged by the prefix policy alone.
-    return [{
-        "expression": "size(variables.bound) > 0 || variables.id == request.namespace "
-        "|| variables.id.startsWith(request.namespace + '-')",
-        "messageExpression": f'{_REFUSED_ID} + "must start with \'" + request.namespace + '
-        '"-\' (the namespace\'s name) unless an administrator binds a prefix of it to the '
-        'namespace (ConfigMap " + variables.configmap + ")"',
-        "message": "the inference id must start with the namespace's name and '-'",
-        "reason": "Forbidden",
-    }]
+    return [
+        {
+            "expression": "size(variables.bound) == 0 || request.namespace in variables.allowed",
+            "messageExpression": f'{_REFUSED_ID} + "starts with \'" + variables.bound[0] + '
+            '"\', a prefix reserved for namespace " + variables.allowed.join(", ") + '
+            '"; choose an id outside it or ask an administrator to allow namespace " + '
+            'request.namespace',
+            "message": "the inference id starts with a prefix reserved for other namespaces",
+            "reason": "Forbidden",
+        },
+        {
+            # An id under a bound prefix is judged by the rule above alone.
+            "expression": f"!variables.{STRICT_VARIABLE} || size(variables.bound) > 0 "
+            "|| variables.id == request.namespace "
+            "|| variables.id.startsWith(request.namespace + '-')",
+            "messageExpression": f'{_REFUSED_ID} + "must start with \'" + request.namespace + '
+            '"-\' (the namespace\'s name) unless an administrator binds a prefix of it to the '
+            'namespace"',
+            "message": "the inference id must start with the namespace's name and '-'",
+            "reason": "Forbidden",
+        },
+    ]
 
 
 def _policy(
     name: str, validations: list[dict[str, str]], failure_policy: str,
-    parameterised: bool = False,
+    variables: list[dict[str, str]] | None = None,
 ) -> dict[str, Any]:
-    params: dict[str, Any] = (
-        {"paramKind": {"apiVersion": "v1", "kind": "ConfigMap"}, "variables": _ID_VARIABLES}
-        if parameterised else {}
-    )
     return {
         "apiVersion": ADMISSION,
         "kind": "ValidatingAdmissionPolicy",
         "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "inference-operator"}},
         "spec": {
-            **params,
+            **({"variables": variables} if variables else {}),
             "failurePolicy": failure_policy,
             "matchConstraints": {
                 "resourceRules": [
@@ -176,7 +175,7 @@ def admission_policies() -> list[dict[str, Any]]:
         # A warning is advice; it must never block an apply.
         _policy(WARN_POLICY, warn, "Ignore"),
         _binding(WARN_POLICY, "Warn"),
-        # Bound by the chart with its ConfigMap; an id a policy cannot judge is refused.
-        _policy(ID_PREFIX_POLICY, _id_validations(), "Fail", parameterised=True),
-        _policy(ID_NAMESPACE_POLICY, _namespace_validations(), "Fail", parameterised=True),
+        # Reserves nothing until its prefixes are set; an id it cannot judge is refused.
+        _policy(ID_POLICY, _id_validations(), "Fail", _ID_VARIABLES),
+        _binding(ID_POLICY, "Deny"),
     ]
