@@ -109,6 +109,7 @@ def test_the_service_selects_exactly_the_pods_that_serve(mode: str) -> None:
                                                  "protocol": "TCP"}]
     gateway = build_parser().parse_args(args_of(rendered, "gateway"))
     assert gateway.metrics_port == VALUES["gateway"]["metricsPort"] == 9202
+    assert gateway.metrics_host == "0.0.0.0"  # Prometheus scrapes the pod's address
     # The operator's metrics Service: the operator's pod in both modes.
     metrics = services["inference-operator-operator-metrics"]
     assert selected(metrics["spec"]["selector"], rendered) == {"inference-operator"}

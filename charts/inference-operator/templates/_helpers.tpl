@@ -181,6 +181,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
     - gateway
     - --host=0.0.0.0
     - --port={{ $.Values.gateway.port }}
+    - --metrics-host=0.0.0.0
     - --metrics-port={{ $.Values.gateway.metricsPort }}
     - --config-secret={{ include "inference-operator.configSecret" $ }}
     - --config-shards={{ $.Values.gateway.configShards }}

@@ -70,8 +70,9 @@ class GatewayConfig:
     admin_host: str = "127.0.0.1"  # the admin listener stays on the pod/host by default
     admin_port: int = 9201
     # /metrics on a listener of its own (None: none). With --auth on, the public listener
-    # never serves /metrics: the series name endpoints and callers' namespaces.
-    metrics_host: str = "0.0.0.0"
+    # never serves /metrics: the series name endpoints and callers' namespaces. Loopback
+    # unless told, as the other listeners (the chart sets 0.0.0.0 for Prometheus).
+    metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None
     state_file: Path | None = None
     require_sync: bool = True
