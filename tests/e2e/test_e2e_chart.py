@@ -150,3 +150,19 @@ def test_the_container_callers_reach_cannot_read_secrets_cluster_wide(
                  "get", "secrets", "-n", "kube-system") == "no"
     assert can_i(kubectl, installation.namespace, operator,
                  "get", "secrets", "-n", "kube-system") == "yes"
+
+
+def test_the_gateways_metrics_are_on_their_own_port_not_the_public_one(
+    kubectl: Kubectl, installation: Installation, client_namespace: str,
+    project_image: tuple[str, str | None],
+):
+    """What the ServiceMonitor scrapes: the gateways' metrics Service; a Pod without a
+    token gets nothing from the public port's /metrics (#24)."""
+    metrics = (f"http://{installation.service}-metrics.{installation.namespace}.svc:9202"
+               "/metrics")
+    scraped, public = call_from_pod(
+        kubectl, client_namespace, project_image[0],
+        [{"method": "GET", "url": metrics},
+         {"method": "GET", "url": f"{installation.public_url}/metrics"}], service_account=None)
+    assert scraped["status"] == 200 and "inference_gateway_ready 1.0" in scraped["body"], scraped
+    assert public["status"] == 400 and "inference_gateway" not in public["body"], public
