@@ -433,6 +433,32 @@ async def test_api_keys_with_the_official_client(make_gateway: GatewayFactory,
     assert status == 401
 
 
+async def test_callers_past_the_account_budget_share_one_series(make_gateway: GatewayFactory,
+                                                              tmp_path: Path) -> None:
+    """Per-account caller metrics within their budget: a tenant creating accounts at will
+    cannot grow /metrics; accounts past it count under ``_other``."""
+    keys = {f"app-{n}": (f"key-app-{n}-5d1e9a7c3b8f2e64", ["mine"]) for n in range(4)}
+    gateway = await make_gateway(auth="api-keys", api_keys_file=api_keys_file(
+        tmp_path / "keys.yaml", **keys), caller_metrics_service_account=True,
+        caller_metrics_accounts=10, caller_metrics_accounts_per_namespace=2, metrics_port=0)
+    await gateway.put("mine", seed_body())
+    for key_id, (key, _) in keys.items():
+        encoded = base64.b64encode(f"{key_id}:{key}".encode()).decode()
+        status, _, payload = await call(gateway, "POST", COMPLETION.format("mine"),
+                                        authorization=f"ApiKey {encoded}",
+                                        body={"input": "hi"})
+        assert status == 200, payload
+
+    def answered(account: str) -> Awaitable[float]:
+        return metric(gateway.session, gateway.metrics, "inference_gateway_caller_requests_total",
+                      f'inference_id="mine",caller_namespace="_api_key",'
+                      f'caller_service_account="{account}",status="200"')
+
+    assert [await answered(a) for a in ("app-0", "app-1", "_other")] == [1, 1, 2]
+    with pytest.raises(KeyError):
+        await answered("app-2")
+
+
 async def test_the_command_with_api_keys_logs_json_lines(process_stack: Stack,
                                                          tmp_path: Path) -> None:
     """``inference-operator gateway --auth api-keys``: the seed's client example with a

@@ -37,7 +37,8 @@ INVOKER = "inference-operator-invoker"
 IEP = "inferenceendpoints"
 AUDIENCE = "inference-operator"
 # The chart's gateway flags about callers, passed on to a gateway started here.
-AUTH_FLAGS = ("--auth", "--access-log", "--no-access-log", "--caller-metrics-service-account")
+AUTH_FLAGS = ("--auth", "--access-log", "--no-access-log", "--caller-metrics-service-account",
+              "--caller-metrics-accounts", "--caller-metrics-accounts-per-namespace")
 
 
 def render(*values: str, **kwargs) -> list[dict]:
@@ -79,7 +80,8 @@ def test_by_default_the_gateway_authenticates_with_kubernetes_in_both_modes(mode
 
     assert auth == {"mode": "kubernetes", "audience": AUDIENCE, "cacheSeconds": 10,
                     "reviewsInFlight": 8, "reviewsPerSecond": 20,
-                    "callerMetricsServiceAccount": False}
+                    "callerMetricsServiceAccount": False, "callerMetricsAccounts": 1000,
+                    "callerMetricsAccountsPerNamespace": 100}
     assert VALUES["gateway"]["accessLog"] is True
     assert (args.auth, args.auth_audience, args.auth_cache_seconds) == (
         "kubernetes", AUDIENCE, 10)
@@ -90,6 +92,8 @@ def test_by_default_the_gateway_authenticates_with_kubernetes_in_both_modes(mode
     defaults = GatewayConfig()
     assert (args.auth_reviews_in_flight, args.auth_reviews_per_second) == (
         defaults.auth_reviews_in_flight, defaults.auth_reviews_per_second)
+    assert (auth["callerMetricsAccounts"], auth["callerMetricsAccountsPerNamespace"]) == (
+        defaults.caller_metrics_accounts, defaults.caller_metrics_accounts_per_namespace)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -99,6 +103,8 @@ def test_the_auth_values_become_the_gateways_flags(mode: str) -> None:
                       "--set=gateway.auth.reviewsInFlight=3",
                       "--set-json=gateway.auth.reviewsPerSecond=0.5",
                       "--set=gateway.auth.callerMetricsServiceAccount=true",
+                      "--set=gateway.auth.callerMetricsAccounts=40",
+                      "--set=gateway.auth.callerMetricsAccountsPerNamespace=4",
                       "--set=gateway.accessLog=false")
     args = build_parser().parse_args(gateway_args(rendered))
 
@@ -106,6 +112,7 @@ def test_the_auth_values_become_the_gateways_flags(mode: str) -> None:
         "kubernetes", "inference.example.com", 2.5)
     assert (args.auth_reviews_in_flight, args.auth_reviews_per_second) == (3, 0.5)
     assert args.caller_metrics_service_account is True
+    assert (args.caller_metrics_accounts, args.caller_metrics_accounts_per_namespace) == (40, 4)
     assert args.access_log is False
     # The helm test pod asks for a token of the same audience.
     (volume,) = helm_test_pod("--set=gateway.auth.audience=inference.example.com")[

@@ -213,6 +213,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
     {{- end }}
     {{- if $.Values.gateway.auth.callerMetricsServiceAccount }}
     - --caller-metrics-service-account
+    - --caller-metrics-accounts={{ $.Values.gateway.auth.callerMetricsAccounts }}
+    - --caller-metrics-accounts-per-namespace={{ $.Values.gateway.auth.callerMetricsAccountsPerNamespace }}
     {{- end }}
   ports:
     - name: http

@@ -147,6 +147,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=_default("caller_metrics_service_account"),
                         help="label the per-caller metrics with the ServiceAccount (or API "
                              "key id) too, not only the namespace: a series per account")
+    parser.add_argument("--caller-metrics-accounts", type=int,
+                        default=_default("caller_metrics_accounts"), metavar="N",
+                        help="with --caller-metrics-service-account: accounts with a label "
+                             "of their own, in all; later ones count as _other")
+    parser.add_argument("--caller-metrics-accounts-per-namespace", type=int,
+                        default=_default("caller_metrics_accounts_per_namespace"), metavar="N",
+                        help="with --caller-metrics-service-account: accounts with a label "
+                             "of their own per namespace; later ones count as _other")
     add_log_level(parser)
 
 
@@ -266,4 +274,6 @@ def gateway_config(args: argparse.Namespace, admin_token: str = "") -> GatewayCo
         auth_reviews_per_second=args.auth_reviews_per_second,
         api_keys_file=args.api_keys_file,
         caller_metrics_service_account=args.caller_metrics_service_account,
+        caller_metrics_accounts=args.caller_metrics_accounts,
+        caller_metrics_accounts_per_namespace=args.caller_metrics_accounts_per_namespace,
     )

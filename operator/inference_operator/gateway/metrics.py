@@ -18,6 +18,10 @@ if TYPE_CHECKING:
 # must not create new series. So are refused ones (401, 403), whatever id they named: the
 # metrics must not tell a caller which ids exist.
 UNKNOWN_ID = "_unknown"
+# The caller_service_account of the accounts past the budget of AccountLabels.
+OTHER_ACCOUNTS = "_other"
+DEFAULT_CALLER_ACCOUNTS = 1000
+DEFAULT_CALLER_ACCOUNTS_PER_NAMESPACE = 100
 
 M = TypeVar("M", bound=MetricWrapperBase)
 
@@ -45,6 +49,32 @@ class Labelled(Generic[M]):
             self.metric.remove(*values)
 
 
+class AccountLabels:
+    """The ``caller_service_account`` label within a budget: a tenant creates
+    ServiceAccounts at will, and each would be series of its own in every per-caller
+    metric. The first ``per_namespace`` accounts of a namespace, and ``total`` in all, get
+    their own label; later ones count under OTHER_ACCOUNTS (their namespace still says
+    whose they are)."""
+
+    def __init__(self, total: int, per_namespace: int) -> None:
+        if total < 1 or per_namespace < 1:
+            raise ValueError("the caller metrics' account budgets must be at least 1")
+        self._total = total
+        self._per_namespace = per_namespace
+        self._known: dict[str, set[str]] = {}
+        self._count = 0
+
+    def label(self, namespace: str, account: str) -> str:
+        accounts = self._known.setdefault(namespace, set())
+        if account in accounts:
+            return account
+        if len(accounts) >= self._per_namespace or self._count >= self._total:
+            return OTHER_ACCOUNTS
+        accounts.add(account)
+        self._count += 1
+        return account
+
+
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
@@ -57,13 +87,18 @@ class Usage:
 
 
 class GatewayMetrics:
-    def __init__(self, *, caller_service_account: bool = False) -> None:
+    def __init__(self, *, caller_service_account: bool = False,
+                 caller_accounts: int = DEFAULT_CALLER_ACCOUNTS,
+                 caller_accounts_per_namespace: int = DEFAULT_CALLER_ACCOUNTS_PER_NAMESPACE
+                 ) -> None:
         """``caller_service_account``: label the per-caller metrics with the caller's
         ServiceAccount (or API key id) too, not only its namespace: one series per
-        account, so off by default."""
+        account (within ``caller_accounts`` in all and ``caller_accounts_per_namespace``
+        per namespace, see AccountLabels), so off by default."""
         self.registry = CollectorRegistry()
         r = self.registry
         self.caller_service_account = caller_service_account
+        self._accounts = AccountLabels(caller_accounts, caller_accounts_per_namespace)
         caller = ["caller_namespace", "caller_service_account"][:1 + caller_service_account]
         self.requests = Labelled(Counter(
             "inference_gateway_requests", "Inference requests answered, by HTTP status.",
@@ -172,8 +207,8 @@ class GatewayMetrics:
 
     def count_call(self, inference_id: str, caller: Caller, status: int, usage: Usage) -> None:
         """One answered inference request of an authenticated caller."""
-        who = ((caller.namespace, caller.account) if self.caller_service_account
-               else (caller.namespace,))
+        who = ((caller.namespace, self._accounts.label(caller.namespace, caller.account))
+               if self.caller_service_account else (caller.namespace,))
         self.caller_requests.labels(inference_id, *who, str(status)).inc()
         if usage.input_tokens:
             self.caller_tokens.labels(inference_id, *who, "input").inc(usage.input_tokens)

@@ -21,7 +21,11 @@ from inference_operator.api.gateway_config import DEFAULT_SHARDS, Shards
 from inference_operator.gateway import auth as modes
 from inference_operator.gateway.auth.caller import Access
 from inference_operator.gateway.http import Limits, build_app, build_metrics_app
-from inference_operator.gateway.metrics import GatewayMetrics
+from inference_operator.gateway.metrics import (
+    DEFAULT_CALLER_ACCOUNTS,
+    DEFAULT_CALLER_ACCOUNTS_PER_NAMESPACE,
+    GatewayMetrics,
+)
 from inference_operator.gateway.ratelimit import DEFAULT_QUEUE_CAPACITY, Limiter
 from inference_operator.gateway.request_memory import (
     DEFAULT_ENDPOINT_SHARE,
@@ -120,6 +124,9 @@ class GatewayConfig:
     api_keys_file: Path | None = None  # api-keys: the keys (read once at start)
     # The per-caller metrics also by ServiceAccount (or API key id), not only namespace.
     caller_metrics_service_account: bool = False
+    # ... within a budget of accounts with a label of their own (beyond: "_other").
+    caller_metrics_accounts: int = DEFAULT_CALLER_ACCOUNTS
+    caller_metrics_accounts_per_namespace: int = DEFAULT_CALLER_ACCOUNTS_PER_NAMESPACE
 
 
 class GatewayServer:
@@ -157,7 +164,9 @@ class GatewayServer:
             require_sync=config.require_sync,
             shards=shards,
             metrics=GatewayMetrics(
-                caller_service_account=config.caller_metrics_service_account),
+                caller_service_account=config.caller_metrics_service_account,
+                caller_accounts=config.caller_metrics_accounts,
+                caller_accounts_per_namespace=config.caller_metrics_accounts_per_namespace),
             request_memory=RequestMemory(
                 config.request_memory or default_budget(memory_limit()),
                 config.request_memory_endpoint_share),
