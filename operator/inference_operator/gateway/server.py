@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,8 +52,31 @@ log = logging.getLogger(__name__)
 # answer is not lost to a reset. Its default of 10 s let a client that stalls hold the
 # connection that much longer; 2 s is ample for the answer to leave.
 LINGERING_TIME = 2.0
+# What a connection sending a body may have buffered before its handler reads it (or
+# refuses it unread): aiohttp reads ahead up to twice its read buffer, and each read takes
+# what the socket holds. Both small, so a crowd of clients uploading at once costs little
+# memory outside the request budget (docs/reliability.md, "Isolation: request CPU and
+# memory"); the receive buffer still covers an in-cluster round trip many times over.
+READ_BUFFER = 16 * 1024
+RECEIVE_BUFFER = 64 * 1024
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 POD_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """A bound socket for ``host:port`` whose accepted connections inherit its small
+    receive buffer (set before they exist, so their window is negotiated with it)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def pod_namespace() -> str:
@@ -315,10 +339,10 @@ class GatewayServer:
                                lingering_time=LINGERING_TIME,
                                shutdown_timeout=self.config.shutdown_timeout,
                                # Ours instead (gateway/accesslog.py): JSON, with the caller.
-                               access_log=None)
+                               access_log=None, read_bufsize=READ_BUFFER)
         await runner.setup()
         self._runners.append(runner)
-        await web.TCPSite(runner, host, port).start()
+        await web.SockSite(runner, _listening_socket(host, port)).start()
         server = runner.server
         assert server is not None
         self.gateway.metrics.connections.labels(listener).set_function(
