@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import anthropic
 
-from inference_operator.gateway.upstream import Upstream
+from inference_operator.gateway.upstream import Upstream, encode
 
 ROUNDS = 3
 
@@ -103,7 +103,7 @@ async def measure(emulator_url: str, model: str, prompt: str, max_tokens: int,
 
     calls: dict[str, Callable[[], Awaitable[Any]]] = {
         "sdk_aiohttp": lambda: sdk.messages.create(**params),
-        "gateway_client": lambda: own_client.create(params),
+        "gateway_client": lambda: own_client.create(encode(params)),
         "bare_aiohttp": bare,
         "socket_floor": floor,
     }

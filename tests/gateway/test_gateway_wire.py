@@ -64,13 +64,13 @@ async def test_same_request_on_the_wire(ours: upstream.Client, sdk: anthropic.As
     if stream:
         async for _ in await sdk.messages.create(**params, stream=True, extra_body=sampling):
             pass
-        reply = await ours.stream({**params, **sampling})
+        reply = await ours.stream(upstream.encode({**params, **sampling}, stream=True))
         async for _ in reply.events():
             pass
         reply.close()
     else:
         await sdk.messages.create(**params, extra_body=sampling)
-        await ours.create({**params, **sampling})
+        await ours.create(upstream.encode({**params, **sampling}))
     theirs, mine = emulator.requests()
     assert theirs.body == {**params, **sampling, **({"stream": True} if stream else {})}
     assert mine.body == theirs.body
@@ -84,7 +84,7 @@ async def test_same_reading_of_a_message(ours: upstream.Client, sdk: anthropic.A
                                          reply: str) -> None:
     params, stop_reason, stop_sequence = REPLIES[reply]
     theirs = await sdk.messages.create(**params)
-    mine = await ours.create(params)
+    mine = await ours.create(upstream.encode(params))
     assert _without_ids(mine) == _without_ids(theirs.to_dict())
     assert (mine["stop_reason"], mine["stop_sequence"]) == (stop_reason, stop_sequence)
     assert [b["type"] for b in mine["content"]] == [b.type for b in theirs.content]
@@ -96,7 +96,7 @@ async def test_same_reading_of_a_message(ours: upstream.Client, sdk: anthropic.A
 async def test_same_reading_of_a_message_with_a_tool_call(
         ours: upstream.Client, sdk: anthropic.AsyncAnthropic) -> None:
     theirs = await sdk.messages.create(**CHAT_PARAMS)
-    mine = await ours.create(CHAT_PARAMS)
+    mine = await ours.create(upstream.encode(CHAT_PARAMS))
     text, call = mine["content"]
     assert text == {"type": "text", "text": "I will call get_weather."}
     assert call["type"] == "tool_use" and call["name"] == "get_weather"
@@ -114,7 +114,7 @@ async def test_same_reading_of_a_stream(ours: upstream.Client, sdk: anthropic.As
     params, stop_reason, stop_sequence = REPLIES[reply]
     theirs = [event.to_dict() async for event in
               await sdk.messages.create(**params, stream=True)]
-    stream = await ours.stream(params)
+    stream = await ours.stream(upstream.encode(params, stream=True))
     mine = [event async for event in stream.events()]
     stream.close()
     assert _without_ids(mine) == _without_ids(theirs)  # ``ping`` skipped by both
@@ -124,7 +124,7 @@ async def test_same_reading_of_a_stream(ours: upstream.Client, sdk: anthropic.As
 
 async def test_same_reading_of_a_streamed_tool_call(ours: upstream.Client,
                                                     sdk: anthropic.AsyncAnthropic) -> None:
-    stream = await ours.stream(CHAT_PARAMS)
+    stream = await ours.stream(upstream.encode(CHAT_PARAMS, stream=True))
     mine = [event async for event in stream.events()]
     stream.close()
     # The text block, then the tool_use block with its input in input_json_delta pieces.
@@ -169,7 +169,7 @@ async def test_same_error_from_a_status(ours: upstream.Client, sdk: anthropic.As
     with pytest.raises(anthropic.APIStatusError) as theirs:
         await sdk.messages.create(**PARAMS)
     with pytest.raises(StatusError) as mine:
-        await ours.create(PARAMS)
+        await ours.create(upstream.encode(PARAMS))
     assert mine.value.status == theirs.value.status_code
     assert _without_ids(mine.value.body) == _without_ids(theirs.value.body)
     assert upstream.retry_after(mine.value.headers) == (2.0 if "retry_after" in fault else None)
@@ -183,7 +183,7 @@ async def test_same_error_inside_a_stream(ours: upstream.Client,
     with pytest.raises(anthropic.APIStatusError) as theirs:
         async for _ in await sdk.messages.create(**PARAMS, stream=True):
             pass
-    stream = await ours.stream(PARAMS)
+    stream = await ours.stream(upstream.encode(PARAMS, stream=True))
     with pytest.raises(StatusError) as mine:
         async for _ in stream.events():
             pass

@@ -217,25 +217,24 @@ class Client:
         self._slots = slots
         self._key_slots = slots.for_key(api_key)
 
-    async def create(self, params: dict[str, Any] | bytes) -> dict[str, Any]:
-        """``POST /v1/messages``: the Message, as JSON. ``params`` may come encoded
-        (``encode``): all a queued request keeps."""
+    async def create(self, body: bytes) -> dict[str, Any]:
+        """``POST /v1/messages`` of ``encode(params)``: the Message, as JSON. Encoded
+        before the call, since the bytes are all a queued request keeps."""
         release = await self._take_slot()
         try:
-            response = await self._send(params)
+            response = await self._send(body)
             async with response:
                 raw = await _read(response)
         finally:
             release()
         return _json_object(raw, "the answer")
 
-    async def stream(self, params: dict[str, Any] | bytes) -> MessageStream:
-        """``POST /v1/messages`` with ``"stream": true``, open once the status is 200;
-        its connection is given back when the stream is closed."""
+    async def stream(self, body: bytes) -> MessageStream:
+        """``POST /v1/messages`` of ``encode(params, stream=True)``, open once the status
+        is 200; its connection is given back when the stream is closed."""
         release = await self._take_slot()
         try:
-            return MessageStream(await self._send(
-                params if isinstance(params, bytes) else encode(params, stream=True)), release)
+            return MessageStream(await self._send(body), release)
         except BaseException:
             release()
             raise
@@ -246,11 +245,10 @@ class Client:
         except NoSlot as full:
             raise NoConnection(str(full), self._slots.wait) from None
 
-    async def _send(self, params: dict[str, Any] | bytes) -> aiohttp.ClientResponse:
+    async def _send(self, body: bytes) -> aiohttp.ClientResponse:
         # Never follow a redirect: it would resend the key and the prompt to wherever
         # the Location points. A 3xx is an upstream failure (502) instead.
-        data = params if isinstance(params, bytes) else encode(params)
-        return await _open(self._session.post(self._url, data=data, headers=self._headers,
+        return await _open(self._session.post(self._url, data=body, headers=self._headers,
                                               allow_redirects=False))
 
 

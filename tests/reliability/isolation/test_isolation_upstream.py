@@ -33,7 +33,7 @@ from gateway.gateway_support import (
 )
 from inference_operator.devstack.processes import Service
 from inference_operator.gateway.server import GatewayServer
-from inference_operator.gateway.upstream import NoConnection, Upstream
+from inference_operator.gateway.upstream import NoConnection, Upstream, encode
 
 PER_KEY = 4  # --upstream-connections-per-key
 WAIT = 0.5  # --upstream-connection-wait
@@ -209,16 +209,17 @@ async def test_a_stream_dropped_unread_gives_its_connection_back(
     connection, else one such client per slot would lock the key out for good."""
     params = {"model": "claude-sonnet-4-5", "max_tokens": 5,
               "messages": [{"role": "user", "content": "hi"}]}
+    streamed, whole = encode(params, stream=True), encode(params)
     upstream = Upstream(emulator.url, connections_per_key=1, connection_wait=0.1)
     await upstream.start()
     try:
         client = upstream.client(KEY_A)
-        stream = await client.stream(params)
+        stream = await client.stream(streamed)
         with pytest.raises(NoConnection):  # the key's one connection is in use
-            await client.stream(params)
+            await client.stream(streamed)
         del stream
         gc.collect()
-        (await client.stream(params)).close()
-        assert (await client.create(params))["type"] == "message"
+        (await client.stream(streamed)).close()
+        assert (await client.create(whole))["type"] == "message"
     finally:
         await upstream.close()
