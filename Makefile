@@ -7,14 +7,17 @@ CLI := $(BIN)/inference-operator
 
 .PHONY: .venv dev test soak lint controlplane binaries bench clean generate
 
-# Only builds the virtualenv (package + test extras); reinstalls when pyproject.toml changes.
+# Only builds the virtualenv: the product with its test extras and, beside it, the
+# development kit (devkit/: control plane, node, images, dev stack, generators), which adds
+# the dev, cluster, controlplane and generate subcommands. Reinstalls when either
+# pyproject.toml changes.
 .venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml devkit/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test]' -e ./devkit
 	@touch $@
 
 # kube-apiserver, etcd, kubectl and helm, built once per pinned version into the user cache
@@ -25,7 +28,7 @@ binaries: $(STAMP)
 # The whole suite, the end-to-end tests on a local node included (they skip, saying why,
 # where no node can run).
 test: binaries node prometheus-packages flux
-	$(BIN)/ruff check --no-cache operator tests bench
+	$(BIN)/ruff check --no-cache operator devkit tests bench
 	INFERENCE_OPERATOR_E2E=1 $(BIN)/pytest $(PYTEST_ARGS)
 
 # What a local node needs. Debian's packages, installed with apt-get when missing (as root);
@@ -49,10 +52,10 @@ node: binaries node-packages
 	$(CLI) cluster --build-only
 
 # Flux's source-controller and kustomize-controller, for the GitOps tests (tests/gitops/):
-# built once from the pinned Go modules in tests/envtest/flux into the user cache, with
+# built once from the pinned Go modules in devkit/envtest/flux into the user cache, with
 # the CRDs they serve copied beside them (controlplane/flux.py).
 flux: binaries
-	$(BIN)/python -m inference_operator.controlplane.flux
+	$(BIN)/python -m inference_devkit.controlplane.flux
 
 # promtool, for the alert and dashboard tests (tests/observability/): Debian's prometheus,
 # installed with apt-get when missing (as root); elsewhere it says what to install and
@@ -89,7 +92,7 @@ generate: $(STAMP)
 	$(CLI) generate
 
 lint: $(STAMP)
-	$(BIN)/ruff check --no-cache operator tests bench
+	$(BIN)/ruff check --no-cache operator devkit tests bench
 
 controlplane: binaries
 	$(CLI) controlplane

@@ -60,7 +60,7 @@ def install_venv(venv: Path, requirements: Sequence[str], log: Path, timeout: fl
     environment names, else the system's (a TLS-intercepting proxy's CA is in one of
     them). Raises
     CalledProcessError, TimeoutExpired or OSError; the log has pip's output."""
-    from inference_operator.controlplane.images import host_ca_bundle
+    from inference_devkit.controlplane.images import host_ca_bundle
 
     python = venv / "bin" / "python"
     stamp, spec = venv / ".installed-spec", " ".join([*requirements, version]).strip()

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
-from inference_operator.controlplane import binaries, launcher
-from inference_operator.controlplane.kubeconfig import write_token_kubeconfig
-from inference_operator.controlplane.kubectl import Kubectl
-from inference_operator.devstack.processes import Stack
+from inference_devkit.controlplane import binaries, launcher
+from inference_devkit.controlplane.kubeconfig import write_token_kubeconfig
+from inference_devkit.controlplane.kubectl import Kubectl
+from inference_devkit.devstack.processes import Stack
 from operator_support import running_stack
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,9 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from inference_operator.controlplane.kubectl import Kubectl
-from inference_operator.devstack.processes import Service, Stack
-from inference_operator.waiting import poll
+from inference_devkit.controlplane.kubectl import Kubectl
+from inference_devkit.devstack.processes import Service, Stack
+from inference_devkit.waiting import poll
 
 # Distinctive, obviously fake keys: the hygiene checks search every output for them.
 KEY = "fake-key-test-PRIMARY-4f1d9c7b2e"

@@ -11,10 +11,10 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from inference_operator.controlplane import binaries, launcher
-from inference_operator.controlplane.kubectl import Kubectl, KubectlError
-from inference_operator.devstack.processes import Service
-from inference_operator.waiting import poll
+from inference_devkit.controlplane import binaries, launcher
+from inference_devkit.controlplane.kubectl import Kubectl, KubectlError
+from inference_devkit.devstack.processes import Service
+from inference_devkit.waiting import poll
 
 WIDGET_CRD = {
     "apiVersion": "apiextensions.k8s.io/v1",

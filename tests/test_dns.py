@@ -16,12 +16,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from inference_operator.controlplane import binaries, dns, images, network, node
-from inference_operator.controlplane.kubeconfig import write_token_kubeconfig
-from inference_operator.controlplane.kubectl import Kubectl
-from inference_operator.controlplane.launcher import ControlPlane, _Process
-from inference_operator.loopback import free_port
-from inference_operator.waiting import poll
+from inference_devkit.controlplane import binaries, dns, images, network, node
+from inference_devkit.controlplane.kubeconfig import write_token_kubeconfig
+from inference_devkit.controlplane.kubectl import Kubectl
+from inference_devkit.controlplane.launcher import ControlPlane, _Process
+from inference_devkit.loopback import free_port
+from inference_devkit.waiting import poll
 
 NXDOMAIN = 3
 A = 1  # the record type of IPv4 addresses

@@ -57,14 +57,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: common.p
 from common import percentile, save_results, splice_section
 from fleet.run import START_SECONDS, Gateway, fake_key, machine, step, wait_loaded
 
+from inference_devkit.controlplane import binaries, launcher
+from inference_devkit.controlplane.apimetrics import requests_by_resource
+from inference_devkit.controlplane.kubeconfig import write_token_kubeconfig
+from inference_devkit.controlplane.kubectl import Kubectl
+from inference_devkit.devstack.processes import Stack
+from inference_devkit.loopback import free_port
 from inference_operator.api.gateway_config import OWNER_KEY, Shard, Shards
-from inference_operator.controlplane import binaries, launcher
-from inference_operator.controlplane.apimetrics import requests_by_resource
-from inference_operator.controlplane.kubeconfig import write_token_kubeconfig
-from inference_operator.controlplane.kubectl import Kubectl
-from inference_operator.devstack.processes import Stack
 from inference_operator.gateway.auth import DEFAULT_AUDIENCE
-from inference_operator.loopback import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMESPACE = "bench-auth"  # the shards and the gateways' ServiceAccount

@@ -53,7 +53,7 @@ from common import percentile, save_results, splice_section  # noqa: E402
 from fleet.run import START_SECONDS, machine, step  # noqa: E402
 from loadgen import Sample, Target  # noqa: E402
 
-from inference_operator.devstack.processes import Service, Stack  # noqa: E402
+from inference_devkit.devstack.processes import Service, Stack  # noqa: E402
 from inference_operator.emulator.wire import GREETING, tokens  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]

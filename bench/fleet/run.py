@@ -50,11 +50,11 @@ from kubernetes import client, config
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/common.py
 from common import percentile, save_results, splice_section
 
+from inference_devkit.controlplane import launcher
+from inference_devkit.devstack.processes import Service, Stack
+from inference_devkit.loopback import free_port
+from inference_devkit.waiting import poll
 from inference_operator.api.gateway_config import Record, Shard, Shards
-from inference_operator.controlplane import launcher
-from inference_operator.devstack.processes import Service, Stack
-from inference_operator.loopback import free_port
-from inference_operator.waiting import poll
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMESPACE = "bench-fleet"

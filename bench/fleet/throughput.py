@@ -60,11 +60,11 @@ from e2e_support import (
 from fleet.run import machine, step
 from gateway.loadgen import Target, closed_loop
 
-from inference_operator import procfs
-from inference_operator.checkout import checkout_path
-from inference_operator.controlplane import binaries, images, node
-from inference_operator.controlplane.kubectl import Kubectl, KubectlError
-from inference_operator.waiting import poll
+from inference_devkit import procfs
+from inference_devkit.checkout import checkout_path
+from inference_devkit.controlplane import binaries, images, node
+from inference_devkit.controlplane.kubectl import Kubectl, KubectlError
+from inference_devkit.waiting import poll
 
 ROOT = Path(__file__).resolve().parents[2]
 RPM = 1_000_000  # far above any rate here: the limiter never queues a request

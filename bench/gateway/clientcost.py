@@ -51,7 +51,7 @@ class _Socket(asyncio.Protocol):
 
 _IMPORT_PROBE = """
 import json, os, time
-from inference_operator.procfs import rss_mib  # the standard library only
+from inference_devkit.procfs import rss_mib  # the standard library only
 t0 = time.perf_counter()
 import inference_operator.gateway.server, inference_operator.cli.serving
 t1 = time.perf_counter(); r1 = rss_mib(os.getpid())

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inference_operator.devstack.processes import Service
+from inference_devkit.devstack.processes import Service
 
 SECONDS = 6
 TOP = 25

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 from common import install_venv
 
-from inference_operator.devstack.processes import ProcessFailed, Service
+from inference_devkit.devstack.processes import ProcessFailed, Service
 
 # The version measured in the reference; --litellm-spec picks another.
 DEFAULT_SPEC = "litellm[proxy]==1.108.7"

@@ -40,8 +40,8 @@ import peer_litellm
 import report
 from loadgen import Sample, Target
 
-from inference_operator.devstack.processes import Stack
-from inference_operator.loopback import free_port
+from inference_devkit.devstack.processes import Stack
+from inference_devkit.loopback import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "bench-admin-token"

@@ -43,12 +43,12 @@ from kubernetes import client, config, watch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/common.py
 from common import install_venv, percentile, splice_section
 
-from inference_operator.api.generate import crd_yaml
+from inference_devkit.controlplane import binaries, launcher
+from inference_devkit.controlplane.kubectl import Kubectl
+from inference_devkit.devstack.processes import Service, Stack
+from inference_devkit.waiting import poll
+from inference_operator.api.manifests import crd_yaml
 from inference_operator.api.models import GROUP, PLURAL, VERSION
-from inference_operator.controlplane import binaries, launcher
-from inference_operator.controlplane.kubectl import Kubectl
-from inference_operator.devstack.processes import Service, Stack
-from inference_operator.waiting import poll
 
 KEY = "bench-key-not-a-real-key"
 OPERATOR_NS, FLOOR_NS = "bench-operator", "bench-floor"

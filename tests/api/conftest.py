@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from inference_endpoint_cases import FAKE_KEY, LITERAL, resource, valid_spec
 
+from inference_devkit.controlplane.kubectl import Kubectl
+from inference_devkit.waiting import poll
 from inference_operator.api import models
-from inference_operator.controlplane.kubectl import Kubectl
-from inference_operator.waiting import poll
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from inference_operator.api import generate, reference
+from inference_devkit.generate import api_files as generate
+from inference_operator.api import reference
 from inference_operator.api.models import CRD_NAME
 from inference_operator.cli.main import main
 

@@ -23,9 +23,9 @@ from inference_endpoint_cases import resource, valid_spec
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from inference_devkit.controlplane.kubectl import Kubectl, KubectlError
+from inference_devkit.waiting import poll
 from inference_operator.api import models, policies
-from inference_operator.controlplane.kubectl import Kubectl, KubectlError
-from inference_operator.waiting import poll
 
 TAG = uuid.uuid4().hex[:6]
 LABEL = "inference-operator.dev/test-inference-ids"

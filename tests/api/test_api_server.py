@@ -26,10 +26,10 @@ from inference_endpoint_cases import (
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from inference_devkit.controlplane.kubectl import Kubectl
 from inference_operator.api import models
 from inference_operator.api.crd import openapi_schema
 from inference_operator.api.validation import validate_spec
-from inference_operator.controlplane.kubectl import Kubectl
 
 ROOT = Path(__file__).resolve().parents[2]
 

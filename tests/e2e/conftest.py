@@ -31,8 +31,8 @@ from e2e_support import (
     namespace,
 )
 
-from inference_operator.controlplane import binaries, images, launcher, node
-from inference_operator.controlplane.kubectl import Kubectl
+from inference_devkit.controlplane import binaries, images, launcher, node
+from inference_devkit.controlplane.kubectl import Kubectl
 
 ENABLED = os.environ.get("INFERENCE_OPERATOR_E2E") == "1"
 EXISTING = os.environ.get("USE_EXISTING_CLUSTER", "").lower() == "true"

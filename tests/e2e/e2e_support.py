@@ -14,11 +14,11 @@ from pathlib import Path
 from statistics import median
 from typing import Any, Protocol
 
-from inference_operator.checkout import checkout_path
-from inference_operator.controlplane import binaries
-from inference_operator.controlplane.dns import CLUSTER_DOMAIN
-from inference_operator.controlplane.kubectl import Kubectl
-from inference_operator.waiting import poll
+from inference_devkit.checkout import checkout_path
+from inference_devkit.controlplane import binaries
+from inference_devkit.controlplane.dns import CLUSTER_DOMAIN
+from inference_devkit.controlplane.kubectl import Kubectl
+from inference_devkit.waiting import poll
 
 RESTRICTED = {
     "pod-security.kubernetes.io/enforce": "restricted",

@@ -24,8 +24,8 @@ from e2e_support import (
     resource_versions,
 )
 
-from inference_operator.controlplane.kubectl import Kubectl
-from inference_operator.waiting import poll
+from inference_devkit.controlplane.kubectl import Kubectl
+from inference_devkit.waiting import poll
 
 
 def test_every_pod_of_the_release_is_ready_without_restarts(

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from inference_operator.controlplane import images
+from inference_devkit.controlplane import images
 
 CA_CHECK_REF = "localhost/inference-operator/inference-operator:ca-check"
 

@@ -24,8 +24,8 @@ from e2e_support import (
     elapsed,
 )
 
-from inference_operator.checkout import checkout_path
-from inference_operator.controlplane.kubectl import Kubectl
+from inference_devkit.checkout import checkout_path
+from inference_devkit.controlplane.kubectl import Kubectl
 
 CHART_IMAGE = "ghcr.io/inference-operator/inference-operator"
 BASE_URL_FLAG = "--anthropic-base-url="

@@ -34,9 +34,9 @@ from e2e_support import (
     start_client,
 )
 
-from inference_operator.checkout import checkout_path
-from inference_operator.controlplane.kubectl import Kubectl
-from inference_operator.waiting import poll
+from inference_devkit.checkout import checkout_path
+from inference_devkit.controlplane.kubectl import Kubectl
+from inference_devkit.waiting import poll
 
 INTERVAL = 0.1
 MAX_REQUESTS = 1200

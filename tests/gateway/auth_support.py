@@ -20,10 +20,10 @@ import pytest
 from gateway_support import RunningEmulator, RunningGateway, answer_problems, gateway_config
 from kube_support import BASE, KEY_A, SHARDS, ShardWriter, connect_as, shard_reader
 
-from inference_operator.controlplane.apimetrics import requests_by_resource
-from inference_operator.controlplane.kubectl import Kubectl
+from inference_devkit.controlplane.apimetrics import requests_by_resource
+from inference_devkit.controlplane.kubectl import Kubectl
+from inference_devkit.waiting import poll_async
 from inference_operator.gateway.server import GatewayServer
-from inference_operator.waiting import poll_async
 
 AUDIENCE = "inference-operator"
 COMPLETION = "/_inference/completion/{}"

@@ -23,7 +23,7 @@ from gateway_support import (
 from kube_support import ShardWriter, connect_as
 from lightkube import AsyncClient
 
-from inference_operator.devstack.processes import Stack
+from inference_devkit.devstack.processes import Stack
 from inference_operator.gateway.server import GatewayServer
 
 

@@ -16,7 +16,7 @@ from openai.types.chat import ChatCompletionChunk
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from inference_operator.devstack.processes import Service, Stack
+from inference_devkit.devstack.processes import Service, Stack
 from inference_operator.emulator.app import Emulator, build_app
 from inference_operator.emulator.script import FAULTS, Latency
 from inference_operator.gateway.retry import RetryPolicy

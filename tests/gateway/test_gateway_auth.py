@@ -62,8 +62,8 @@ from lightkube import AsyncClient
 from lightkube.models.authentication_v1 import TokenReviewSpec
 from lightkube.resources.authentication_v1 import TokenReview
 
-from inference_operator.controlplane.kubectl import Kubectl
-from inference_operator.devstack.processes import Stack
+from inference_devkit.controlplane.kubectl import Kubectl
+from inference_devkit.devstack.processes import Stack
 from inference_operator.gateway.auth.apikeys import hash_key
 from inference_operator.gateway.server import GatewayServer
 

@@ -21,7 +21,7 @@ from elasticsearch import Elasticsearch
 from gateway_support import text_of, tool_calls_of
 from openai.types.chat import ChatCompletionChunk
 
-from inference_operator.devstack.processes import Stack
+from inference_devkit.devstack.processes import Stack
 
 API_KEY = "sk-ant-cli-test-KEY-0b6d2a"
 MODEL = "claude-sonnet-4-5"

@@ -24,12 +24,12 @@ from lightkube.resources import core_v1
 from lightkube.resources.core_v1 import Secret
 from lightkube.resources.discovery_v1 import EndpointSlice
 
+from inference_devkit.controlplane.kubectl import Kubectl
+from inference_devkit.devstack.processes import Service
+from inference_devkit.loopback import free_port
+from inference_devkit.waiting import poll_async
 from inference_operator.api.gateway_config import DATA_KEY
-from inference_operator.controlplane.kubectl import Kubectl
-from inference_operator.devstack.processes import Service
 from inference_operator.gateway.server import GatewayServer
-from inference_operator.loopback import free_port
-from inference_operator.waiting import poll_async
 
 COMPLETION = "/_inference/completion/{}"
 

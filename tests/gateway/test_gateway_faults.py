@@ -28,8 +28,8 @@ from gateway_support import (
     start_gateway,
 )
 
-from inference_operator.devstack.processes import Stack
-from inference_operator.waiting import poll_async
+from inference_devkit.devstack.processes import Stack
+from inference_devkit.waiting import poll_async
 
 COMPLETION = "/_inference/completion/anthropic_completion"
 STREAM = COMPLETION + "/_stream"

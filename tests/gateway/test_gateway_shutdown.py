@@ -12,8 +12,8 @@ import time
 import aiohttp
 from gateway_support import ADMIN_TOKEN, RunningEmulator, seed_body, sse_events, start_gateway
 
-from inference_operator.devstack.processes import Stack
-from inference_operator.waiting import poll_async
+from inference_devkit.devstack.processes import Stack
+from inference_devkit.waiting import poll_async
 
 COMPLETION = "/_inference/completion/anthropic_completion"
 DELAY = 2.0

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from gateway_support import RunningEmulator, RunningGateway, metric, seed_body, sse_events
 
-from inference_operator.waiting import poll_async
+from inference_devkit.waiting import poll_async
 
 STREAM = "/_inference/completion/anthropic_completion/_stream"
 

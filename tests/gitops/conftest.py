@@ -22,12 +22,12 @@ import pytest
 from flux_objects import FLUX_NAMESPACE, SOURCE, git_repository, manifest_file
 from git_server import GitServer
 
-from inference_operator.controlplane import flux
-from inference_operator.controlplane.binaries import BinaryUnavailable
-from inference_operator.controlplane.kubectl import Kubectl
-from inference_operator.controlplane.launcher import ControlPlane
-from inference_operator.devstack.processes import Service, Stack
-from inference_operator.loopback import free_port
+from inference_devkit.controlplane import flux
+from inference_devkit.controlplane.binaries import BinaryUnavailable
+from inference_devkit.controlplane.kubectl import Kubectl
+from inference_devkit.controlplane.launcher import ControlPlane
+from inference_devkit.devstack.processes import Service, Stack
+from inference_devkit.loopback import free_port
 from operator_support import running_stack
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from inference_operator.controlplane.kubectl import to_yaml
+from inference_devkit.controlplane.kubectl import to_yaml
 
 FLUX_NAMESPACE = "flux-system"
 SOURCE = "platform"

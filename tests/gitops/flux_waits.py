@@ -8,8 +8,8 @@ from typing import Any
 
 from flux_objects import FLUX_NAMESPACE, SOURCE
 
-from inference_operator.controlplane.kubectl import Kubectl
-from inference_operator.waiting import poll
+from inference_devkit.controlplane.kubectl import Kubectl
+from inference_devkit.waiting import poll
 from operator_support import condition
 
 REQUESTED_AT = "reconcile.fluxcd.io/requestedAt"

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from inference_operator.loopback import free_port
+from inference_devkit.loopback import free_port
 
 GIT = shutil.which("git") or "git"
 # Commits made by the tests, whoever runs them: no global git configuration is needed.

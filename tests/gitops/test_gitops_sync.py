@@ -11,8 +11,8 @@ import flux_waits
 import pytest
 from flux_objects import endpoint_check, kustomization
 
-from inference_operator.controlplane.kubectl import Kubectl
-from inference_operator.waiting import poll
+from inference_devkit.controlplane.kubectl import Kubectl
+from inference_devkit.waiting import poll
 from operator_support import (
     complete,
     condition,

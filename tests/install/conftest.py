@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from install_support import prometheus_operator_crd
 
+from inference_devkit.chart import documents, helm_template
+from inference_devkit.controlplane.kubeconfig import write_token_kubeconfig
+from inference_devkit.controlplane.kubectl import Kubectl
 from inference_operator.api.models import CRD_NAME
-from inference_operator.chart import documents, helm_template
-from inference_operator.controlplane.kubeconfig import write_token_kubeconfig
-from inference_operator.controlplane.kubectl import Kubectl
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE_MONITOR_CRD = prometheus_operator_crd("ServiceMonitor")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from inference_operator.controlplane import binaries
+from inference_devkit.controlplane import binaries
 
 
 def helm(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -17,14 +17,14 @@ import pytest
 import yaml
 from test_install_rbac import AUTH_DELEGATOR, OPERATOR_NEEDS, Operator, service_account
 
-from inference_operator import chart
+from inference_devkit import chart
+from inference_devkit.chart import documents, helm_template
+from inference_devkit.controlplane.kubectl import Kubectl
+from inference_devkit.devstack.processes import Stack
+from inference_devkit.waiting import poll
 from inference_operator.api.gateway_config import OWNER_KEY, Shard, Shards
-from inference_operator.chart import documents, helm_template
 from inference_operator.cli.main import build_parser
-from inference_operator.controlplane.kubectl import Kubectl
-from inference_operator.devstack.processes import Stack
 from inference_operator.gateway.server import GatewayConfig
-from inference_operator.waiting import poll
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"

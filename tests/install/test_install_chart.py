@@ -11,12 +11,12 @@ import pytest
 import yaml
 from install_support import helm, prometheus_operator_crd
 
-from inference_operator import chart
+from inference_devkit import chart
+from inference_devkit.chart import ci_values_files, documents, helm_template
+from inference_devkit.controlplane import binaries
+from inference_devkit.controlplane.kubectl import Kubectl
 from inference_operator.api.gateway_config import Shard, Shards
-from inference_operator.api.generate import CRD_FILE, POLICIES_FILE
-from inference_operator.chart import ci_values_files, documents, helm_template
-from inference_operator.controlplane import binaries
-from inference_operator.controlplane.kubectl import Kubectl
+from inference_operator.api.manifests import CRD_FILE, POLICIES_FILE
 from inference_operator.observability.alerts import rule_groups
 from inference_operator.observability.dashboard import dashboard
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from inference_operator import chart
-from inference_operator.chart import documents, helm_template
+from inference_devkit import chart
+from inference_devkit.chart import documents, helm_template
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / chart.CHART

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from inference_operator import chart
+from inference_devkit import chart
+from inference_devkit.chart import documents, helm_template
 from inference_operator.api.gateway_config import DEFAULT_SECRET_NAME, DEFAULT_SHARDS, Shards
-from inference_operator.chart import documents, helm_template
 from inference_operator.cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,9 +10,9 @@ import pytest
 import yaml
 from lupa.lua51 import LuaRuntime
 
+from inference_devkit.controlplane.kubectl import Kubectl
 from inference_operator.api.models import GROUP, KIND, VERSION, Reason
 from inference_operator.controller.conditions import Outcome, build_conditions
-from inference_operator.controlplane.kubectl import Kubectl
 
 ROOT = Path(__file__).resolve().parents[2]
 HEALTH_LUA = ROOT / "docs" / "argocd-health.lua"

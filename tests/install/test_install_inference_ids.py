@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from inference_operator import chart
+from inference_devkit import chart
+from inference_devkit.chart import documents, helm_template
+from inference_devkit.controlplane.kubectl import Kubectl
+from inference_devkit.waiting import poll
 from inference_operator.api import policies
-from inference_operator.chart import documents, helm_template
-from inference_operator.controlplane.kubectl import Kubectl
-from inference_operator.waiting import poll
 from operator_support import endpoint
 
 ROOT = Path(__file__).resolve().parents[2]

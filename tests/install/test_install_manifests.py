@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from inference_operator import chart
-from inference_operator.chart import NAMESPACE, documents, install_yaml
-from inference_operator.controlplane.kubectl import Kubectl
+from inference_devkit import chart
+from inference_devkit.chart import NAMESPACE, documents, install_yaml
+from inference_devkit.controlplane.kubectl import Kubectl
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTALL_YAML = ROOT / chart.INSTALL_YAML

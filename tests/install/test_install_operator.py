@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from inference_operator.chart import documents, helm_template
-from inference_operator.controlplane.kubectl import Kubectl
-from inference_operator.devstack.processes import Stack
+from inference_devkit.chart import documents, helm_template
+from inference_devkit.controlplane.kubectl import Kubectl
+from inference_devkit.devstack.processes import Stack
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"

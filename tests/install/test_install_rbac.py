@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from inference_operator.controlplane import binaries
-from inference_operator.controlplane.kubectl import Kubectl
+from inference_devkit.controlplane import binaries
+from inference_devkit.controlplane.kubectl import Kubectl
 
 IEP = "inferenceendpoints.inference-operator.dev"
 SLICES = "endpointslices.discovery.k8s.io"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from inference_operator.chart import ci_values_files, documents, helm_template
+from inference_devkit.chart import ci_values_files, documents, helm_template
 from inference_operator.cli.gateway import gateway_config
 from inference_operator.cli.main import build_parser
 

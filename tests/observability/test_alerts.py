@@ -10,8 +10,8 @@ from pathlib import Path
 import yaml
 from alert_cases import CASES, Case
 
+from inference_devkit.generate.observability_files import alerts_yaml
 from inference_operator.observability import alerts
-from inference_operator.observability.generate import alerts_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 BY_NAME = {alert.name: alert for alert in alerts.ALERTS}

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from inference_operator.cli import generate as generate_cli
-from inference_operator.observability import generate
+from inference_devkit.cli import generate as generate_cli
+from inference_devkit.generate import observability_files as generate
 
 ROOT = Path(__file__).resolve().parents[2]
 

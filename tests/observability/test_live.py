@@ -15,10 +15,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from inference_operator.devstack import prometheus
-from inference_operator.devstack.processes import Service, Stack
+from inference_devkit.devstack import prometheus
+from inference_devkit.devstack.processes import Service, Stack
+from inference_devkit.waiting import poll
 from inference_operator.observability import alerts, dashboard
-from inference_operator.waiting import poll
 from operator_support import KEY, REJECTED_KEY, endpoint, secret, wait_reason
 
 # Grafana's variables as a user leaves them (every endpoint, every caller namespace), and

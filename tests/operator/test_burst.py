@@ -10,9 +10,9 @@ import threading
 import urllib.parse
 from pathlib import Path
 
+from inference_devkit.waiting import poll
 from inference_operator.controller.kube import REQUEST_CONNECTIONS
 from inference_operator.controller.login import WATCHED_RESOURCES
-from inference_operator.waiting import poll
 from operator_support import endpoint, secret
 
 BURST = 150

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from inference_operator.loopback import free_port
-from inference_operator.waiting import poll
+from inference_devkit.loopback import free_port
+from inference_devkit.waiting import poll
 from operator_support import endpoint, restarted_with, secret, wait_reason
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from inference_operator.waiting import poll
+from inference_devkit.waiting import poll
 from operator_support import (
     KEY,
     REJECTED_KEY,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 
-from inference_operator.waiting import poll
+from inference_devkit.waiting import poll
 from operator_support import complete, endpoint, secret
 
 

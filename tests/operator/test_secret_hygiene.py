@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import urllib.request
 
-from inference_operator.loopback import free_port
+from inference_devkit.loopback import free_port
 from operator_support import (
     assert_outputs_were_read,
     find_leaks,

@@ -20,8 +20,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from inference_devkit.loopback import free_port
 from inference_operator.emulator import wire
-from inference_operator.loopback import free_port
 
 # Headers that describe one hop's framing; the forwarded response gets its own.
 _HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "content-encoding"}

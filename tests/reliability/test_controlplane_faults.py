@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from inference_operator.controlplane.launcher import ControlPlane
+from inference_devkit.controlplane.launcher import ControlPlane
 from operator_support import (
     complete,
     condition,

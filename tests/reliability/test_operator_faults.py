@@ -7,7 +7,7 @@ import json
 import threading
 import time
 
-from inference_operator.waiting import poll
+from inference_devkit.waiting import poll
 from operator_support import complete, condition, endpoint, event_counts, secret
 
 BURST = 100  # times ``scale`` under ``make soak``

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 
-from inference_operator.waiting import poll
+from inference_devkit.waiting import poll
 from operator_support import (
     KEY,
     ROTATED_KEY,

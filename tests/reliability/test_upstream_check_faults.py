@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from models_api_faults import ModelsApiFaults
 
-from inference_operator.waiting import poll
+from inference_devkit.waiting import poll
 from operator_support import (
     ROTATED_KEY,
     complete,

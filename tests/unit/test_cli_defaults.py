@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from inference_devkit.cli import generate as generate_cli
 from inference_operator.anthropic_api import ANTHROPIC_API_URL
 from inference_operator.cli import emulator as emulator_cli
 from inference_operator.cli import gateway as gateway_cli
-from inference_operator.cli import generate as generate_cli
 from inference_operator.cli import run as run_cli
 from inference_operator.cli.main import COMMANDS, build_parser, main
 from inference_operator.cli.options import DEFAULT_LOG_LEVEL, env_name, subcommands

@@ -9,13 +9,12 @@ import copy
 import gc
 import logging
 import os
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from inference_operator import procfs
+from inference_devkit import procfs
 from inference_operator.api.gateway_config import Shard, Shards
 from inference_operator.gateway.service import Gateway, ShardRejected
 from inference_operator.gateway.upstream import Upstream
@@ -128,7 +127,7 @@ async def test_an_invalid_endpoint_refuses_the_whole_shard_without_its_key(
     assert not [r for r in caplog.records if KEY in r.getMessage()]
 
 
-async def test_five_thousand_endpoints_in_eight_shards_load_fast_and_small() -> None:
+async def test_five_thousand_endpoints_in_eight_shards_load_small_and_reload_as_is() -> None:
     shards = Shards("cfg", 8)
     held: dict[str, list[dict[str, Any]]] = {name: [] for name in shards.names()}
     for n in range(5000):
@@ -140,20 +139,20 @@ async def test_five_thousand_endpoints_in_eight_shards_load_fast_and_small() -> 
     try:
         gc.collect()
         rss = procfs.rss_mib(os.getpid())
-        started = time.perf_counter()
         for name, data in secrets.items():
             await gateway.apply_shard(name, Shard.decode(data))
-        took = time.perf_counter() - started
         gc.collect()
         grown = procfs.rss_mib(os.getpid()) - rss
-        print(f"\n5,000 endpoints in 8 shards: {took:.2f}s, +{grown:.1f} MiB RSS")
 
         assert gateway.health()["endpoints"] == 5000 and gateway.unready_reason() is None
-        assert took < 5 and grown < 50
-        started = time.perf_counter()  # the same again: nothing to build
+        assert grown < 50, f"5,000 endpoints grew the gateway by {grown:.1f} MiB"
+        # The same shards again: nothing to build, every endpoint (and its rate-limit
+        # bucket) is the one already serving. How long loading takes is bench/'s to measure.
+        serving = [gateway.find(f"team-{n}") for n in range(0, 5000, 97)]
         for name, data in secrets.items():
             await gateway.apply_shard(name, Shard.decode(data))
-        assert time.perf_counter() - started < took
+        assert all(gateway.find(f"team-{n}") is endpoint
+                   for n, endpoint in zip(range(0, 5000, 97), serving, strict=True))
     finally:
         await gateway.close()
 

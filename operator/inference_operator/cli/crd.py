@@ -18,11 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from inference_operator.api import generate
+    from inference_operator.api import manifests
     from inference_operator.cli.serving import setup_logging
 
     setup_logging(args.log_level)
-    sys.stdout.write(generate.crd_yaml())
+    sys.stdout.write(manifests.crd_yaml())
     if args.with_policies:
-        sys.stdout.write("---\n" + generate.policies_yaml())
+        sys.stdout.write("---\n" + manifests.policies_yaml())
     return 0

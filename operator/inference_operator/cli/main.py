@@ -4,6 +4,11 @@ Each subcommand is a module of this package with ``add_arguments(parser)`` (all 
 options, defaults from the config objects) and ``run(args)``; this one only builds the
 subparsers and dispatches. A module is imported when its subcommand is used, so
 ``--help`` stays fast.
+
+Other distributions add subcommands through the ``inference_operator.commands`` entry-point
+group: each entry point names a mapping like :data:`COMMANDS` whose modules are full
+dotted paths. The development kit (``devkit/``) adds ``dev``, ``cluster``,
+``controlplane`` and ``generate`` that way, so this package never imports it.
 """
 
 from __future__ import annotations
@@ -11,22 +16,26 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Mapping, Sequence
+from importlib.metadata import entry_points
 
 from inference_operator.cli.options import CommandParser
 
 # name: (module, help)
 COMMANDS = {
-    "run": ("run", "run the operator against the current kubeconfig"),
-    "gateway": ("gateway", "run the _inference gateway"),
-    "emulator": ("emulator", "run the offline Anthropic API emulator"),
-    "dev": ("dev", "local control plane + emulator + gateway + operator"),
-    "crd": ("crd", "print the InferenceEndpoint CRD"),
-    "generate": ("generate", "re-render every generated file of the repository"),
-    "controlplane": ("controlplane",
-                     "start a throwaway kube-apiserver + etcd on loopback until Ctrl-C"),
-    "cluster": ("cluster", "a control plane plus one real node, the project's image built "
-                           "and loaded, until Ctrl-C"),
+    "run": ("inference_operator.cli.run", "run the operator against the current kubeconfig"),
+    "gateway": ("inference_operator.cli.gateway", "run the _inference gateway"),
+    "emulator": ("inference_operator.cli.emulator", "run the offline Anthropic API emulator"),
+    "crd": ("inference_operator.cli.crd", "print the InferenceEndpoint CRD"),
 }
+PLUGIN_GROUP = "inference_operator.commands"
+
+
+def all_commands() -> dict[str, tuple[str, str]]:
+    """This package's subcommands, then those the installed plugins add."""
+    commands = dict(COMMANDS)
+    for entry_point in entry_points(group=PLUGIN_GROUP):
+        commands.update(entry_point.load())
+    return commands
 
 
 def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
@@ -38,9 +47,9 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                      parser_class=CommandParser)
-    for name, (module, help) in COMMANDS.items():
+    for name, (module, help) in all_commands().items():
         commands.add_parser(name, help=help, description=help, environ=environ,
-                            module=f"inference_operator.cli.{module}")
+                            module=module)
     return parser
 
 

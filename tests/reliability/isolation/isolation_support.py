@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 
 from gateway.gateway_support import ADMIN_TOKEN, PROCESS_FLAGS, seed_body
-from inference_operator.devstack.processes import Service, Stack
+from inference_devkit.devstack.processes import Service, Stack
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 

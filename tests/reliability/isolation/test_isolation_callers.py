@@ -31,7 +31,7 @@ from auth_support import (
 from gateway_support import metric
 from kube_support import ShardWriter, record
 
-from inference_operator.controlplane.kubectl import Kubectl
+from inference_devkit.controlplane.kubectl import Kubectl
 from inference_operator.gateway.auth.credentials import MAX_TOKEN_LENGTH
 from inference_operator.gateway.auth.kubernetes import LISTING_NAME_REVIEWS
 

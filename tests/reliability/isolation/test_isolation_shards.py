@@ -10,10 +10,10 @@ import itertools
 import json
 import time
 
+from inference_devkit.controlplane.kubectl import to_yaml
+from inference_devkit.waiting import poll
 from inference_operator.api.gateway_config import Shards
 from inference_operator.api.settings import API_KEY_MAX_LENGTH
-from inference_operator.controlplane.kubectl import to_yaml
-from inference_operator.waiting import poll
 from operator_support import (
     KEY,
     complete,

@@ -31,7 +31,7 @@ from gateway.gateway_support import (
     metric,
     sse_events,
 )
-from inference_operator.devstack.processes import Service
+from inference_devkit.devstack.processes import Service
 from inference_operator.gateway.server import GatewayServer
 from inference_operator.gateway.upstream import NoConnection, Upstream, encode
 

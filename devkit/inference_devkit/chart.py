@@ -9,8 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from inference_operator.checkout import checkout_path
-from inference_operator.controlplane import binaries
+from inference_devkit.checkout import checkout_path
+from inference_devkit.controlplane import binaries
 
 CHART = Path("charts/inference-operator")  # relative to the repository root
 INSTALL_YAML = Path("manifests/install.yaml")

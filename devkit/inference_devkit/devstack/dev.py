@@ -21,16 +21,16 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from inference_devkit.checkout import checkout_path
+from inference_devkit.controlplane import binaries, launcher
+from inference_devkit.controlplane.kubectl import Kubectl, KubectlError
+from inference_devkit.devstack import prometheus
+from inference_devkit.devstack.processes import ProcessFailed, Service, Stack
+from inference_devkit.waiting import poll
 from inference_operator.anthropic_api import ANTHROPIC_API_URL as REAL_ANTHROPIC
 from inference_operator.api.gateway_config import DEFAULT_SECRET_NAME
-from inference_operator.api.generate import crd_yaml, policies_yaml
-from inference_operator.checkout import checkout_path
-from inference_operator.controlplane import binaries, launcher
-from inference_operator.controlplane.kubectl import Kubectl, KubectlError
-from inference_operator.devstack import prometheus
-from inference_operator.devstack.processes import ProcessFailed, Service, Stack
+from inference_operator.api.manifests import crd_yaml, policies_yaml
 from inference_operator.gateway.auth import DEFAULT_AUDIENCE as AUDIENCE
-from inference_operator.waiting import poll
 
 NAMESPACE = "default"
 # examples/ lets this ServiceAccount call the example endpoint; the gateway checks callers

@@ -15,8 +15,8 @@ import threading
 import time
 from pathlib import Path
 
+from inference_devkit.controlplane import binaries, images, node
 from inference_operator.cli.options import add_log_level
-from inference_operator.controlplane import binaries, images, node
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

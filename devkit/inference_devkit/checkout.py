@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# operator/inference_operator/checkout.py -> the repository root
+# devkit/inference_devkit/checkout.py -> the repository root
 _ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -29,13 +29,13 @@ from typing import IO, Any
 
 import yaml
 
-from inference_operator.controlplane import binaries, dns, hostcleanup, images, launcher, network
-from inference_operator.controlplane.certs import write_client_cert
-from inference_operator.controlplane.containerd import Containerd
-from inference_operator.controlplane.kubectl import Kubectl
-from inference_operator.controlplane.launcher import ControlPlane, _Process, tail
-from inference_operator.loopback import free_port
-from inference_operator.waiting import poll
+from inference_devkit.controlplane import binaries, dns, hostcleanup, images, launcher, network
+from inference_devkit.controlplane.certs import write_client_cert
+from inference_devkit.controlplane.containerd import Containerd
+from inference_devkit.controlplane.kubectl import Kubectl
+from inference_devkit.controlplane.launcher import ControlPlane, _Process, tail
+from inference_devkit.loopback import free_port
+from inference_devkit.waiting import poll
 
 NODE_NAME = "inference-operator-node"
 NODE_READY_TIMEOUT_SECONDS = 120.0

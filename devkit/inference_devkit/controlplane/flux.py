@@ -1,10 +1,10 @@
 """Flux's source-controller and kustomize-controller, and the CRDs they serve, for the
 GitOps tests (tests/gitops/): built once from the pinned Go modules in
-``tests/envtest/flux`` into the cache, like the control-plane binaries (binaries.py), and
+``devkit/envtest/flux`` into the cache, like the control-plane binaries (binaries.py), and
 the CRDs copied from the same modules' sources next to them, so nothing is fetched again
 while the pins hold.
 
-``python -m inference_operator.controlplane.flux`` builds what is missing (``make flux``)
+``python -m inference_devkit.controlplane.flux`` builds what is missing (``make flux``)
 and prints the paths, or says why it cannot (then the GitOps tests skip)."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from inference_operator.controlplane import binaries
-from inference_operator.controlplane.binaries import FLUX_BINARY_NAMES, BinaryUnavailable
+from inference_devkit.controlplane import binaries
+from inference_devkit.controlplane.binaries import FLUX_BINARY_NAMES, BinaryUnavailable
 
 # Each controller's config/crd/bases: every kind a controller watches must be served, or it
 # exits at start ("no matches for kind HelmRepository"), though the tests use only two.
@@ -61,7 +61,7 @@ def _module_dir(name: str) -> Path:
     sources = binaries.envtest_sources()
     go = shutil.which("go")
     if sources is None or go is None:
-        raise BinaryUnavailable(f"{name}'s CRDs: Go and the tests/envtest modules are needed")
+        raise BinaryUnavailable(f"{name}'s CRDs: Go and the devkit/envtest modules are needed")
     tool = binaries.TOOLS[name]
     module = f"{tool.pinned_module}@{binaries.pinned_version(tool, sources)}"
     result = subprocess.run([go, "mod", "download", "-json", module], cwd=sources / "flux",

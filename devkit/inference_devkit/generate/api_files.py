@@ -6,34 +6,17 @@ repository root.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from inference_operator.api import models
-from inference_operator.api.crd import custom_resource_definition
-from inference_operator.api.policies import admission_policies
-from inference_operator.api.reference import fields_markdown, splice
-
-HEADER = (
-    "# Generated from operator/inference_operator/api by `make generate`; do not edit.\n"
+from inference_operator.api.manifests import (
+    CRD_FILE,
+    POLICIES_FILE,
+    crd_yaml,
+    policies_yaml,
+    to_yaml,
 )
-CRD_FILE = f"{models.CRD_NAME}.yaml"
-POLICIES_FILE = f"{models.CRD_NAME}.policies.yaml"
-
-
-def to_yaml(documents: Iterable[dict[str, Any]]) -> str:
-    return HEADER + yaml.safe_dump_all(list(documents), sort_keys=True, width=100)
-
-
-def crd_yaml() -> str:
-    return to_yaml([custom_resource_definition()])
-
-
-def policies_yaml() -> str:
-    return to_yaml(admission_policies())
+from inference_operator.api.reference import fields_markdown, splice
 
 
 def kustomization_yaml() -> str:

@@ -23,8 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from inference_operator.checkout import checkout_path
-from inference_operator.controlplane import binaries, oci
+from inference_devkit.checkout import checkout_path
+from inference_devkit.controlplane import binaries, oci
 
 PAUSE_REF = "localhost/inference-operator/pause:3.10"
 PROJECT_REF = "localhost/inference-operator/inference-operator:dev"
@@ -122,7 +122,7 @@ def pause_archive(out: IO[str] = sys.stderr) -> Path:
 
 
 def coredns_ref() -> str:
-    """Tagged with the CoreDNS pin (tests/envtest/coredns/go.mod)."""
+    """Tagged with the CoreDNS pin (devkit/envtest/coredns/go.mod)."""
     sources = binaries.envtest_sources()
     tool = binaries.TOOLS[binaries.COREDNS]
     version = binaries.pinned_version(tool, sources) if sources else "local"

@@ -18,8 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from inference_devkit.devstack.dev import run
     from inference_operator.cli.serving import setup_logging
-    from inference_operator.devstack.dev import run
 
     setup_logging(args.log_level)
     # The emulator, gateway and operator it starts inherit the environment, so they log

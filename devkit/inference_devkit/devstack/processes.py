@@ -15,13 +15,13 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from inference_operator import procfs
+from inference_devkit import procfs
+from inference_devkit.controlplane import binaries
+from inference_devkit.controlplane.kubectl import Kubectl
+from inference_devkit.controlplane.launcher import tail
+from inference_devkit.loopback import free_port
+from inference_devkit.waiting import poll
 from inference_operator.api.gateway_config import Shards, empty_secret
-from inference_operator.controlplane import binaries
-from inference_operator.controlplane.kubectl import Kubectl
-from inference_operator.controlplane.launcher import tail
-from inference_operator.loopback import free_port
-from inference_operator.waiting import poll
 
 CLI = (sys.executable, "-m", "inference_operator.cli.main")
 # Health URLs are on loopback: never through a proxy from the environment.

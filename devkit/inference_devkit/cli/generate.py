@@ -1,7 +1,7 @@
 """``inference-operator generate``: re-renders every generated file of the repository.
 
 From the API models: the CRD and admission policies (crds/, the chart's files/crds/,
-manifests/crds/) and the field reference of docs/api.md (api/generate.py); from the
+manifests/crds/) and the field reference of docs/api.md (generate/api_files.py); from the
 gateway's models: docs/openapi.json; from the subcommands' parsers: the options tables of
 the docs; from observability/: the chart's alerts and Grafana dashboard; and last, from
 the chart (which includes the CRD copies just written): manifests/install.yaml. Tests
@@ -15,8 +15,9 @@ import json
 import sys
 from pathlib import Path
 
-from inference_operator import chart
-from inference_operator.cli.options import add_log_level, options_markdown, subcommands
+from inference_devkit import chart
+from inference_devkit.generate.options_tables import options_markdown
+from inference_operator.cli.options import add_log_level, subcommands
 
 OPENAPI_JSON = "docs/openapi.json"
 # Hand-written documents with a generated options table of one subcommand between markers.
@@ -50,9 +51,9 @@ def openapi_json() -> str:
 
 def render_all(root: Path) -> dict[str, str]:
     """What every generated file under ``root`` must contain, but manifests/install.yaml
-    (:func:`inference_operator.chart.install_yaml`, which needs helm)."""
-    from inference_operator.api import generate
-    from inference_operator.observability import generate as observability
+    (:func:`inference_devkit.chart.install_yaml`, which needs helm)."""
+    from inference_devkit.generate import api_files as generate
+    from inference_devkit.generate import observability_files as observability
 
     rendered = generate.render_all(root)
     rendered[OPENAPI_JSON] = openapi_json()
@@ -63,7 +64,7 @@ def render_all(root: Path) -> dict[str, str]:
 
 
 def write_all(root: Path) -> list[Path]:
-    from inference_operator.api import generate
+    from inference_devkit.generate import api_files as generate
 
     written = generate.write_files(root, render_all(root))
     # After the chart's CRD copies: the chart renders them.

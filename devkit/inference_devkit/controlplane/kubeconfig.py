@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from inference_operator.controlplane.certs import CertPaths
+from inference_devkit.controlplane.certs import CertPaths
 
 CONTEXT = "inference-operator-controlplane"
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from inference_operator.devstack.processes import Service
-from inference_operator.loopback import free_port
+from inference_devkit.devstack.processes import Service
+from inference_devkit.loopback import free_port
 
 INSTALL_HINT = ("Prometheus is not installed: `make prometheus-packages` installs Debian's "
                 "package (as root), or put a `prometheus` binary on PATH")

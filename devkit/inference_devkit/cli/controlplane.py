@@ -9,8 +9,8 @@ import sys
 import threading
 from pathlib import Path
 
+from inference_devkit.controlplane import binaries, launcher
 from inference_operator.cli.options import add_log_level
-from inference_operator.controlplane import binaries, launcher
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

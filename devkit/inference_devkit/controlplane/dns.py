@@ -16,8 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from inference_operator.controlplane.kubectl import Kubectl
-from inference_operator.controlplane.network import NodeNetwork
+from inference_devkit.controlplane.kubectl import Kubectl
+from inference_devkit.controlplane.network import NodeNetwork
 
 # What kubelet's clusterDomain must be too (node.py); tests/test_dns.py checks they agree.
 CLUSTER_DOMAIN = "cluster.local"

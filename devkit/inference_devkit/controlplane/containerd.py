@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from inference_operator.controlplane.launcher import _Process, tail
-from inference_operator.controlplane.network import NodeNetwork
-from inference_operator.waiting import poll
+from inference_devkit.controlplane.launcher import _Process, tail
+from inference_devkit.controlplane.network import NodeNetwork
+from inference_devkit.waiting import poll
 
 NAMESPACE = "k8s.io"  # the containerd namespace the CRI plugin (and so kubelet) uses
 CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")

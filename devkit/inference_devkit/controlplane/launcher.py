@@ -20,16 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from inference_operator.controlplane import binaries
-from inference_operator.controlplane.certs import (
+from inference_devkit.controlplane import binaries
+from inference_devkit.controlplane.certs import (
     CertPaths,
     write_cert_material,
     write_client_cert,
 )
-from inference_operator.controlplane.kubeconfig import write_admin_kubeconfig
-from inference_operator.controlplane.network import NodeNetwork
-from inference_operator.loopback import free_port
-from inference_operator.waiting import poll
+from inference_devkit.controlplane.kubeconfig import write_admin_kubeconfig
+from inference_devkit.controlplane.network import NodeNetwork
+from inference_devkit.loopback import free_port
+from inference_devkit.waiting import poll
 
 READY_TIMEOUT_SECONDS = 90.0
 LOG_TAIL_LINES = 40

@@ -5,7 +5,7 @@ Resolution order:
 2. The per-user cache,
    ``${XDG_CACHE_HOME:-~/.cache}/inference-operator/envtest/<module>-<version>/``,
    keyed by the pinned version, so a fresh clone reuses what an earlier one built.
-3. A build from the Go modules in the repository's ``tests/envtest/<module>/`` (pins live in
+3. A build from the Go modules in the repository's ``devkit/envtest/<module>/`` (pins live in
    their go.mod files, the only place a version is written down).
 """
 
@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from inference_operator.checkout import checkout_path
+from inference_devkit.checkout import checkout_path
 
 BINARY_NAMES = ("etcd", "kube-apiserver", "kubectl", "helm")
 # Optional: envtest-style asset folders lack it; the harness then runs without it.
@@ -97,11 +97,11 @@ class BinaryUnavailable(RuntimeError):
 
 
 def envtest_sources() -> Path | None:
-    """The repository's ``tests/envtest`` folder, when running from a checkout."""
+    """The repository's ``devkit/envtest`` folder, when running from a checkout."""
     override = os.environ.get("INFERENCE_OPERATOR_ENVTEST_DIR")
     if override:
         return Path(override)
-    return checkout_path("tests", "envtest")
+    return checkout_path("devkit", "envtest")
 
 
 def cache_root() -> Path:
@@ -199,7 +199,7 @@ def resolve(name: str, *, build_missing: bool = True, out=sys.stderr) -> Path:
     sources = envtest_sources()
     if sources is None:
         raise BinaryUnavailable(
-            f"{name}: no KUBEBUILDER_ASSETS and no tests/envtest Go modules to build from"
+            f"{name}: no KUBEBUILDER_ASSETS and no devkit/envtest Go modules to build from"
         )
     tool = TOOLS[name]
     target = cached_path(tool, sources)
@@ -225,5 +225,5 @@ def resolve_all(out=sys.stderr) -> dict[str, Path]:
 def resolve_node(out=sys.stderr) -> dict[str, Path]:
     """The node's binaries, each built once: kubelet, kube-proxy and kube-scheduler
     from the same pinned k8s.io/kubernetes module as kube-apiserver, and CoreDNS (for
-    its image, controlplane/dns.py) from tests/envtest/coredns."""
+    its image, controlplane/dns.py) from devkit/envtest/coredns."""
     return {name: resolve(name, out=out) for name in (*NODE_BINARY_NAMES, COREDNS)}
