@@ -17,7 +17,7 @@ from httpx2 import TransportError
 from lightkube import ApiError
 
 from inference_operator.api.models import Reason
-from inference_operator.api.validation import spec_warnings, validate_spec
+from inference_operator.api.validation import spec_warnings
 from inference_operator.controller.claims import Claim, effective_inference_id, holder
 from inference_operator.controller.conditions import (
     Outcome,
@@ -27,17 +27,17 @@ from inference_operator.controller.conditions import (
 )
 from inference_operator.controller.config import OperatorConfig
 from inference_operator.controller.fleet import Coverage, Fleet
+from inference_operator.controller.gates import Context, evaluate
 from inference_operator.controller.kube import Kube, SecretValue
 from inference_operator.controller.metrics import OperatorMetrics, ReadyState, ready_state
-from inference_operator.controller.publisher import (
-    ConfigMissing,
-    ConfigPublisher,
-    ConfigurationFull,
-    NamespaceQuotaExceeded,
-    Placement,
-    WriteInterrupted,
+from inference_operator.controller.publisher import ConfigPublisher, Placement
+from inference_operator.controller.secrets import (
+    ResolvedKey,
+    SecretCache,
+    SecretKey,
+    SecretRef,
+    secret_ref,
 )
-from inference_operator.controller.secrets import ResolvedKey, SecretCache, SecretKey, secret_ref
 from inference_operator.controller.upstream import UpstreamVerifier, VerifiedKeys
 
 log = logging.getLogger(__name__)
@@ -270,6 +270,8 @@ class Controller:
     async def _converge(
         self, key: Key, tracked: Tracked, body: Body, published: Published,
     ) -> tuple[Outcome, Published]:
+        """Leave what the resource no longer names, run the gates (gates.py), and act on
+        their verdict: the only place a reconcile withdraws its endpoint."""
         spec = body.get("spec") or {}
         inference_id = published.inference_id
         if tracked.serving_id and tracked.serving_id != inference_id:
@@ -279,56 +281,14 @@ class Controller:
         ref = secret_ref(key[0], spec)
         self._follow_secret(tracked, ref.secret if ref else None)
 
-        if problems := validate_spec(spec):
+        context = Context(_Visit(self, key, tracked), key, spec, inference_id, ref)
+        verdict = await evaluate(context)
+        if verdict.unpublish:
             await self._stop_serving(key, tracked, inference_id)
-            return Outcome.needs_human(
-                Reason.SPEC_INVALID, "; ".join(map(str, problems))), published
-
-        first = holder(self.indices.claimants(inference_id))
-        if first is not None and (first.namespace, first.name) != key:
-            await self._stop_serving(key, tracked, inference_id)
-            return Outcome.needs_human(
-                Reason.INFERENCE_ID_CONFLICT,
-                f"inference_id {inference_id!r} is already held by the older "
-                f"InferenceEndpoint {first.display}; this one takes over if that one "
-                "is deleted or changes its id",
-            ), published
-
-        assert ref is not None  # validated above
-        resolved = await self.secrets.resolve_key(ref)
-        if isinstance(resolved, Outcome):
-            await self._stop_serving(key, tracked, inference_id)
-            return resolved, published
-        published = replace(published, secret_resource_version=resolved.secret_resource_version)
-
-        model_id = spec["service_settings"]["model_id"]
-        upstream_problem = await self._verify(resolved, model_id)
-        if upstream_problem is not None and upstream_problem.stalled:
-            await self._stop_serving(key, tracked, inference_id)
-            return upstream_problem, published
-
-        try:
-            coverage = await self._publish(key, tracked, inference_id, spec, resolved.api_key)
-        except (ConfigMissing, WriteInterrupted) as error:
-            return Outcome.retrying(Reason.GATEWAY_UNAVAILABLE, str(error)), published
-        except (NamespaceQuotaExceeded, ConfigurationFull) as error:
-            # Not served in any form: an older record of it (another key) must not stay.
-            await self._stop_serving(key, tracked, inference_id)
-            reason = (Reason.NAMESPACE_QUOTA_EXCEEDED
-                      if isinstance(error, NamespaceQuotaExceeded) else Reason.CONFIGURATION_FULL)
-            return Outcome.waiting(reason, str(error)), published
-        if upstream_problem is not None:
-            return upstream_problem, published  # served, but the upstream check must run again
-        if coverage.replicas == 0:
-            return Outcome.waiting(
-                Reason.GATEWAY_UNAVAILABLE,
-                "published to the gateways' configuration; no gateway replica is ready"), published
-        if not coverage.complete:
-            return Outcome.waiting(
-                Reason.GATEWAY_PENDING,
-                f"published; served by {coverage.describe()} so far"), published
-        return Outcome.serving(f"serving inference_id {inference_id!r} with model {model_id} "
-                               f"on {coverage.describe()}"), published
+        if context.resolved is not None:
+            published = replace(
+                published, secret_resource_version=context.resolved.secret_resource_version)
+        return verdict.outcome, published
 
     def _published(self, body: Body) -> Published:
         inference_id = effective_inference_id(body)
@@ -500,6 +460,27 @@ class Controller:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+
+
+@dataclass(frozen=True)
+class _Visit:
+    """The gates' view of the controller (gates.Env) during one reconcile of ``key``."""
+
+    controller: Controller
+    key: Key
+    tracked: Tracked
+
+    def claimants(self, inference_id: str) -> list[Claim]:
+        return self.controller.indices.claimants(inference_id)
+
+    async def resolve_key(self, ref: SecretRef) -> ResolvedKey | Outcome:
+        return await self.controller.secrets.resolve_key(ref)
+
+    async def verify(self, key: ResolvedKey, model_id: str) -> Outcome | None:
+        return await self.controller._verify(key, model_id)
+
+    async def publish(self, inference_id: str, spec: Mapping[str, Any], api_key: str) -> Coverage:
+        return await self.controller._publish(self.key, self.tracked, inference_id, spec, api_key)
 
 
 def _failed(error: Exception) -> Outcome:
