@@ -139,13 +139,14 @@ async def _indexed(controller: Controller) -> None:
     """Wait until kopf's index holds every resource the API server lists, so the first
     full sync does not drop endpoints kopf has not seen yet."""
     wanted = await controller.kube.endpoint_keys(controller.config.namespaces)
-    deadline = asyncio.get_running_loop().time() + INDEX_WAIT_SECONDS
+    clock = controller.clock
+    deadline = clock.monotonic() + INDEX_WAIT_SECONDS
     while not wanted <= set(controller.indices.endpoints.keys()):
-        if asyncio.get_running_loop().time() > deadline:
+        if clock.monotonic() > deadline:
             log.warning("index still misses %d resource(s); syncing anyway",
                         len(wanted - set(controller.indices.endpoints.keys())))
             return
-        await asyncio.sleep(0.1)
+        await clock.sleep(0.1)
 
 
 async def watch_fleet(controller: Controller) -> None:
@@ -175,5 +176,5 @@ async def watch_fleet(controller: Controller) -> None:
                         type(error).__name__)
         except Exception:
             log.exception("fleet watcher cycle failed; retrying")
-        await asyncio.sleep(config.gateway_poll_seconds)
+        await controller.clock.sleep(config.gateway_poll_seconds)
         since_resync += config.gateway_poll_seconds

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -19,6 +18,7 @@ from lightkube import ApiError
 from inference_operator.api.models import Reason
 from inference_operator.api.validation import spec_warnings
 from inference_operator.controller.claims import Claim, effective_inference_id, holder
+from inference_operator.controller.clock import SYSTEM_CLOCK, Clock
 from inference_operator.controller.conditions import (
     Outcome,
     Requeue,
@@ -113,15 +113,17 @@ class Controller:
     def __init__(
         self, config: OperatorConfig, kube: Kube, publisher: ConfigPublisher, fleet: Fleet,
         verifier: UpstreamVerifier | None, metrics: OperatorMetrics | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.config = config
+        self.clock = clock
         self.kube = kube
         self.publisher = publisher
         self.fleet = fleet
         self.verifier = verifier
         self.indices = Indices()
         self.secrets = SecretCache(kube)
-        self.verified = VerifiedKeys()
+        self.verified = VerifiedKeys(clock)
         self._tracked: dict[Key, Tracked] = {}
         self._checking: dict[tuple[Any, ...], asyncio.Future[Outcome | None]] = {}
         self._background: set[asyncio.Task[None]] = set()
@@ -134,13 +136,13 @@ class Controller:
     # -- triggers ----------------------------------------------------------------------
 
     async def reconcile(self, body: Body) -> None:
-        arrived = time.monotonic()
+        arrived = self.clock.monotonic()
         key = key_of(body)
         tracked = self._tracked.setdefault(key, Tracked())
         # Pending from here: waiting for this resource's lock counts as queued work.
         with self.metrics.pending.track_inprogress():
             async with tracked.lock:
-                started = time.monotonic()
+                started = self.clock.monotonic()
                 # Whatever triggered this may hold an older body than kopf's index, which
                 # is updated before any handler runs; acting on a stale one could serve a
                 # resource that is already being deleted.
@@ -182,7 +184,7 @@ class Controller:
 
     async def _reconcile_indexed(self, key: Key, delay: float) -> None:
         if delay:
-            await asyncio.sleep(delay)
+            await self.clock.sleep(delay)
         body = self.indices.body(key)
         if body is not None:
             await self.reconcile(body)
@@ -414,7 +416,7 @@ class Controller:
             status.get("observedGeneration") == generation)
 
     def _measured(self, tracked: Tracked, outcome: Outcome, started: float) -> None:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         tracked.state = ("True" if outcome.ready else "False", str(outcome.reason))
         self.metrics.reconciled(str(outcome.reason), now - started)
         if outcome.ready and not tracked.ready_timed:
