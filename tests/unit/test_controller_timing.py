@@ -1,14 +1,19 @@
 """The controller's timing decisions on a fake clock: the retry backoff, how long a
-verified key holds, how long start-up waits for a gateway replica. Each would take
-minutes of real sleeping; here they take milliseconds and never depend on the machine's
-speed."""
+verified key holds, how long start-up waits for a gateway replica, the fleet watcher's
+and the resync's periods. Each would take minutes of real sleeping; here they take
+milliseconds and never depend on the machine's speed."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
+import pytest
 from controller_fakes import NAMESPACE, FakeClock, FakeVerifier, World, endpoint, secret_value
 from lightkube import ApiError
 from lightkube.models.meta_v1 import Status
 
+from inference_operator.controller import lifecycle
 from inference_operator.controller.fleet import Fleet
 from inference_operator.controller.reconciler import RETRY_DELAYS
 from inference_operator.controller.upstream import VERIFIED_FOR_SECONDS
@@ -73,3 +78,61 @@ async def test_start_up_waits_its_time_for_a_first_replica_then_goes_on() -> Non
     assert 30.0 <= clock.monotonic() - started < 30.5
     assert set(clock.slept) == {0.5}
     await fleet.close()
+
+
+async def test_the_resync_runs_each_period_and_tries_a_failed_sync_again_a_poll_later(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    clock = FakeClock()
+    world = World(clock=clock)
+    config = world.controller.config
+    synced_at: list[float] = []
+    failures = [SERVER_ERROR, None, None, SERVER_ERROR, None]
+
+    async def full_sync() -> None:
+        synced_at.append(clock.monotonic())
+        if failure := failures.pop(0):
+            raise failure
+
+    world.controller.full_sync = full_sync  # type: ignore[method-assign]
+    resync = asyncio.create_task(lifecycle.resync(world.controller))
+    try:
+        expected = [config.gateway_poll_seconds, config.resync_seconds,
+                    config.resync_seconds, config.gateway_poll_seconds]
+        for delay in expected:
+            assert await clock.next_sleep() == delay
+            await clock.advance(delay)
+        await clock.next_sleep()
+    finally:
+        resync.cancel()
+
+    start = synced_at[0]
+    assert [at - start for at in synced_at] == [0.0, 1.0, 121.0, 241.0, 242.0]
+    assert caplog.text.count("first full sync done") == 1
+    assert caplog.text.count("resync: the API server answered 500") == 2
+
+
+async def test_the_fleet_watcher_polls_each_interval_and_never_syncs() -> None:
+    clock = FakeClock()
+    world = World(clock=clock)
+    polls: list[float] = []
+
+    async def refresh() -> bool:
+        polls.append(clock.monotonic())
+        return False
+
+    async def full_sync() -> None:
+        raise AssertionError("the fleet watcher ran a full sync")
+
+    world.fleet.refresh = refresh  # type: ignore[method-assign]
+    world.controller.full_sync = full_sync  # type: ignore[method-assign]
+    watcher = asyncio.create_task(lifecycle.watch_fleet(world.controller))
+    try:
+        for _ in range(3):
+            await clock.advance(await clock.next_sleep())
+        await clock.next_sleep()
+    finally:
+        watcher.cancel()
+
+    assert [at - polls[0] for at in polls] == [0.0, 1.0, 2.0, 3.0]
