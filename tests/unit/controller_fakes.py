@@ -14,9 +14,9 @@ from typing import Any
 import kopf
 
 from inference_operator.api.gateway_config import Shard, Shards
+from inference_operator.clock import SYSTEM_CLOCK, Clock
 from inference_operator.controller import handlers
 from inference_operator.controller.claims import claim_of, effective_inference_id
-from inference_operator.controller.clock import SYSTEM_CLOCK, Clock
 from inference_operator.controller.config import OperatorConfig
 from inference_operator.controller.fleet import Coverage
 from inference_operator.controller.kube import SecretValue
@@ -171,22 +171,22 @@ class FakeClock:
     asked for, in order."""
 
     def __init__(self, *, autojump: bool = False) -> None:
-        self.now = 1000.0
+        self.time = 1000.0
         self.autojump = autojump
         self.slept: list[float] = []
         self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
 
-    def monotonic(self) -> float:
-        return self.now
+    def now(self) -> float:
+        return self.time
 
     async def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
         if self.autojump:
-            self.now += max(seconds, 0.0)
+            self.time += max(seconds, 0.0)
             await asyncio.sleep(0)
             return
         wake = asyncio.get_running_loop().create_future()
-        sleeper = (self.now + seconds, wake)
+        sleeper = (self.time + seconds, wake)
         self._sleepers.append(sleeper)
         try:
             await wake
@@ -195,9 +195,9 @@ class FakeClock:
 
     async def advance(self, seconds: float) -> None:
         """Move time on, and let the tasks whose sleep ended run until they wait again."""
-        self.now += seconds
+        self.time += seconds
         for due, wake in list(self._sleepers):
-            if due <= self.now and not wake.done():
+            if due <= self.time and not wake.done():
                 wake.set_result(None)
         await _let_run()
 
@@ -205,7 +205,7 @@ class FakeClock:
         """How long the next sleep asks for, once some task is asleep (fakes answer at
         once, so letting the loop turn a bounded number of times is enough)."""
         for _ in range(1000):
-            waiting = [due - self.now for due, wake in self._sleepers if not wake.done()]
+            waiting = [due - self.time for due, wake in self._sleepers if not wake.done()]
             if waiting:
                 return min(waiting)
             await asyncio.sleep(0)

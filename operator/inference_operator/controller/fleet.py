@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from inference_operator.controller.clock import SYSTEM_CLOCK, Clock
+from inference_operator.clock import SYSTEM_CLOCK, Clock
 from inference_operator.controller.publisher import Placement
 
 log = logging.getLogger(__name__)
@@ -67,20 +67,20 @@ class Fleet:
 
     async def wait_for_replica(self, within: float, interval: float = 0.5) -> bool:
         """Poll until some replica is ready, at most ``within`` seconds; whether one is."""
-        deadline = self._clock.monotonic() + within
+        deadline = self._clock.now() + within
         while True:
             await self.refresh()
-            if self._loaded or self._clock.monotonic() >= deadline:
+            if self._loaded or self._clock.now() >= deadline:
                 return bool(self._loaded)
             await self._clock.sleep(interval)
 
     async def wait_for(self, placement: Placement, within: float) -> Coverage:
         """The coverage once every ready replica serves ``placement``, or after ``within`` s."""
-        deadline = self._clock.monotonic() + within
+        deadline = self._clock.now() + within
         while True:
             coverage = self.coverage(placement)
             if (coverage.complete or coverage.replicas == 0
-                    or self._clock.monotonic() >= deadline):
+                    or self._clock.now() >= deadline):
                 return coverage
             await self._poll_after_now()
 

@@ -146,9 +146,9 @@ async def _indexed(controller: Controller) -> None:
     full sync does not drop endpoints kopf has not seen yet."""
     wanted = await controller.kube.endpoint_keys(controller.config.namespaces)
     clock = controller.clock
-    deadline = clock.monotonic() + INDEX_WAIT_SECONDS
+    deadline = clock.now() + INDEX_WAIT_SECONDS
     while not wanted <= set(controller.indices.endpoints.keys()):
-        if clock.monotonic() > deadline:
+        if clock.now() > deadline:
             log.warning("index still misses %d resource(s); syncing anyway",
                         len(wanted - set(controller.indices.endpoints.keys())))
             return

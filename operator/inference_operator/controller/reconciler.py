@@ -17,8 +17,8 @@ from lightkube import ApiError
 
 from inference_operator.api.models import Reason
 from inference_operator.api.validation import spec_warnings
+from inference_operator.clock import SYSTEM_CLOCK, Clock
 from inference_operator.controller.claims import Claim, effective_inference_id, holder
-from inference_operator.controller.clock import SYSTEM_CLOCK, Clock
 from inference_operator.controller.conditions import (
     Outcome,
     Requeue,
@@ -136,13 +136,13 @@ class Controller:
     # -- triggers ----------------------------------------------------------------------
 
     async def reconcile(self, body: Body) -> None:
-        arrived = self.clock.monotonic()
+        arrived = self.clock.now()
         key = key_of(body)
         tracked = self._tracked.setdefault(key, Tracked())
         # Pending from here: waiting for this resource's lock counts as queued work.
         with self.metrics.pending.track_inprogress():
             async with tracked.lock:
-                started = self.clock.monotonic()
+                started = self.clock.now()
                 # Whatever triggered this may hold an older body than kopf's index, which
                 # is updated before any handler runs; acting on a stale one could serve a
                 # resource that is already being deleted.
@@ -416,7 +416,7 @@ class Controller:
             status.get("observedGeneration") == generation)
 
     def _measured(self, tracked: Tracked, outcome: Outcome, started: float) -> None:
-        now = self.clock.monotonic()
+        now = self.clock.now()
         tracked.state = ("True" if outcome.ready else "False", str(outcome.reason))
         self.metrics.reconciled(str(outcome.reason), now - started)
         if outcome.ready and not tracked.ready_timed:
