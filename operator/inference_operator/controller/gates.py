@@ -157,10 +157,10 @@ async def every_replica_serves(context: Context) -> Verdict | None:
         Reason.GATEWAY_PENDING, f"published; served by {context.coverage.describe()} so far"))
 
 
-# In order: what needs a human first, then what the endpoint's own Secret and Anthropic
-# say, then the gateways. A change to the order is a change of behaviour: a spec that is
-# both invalid and conflicting reports SpecInvalid, and nothing is published before the
-# key is known good.
+# In order: what needs a human first, then what the endpoint's Secret and Anthropic say,
+# then the gateways. The order is behaviour: a spec both invalid and conflicting reports
+# SpecInvalid, nothing is published with a key Anthropic rejected, and a Models API that
+# is away delays no endpoint (it is published, and the check retried).
 GATES: tuple[Gate, ...] = (
     spec_is_valid,         # SpecInvalid: stalled, withdrawn
     holds_its_id,          # InferenceIdConflict: stalled, withdrawn
