@@ -14,6 +14,7 @@ from typing import Any
 import kopf
 
 from inference_operator.api.gateway_config import Shard, Shards
+from inference_operator.clock import SYSTEM_CLOCK, Clock
 from inference_operator.controller import handlers
 from inference_operator.controller.claims import claim_of, effective_inference_id
 from inference_operator.controller.config import OperatorConfig
@@ -164,10 +165,62 @@ class FakeVerifier:
         pass
 
 
+class FakeClock:
+    """Time that moves only when the test says so: a sleep waits for ``advance`` to pass
+    its end (or, with ``autojump``, jumps there at once). ``slept`` lists every sleep
+    asked for, in order."""
+
+    def __init__(self, *, autojump: bool = False) -> None:
+        self.time = 1000.0
+        self.autojump = autojump
+        self.slept: list[float] = []
+        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
+
+    def now(self) -> float:
+        return self.time
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        if self.autojump:
+            self.time += max(seconds, 0.0)
+            await asyncio.sleep(0)
+            return
+        wake = asyncio.get_running_loop().create_future()
+        sleeper = (self.time + seconds, wake)
+        self._sleepers.append(sleeper)
+        try:
+            await wake
+        finally:
+            self._sleepers.remove(sleeper)
+
+    async def advance(self, seconds: float) -> None:
+        """Move time on, and let the tasks whose sleep ended run until they wait again."""
+        self.time += seconds
+        for due, wake in list(self._sleepers):
+            if due <= self.time and not wake.done():
+                wake.set_result(None)
+        await _let_run()
+
+    async def next_sleep(self) -> float:
+        """How long the next sleep asks for, once some task is asleep (fakes answer at
+        once, so letting the loop turn a bounded number of times is enough)."""
+        for _ in range(1000):
+            waiting = [due - self.time for due, wake in self._sleepers if not wake.done()]
+            if waiting:
+                return min(waiting)
+            await asyncio.sleep(0)
+        raise AssertionError("nothing went to sleep")
+
+
+async def _let_run() -> None:
+    for _ in range(100):
+        await asyncio.sleep(0)
+
+
 class World:
     """A controller over fakes, with kopf's three indices kept as kopf keeps them."""
 
-    def __init__(self, *, verifier: FakeVerifier | None = None,
+    def __init__(self, *, verifier: FakeVerifier | None = None, clock: Clock = SYSTEM_CLOCK,
                  **publisher_options: Any) -> None:
         """``publisher_options``: ``ConfigPublisher``'s limits."""
         self.kube = FakeKube()
@@ -178,7 +231,7 @@ class World:
         self.verifier = verifier
         self.controller = Controller(
             OperatorConfig(gateway_public_url="http://gw:9200"), self.kube,  # type: ignore[arg-type]
-            self.publisher, self.fleet, self.verifier)  # type: ignore[arg-type]
+            self.publisher, self.fleet, self.verifier, clock=clock)  # type: ignore[arg-type]
         self.bodies: dict[tuple[str, str], dict[str, Any]] = {}
         self._index()
 

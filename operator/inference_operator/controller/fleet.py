@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 
+from inference_operator.clock import SYSTEM_CLOCK, Clock
 from inference_operator.controller.publisher import Placement
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,9 @@ def static_addresses(urls: tuple[str, ...]) -> Addresses:
 
 
 class Fleet:
-    def __init__(self, addresses: Addresses) -> None:
+    def __init__(self, addresses: Addresses, clock: Clock = SYSTEM_CLOCK) -> None:
         self._addresses = addresses
+        self._clock = clock
         self._loaded: dict[str, Mapping[str, int]] = {}  # replica -> shard -> generation
         self._misses: dict[str, int] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -65,20 +67,20 @@ class Fleet:
 
     async def wait_for_replica(self, within: float, interval: float = 0.5) -> bool:
         """Poll until some replica is ready, at most ``within`` seconds; whether one is."""
-        deadline = asyncio.get_running_loop().time() + within
+        deadline = self._clock.now() + within
         while True:
             await self.refresh()
-            if self._loaded or asyncio.get_running_loop().time() >= deadline:
+            if self._loaded or self._clock.now() >= deadline:
                 return bool(self._loaded)
-            await asyncio.sleep(interval)
+            await self._clock.sleep(interval)
 
     async def wait_for(self, placement: Placement, within: float) -> Coverage:
         """The coverage once every ready replica serves ``placement``, or after ``within`` s."""
-        deadline = asyncio.get_running_loop().time() + within
+        deadline = self._clock.now() + within
         while True:
             coverage = self.coverage(placement)
             if (coverage.complete or coverage.replicas == 0
-                    or asyncio.get_running_loop().time() >= deadline):
+                    or self._clock.now() >= deadline):
                 return coverage
             await self._poll_after_now()
 
@@ -88,7 +90,7 @@ class Fleet:
         async with self._polling:
             if self._newest_finished > asked_at:
                 return
-            await asyncio.sleep(QUICK_POLL_DELAY)
+            await self._clock.sleep(QUICK_POLL_DELAY)
             await self.refresh()
 
     async def refresh(self) -> bool:

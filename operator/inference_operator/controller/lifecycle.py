@@ -1,10 +1,12 @@
-"""Operator start-up and shutdown, kopf's production settings, and the fleet watcher:
-it follows what the gateway replicas serve and runs the periodic full resync."""
+"""Operator start-up and shutdown, kopf's production settings, and the operator's two
+loops: the fleet watcher, which follows what the gateway replicas serve, and the periodic
+full resync."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 import kopf
@@ -97,11 +99,13 @@ async def startup(
     controller.indices.by_secret = by_secret
     memo.controller = controller
     memo.watcher = asyncio.create_task(watch_fleet(controller))
+    memo.resync = asyncio.create_task(resync(controller))
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     memo.watcher.cancel()
+    memo.resync.cancel()
     controller: Controller = memo.controller
     await controller.close()
     await controller.fleet.close()
@@ -127,9 +131,11 @@ async def _serve_metrics(config: OperatorConfig, metrics: OperatorMetrics) -> Me
 
 @kopf.on.probe(id="fleet_watcher")
 async def fleet_watcher_alive(memo: kopf.Memo, **_: Any) -> str:
-    """Liveness fails when the watcher died or the API server stopped answering."""
+    """Liveness fails when a loop died or the API server stopped answering."""
     if memo.watcher.done():
         raise RuntimeError("the fleet watcher has stopped")
+    if memo.resync.done():
+        raise RuntimeError("the periodic resync has stopped")
     controller: Controller = memo.controller
     await controller.kube.endpoint_keys(controller.config.namespaces, first_only=True)
     return "ok"
@@ -139,41 +145,57 @@ async def _indexed(controller: Controller) -> None:
     """Wait until kopf's index holds every resource the API server lists, so the first
     full sync does not drop endpoints kopf has not seen yet."""
     wanted = await controller.kube.endpoint_keys(controller.config.namespaces)
-    deadline = asyncio.get_running_loop().time() + INDEX_WAIT_SECONDS
+    clock = controller.clock
+    deadline = clock.now() + INDEX_WAIT_SECONDS
     while not wanted <= set(controller.indices.endpoints.keys()):
-        if asyncio.get_running_loop().time() > deadline:
+        if clock.now() > deadline:
             log.warning("index still misses %d resource(s); syncing anyway",
                         len(wanted - set(controller.indices.endpoints.keys())))
             return
-        await asyncio.sleep(0.1)
+        await clock.sleep(0.1)
 
 
 async def watch_fleet(controller: Controller) -> None:
-    """Poll the replicas (a change revisits the statuses it concerns, through the
-    fleet's ``on_change``), and resync everything periodically, first once the index
-    is complete: that sync drops endpoints whose resource went while we were away."""
-    config = controller.config
-    since_resync, synced = config.resync_seconds, False
+    """Poll the replicas; a change revisits the statuses it concerns, through the fleet's
+    ``on_change``."""
     while True:
-        try:
-            if since_resync >= config.resync_seconds:
-                if not synced:
-                    await _indexed(controller)
-                await controller.full_sync()
-                if not synced:
-                    log.info("first full sync done: %d endpoint(s) published",
-                             len(controller.publisher.published()))
-                since_resync, synced = 0.0, True
-            await controller.fleet.refresh()
-        except asyncio.CancelledError:
-            raise
-        except ApiError as error:  # the API server busy or away: said, not a bug
-            log.warning("fleet watcher: the API server answered %s %s; retrying",
-                        error.status.code, error.status.reason)
-        except TransportError as error:
-            log.warning("fleet watcher: cannot reach the API server (%s); retrying",
-                        type(error).__name__)
-        except Exception:
-            log.exception("fleet watcher cycle failed; retrying")
-        await asyncio.sleep(config.gateway_poll_seconds)
-        since_resync += config.gateway_poll_seconds
+        await _survived("fleet watcher", controller.fleet.refresh())
+        await controller.clock.sleep(controller.config.gateway_poll_seconds)
+
+
+async def resync(controller: Controller) -> None:
+    """Reconcile everything every ``resync_seconds``, first once kopf's index is complete:
+    that first sync drops endpoints whose resource went while the operator was away. A
+    sync that failed is tried again after a poll interval, not a whole period later."""
+    config, synced = controller.config, False
+    while True:
+        done = await _survived("resync", _full_sync(controller, first=not synced))
+        synced = synced or done
+        await controller.clock.sleep(
+            config.resync_seconds if done else config.gateway_poll_seconds)
+
+
+async def _full_sync(controller: Controller, first: bool) -> None:
+    if first:
+        await _indexed(controller)
+    await controller.full_sync()
+    if first:
+        log.info("first full sync done: %d endpoint(s) published",
+                 len(controller.publisher.published()))
+
+
+async def _survived(loop: str, cycle: Awaitable[Any]) -> bool:
+    """Run one cycle of a loop that must outlive its failures; whether it succeeded."""
+    try:
+        await cycle
+    except ApiError as error:  # the API server busy or away: said, not a bug
+        log.warning("%s: the API server answered %s %s; retrying",
+                    loop, error.status.code, error.status.reason)
+    except TransportError as error:
+        log.warning("%s: cannot reach the API server (%s); retrying", loop,
+                    type(error).__name__)
+    except Exception:
+        log.exception("%s cycle failed; retrying", loop)
+    else:
+        return True
+    return False

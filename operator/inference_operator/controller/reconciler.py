@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -17,7 +16,8 @@ from httpx2 import TransportError
 from lightkube import ApiError
 
 from inference_operator.api.models import Reason
-from inference_operator.api.validation import spec_warnings, validate_spec
+from inference_operator.api.validation import spec_warnings
+from inference_operator.clock import SYSTEM_CLOCK, Clock
 from inference_operator.controller.claims import Claim, effective_inference_id, holder
 from inference_operator.controller.conditions import (
     Outcome,
@@ -27,17 +27,17 @@ from inference_operator.controller.conditions import (
 )
 from inference_operator.controller.config import OperatorConfig
 from inference_operator.controller.fleet import Coverage, Fleet
+from inference_operator.controller.gates import Context, evaluate
 from inference_operator.controller.kube import Kube, SecretValue
 from inference_operator.controller.metrics import OperatorMetrics, ReadyState, ready_state
-from inference_operator.controller.publisher import (
-    ConfigMissing,
-    ConfigPublisher,
-    ConfigurationFull,
-    NamespaceQuotaExceeded,
-    Placement,
-    WriteInterrupted,
+from inference_operator.controller.publisher import ConfigPublisher, Placement
+from inference_operator.controller.secrets import (
+    ResolvedKey,
+    SecretCache,
+    SecretKey,
+    SecretRef,
+    secret_ref,
 )
-from inference_operator.controller.secrets import ResolvedKey, SecretCache, SecretKey, secret_ref
 from inference_operator.controller.upstream import UpstreamVerifier, VerifiedKeys
 
 log = logging.getLogger(__name__)
@@ -113,15 +113,17 @@ class Controller:
     def __init__(
         self, config: OperatorConfig, kube: Kube, publisher: ConfigPublisher, fleet: Fleet,
         verifier: UpstreamVerifier | None, metrics: OperatorMetrics | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.config = config
+        self.clock = clock
         self.kube = kube
         self.publisher = publisher
         self.fleet = fleet
         self.verifier = verifier
         self.indices = Indices()
         self.secrets = SecretCache(kube)
-        self.verified = VerifiedKeys()
+        self.verified = VerifiedKeys(clock)
         self._tracked: dict[Key, Tracked] = {}
         self._checking: dict[tuple[Any, ...], asyncio.Future[Outcome | None]] = {}
         self._background: set[asyncio.Task[None]] = set()
@@ -134,13 +136,13 @@ class Controller:
     # -- triggers ----------------------------------------------------------------------
 
     async def reconcile(self, body: Body) -> None:
-        arrived = time.monotonic()
+        arrived = self.clock.now()
         key = key_of(body)
         tracked = self._tracked.setdefault(key, Tracked())
         # Pending from here: waiting for this resource's lock counts as queued work.
         with self.metrics.pending.track_inprogress():
             async with tracked.lock:
-                started = time.monotonic()
+                started = self.clock.now()
                 # Whatever triggered this may hold an older body than kopf's index, which
                 # is updated before any handler runs; acting on a stale one could serve a
                 # resource that is already being deleted.
@@ -182,7 +184,7 @@ class Controller:
 
     async def _reconcile_indexed(self, key: Key, delay: float) -> None:
         if delay:
-            await asyncio.sleep(delay)
+            await self.clock.sleep(delay)
         body = self.indices.body(key)
         if body is not None:
             await self.reconcile(body)
@@ -270,6 +272,8 @@ class Controller:
     async def _converge(
         self, key: Key, tracked: Tracked, body: Body, published: Published,
     ) -> tuple[Outcome, Published]:
+        """Leave what the resource no longer names, run the gates (gates.py), and act on
+        their verdict: the only place a reconcile withdraws its endpoint."""
         spec = body.get("spec") or {}
         inference_id = published.inference_id
         if tracked.serving_id and tracked.serving_id != inference_id:
@@ -279,56 +283,14 @@ class Controller:
         ref = secret_ref(key[0], spec)
         self._follow_secret(tracked, ref.secret if ref else None)
 
-        if problems := validate_spec(spec):
+        context = Context(_Visit(self, key, tracked), key, spec, inference_id, ref)
+        verdict = await evaluate(context)
+        if verdict.unpublish:
             await self._stop_serving(key, tracked, inference_id)
-            return Outcome.needs_human(
-                Reason.SPEC_INVALID, "; ".join(map(str, problems))), published
-
-        first = holder(self.indices.claimants(inference_id))
-        if first is not None and (first.namespace, first.name) != key:
-            await self._stop_serving(key, tracked, inference_id)
-            return Outcome.needs_human(
-                Reason.INFERENCE_ID_CONFLICT,
-                f"inference_id {inference_id!r} is already held by the older "
-                f"InferenceEndpoint {first.display}; this one takes over if that one "
-                "is deleted or changes its id",
-            ), published
-
-        assert ref is not None  # validated above
-        resolved = await self.secrets.resolve_key(ref)
-        if isinstance(resolved, Outcome):
-            await self._stop_serving(key, tracked, inference_id)
-            return resolved, published
-        published = replace(published, secret_resource_version=resolved.secret_resource_version)
-
-        model_id = spec["service_settings"]["model_id"]
-        upstream_problem = await self._verify(resolved, model_id)
-        if upstream_problem is not None and upstream_problem.stalled:
-            await self._stop_serving(key, tracked, inference_id)
-            return upstream_problem, published
-
-        try:
-            coverage = await self._publish(key, tracked, inference_id, spec, resolved.api_key)
-        except (ConfigMissing, WriteInterrupted) as error:
-            return Outcome.retrying(Reason.GATEWAY_UNAVAILABLE, str(error)), published
-        except (NamespaceQuotaExceeded, ConfigurationFull) as error:
-            # Not served in any form: an older record of it (another key) must not stay.
-            await self._stop_serving(key, tracked, inference_id)
-            reason = (Reason.NAMESPACE_QUOTA_EXCEEDED
-                      if isinstance(error, NamespaceQuotaExceeded) else Reason.CONFIGURATION_FULL)
-            return Outcome.waiting(reason, str(error)), published
-        if upstream_problem is not None:
-            return upstream_problem, published  # served, but the upstream check must run again
-        if coverage.replicas == 0:
-            return Outcome.waiting(
-                Reason.GATEWAY_UNAVAILABLE,
-                "published to the gateways' configuration; no gateway replica is ready"), published
-        if not coverage.complete:
-            return Outcome.waiting(
-                Reason.GATEWAY_PENDING,
-                f"published; served by {coverage.describe()} so far"), published
-        return Outcome.serving(f"serving inference_id {inference_id!r} with model {model_id} "
-                               f"on {coverage.describe()}"), published
+        if context.resolved is not None:
+            published = replace(
+                published, secret_resource_version=context.resolved.secret_resource_version)
+        return verdict.outcome, published
 
     def _published(self, body: Body) -> Published:
         inference_id = effective_inference_id(body)
@@ -454,7 +416,7 @@ class Controller:
             status.get("observedGeneration") == generation)
 
     def _measured(self, tracked: Tracked, outcome: Outcome, started: float) -> None:
-        now = time.monotonic()
+        now = self.clock.now()
         tracked.state = ("True" if outcome.ready else "False", str(outcome.reason))
         self.metrics.reconciled(str(outcome.reason), now - started)
         if outcome.ready and not tracked.ready_timed:
@@ -500,6 +462,27 @@ class Controller:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+
+
+@dataclass(frozen=True)
+class _Visit:
+    """The gates' view of the controller (gates.Env) during one reconcile of ``key``."""
+
+    controller: Controller
+    key: Key
+    tracked: Tracked
+
+    def claimants(self, inference_id: str) -> list[Claim]:
+        return self.controller.indices.claimants(inference_id)
+
+    async def resolve_key(self, ref: SecretRef) -> ResolvedKey | Outcome:
+        return await self.controller.secrets.resolve_key(ref)
+
+    async def verify(self, key: ResolvedKey, model_id: str) -> Outcome | None:
+        return await self.controller._verify(key, model_id)
+
+    async def publish(self, inference_id: str, spec: Mapping[str, Any], api_key: str) -> Coverage:
+        return await self.controller._publish(self.key, self.tracked, inference_id, spec, api_key)
 
 
 def _failed(error: Exception) -> Outcome:

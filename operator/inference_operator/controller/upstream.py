@@ -4,9 +4,9 @@ instead of a paid completion as Elasticsearch does."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 from inference_operator.api.models import Reason
+from inference_operator.clock import SYSTEM_CLOCK, Clock
 from inference_operator.controller.conditions import Outcome
 from inference_operator.controller.secrets import ResolvedKey, SecretKey, SecretRef
 from inference_operator.gateway.upstream import StatusError, Upstream, UpstreamError
@@ -20,16 +20,17 @@ class VerifiedKeys:
     (a rotation, or a revoked key restored) is checked again. Periodic resyncs of an
     unchanged pair cost the upstream nothing for ``VERIFIED_FOR_SECONDS``."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._clock = clock
         self._until: dict[tuple[SecretRef, str], tuple[str, float]] = {}
 
     def holds(self, key: ResolvedKey, model_id: str) -> bool:
         version, until = self._until.get((key.ref, model_id), ("", 0.0))
-        return version == key.secret_resource_version and until > time.monotonic()
+        return version == key.secret_resource_version and until > self._clock.now()
 
     def remember(self, key: ResolvedKey, model_id: str) -> None:
         self._until[(key.ref, model_id)] = (
-            key.secret_resource_version, time.monotonic() + VERIFIED_FOR_SECONDS)
+            key.secret_resource_version, self._clock.now() + VERIFIED_FOR_SECONDS)
 
     def forget(self, secret: SecretKey) -> None:
         for pair in [pair for pair in self._until if pair[0].secret == secret]:

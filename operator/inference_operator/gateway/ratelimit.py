@@ -18,26 +18,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
-import time
 import weakref
 from collections import deque
-from typing import Protocol
+
+from inference_operator.clock import Clock, MonotonicClock
 
 DEFAULT_QUEUE_CAPACITY = 2000
-
-
-class Clock(Protocol):
-    def now(self) -> float: ...
-
-    async def sleep(self, seconds: float) -> None: ...
-
-
-class MonotonicClock:
-    def now(self) -> float:
-        return time.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
 
 
 class QueueFull(Exception):
