@@ -7,7 +7,8 @@ import json
 import time
 
 from inference_devkit.waiting import poll
-from operator_support import complete, endpoint, secret
+from operator_support import complete
+from resources import endpoint, secret
 
 
 def _resource_versions(kubectl, namespace: str) -> dict[str, str]:
