@@ -1,5 +1,5 @@
 """Helpers for the tests that drive the session's ``stack`` (tests/operator,
-tests/reliability): manifests, status probes, gateway and emulator calls, restarts with
+tests/reliability): status probes, gateway and emulator calls, restarts with
 other flags, and the search for leaked keys."""
 
 from __future__ import annotations
@@ -18,42 +18,7 @@ from typing import Any
 from inference_devkit.controlplane.kubectl import Kubectl
 from inference_devkit.devstack.processes import Service, Stack
 from inference_devkit.waiting import poll
-
-# Distinctive, obviously fake keys: the hygiene checks search every output for them.
-KEY = "fake-key-test-PRIMARY-4f1d9c7b2e"
-ROTATED_KEY = "fake-key-test-ROTATED-8a3e6b1f0c"
-REJECTED_KEY = "fake-key-test-REJECTED-77c2d"
-ALL_KEYS = (KEY, ROTATED_KEY, REJECTED_KEY)
-
-
-def secret(name: str, key: str = KEY, data_key: str = "api_key") -> dict[str, Any]:
-    return {
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
-        "type": "Opaque", "data": {data_key: base64.b64encode(key.encode()).decode()},
-    }
-
-
-def endpoint(
-    name: str, secret_name: str = "anthropic", *, model: str = "claude-sonnet-4-5",
-    max_tokens: int = 64, inference_id: str | None = None, rpm: int = 6000,
-    task_type: str = "completion",
-) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "task_type": task_type,
-        "service": "anthropic",
-        "service_settings": {
-            "api_key": {"secret_key_ref": {"name": secret_name}},
-            "model_id": model,
-            "rate_limit": {"requests_per_minute": rpm},
-        },
-        "task_settings": {"max_tokens": max_tokens},
-    }
-    if inference_id:
-        spec["inference_id"] = inference_id
-    return {
-        "apiVersion": "inference-operator.dev/v1alpha1", "kind": "InferenceEndpoint",
-        "metadata": {"name": name}, "spec": spec,
-    }
+from resources import ALL_KEYS, KEY, REJECTED_KEY, ROTATED_KEY, endpoint, secret
 
 
 def condition(obj: dict[str, Any], kind: str = "Ready") -> dict[str, Any]:

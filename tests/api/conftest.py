@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from inference_endpoint_cases import FAKE_KEY, LITERAL, resource, valid_spec
+from inference_endpoint_cases import FAKE_KEY, LITERAL, valid_spec
 
 from inference_devkit.controlplane.kubectl import Kubectl
 from inference_devkit.waiting import poll
 from inference_operator.api import models
+from resources import inference_endpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -18,7 +19,7 @@ def _literal_key_denied(kubectl: Kubectl) -> bool:
     spec = valid_spec()
     spec["service_settings"]["api_key"] = FAKE_KEY
     result = kubectl.apply(
-        resource("policy-probe", spec), "default", "--dry-run=server", check=False
+        inference_endpoint("policy-probe", spec), "default", "--dry-run=server", check=False
     )
     return LITERAL in result.stderr
 
@@ -26,7 +27,7 @@ def _literal_key_denied(kubectl: Kubectl) -> bool:
 def _sampling_warned(kubectl: Kubectl) -> bool:
     spec = valid_spec()
     spec["task_settings"].update(temperature=0.5, top_p=0.5)
-    result = kubectl.apply(resource("policy-probe", spec), "default", "--dry-run=server")
+    result = kubectl.apply(inference_endpoint("policy-probe", spec), "default", "--dry-run=server")
     return models.SAMPLING_WARNING in result.stderr
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from inference_operator.api.models import API_VERSION, KIND
+from resources import endpoint_spec
 
 FAKE_KEY = "example-key-not-a-real-key"
 DELETE = object()
@@ -23,19 +23,8 @@ TASK_TYPES = ("completion", "chat_completion")
 
 
 def valid_spec(task_type: str = "completion") -> dict[str, Any]:
-    return {
-        "task_type": task_type,
-        "service": "anthropic",
-        "service_settings": {
-            "api_key": {"secret_key_ref": {"name": "anthropic-credentials"}},
-            "model_id": "claude-sonnet-4-5",
-        },
-        "task_settings": {"max_tokens": 1024},
-    }
-
-
-def resource(name: str, spec: Any) -> dict[str, Any]:
-    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name}, "spec": spec}
+    return endpoint_spec("anthropic-credentials", task_type=task_type, max_tokens=1024,
+                         rpm=None)
 
 
 @dataclass(frozen=True)

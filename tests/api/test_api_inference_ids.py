@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from inference_endpoint_cases import resource, valid_spec
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from inference_devkit.controlplane.kubectl import Kubectl, KubectlError
 from inference_devkit.waiting import poll
 from inference_operator.api import models, policies
+from resources import endpoint
 
 TAG = uuid.uuid4().hex[:6]
 LABEL = "inference-operator.dev/test-inference-ids"
@@ -47,13 +47,6 @@ class Tenants:
         return getattr(self, role)
 
 
-def _endpoint(name: str, inference_id: str | None) -> dict[str, Any]:
-    spec = valid_spec()
-    if inference_id is not None:
-        spec["inference_id"] = inference_id
-    return resource(name, spec)
-
-
 def _name() -> str:
     return f"r-{uuid.uuid4().hex[:8]}"
 
@@ -61,7 +54,7 @@ def _name() -> str:
 def _apply(kubectl: Kubectl, namespace: str, name: str, inference_id: str | None,
            *extra: str) -> subprocess.CompletedProcess[str]:
     """Create or update an endpoint; without ``inference_id`` its id is ``name``."""
-    return kubectl.apply(_endpoint(name, inference_id), namespace, *extra, check=False)
+    return kubectl.apply(endpoint(name, inference_id=inference_id), namespace, *extra, check=False)
 
 
 def _refused(kubectl: Kubectl, namespace: str, inference_id: str) -> bool:
@@ -221,7 +214,7 @@ def _admission_ms(api_client: client.ApiClient, namespace: str, inference_id: st
     try:
         client.CustomObjectsApi(api_client).create_namespaced_custom_object(
             models.GROUP, models.VERSION, namespace, models.PLURAL,
-            _endpoint(_name(), inference_id), dry_run="All")
+            endpoint(_name(), inference_id=inference_id), dry_run="All")
     except ApiException as error:
         assert error.status == 403 and "a prefix reserved for namespace" in error.body, error.body
     return (time.perf_counter() - started) * 1000

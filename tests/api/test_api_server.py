@@ -20,7 +20,6 @@ from inference_endpoint_cases import (
     VALID,
     Case,
     near_valid_specs,
-    resource,
     valid_spec,
 )
 from kubernetes import client
@@ -30,6 +29,7 @@ from inference_devkit.controlplane.kubectl import Kubectl
 from inference_operator.api import models
 from inference_operator.api.crd import openapi_schema
 from inference_operator.api.validation import validate_spec
+from resources import inference_endpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -75,7 +75,7 @@ def test_the_examples_are_accepted_as_they_are(kubectl: Kubectl, ns: str) -> Non
 
 
 def test_omitted_settings_get_their_defaults(kubectl: Kubectl, ns: str) -> None:
-    kubectl.apply(resource("minimal", valid_spec()), ns)
+    kubectl.apply(inference_endpoint("minimal", valid_spec()), ns)
 
     settings_ = _stored(kubectl, "minimal", ns)["spec"]["service_settings"]
 
@@ -87,7 +87,7 @@ def test_omitted_settings_get_their_defaults(kubectl: Kubectl, ns: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(VALID))
 def test_valid_specs_are_accepted(kubectl: Kubectl, ns: str, name: str) -> None:
-    kubectl.apply(resource(name, VALID[name]), ns)
+    kubectl.apply(inference_endpoint(name, VALID[name]), ns)
 
     assert _stored(kubectl, name, ns)["metadata"]["generation"] == 1
 
@@ -98,8 +98,8 @@ def test_an_invalid_spec_is_refused_with_a_message_naming_field_and_problem(
     kubectl: Kubectl, shared_namespace: str, case: Case, task_type: str
 ) -> None:
     result = kubectl.apply(
-        resource(f"invalid-{uuid.uuid4().hex[:8]}", case.spec(task_type)), shared_namespace,
-        check=False)
+        inference_endpoint(f"invalid-{uuid.uuid4().hex[:8]}", case.spec(task_type)),
+        shared_namespace, check=False)
 
     assert result.returncode != 0, "the API server accepted it"
     assert case.field in result.stderr, result.stderr
@@ -109,11 +109,11 @@ def test_an_invalid_spec_is_refused_with_a_message_naming_field_and_problem(
 
 
 def test_a_literal_key_cannot_be_slipped_in_by_an_update(kubectl: Kubectl, ns: str) -> None:
-    kubectl.apply(resource("later", valid_spec()), ns)
+    kubectl.apply(inference_endpoint("later", valid_spec()), ns)
     spec = valid_spec()
     spec["service_settings"]["api_key"] = FAKE_KEY
 
-    result = kubectl.apply(resource("later", spec), ns, check=False)
+    result = kubectl.apply(inference_endpoint("later", spec), ns, check=False)
 
     assert result.returncode != 0
     assert "spec.service_settings.api_key" in result.stderr and LITERAL in result.stderr
@@ -125,7 +125,7 @@ def test_temperature_with_top_p_is_applied_with_a_warning(kubectl: Kubectl, ns: 
     spec = valid_spec()
     spec["task_settings"].update(temperature=0.2, top_p=0.9)
 
-    result = kubectl.apply(resource("both-samplers", spec), ns)
+    result = kubectl.apply(inference_endpoint("both-samplers", spec), ns)
 
     assert "created" in result.stdout
     assert "Warning:" in result.stderr
@@ -178,14 +178,14 @@ def test_get_shows_ready_reason_model_and_id_and_wide_shows_the_message(
 def test_status_is_a_subresource_that_does_not_bump_generation(
     kubectl: Kubectl, ns: str
 ) -> None:
-    kubectl.apply(resource("gen", valid_spec()), ns)
+    kubectl.apply(inference_endpoint("gen", valid_spec()), ns)
     kubectl.run("patch", "iep", "gen", "-n", ns, "--subresource=status", "--type=merge",
                 "-p", yaml.safe_dump({"status": _ready_status(1)}))
     assert _stored(kubectl, "gen", ns)["metadata"]["generation"] == 1
 
     spec = valid_spec()
     spec["task_settings"]["max_tokens"] = 2048
-    kubectl.apply(resource("gen", spec), ns)
+    kubectl.apply(inference_endpoint("gen", spec), ns)
 
     stored = _stored(kubectl, "gen", ns)
     assert stored["metadata"]["generation"] == 2
@@ -195,7 +195,7 @@ def test_status_is_a_subresource_that_does_not_bump_generation(
 def test_a_malformed_condition_is_refused_on_the_status_subresource(
     kubectl: Kubectl, ns: str
 ) -> None:
-    kubectl.apply(resource("cond", valid_spec()), ns)
+    kubectl.apply(inference_endpoint("cond", valid_spec()), ns)
     status = _ready_status(1)
     status["conditions"][0]["status"] = "Yes"
     status["conditions"][0]["reason"] = "not camel case"
@@ -234,7 +234,7 @@ def _server_accepts(api_client: client.ApiClient, namespace: str, spec: Any) -> 
     try:
         client.CustomObjectsApi(api_client).create_namespaced_custom_object(
             models.GROUP, models.VERSION, namespace, models.PLURAL,
-            resource(f"p-{uuid.uuid4().hex[:8]}", spec),
+            inference_endpoint(f"p-{uuid.uuid4().hex[:8]}", spec),
             dry_run="All", field_validation="Strict",  # what kubectl sends
         )
     except ApiException as error:

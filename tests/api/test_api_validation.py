@@ -20,7 +20,7 @@ from inference_endpoint_cases import (
 from pydantic import ValidationError
 
 from inference_operator.api.elasticsearch_body import PutInferenceBody
-from inference_operator.api.models import InferenceEndpointSpec
+from inference_operator.api.models import KIND, InferenceEndpointSpec
 from inference_operator.api.settings import MODEL_ID_MAX_LENGTH
 from inference_operator.api.validation import spec_warnings, validate_spec
 
@@ -48,7 +48,7 @@ def test_a_valid_spec_has_no_errors(name: str) -> None:
 def test_the_shipped_example_is_valid() -> None:
     endpoints = [
         doc for path in EXAMPLES.glob("*.yaml") for doc in yaml.safe_load_all(path.read_text())
-        if doc["kind"] == "InferenceEndpoint"
+        if doc["kind"] == KIND
     ]
 
     assert endpoints

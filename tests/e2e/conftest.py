@@ -25,7 +25,6 @@ from e2e_support import (
     Installation,
     deploy_emulator,
     elapsed,
-    endpoint,
     grant_invoke,
     install_chart,
     namespace,
@@ -33,6 +32,7 @@ from e2e_support import (
 
 from inference_devkit.controlplane import binaries, images, launcher, node
 from inference_devkit.controlplane.kubectl import Kubectl
+from resources import endpoint, secret
 
 ENABLED = os.environ.get("INFERENCE_OPERATOR_E2E") == "1"
 EXISTING = os.environ.get("USE_EXISTING_CLUSTER", "").lower() == "true"
@@ -144,10 +144,8 @@ def team(kubectl: Kubectl, installation: Installation, client_namespace: str) ->
     grant_invoke(kubectl, installation, ns, client_namespace)
     suffix = ns.rsplit("-", 1)[1]
     names = {name: f"{name}-{suffix}" for name in ("e2e-a", "e2e-b")}
-    kubectl.apply([{"apiVersion": "v1", "kind": "Secret",
-                    "metadata": {"name": "anthropic-credentials"},
-                    "stringData": {"api_key": f"sk-ant-e2e-{suffix}"}}]
-                  + [endpoint(name, iid, "anthropic-credentials")
+    kubectl.apply([secret("anthropic-credentials", f"sk-ant-e2e-{suffix}")]
+                  + [endpoint(name, "anthropic-credentials", inference_id=iid)
                      for name, iid in names.items()], ns)
     started = time.monotonic()
     for name in names:

@@ -27,7 +27,6 @@ RESTRICTED = {
 RUN_AS = {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
           "seccompProfile": {"type": "RuntimeDefault"}}
 CLIENT_PROGRAM = (Path(__file__).parent / "client_pod.py").read_text()
-MODEL = "claude-sonnet-4-5"
 AUDIENCE = "inference-operator"  # the chart's gateway.auth.audience
 TOKEN_DIR = "/var/run/secrets/inference-operator"
 RELEASE = "e2e"
@@ -286,21 +285,6 @@ def call_from_pod(kubectl: Kubectl, namespace: str, image: str,
 def completion(url: str, stream: bool = False) -> dict[str, Any]:
     return {"method": "POST", "url": url + ("/_stream" if stream else ""),
             "body": {"input": "What is Elastic?"}}
-
-
-def endpoint(name: str, inference_id: str, secret: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "inference-operator.dev/v1alpha1", "kind": "InferenceEndpoint",
-        "metadata": {"name": name},
-        "spec": {
-            "task_type": "completion", "inference_id": inference_id, "service": "anthropic",
-            "service_settings": {"api_key": {"secret_key_ref": {"name": secret}},
-                                 "model_id": MODEL,
-                                 # Far above the loops' rate: none of them is throttled.
-                                 "rate_limit": {"requests_per_minute": 6000}},
-            "task_settings": {"max_tokens": 64},
-        },
-    }
 
 
 @dataclass(frozen=True)

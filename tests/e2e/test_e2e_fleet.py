@@ -31,7 +31,6 @@ from e2e_support import (
     completion,
     deploy_emulator,
     elapsed,
-    endpoint,
     grant_invoke,
     helm,
     install_chart,
@@ -45,6 +44,7 @@ from e2e_support import (
 from inference_devkit.checkout import checkout_path
 from inference_devkit.controlplane.kubectl import Kubectl
 from inference_devkit.waiting import poll
+from resources import endpoint, secret
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("USE_EXISTING_CLUSTER", "").lower() == "true",
@@ -146,8 +146,7 @@ def team(kubectl: Kubectl, installation: Installation, client_namespace: str) ->
     ns = namespace(kubectl, "e2e-fleet-team")
     grant_invoke(kubectl, installation, ns, client_namespace)
     CALLER["Authorization"] = f"Bearer {caller_token(kubectl, client_namespace)}"
-    kubectl.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"},
-                   "stringData": {"api_key": KEYS[0]}}, ns)
+    kubectl.apply(secret("creds", KEYS[0]), ns)
     yield ns
     kubectl.run("delete", "iep", "--all", "-n", ns, "--timeout=60s", check=False, timeout=70)
     kubectl.run("delete", "namespace", ns, "--wait=false", check=False)
@@ -167,7 +166,7 @@ def test_every_replica_serves_an_endpoint_and_the_status_counts_them(
     kubectl: Kubectl, fleet: Fleet, team: str,
 ):
     iid = f"{team}-a"
-    kubectl.apply(endpoint("a", iid, "creds"), team)
+    kubectl.apply(endpoint("a", "creds", inference_id=iid), team)
     ready = _ready(kubectl, team, "a")
     assert f"on {REPLICAS}/{REPLICAS} gateway replicas" in ready["message"]
     for name, base in fleet.replicas().items():
@@ -188,7 +187,7 @@ def test_a_rotated_key_and_a_deletion_reach_every_replica_within_seconds(
     kubectl: Kubectl, fleet: Fleet, team: str,
 ):
     iid = f"{team}-rotate"
-    kubectl.apply(endpoint("rotate", iid, "creds"), team)
+    kubectl.apply(endpoint("rotate", "creds", inference_id=iid), team)
     _ready(kubectl, team, "rotate")
     replicas = fleet.replicas()
     results: Counter[int] = Counter()
@@ -202,8 +201,7 @@ def test_a_rotated_key_and_a_deletion_reach_every_replica_within_seconds(
 
     for name, base in replicas.items():
         assert key_used(name, base, 0) == 0
-    kubectl.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"},
-                   "stringData": {"api_key": KEYS[1]}}, team)
+    kubectl.apply(secret("creds", KEYS[1]), team)
     started, rounds = time.monotonic(), iter(range(1, 1000))
     switched: dict[str, float] = {}
 
@@ -237,9 +235,7 @@ def test_a_rotated_key_and_a_deletion_reach_every_replica_within_seconds(
 
 def test_the_rate_limit_holds_across_the_fleet(kubectl: Kubectl, fleet: Fleet, team: str):
     iid = f"{team}-limited"
-    body = endpoint("limited", iid, "creds")
-    body["spec"]["service_settings"]["rate_limit"]["requests_per_minute"] = RATE_LIMIT
-    kubectl.apply(body, team)
+    kubectl.apply(endpoint("limited", "creds", inference_id=iid, rpm=RATE_LIMIT), team)
     _ready(kubectl, team, "limited")
     bases = list(fleet.replicas().values())
     assert len(bases) == REPLICAS

@@ -30,6 +30,7 @@ from inference_devkit.loopback import free_port
 from inference_devkit.waiting import poll_async
 from inference_operator.api.gateway_config import DATA_KEY
 from inference_operator.gateway.server import GatewayServer
+from resources import secret
 
 COMPLETION = "/_inference/completion/{}"
 
@@ -194,8 +195,7 @@ async def test_resource_names_are_enough_and_nothing_else_is_readable(
         caplog: pytest.LogCaptureFixture) -> None:
     await shards.write(0, 1, record("alpha"))
     await shards.write(1, 1)
-    other = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "unrelated"},
-             "stringData": {"api-key": KEY_B}}
+    other = secret("unrelated", KEY_B, data_key="api-key")
     await shards.api.create(Secret.from_dict(other), namespace=namespace)
     kubeconfig = await asyncio.to_thread(service_account_kubeconfig, namespace, "gateway")
     # Started before its Role exists: refused, retried with backoff, then served.

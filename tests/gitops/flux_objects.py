@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from inference_devkit.controlplane.kubectl import to_yaml
+from inference_operator.api.models import API_VERSION, KIND
 
 FLUX_NAMESPACE = "flux-system"
 SOURCE = "platform"
@@ -46,8 +47,7 @@ def kustomization(name: str, path: str, *, target_namespace: str | None = None,
 
 
 def endpoint_check(name: str, namespace: str) -> dict[str, str]:
-    return {"apiVersion": "inference-operator.dev/v1alpha1", "kind": "InferenceEndpoint",
-            "name": name, "namespace": namespace}
+    return {"apiVersion": API_VERSION, "kind": KIND, "name": name, "namespace": namespace}
 
 
 def manifest_file(*documents: dict[str, Any]) -> str:

@@ -10,7 +10,8 @@ import flux_waits
 import pytest
 from flux_objects import kustomization
 
-from operator_support import complete, condition, endpoint, secret
+from operator_support import complete, condition
+from resources import endpoint, secret
 
 ROOT = Path(__file__).resolve().parents[2]
 FINALIZER = "inference-operator.dev/finalizer"

@@ -13,14 +13,8 @@ from flux_objects import endpoint_check, kustomization
 
 from inference_devkit.controlplane.kubectl import Kubectl
 from inference_devkit.waiting import poll
-from operator_support import (
-    complete,
-    condition,
-    emulator_requests_for,
-    endpoint,
-    secret,
-    wait_caught_up,
-)
+from operator_support import complete, condition, emulator_requests_for, wait_caught_up
+from resources import endpoint, secret
 
 
 def _ready(obj: dict[str, Any]) -> bool:

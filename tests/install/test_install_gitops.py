@@ -10,6 +10,7 @@ import pytest
 import yaml
 from lupa.lua51 import LuaRuntime
 
+import resources
 from inference_devkit.controlplane.kubectl import Kubectl
 from inference_operator.api.models import GROUP, KIND, VERSION, Reason
 from inference_operator.controller.conditions import Outcome, build_conditions
@@ -37,13 +38,12 @@ def health(endpoint: dict) -> tuple[str, str]:
 
 def endpoint(generation: int = 2, outcome: Outcome | None = None,
              observed: int | None = None) -> dict:
-    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
-            "metadata": {"name": "anthropic-completion", "generation": generation}}
+    """The example endpoint with the status the operator writes for ``outcome``."""
+    status = None
     if outcome is not None:
         seen = generation if observed is None else observed
-        body["status"] = {"observedGeneration": seen,
-                          "conditions": build_conditions(outcome, seen, None)}
-    return body
+        status = {"observedGeneration": seen, "conditions": build_conditions(outcome, seen, None)}
+    return resources.endpoint("anthropic-completion", generation=generation, status=status)
 
 
 def test_a_serving_endpoint_is_healthy() -> None:

@@ -19,7 +19,7 @@ from inference_devkit.chart import documents, helm_template
 from inference_devkit.controlplane.kubectl import Kubectl
 from inference_devkit.waiting import poll
 from inference_operator.api import policies
-from operator_support import endpoint
+from resources import endpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -19,7 +19,8 @@ from inference_devkit.devstack import prometheus
 from inference_devkit.devstack.processes import Service, Stack
 from inference_devkit.waiting import poll
 from inference_operator.observability import alerts, dashboard
-from operator_support import KEY, REJECTED_KEY, endpoint, secret, wait_reason
+from operator_support import wait_reason
+from resources import KEY, REJECTED_KEY, endpoint, secret
 
 # Grafana's variables as a user leaves them (every endpoint, every caller namespace), and
 # its rate interval as it would pick it for a 1 s scrape.

@@ -13,7 +13,7 @@ from pathlib import Path
 from inference_devkit.waiting import poll
 from inference_operator.controller.kube import REQUEST_CONNECTIONS
 from inference_operator.controller.login import WATCHED_RESOURCES
-from operator_support import endpoint, secret
+from resources import endpoint, secret
 
 BURST = 150
 

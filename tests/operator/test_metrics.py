@@ -14,7 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from inference_devkit.loopback import free_port
 from inference_devkit.waiting import poll
-from operator_support import endpoint, restarted_with, secret, wait_reason
+from operator_support import restarted_with, wait_reason
+from resources import endpoint, secret
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

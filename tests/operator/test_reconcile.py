@@ -14,18 +14,8 @@ from pathlib import Path
 import pytest
 
 from inference_devkit.waiting import poll
-from operator_support import (
-    KEY,
-    REJECTED_KEY,
-    ROTATED_KEY,
-    complete,
-    condition,
-    emulator_requests,
-    endpoint,
-    secret,
-    wait_caught_up,
-    wait_reason,
-)
+from operator_support import complete, condition, emulator_requests, wait_caught_up, wait_reason
+from resources import KEY, REJECTED_KEY, ROTATED_KEY, endpoint, secret
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,8 @@ import json
 import time
 
 from inference_devkit.waiting import poll
-from operator_support import complete, endpoint, secret
+from operator_support import complete
+from resources import endpoint, secret
 
 
 def _resource_versions(kubectl, namespace: str) -> dict[str, str]:
@@ -15,15 +16,25 @@ def _resource_versions(kubectl, namespace: str) -> dict[str, str]:
     return {o["metadata"]["name"]: o["metadata"]["resourceVersion"] for o in listed["items"]}
 
 
+def _apply(kubectl, namespace: str, names: list[str]) -> None:
+    """The Secret and one endpoint per name, served at ``<namespace>-<name>``."""
+    kubectl.apply([secret("anthropic")] + [
+        endpoint(n, inference_id=f"{namespace}-{n}") for n in names], namespace)
+
+
+def _ready(kubectl, namespace: str, names: list[str]) -> dict[str, str]:
+    """Applied and Ready: their resource versions."""
+    _apply(kubectl, namespace, names)
+    for name in names:
+        kubectl.wait_for_condition(f"iep/{name}", "Ready", namespace)
+    return _resource_versions(kubectl, namespace)
+
+
 def test_a_killed_gateway_is_refilled_within_seconds_without_touching_resources(
     stack, kubectl, namespace
 ):
     names = [f"g{i}" for i in range(5)]
-    kubectl.apply([secret("anthropic")] + [
-        endpoint(n, inference_id=f"{namespace}-{n}") for n in names], namespace)
-    for name in names:
-        kubectl.wait_for_condition(f"iep/{name}", "Ready", namespace)
-    before = _resource_versions(kubectl, namespace)
+    before = _ready(kubectl, namespace, names)
 
     gateway = stack.services["gateway"]
     gateway.kill()  # SIGKILL: the new gateway reads everything from the Secrets
@@ -45,8 +56,7 @@ def test_an_operator_killed_mid_reconcile_converges_after_restart(
 ):
     operator = stack.services["operator"]
     names = [f"o{i}" for i in range(20)]
-    kubectl.apply([secret("anthropic")] + [
-        endpoint(n, inference_id=f"{namespace}-{n}") for n in names], namespace)
+    _apply(kubectl, namespace, names)
     time.sleep(0.3)  # some reconciled, some not
     operator.kill()
     operator.start()
@@ -72,11 +82,7 @@ def test_a_gateway_restarted_while_the_operator_is_down_serves_everything(
     stack, kubectl, namespace
 ):
     names = [f"d{i}" for i in range(3)]
-    kubectl.apply([secret("anthropic")] + [
-        endpoint(n, inference_id=f"{namespace}-{n}") for n in names], namespace)
-    for name in names:
-        kubectl.wait_for_condition(f"iep/{name}", "Ready", namespace)
-    before = _resource_versions(kubectl, namespace)
+    before = _ready(kubectl, namespace, names)
     operator, gateway = stack.services["operator"], stack.services["gateway"]
     syncs = operator.log_text().count("first full sync done")
     operator.stop()

@@ -8,14 +8,8 @@ import time
 import pytest
 
 from inference_devkit.controlplane.launcher import ControlPlane
-from operator_support import (
-    complete,
-    condition,
-    emulator_requests,
-    endpoint,
-    secret,
-    wait_caught_up,
-)
+from operator_support import complete, condition, emulator_requests, wait_caught_up
+from resources import endpoint, secret
 
 # kopf retries a failed watch with backoffs of 1, 1, 2, 3, 5, 8, 13, 21 s; the API server
 # takes several seconds to come back on a loaded 2-core machine.

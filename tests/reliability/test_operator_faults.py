@@ -8,7 +8,8 @@ import threading
 import time
 
 from inference_devkit.waiting import poll
-from operator_support import complete, condition, endpoint, event_counts, secret
+from operator_support import complete, condition, event_counts
+from resources import endpoint, secret
 
 BURST = 100  # times ``scale`` under ``make soak``
 CHUNK = 4  # objects per kubectl call: many small creates, as many clients make them

@@ -7,17 +7,14 @@ import threading
 
 from inference_devkit.waiting import poll
 from operator_support import (
-    KEY,
-    ROTATED_KEY,
     complete,
     condition,
     emulator_requests,
     emulator_requests_for,
-    endpoint,
-    secret,
     wait_caught_up,
     wait_reason,
 )
+from resources import KEY, ROTATED_KEY, endpoint, secret
 
 
 def test_a_deleted_secret_withdraws_its_key_and_a_recreated_one_serves_again(

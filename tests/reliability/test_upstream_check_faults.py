@@ -12,17 +12,15 @@ from models_api_faults import ModelsApiFaults
 
 from inference_devkit.waiting import poll
 from operator_support import (
-    ROTATED_KEY,
     complete,
     condition,
     emulator_requests_for,
-    endpoint,
     event_counts,
     restarted_with,
-    secret,
     wait_caught_up,
     wait_reason,
 )
+from resources import ROTATED_KEY, endpoint, secret
 
 UNAVAILABLE = "UpstreamUnavailable"
 WINDOW = 10.0

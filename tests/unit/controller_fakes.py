@@ -13,6 +13,7 @@ from typing import Any
 
 import kopf
 
+import resources
 from inference_operator.api.gateway_config import Shard, Shards
 from inference_operator.clock import SYSTEM_CLOCK, Clock
 from inference_operator.controller import handlers
@@ -30,23 +31,12 @@ OTHER_KEY = "fake-key-unit-OTHER"
 
 
 def endpoint(name: str = "ep", *, secret: str = "creds", generation: int = 1,
-             created: str = "2026-01-01T00:00:00Z", inference_id: str | None = None,
+             created: str = resources.CREATED, inference_id: str | None = None,
              **task_settings: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "task_type": "completion", "service": "anthropic",
-        "service_settings": {"api_key": {"secret_key_ref": {"name": secret}},
-                             "model_id": "claude-sonnet-4-5"},
-        "task_settings": {"max_tokens": 64, **task_settings},
-    }
-    if inference_id:
-        spec["inference_id"] = inference_id
-    return {
-        "apiVersion": "inference-operator.dev/v1alpha1", "kind": "InferenceEndpoint",
-        "metadata": {"name": name, "namespace": NAMESPACE, "uid": f"uid-{name}",
-                     "generation": generation, "resourceVersion": "1",
-                     "creationTimestamp": created},
-        "spec": spec,
-    }
+    """As the fake API server hands it to the controller: stored in NAMESPACE."""
+    return resources.endpoint(name, secret, namespace=NAMESPACE, generation=generation,
+                              created=created, inference_id=inference_id, rpm=None,
+                              task_settings=task_settings)
 
 
 def secret_value(key: str = KEY, resource_version: str = "100",

@@ -14,17 +14,8 @@ from inference_devkit.controlplane.kubectl import to_yaml
 from inference_devkit.waiting import poll
 from inference_operator.api.gateway_config import Shards
 from inference_operator.api.settings import API_KEY_MAX_LENGTH
-from operator_support import (
-    KEY,
-    complete,
-    condition,
-    endpoint,
-    http,
-    restarted_with,
-    secret,
-    wait_caught_up,
-    wait_reason,
-)
+from operator_support import complete, condition, http, restarted_with, wait_caught_up, wait_reason
+from resources import KEY, endpoint, secret
 
 CAP = 5  # the hostile namespace's share, small so the test stays short
 HUGE = 600 * 1024  # a "key" well under a Secret's 1 MiB; two fill a shard
