@@ -1,26 +1,9 @@
-"""Gateway fleet throughput on the real node: 3 replicas against 1 (issue #18).
-
-The local node (controlplane/node.py) with the project's image built from the working
-tree; the chart in ``gateway.mode=fleet``, the emulator as a Deployment (as the e2e tests
-install them, tests/e2e/e2e_support.py), caller auth as the chart's default (kubernetes:
-TokenReview + SubjectAccessReview, one ServiceAccount token), one endpoint at 1,000,000 rpm
-so the rate limiter never waits. A closed loop (bench/gateway/loadgen.py, an aiohttp client
-in this process) calls the gateway Service's ClusterIP from this host, through kube-proxy.
-
-Rounds alternate 1, 3, 1, 3, ... replicas (``kubectl scale``, then until the Service's
-EndpointSlice has that many ready endpoints and no other gateway Pod is left), each on new
-connections after a warm-up. First with the chart's resources (no CPU limit), then with
-each ``--cpu-limit`` as ``gateway.resources.limits.cpu`` (``helm upgrade --reuse-values``):
-a replica held to a share of a core, so that, where the machine has that share to give
-three times, horizontal scaling is measured rather than the machine's 2 cores. Each round
-records the CPU every consumer used (Pods' cgroups, the node's, the bench's and every
-other process in /proc, the machine in /proc/stat).
-
-Writes docs/benchmarks/fleet-throughput.json and its section of docs/benchmarks.md.
-
-    .venv/bin/python bench/run.py --only fleet-throughput [--quick]
-    .venv/bin/python bench/fleet/throughput.py [--rounds 3] [--requests 20000] [--quick]
-"""
+"""Gateway fleet throughput on the local node: 3 replicas against 1, first with the chart's
+resources (no CPU limit), then with each ``--cpu-limit`` per replica (so that horizontal
+scaling is measured rather than the machine's cores); each round records the CPU every
+consumer used. The project's image built from the working tree, the chart in
+``gateway.mode=fleet``, the emulator as a Deployment, a closed loop from this host to the
+gateway Service's ClusterIP through kube-proxy. docs/benchmarks.md says how it runs."""
 
 from __future__ import annotations
 
@@ -28,45 +11,37 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: common, fleet, gateway
-# tests/e2e/e2e_support.py: the node's install as the end-to-end tests do it.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "e2e"))
-from common import save_results, splice_section
-from e2e_support import (
+from bench import harness
+from bench.harness import endpoint_manifest, step
+from bench.loadgen import Target, closed_loop
+from inference_devkit import procfs
+from inference_devkit.checkout import checkout_path
+from inference_devkit.controlplane import binaries, images, node
+from inference_devkit.controlplane.kubectl import Kubectl, KubectlError
+from inference_devkit.install import (
     RELEASE,
     RELEASE_NAMESPACE,
     all_ready,
     caller_token,
     deploy_emulator,
-    endpoint,
     grant_invoke,
     helm,
     install_chart,
     namespace,
     pods,
 )
-from fleet.run import machine, step
-from gateway.loadgen import Target, closed_loop
-
-from inference_devkit import procfs
-from inference_devkit.checkout import checkout_path
-from inference_devkit.controlplane import binaries, images, node
-from inference_devkit.controlplane.kubectl import Kubectl, KubectlError
 from inference_devkit.waiting import poll
 
-ROOT = Path(__file__).resolve().parents[2]
+NAME, HEADING = "fleet-throughput", "Gateway fleet throughput"
 RPM = 1_000_000  # far above any rate here: the limiter never queues a request
 INFERENCE_ID = "bench-throughput"
 TARGET_RATIO = 2.5
@@ -325,8 +300,8 @@ def setup(running: node.Node, kubectl: Kubectl, image: str) -> tuple[Fleet, Targ
                                           "gateway.mode=fleet", "gateway.replicas=1"))
         team, caller = namespace(kubectl, "bench-team"), namespace(kubectl, "bench-caller")
         grant_invoke(kubectl, installation, team, caller)
-        body = endpoint("throughput", INFERENCE_ID, "anthropic")
-        body["spec"]["service_settings"]["rate_limit"]["requests_per_minute"] = RPM
+        body = endpoint_manifest("throughput", rpm=RPM)
+        body["spec"]["inference_id"] = INFERENCE_ID
         kubectl.apply([{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "anthropic"},
                         "stringData": {"api_key": "sk-ant-bench-throughput"}}, body], team)
         kubectl.wait_for_condition("iep/throughput", "Ready", team, timeout=90)
@@ -402,12 +377,6 @@ def alternation(args: argparse.Namespace, fleet: Fleet, target: Target, meter: C
             "met": ratio >= TARGET_RATIO}
 
 
-# -- the report ----------------------------------------------------------------------------
-
-START = "<!-- fleet-throughput-bench:start (generated by bench/fleet/throughput.py) -->"
-END = "<!-- fleet-throughput-bench:end -->"
-
-
 def median_of(variant: dict[str, Any], replicas: int, value: Any) -> float:
     """The median over the variant's rounds with ``replicas`` of ``value(round)``."""
     return statistics.median(value(r) for r in variant["rounds"] if r["replicas"] == replicas)
@@ -428,13 +397,11 @@ def rest(cores: dict[str, Any]) -> float:
 
 def section(result: dict[str, Any]) -> str:
     run, setup_, variants = result["run"], result["setup"], result["variants"]
-    info, nproc = run["machine"], run["machine"]["nproc"]
+    if not variants:
+        return f"{harness.machine_line(run)}\n\nNot run: {result['skipped']}."
+    nproc = run["machine"]["cores"]
     lines = [
-        f"`{run['command']}` on {info['cpu']} ({nproc} cores, `nproc`), "
-        f"{info['memory_gib']} GiB, Python {info['python']}, {run['date']}; load average "
-        f"{info['load_average_start'][0]:.1f} at the start, {info['load_average_end'][0]:.1f} "
-        f"at the end; {run['duration_seconds']} s.",
-        "",
+        harness.machine_line(run), "",
         f"The local node; the chart in `gateway.mode=fleet` (auth `kubernetes`, the chart's "
         f"default: one ServiceAccount token, TokenReview + SubjectAccessReview cached 10 s; "
         f"access log on), the emulator as a Deployment, one endpoint at {RPM:,} rpm. Load: a "
@@ -537,53 +504,42 @@ def section(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_report(path: Path, result: dict[str, Any]) -> None:
-    splice_section(path, START, END, f"{START}\n{section(result)}\n{END}",
-                   "Gateway fleet throughput")
+def options(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--rounds", type=int, default=3, help="alternations of 1 and 3")
+    add("--requests", type=int, default=20000, help="per round")
+    add("--time-limit", type=float, default=30.0, help="seconds per round")
+    add("--warmup", type=int, default=300, help="uncounted calls per round")
+    add("--concurrency", type=int, default=64)
+    add("--cpu-limit", action="append",
+        help="gateway.resources.limits.cpu of a further alternation, after the one without, "
+             "in millicores as the API shows it (repeatable; default: 250m, then 100m)")
 
 
-# -- main ----------------------------------------------------------------------------------
+def quick(args: argparse.Namespace) -> None:
+    args.rounds, args.requests, args.time_limit, args.warmup = 1, 3000, 8.0, 100
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3, help="alternations of 1 and 3")
-    parser.add_argument("--requests", type=int, default=20000, help="per round")
-    parser.add_argument("--time-limit", type=float, default=30.0, help="seconds per round")
-    parser.add_argument("--warmup", type=int, default=300, help="uncounted calls per round")
-    parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--cpu-limit", action="append",
-                        help="gateway.resources.limits.cpu of a further alternation, after "
-                             "the one without, in millicores as the API shows it (repeatable; "
-                             "default: 250m, then 100m)")
-    parser.add_argument("--quick", action="store_true",
-                        help="a smoke run: one alternation per variant, 3,000 requests or "
-                             "8 s a round; results not written to docs/")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs",
-                        help="where benchmarks.md lives (the JSON goes to its benchmarks/)")
-    parser.add_argument("--command", help=argparse.SUPPRESS)  # as bench/run.py was called
-    args = parser.parse_args(argv)
+def invalid(args: argparse.Namespace) -> str | None:
     args.cpu_limit = args.cpu_limit or ["250m", "100m"]
-    if args.quick:
-        args.rounds, args.requests, args.time_limit, args.warmup = 1, 3000, 8.0, 100
-        args.out = Path(tempfile.mkdtemp(prefix="fleet-throughput-quick-"))
     if args.rounds < 1 or args.requests < 1 or not 1 <= args.time_limit <= 300:
-        parser.error("--rounds and --requests at least 1, --time-limit 1 to 300 seconds")
-    return args
+        return "--rounds and --requests at least 1, --time-limit 1 to 300 seconds"
+    return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    given = sys.argv[1:] if argv is None else argv
-    command = args.command or " ".join(["bench/fleet/throughput.py", *given])
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    setup_ = {"concurrency": args.concurrency, "requests": args.requests,
+              "time_limit_s": args.time_limit, "warmup": args.warmup, "rpm": RPM,
+              "target": "the gateway Service's ClusterIP, through kube-proxy"}
     try:
         node.check_supported()
-    except node.NodeUnavailable as error:  # as the e2e tests skip: say why, fail nothing
-        print(f"fleet throughput skipped: {error}", file=sys.stderr)
-        return 0
-    began, info = datetime.now(UTC), machine()
-    # SIGTERM (a CI timeout, kill) unwinds like Ctrl-C, so the node is stopped.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        # A smoke run starts no node: building the image and the node takes minutes.
+        skipped = "--quick starts no node" if args.quick else None
+    except node.NodeUnavailable as error:  # as the end-to-end tests skip: say why
+        skipped = str(error)
+    if skipped:
+        step(f"fleet throughput skipped: {skipped}")
+        return {"setup": setup_, "variants": [], "skipped": skipped}
     step("the project's image, from the working tree")
     archive = images.build_project_image(sys.stderr)  # before the node: nothing to undo
     step("the local node")
@@ -603,18 +559,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         step("stopping the node")
         running.stop()
-        left = running.leftovers()
-        if left:
+        if left := running.leftovers():
             print(f"the node left behind: {left}", file=sys.stderr)
-    info["load_average_end"] = os.getloadavg()
-    parts = {"setup": {"concurrency": args.concurrency, "requests": args.requests,
-                       "time_limit_s": args.time_limit, "warmup": args.warmup, "rpm": RPM,
-                       "target": "the gateway Service's ClusterIP, through kube-proxy"},
-             "variants": variants}
-    output = save_results(args, "fleet-throughput", command, began, info, parts, write_report)
-    step(f"results: {output}, {args.out / 'benchmarks.md'}")
-    return 0
+    return {"setup": setup_, "variants": variants}
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(harness.main(sys.modules[__name__]))

@@ -1,20 +1,20 @@
-"""The one load tool every target gets: an aiohttp client in the bench process.
-
-Each function is bounded twice, by a request count and by a time limit, and talks to
-127.0.0.1 only (the caller passes loopback URLs)."""
+"""The one load tool every target gets: an aiohttp client in the bench process. Each
+function is bounded twice, by a request count and by a time limit."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from common import percentile
+
+from bench.harness import percentile, step
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,8 @@ class Target:
     # Where the same request streams: a URL of its own (the gateway's ``/_stream``) or,
     # when None, the same URL with ``"stream": true`` in the body (Anthropic, OpenAI).
     stream_url: str | None = None
+    # Bearer tokens, one per request, taken from the end: each call a new caller.
+    tokens: list[str] | None = None
 
     def payload(self) -> bytes:
         return json.dumps(self.body).encode()
@@ -40,7 +42,8 @@ class Target:
         return self.url, json.dumps({**self.body, "stream": True}).encode()
 
     def request_headers(self) -> dict[str, str]:
-        return {"Content-Type": "application/json", **self.headers}
+        token = {"Authorization": f"Bearer {self.tokens.pop()}"} if self.tokens else {}
+        return {"Content-Type": "application/json", **self.headers, **token}
 
 
 @dataclass
@@ -65,8 +68,9 @@ class Sample:
         ms = {f"p{p}_ms": round(self.percentile(p) * 1000, 3) for p in (50, 90, 99)}
         return {"target": self.target, "requests": len(self.latencies), "errors": self.errors,
                 "seconds": round(self.seconds, 3), "rps": round(self.rps, 1), **ms,
-                "mean_ms": round(statistics.fmean(self.latencies) * 1000, 3)
-                if self.latencies else None,
+                **({"mean_ms": round(statistics.fmean(self.latencies) * 1000, 3),
+                    "min_ms": round(min(self.latencies) * 1000, 3),
+                    "max_ms": round(max(self.latencies) * 1000, 3)} if self.latencies else {}),
                 "client_cpu_share": round(self.client_cpu / self.seconds, 2)
                 if self.seconds else None,
                 "late_sends": self.late}
@@ -232,3 +236,34 @@ def merged(samples: Sequence[Sample]) -> Sample:
     return Sample(samples[0].target, sum(s.seconds for s in samples),
                   [x for s in samples for x in s.latencies], sum(s.errors for s in samples),
                   sum(s.client_cpu for s in samples), sum(s.late for s in samples))
+
+
+async def alternate(targets: Sequence[str], rounds: int,
+                    one: Callable[[str], Awaitable[Sample]], *, rotate: bool = True
+                    ) -> dict[str, list[Sample]]:
+    """``rounds`` rounds of ``one(target)`` for each target, the order rotated each round
+    (``rotate``) or always as given, so that machine noise hits all targets alike."""
+    orders = list(itertools.permutations(targets)) if rotate else [tuple(targets)]
+    out: dict[str, list[Sample]] = {name: [] for name in targets}
+    for number in range(rounds):
+        order = orders[number % len(orders)]
+        for name in order:
+            out[name].append(await one(name))
+        step(f"  round {number + 1}/{rounds} ({', '.join(order)}): p50 " + ", ".join(
+            f"{n} {out[n][-1].percentile(50) * 1000:.3f} ms" for n in targets))
+    return out
+
+
+def added(rounds: dict[str, list[Sample]], target: str, base: str,
+          percentiles: Sequence[int] = (50, 90, 99)) -> dict[str, Any]:
+    """What ``target`` adds over ``base`` in ms: on all rounds together (``pNN``) and
+    round by round against the ``base`` round beside it (``pNN_rounds``, with their
+    median ``pNN_median``: one noisy round moves the spread, not the median)."""
+    whole = merged(rounds[target]), merged(rounds[base])
+    out: dict[str, Any] = {}
+    for p in percentiles:
+        per = [round((t.percentile(p) - b.percentile(p)) * 1000, 3)
+               for t, b in zip(rounds[target], rounds[base], strict=True)]
+        out[f"p{p}"] = round((whole[0].percentile(p) - whole[1].percentile(p)) * 1000, 3)
+        out[f"p{p}_rounds"], out[f"p{p}_median"] = per, round(statistics.median(per), 3)
+    return out
