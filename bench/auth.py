@@ -10,11 +10,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import itertools
 import math
 import random
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ from kubernetes import client, config
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench import harness, loadgen
-from bench.harness import Gateway, mark, percentile, start_gateway, step, table
+from bench.harness import Gateway, mark, start_gateway, step, table
 from bench.loadgen import Target
 from inference_devkit.controlplane import binaries
 from inference_devkit.controlplane.apimetrics import requests_by_resource
@@ -45,6 +43,18 @@ MODES = {"none": "(a) --auth none", "warm": "(b) --auth kubernetes, warm cache",
 LATENCY_CACHE_SECONDS = 600.0  # (b): nothing expires while the phase runs
 WARM_P50_GOAL_MS = 0.2
 REVIEWS = ("tokenreviews", "subjectaccessreviews")
+OPTIONS: tuple[harness.Option, ...] = (
+    ("--rounds", 20, 2, "alternated latency rounds (the requests split among them)"),
+    ("--warm-requests", 500, 40, "sequential requests for (a) none and (b) warm, each"),
+    ("--cold-requests", 100, 6, "sequential requests for (c), a new token each"),
+    ("--warmup", 50, 5, "uncounted calls to (a) and (b) first"),
+    ("--warmup-cold", 3, 3, "uncounted new-token calls to (c) first"),
+    ("--load-callers", 200, 20, None),
+    ("--load-seconds", 9.5, 2.0,
+     "the load phase; under --load-cache-seconds: one cache period"),
+    ("--load-cache-seconds", 10.0, 10.0, None),
+    ("--time-limit", 120.0, 120.0, "seconds per round and mode at most"),
+)
 
 
 def rbac(kind: str, name: str, **body: Any) -> dict[str, Any]:
@@ -197,50 +207,31 @@ async def latency(args: argparse.Namespace, cluster: Cluster,
 
 
 async def load(args: argparse.Namespace, cluster: Cluster, gateway: Gateway) -> dict[str, Any]:
-    """Concurrent callers with one token, each always one request in flight, alternating
-    the two endpoints."""
+    """Concurrent callers with one token, each always one request in flight, half of them
+    on each endpoint."""
     headers = {"Authorization": f"Bearer {cluster.token()}"}
-    statuses: dict[str, int] = {}
-    latencies: list[float] = []
-    sends: list[float] = []
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         before_gw, before = await gateway_reviews(session, gateway), await cluster.reviews()
-        t0 = time.monotonic()
-
-        async def caller(index: int) -> None:
-            for number in itertools.count(index):
-                if (now := time.monotonic()) >= t0 + args.load_seconds:
-                    return
-                sends.append(now - t0)
-                url = f"{gateway.url}/_inference/completion/{ENDPOINTS[number % 2]}"
-                try:
-                    async with session.post(url, json=BODY, headers=headers) as response:
-                        await response.read()
-                        status = str(response.status)
-                except aiohttp.ClientError as failure:
-                    status = type(failure).__name__
-                latencies.append(time.monotonic() - now)
-                statuses[status] = statuses.get(status, 0) + 1
-
-        await asyncio.gather(*(caller(i) for i in range(args.load_callers)))
-        elapsed = time.monotonic() - t0
+        samples = await asyncio.gather(*(loadgen.closed_loop(
+            session, Target(name, f"{gateway.url}/_inference/completion/{name}", BODY, headers),
+            requests=10**9, concurrency=args.load_callers // len(ENDPOINTS),
+            time_limit=args.load_seconds) for name in ENDPOINTS))
         seen, after_gw = delta(await cluster.reviews(), before), \
             delta(await gateway_reviews(session, gateway), before_gw)
-    span = max(sends) - min(sends)
+    s = loadgen.merged(samples)
+    span = max(x.seconds for x in samples)
     # A decision is asked again only once its lifetime is over: continuous demand over
     # ``span`` seconds touches floor(span / cache) + 1 cache periods.
     periods = math.floor(span / args.load_cache_seconds) + 1
     bound = {"tokenreviews": periods, "subjectaccessreviews": periods * len(ENDPOINTS)}
-    step(f"  {len(latencies)} requests (statuses {statuses}) in {elapsed:.1f} s; API server "
-         f"saw {seen}, bound {bound}")
+    step(f"  {len(s.latencies)} requests (statuses {dict(s.statuses)}) in {span:.1f} s; API "
+         f"server saw {seen}, bound {bound}")
     return {"callers": args.load_callers, "seconds": args.load_seconds,
             "cache_seconds": args.load_cache_seconds, "tokens": 1, "endpoints": len(ENDPOINTS),
-            "requests": len(latencies), "statuses": statuses,
-            "requests_per_second": round(len(latencies) / elapsed, 1),
-            "elapsed_s": round(elapsed, 3), "send_span_s": round(span, 3),
-            "cache_periods": periods,
-            "latency_ms": {f"p{q}": round(percentile(latencies, q / 100) * 1000, 2)
-                           for q in (50, 90, 99)},
+            "requests": len(s.latencies) + s.errors, "statuses": dict(s.statuses),
+            "requests_per_second": round((len(s.latencies) + s.errors) / span, 1),
+            "send_span_s": round(span, 3), "cache_periods": periods,
+            "latency_ms": {f"p{q}": round(s.percentile(q) * 1000, 2) for q in (50, 90, 99)},
             "api_server_reviews": seen, "gateway_reviews": after_gw, "bound": bound,
             "met": all(seen[k] <= bound[k] for k in REVIEWS)}
 
@@ -254,13 +245,9 @@ def section(result: dict[str, Any]) -> str:
     seen = burst["api_server_reviews"]
     return "\n".join([
         harness.machine_line(result["run"]), "",
-        f"**Latency**: three gateway processes at once in config mode (one per mode, the "
-        f"same shard Secrets, emulator and control plane), sequential `POST "
-        f"{lat['path']}` on one keep-alive connection each, measured in the bench's aiohttp "
-        f"client; {lat['rounds']} rounds of {per_round['none']} / {per_round['warm']} / "
-        f"{per_round['cold']} requests, the order rotated each round; warm-up calls not "
-        f"counted. Both kubernetes gateways ran with `--auth-cache-seconds "
-        f"{lat['latency_cache_seconds']:g}`, so no (b) decision expired during the phase.", "",
+        f"**Latency**: sequential `POST {lat['path']}`, {lat['rounds']} rounds of "
+        f"{per_round['none']} / {per_round['warm']} / {per_round['cold']} requests, the order "
+        f"rotated each round; `--auth-cache-seconds {lat['latency_cache_seconds']:g}`.", "",
         *table(("mode", "requests", "errors", "p50 ms", "p90 ms", "p99 ms", "added p50",
                 "added p90", "added p99", "gateway CPU per request"),
                ((label, s["requests"] + s["errors"], s["errors"],
@@ -283,43 +270,18 @@ def section(result: dict[str, Any]) -> str:
              f"{seen['tokenreviews']} TokenReview(s), {seen['subjectaccessreviews']} "
              f"SubjectAccessReview(s) for 1 token and {burst['endpoints']} endpoints over "
              f"{burst['cache_periods']} period(s)", mark(burst["met"]))]), "",
-        f"**Load**: a fresh gateway with `--auth kubernetes --auth-cache-seconds "
-        f"{burst['cache_seconds']:g}`, one new token, {burst['callers']} concurrent callers "
-        f"(each always one request in flight, alternating `{ENDPOINTS[0]}` and "
-        f"`{ENDPOINTS[1]}`) for {burst['seconds']:g} s: {burst['requests']:,} requests "
-        f"({burst['requests_per_second']:,.0f} req/s; statuses "
+        f"**Load**: `--auth-cache-seconds {burst['cache_seconds']:g}`, one token, "
+        f"{burst['callers']} callers for {burst['seconds']:g} s: {burst['requests']:,} "
+        f"requests ({burst['requests_per_second']:,.0f} req/s; statuses "
         + ", ".join(f"{k}: {v:,}" for k, v in sorted(burst["statuses"].items()))
-        + f"; p50 {burst['latency_ms']['p50']:.1f} ms, p99 {burst['latency_ms']['p99']:.1f} ms "
-        f"at that concurrency). The API server answered {seen['tokenreviews']} TokenReview(s) "
-        f"and {seen['subjectaccessreviews']} SubjectAccessReview(s) "
-        f"(`apiserver_request_total` before and after); sends spanned "
+        + f"; p50 {burst['latency_ms']['p50']:.1f} ms, p99 {burst['latency_ms']['p99']:.1f} ms)"
+        f". The API server answered {seen['tokenreviews']} TokenReview(s) and "
+        f"{seen['subjectaccessreviews']} SubjectAccessReview(s) over "
         f"{burst['send_span_s']:.1f} s, {burst['cache_periods']} cache period(s), so at most "
-        f"{burst['bound']['tokenreviews']} and {burst['bound']['subjectaccessreviews']}. "
-        f"The gateway's own count (`inference_gateway_auth_reviews_total`): "
+        f"{burst['bound']['tokenreviews']} and {burst['bound']['subjectaccessreviews']}; the "
+        "gateway's own count (`inference_gateway_auth_reviews_total`): "
         + ", ".join(f"{k} {v}" for k, v in sorted(burst["gateway_reviews"].items()) if v)
         + "."])
-
-
-def options(parser: argparse.ArgumentParser) -> None:
-    add = parser.add_argument
-    add("--rounds", type=int, default=20,
-        help="alternated latency rounds (the requests split among them)")
-    add("--warm-requests", type=int, default=500,
-        help="sequential requests for (a) none and (b) warm, each")
-    add("--cold-requests", type=int, default=100,
-        help="sequential requests for (c), a new token each")
-    add("--warmup", type=int, default=50, help="uncounted calls to (a) and (b) first")
-    add("--warmup-cold", type=int, default=3, help="uncounted new-token calls to (c) first")
-    add("--load-callers", type=int, default=200)
-    add("--load-seconds", type=float, default=9.5,
-        help="the load phase; under --load-cache-seconds: one cache period")
-    add("--load-cache-seconds", type=float, default=10.0)
-    add("--time-limit", type=float, default=120.0, help="seconds per round and mode at most")
-
-
-def quick(args: argparse.Namespace) -> None:
-    args.rounds, args.warm_requests, args.cold_requests = 2, 40, 6
-    args.warmup, args.load_seconds, args.load_callers = 5, 2.0, 20
 
 
 def invalid(args: argparse.Namespace) -> str | None:

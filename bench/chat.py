@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import os
 import sys
-import time
 from typing import Any
 
 import aiohttp
@@ -32,6 +31,16 @@ TARGETS = {"emulator": "(a) the emulator directly", "completion": "(b) completio
            "chat": "(c) chat_completion `_stream`"}
 ADDED_P50_GOAL_MS = 0.2
 CPU_RATIO_GOAL = 1.5
+OPTIONS: tuple[harness.Option, ...] = (
+    ("--rounds", 10, 2, "alternated rounds of each phase (the streams split among them)"),
+    ("--ttfc-requests", 300, 20, "sequential streams per target for the time to first chunk"),
+    ("--warmup", 20, 3, "uncounted streams per target first"),
+    ("--cpu-streams", 100, 10, "streams per task type and round of the CPU phase"),
+    ("--concurrency", 10, 10, "streams at a time in the CPU phase"),
+    ("--token-latency", 0.002, 0.002, "the emulator's seconds between text deltas"),
+    ("--time-limit", 60.0, 10.0,
+     "seconds per phase and target at most (a round gets its share)"),
+)
 
 
 def expected_deltas(prompt: str) -> int:
@@ -83,32 +92,6 @@ async def first_chunk(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
                          "chat_vs_completion": loadgen.added(rounds, "chat", "completion")}}
 
 
-async def stream_batch(session: aiohttp.ClientSession, target: Target, *, streams: int,
-                       concurrency: int, time_limit: float) -> dict[str, int]:
-    """``streams`` streams read to their end, ``concurrency`` at a time; the text chunks
-    and SSE events the client received, and the streams that failed."""
-    url, payload = target.stream_request()
-    counts = {"streams": 0, "errors": 0, "chunks": 0, "events": 0}
-    issued, stop_at = 0, time.monotonic() + time_limit
-
-    async def worker() -> None:
-        nonlocal issued
-        while issued < streams and time.monotonic() < stop_at:
-            issued += 1
-            try:
-                async with session.post(url, data=payload,
-                                        headers=target.request_headers()) as response:
-                    body, ok = await response.read(), response.status == 200
-            except aiohttp.ClientError:
-                ok, body = False, b""
-            counts["streams" if ok else "errors"] += 1
-            counts["chunks"] += body.count(target.delta_marker)
-            counts["events"] += body.count(b"\n\n")
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return counts
-
-
 async def cpu_per_chunk(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     """The gateway process's CPU (utime + stime, /proc) around each batch over the text
     chunks the client received: chat's role and usage chunks and ``[DONE]`` are not in
@@ -116,30 +99,31 @@ async def cpu_per_chunk(args: argparse.Namespace, stack: Stack) -> dict[str, Any
     long, names = targets(stack, LONG_PROMPT), ("completion", "chat")
     gateway, emulator = stack.services["gateway"], stack.services["emulator"]
     per_stream = expected_deltas(LONG_PROMPT)
-    totals = {name: dict.fromkeys(("streams", "errors", "chunks", "events", "gateway_cpu_s",
-                                   "emulator_cpu_s", "seconds"), 0.0) for name in names}
+    samples: dict[str, list[loadgen.Sample]] = {name: [] for name in names}
+    cpu = {name: [0.0, 0.0] for name in names}  # gateway, emulator
     round_us: dict[str, list[float]] = {name: [] for name in names}
     timeout = aiohttp.ClientTimeout(total=args.time_limit + 30)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=args.concurrency),
                                      timeout=timeout) as session:
+
+        async def batch(name: str, streams: int, limit: float) -> loadgen.Sample:
+            return await loadgen.closed_loop(session, long[name], requests=streams,
+                                             concurrency=args.concurrency,
+                                             time_limit=limit, stream=True)
+
         for name in names:  # warm-up, not measured
-            await stream_batch(session, long[name], streams=args.concurrency,
-                               concurrency=args.concurrency, time_limit=args.time_limit)
+            await batch(name, args.concurrency, args.time_limit)
         for number in range(args.rounds):
             order = names if number % 2 == 0 else names[::-1]
             for name in order:
-                before = gateway.cpu_seconds(), emulator.cpu_seconds(), time.perf_counter()
-                counts = await stream_batch(session, long[name], streams=args.cpu_streams,
-                                            concurrency=args.concurrency,
-                                            time_limit=args.time_limit / args.rounds)
-                cpu, total = gateway.cpu_seconds() - before[0], totals[name]
-                total["gateway_cpu_s"] += cpu
-                total["emulator_cpu_s"] += emulator.cpu_seconds() - before[1]
-                total["seconds"] += time.perf_counter() - before[2]
-                for key, value in counts.items():
-                    total[key] += value
-                if counts["chunks"]:
-                    round_us[name].append(round(cpu / counts["chunks"] * 1e6, 2))
+                before = gateway.cpu_seconds(), emulator.cpu_seconds()
+                sample = await batch(name, args.cpu_streams, args.time_limit / args.rounds)
+                used = gateway.cpu_seconds() - before[0]
+                cpu[name][0] += used
+                cpu[name][1] += emulator.cpu_seconds() - before[1]
+                samples[name].append(sample)
+                if sample.chunks:
+                    round_us[name].append(round(used / sample.chunks * 1e6, 2))
             step(f"  round {number + 1}/{args.rounds} ({', '.join(order)}): gateway CPU per "
                  "chunk " + ", ".join(f"{n} {round_us[n][-1] if round_us[n] else '-'} µs"
                                       for n in names))
@@ -147,16 +131,18 @@ async def cpu_per_chunk(args: argparse.Namespace, stack: Stack) -> dict[str, Any
     def per(value: float, count: float, scale: float) -> float | None:
         return round(value / count * scale, 3) if count else None
 
-    task_types = {name: {**{k: int(v) for k, v in t.items() if k in ("streams", "errors",
-                                                                       "chunks", "events")},
-                         "chunks_as_expected": t["chunks"] == t["streams"] * per_stream,
-                         "seconds": round(t["seconds"], 3),
-                         "gateway_cpu_s": round(t["gateway_cpu_s"], 3),
-                         "gateway_cpu_us_per_chunk": per(t["gateway_cpu_s"], t["chunks"], 1e6),
-                         "gateway_cpu_us_per_chunk_rounds": round_us[name],
-                         "gateway_cpu_ms_per_stream": per(t["gateway_cpu_s"], t["streams"], 1e3),
-                         "emulator_cpu_us_per_chunk": per(t["emulator_cpu_s"], t["chunks"], 1e6)}
-                  for name, t in totals.items()}
+    task_types = {}
+    for name in names:
+        s, (used, emulated) = loadgen.merged(samples[name]), cpu[name]
+        streams = len(s.latencies)
+        task_types[name] = {
+            "streams": streams, "errors": s.errors, "chunks": s.chunks, "events": s.events,
+            "chunks_as_expected": s.chunks == streams * per_stream,
+            "seconds": round(s.seconds, 3), "gateway_cpu_s": round(used, 3),
+            "gateway_cpu_us_per_chunk": per(used, s.chunks, 1e6),
+            "gateway_cpu_us_per_chunk_rounds": round_us[name],
+            "gateway_cpu_ms_per_stream": per(used, streams, 1e3),
+            "emulator_cpu_us_per_chunk": per(emulated, s.chunks, 1e6)}
     a, b = (task_types[n]["gateway_cpu_us_per_chunk"] for n in ("chat", "completion"))
     ratios = [x / y for x, y in zip(round_us["chat"], round_us["completion"], strict=False) if y]
     return {"prompt_words": len(LONG_PROMPT.split()), "deltas_per_stream": per_stream,
@@ -183,21 +169,16 @@ def section(result: dict[str, Any]) -> str:
     per_round, ratio_rounds = cc["p50_rounds"], cpu["ratio_rounds"] or [float("nan")]
     lines = [
         harness.machine_line(result["run"]), "",
-        f"**Time to first chunk**: one emulator (`--token-latency "
-        f"{cpu['token_latency_s']:g}`), one gateway with a completion and a "
-        f"chat_completion endpoint (same model, key and `max_tokens`), sequential streams on "
-        f"one keep-alive connection per target, measured in the bench's aiohttp client; the "
-        f"prompt `{first['prompt']}` ({first['deltas_per_stream']} text deltas a stream); "
-        f"{first['rounds']} rounds of {first['per_round']} streams per target, the order "
-        f"rotated each round; {first['warmup_streams']} warm-up streams each not counted.", "",
+        f"**Time to first chunk**: the prompt `{first['prompt']}` "
+        f"({first['deltas_per_stream']} text deltas a stream), {first['rounds']} rounds of "
+        f"{first['per_round']} sequential streams per target, the order rotated each round.",
+        "",
         *table(("target", "streams", "errors", "p50 ms", "p90 ms", "p99 ms", "added p50",
                 "added p90", "added p99"), rows), "",
-        f"**CPU per streamed chunk**: the prompt of {cpu['prompt_words']} words "
+        f"**CPU per streamed chunk**: a prompt of {cpu['prompt_words']} words "
         f"({cpu['deltas_per_stream']} text deltas a stream), {cpu['rounds']} rounds of "
-        f"{cpu['streams_per_round']} streams per task type, {cpu['concurrency']} at a time, "
-        f"the order alternated each round; the gateway process's CPU time (utime + stime, "
-        f"{cpu['clock_ticks_per_second']} ticks/s) around each batch over the text chunks "
-        f"the client received.", "",
+        f"{cpu['streams_per_round']} streams per task type, {cpu['concurrency']} at a time; "
+        f"/proc's CPU time in {cpu['clock_ticks_per_second']} ticks/s.", "",
         *table(("task type", "streams", "errors", "text chunks", "SSE events", "gateway CPU",
                 "per chunk", "per stream", "per chunk, each round", "emulator per chunk"),
                ((TARGETS[n][4:], f"{s['streams']:,}", s["errors"],
@@ -221,27 +202,6 @@ def section(result: dict[str, Any]) -> str:
              f"{added['completion']['p50']:+.3f} / {added['chat']['p50']:+.3f} ms",
              "reported")])]
     return "\n".join(lines)
-
-
-def options(parser: argparse.ArgumentParser) -> None:
-    add = parser.add_argument
-    add("--rounds", type=int, default=10,
-        help="alternated rounds of each phase (the streams split among them)")
-    add("--ttfc-requests", type=int, default=300,
-        help="sequential streams per target for the time to first chunk")
-    add("--warmup", type=int, default=20, help="uncounted streams per target first")
-    add("--cpu-streams", type=int, default=100,
-        help="streams per task type and round of the CPU phase")
-    add("--concurrency", type=int, default=10, help="streams at a time in the CPU phase")
-    add("--token-latency", type=float, default=0.002,
-        help="the emulator's seconds between text deltas")
-    add("--time-limit", type=float, default=60.0,
-        help="seconds per phase and target at most (a round gets its share)")
-
-
-def quick(args: argparse.Namespace) -> None:
-    args.rounds, args.ttfc_requests, args.warmup, args.cpu_streams = 2, 20, 3, 10
-    args.time_limit = 10.0
 
 
 def invalid(args: argparse.Namespace) -> str | None:

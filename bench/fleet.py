@@ -36,6 +36,18 @@ RATE_CONFIG = "fleet-rate"  # the rate-limit scenarios' shards: one endpoint
 PEERS_SERVICE = "fleet-gateways"
 RATE_ID = "fleet-shared-limit"
 MODELS = ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1")
+# --quick: short windows at a limit that keeps the calls per window.
+OPTIONS: tuple[harness.Option, ...] = (
+    ("--endpoints", 5000, 500, None),
+    ("--teams", 50, 10, "id prefixes team-00 …"),
+    ("--rounds", 3, 1, "alternated baseline/loaded gateway starts"),
+    ("--settle", 1.0, 0.2, "seconds after ready before RSS is read"),
+    ("--propagations", 10, 2, "key rotations timed"),
+    ("--rpm", 120, 3600, "the shared endpoint's limit"),
+    ("--window", 60.0, 2.0, "seconds per rate-limit scenario (3 → 1: twice that)"),
+    ("--callers", 2, 2, "waiting callers per replica (ii-a: 3x on the first)"),
+    ("--client-timeout", 10.0, 2.0, None),
+)
 
 
 def records(count: int, teams: int, rng: random.Random) -> list[Record]:
@@ -378,14 +390,12 @@ def section(result: dict[str, Any]) -> str:
     errors = sum(sum(r["errors"].values()) for name in names for r in rate[name]["replicas"])
     return "\n".join([
         harness.machine_line(result["run"]), "",
-        f"**Configuration load**: {load['endpoints']:,} endpoints (ids `team-00-ep-0000` … "
-        f"over {load['teams']} teams, {'/'.join(map(str, load['key_length']))}-character keys) "
-        f"in {load['shards']} shard Secrets, {load['stored_bytes'] / 1e6:.2f} MB stored "
-        f"(largest {load['largest_shard_bytes'] / 1e3:.0f} kB, "
-        f"{min(load['endpoints_per_shard'])} to {max(load['endpoints_per_shard'])} endpoints "
-        f"each). A fresh gateway process each time, against a baseline started the same way "
-        f"on {load['shards']} empty shards; medians of {len(load['rounds']['loaded'])} "
-        f"alternated rounds; RSS read {result['run']['args']['settle']:g} s after ready.", "",
+        f"**Configuration load**: {load['endpoints']:,} endpoints "
+        f"({'/'.join(map(str, load['key_length']))}-character keys) in {load['shards']} "
+        f"shard Secrets, {load['stored_bytes'] / 1e6:.2f} MB stored (largest "
+        f"{load['largest_shard_bytes'] / 1e3:.0f} kB, {min(load['endpoints_per_shard'])} to "
+        f"{max(load['endpoints_per_shard'])} endpoints each); medians of "
+        f"{len(load['rounds']['loaded'])} alternated rounds.", "",
         *table(("measure", "baseline (empty shards)", f"{load['endpoints']:,} endpoints",
                 "difference", "target", ""), [
             ("process start → `/readyz` 200 with every endpoint served",
@@ -400,12 +410,8 @@ def section(result: dict[str, Any]) -> str:
              f"median {prop['median_s'] * 1000:.0f} ms, p90 {prop['p90_s'] * 1000:.0f} ms, "
              f"max {prop['max_s'] * 1000:.0f} ms",
              f"the write alone: median {prop['write_median_s'] * 1000:.0f} ms", "", "")]), "",
-        f"**The shared rate limit**: three gateways with `--peers-service`, one endpoint at "
-        f"{rate['rpm']} rpm, one emulator (calls counted in its request log by receive time); "
-        f"windows of {rate['window_s']:g} s (3 → 1: {2 * rate['window_s']:g} s), so the limit "
-        f"is {limit:g} calls per window. Callers: {rate['callers_per_replica']} per replica "
-        f"that always have a request waiting, or paced demand; client timeout "
-        f"{rate['client_timeout_s']:g} s (the gateway then drops the queued request).", "",
+        f"**The shared rate limit** at {rate['rpm']} rpm: {limit:g} calls per "
+        f"{rate['window_s']:g} s window (3 → 1: {2 * rate['window_s']:g} s).", "",
         *table(("scenario", "upstream calls", "limit", "ratio", "per replica (answers)",
                 "target", ""), [
             row(f"(i) even: {rate['callers_per_replica']} waiting callers per replica", even,
@@ -429,28 +435,6 @@ def section(result: dict[str, Any]) -> str:
         f"ms. Client timeouts (requests given up while queued): "
         + ", ".join(f"{name} {count}" for name, count in timeouts.items())
         + f"; other errors: {errors}."])
-
-
-def options(parser: argparse.ArgumentParser) -> None:
-    add = parser.add_argument
-    add("--endpoints", type=int, default=5000)
-    add("--teams", type=int, default=50, help="id prefixes team-00 …")
-    add("--rounds", type=int, default=3, help="alternated baseline/loaded gateway starts")
-    add("--settle", type=float, default=1.0, help="seconds after ready before RSS is read")
-    add("--propagations", type=int, default=10, help="key rotations timed")
-    add("--rpm", type=int, default=120, help="the shared endpoint's limit")
-    add("--window", type=float, default=60.0,
-        help="seconds per rate-limit scenario (3 → 1: twice that)")
-    add("--callers", type=int, default=2,
-        help="waiting callers per replica (ii-a: 3x on the first)")
-    add("--client-timeout", type=float, default=10.0)
-
-
-def quick(args: argparse.Namespace) -> None:
-    """Short windows at a limit scaled to keep the calls per window."""
-    args.rpm = round(args.rpm * args.window / 2)
-    args.window, args.rounds, args.propagations, args.settle = 2.0, 1, 2, 0.2
-    args.endpoints, args.teams, args.client_timeout = 500, 10, 2.0
 
 
 def invalid(args: argparse.Namespace) -> str | None:

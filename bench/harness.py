@@ -3,8 +3,9 @@ lines, the machine, the results (``docs/benchmarks/NAME.json`` and the benchmark
 of docs/benchmarks.md) and the processes it measures (a loopback stack, a control plane,
 gateways in config mode).
 
-A benchmark is a module with ``NAME``, ``HEADING``, ``options(parser)``, ``quick(args)``,
-``run(args) -> dict`` and ``section(result) -> str``; it ends with
+A benchmark is a module with ``NAME``, ``HEADING``, ``OPTIONS`` (flag, default, the value
+of ``--quick``, help), ``run(args) -> dict`` and ``section(result) -> str``, optionally
+``options(parser)`` (other options) and ``invalid(args)`` (a problem, or None); it ends with
 ``sys.exit(harness.main(sys.modules[__name__]))`` and runs as ``python -m bench.MODULE``.
 """
 
@@ -65,7 +66,10 @@ def machine_line(run: dict[str, Any]) -> str:
     return (f"`{run['command']}` on {m['cpu']} ({m['cores']} cores, `nproc`), "
             f"{m['memory_gib']} GiB, Python {m['python']}, {run['date']}; load average "
             f"{m['load_average_start'][0]:.1f} at the start, {m['load_average_end'][0]:.1f} "
-            f"at the end; {run['duration_seconds']} s.")
+            f"at the end; {run['duration_seconds']} s. Settings: " + ", ".join(
+                f"`--{k.replace('_', '-')}" + ("`" if v is True else f" {v}`")
+                for k, v in run["args"].items()
+                if k not in ("out", "quick", "profile") and v not in (None, False)) + ".")
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -100,6 +104,9 @@ def splice_section(path: Path, name: str, section: str, heading: str, generator:
     path.write_text(text)
 
 
+Option = tuple[str, float, float, str | None]
+
+
 def main(bench: ModuleType, argv: list[str] | None = None) -> int:
     """Parses the options, runs the benchmark and writes its results; the exit status is
     1 when the result says ``failed``."""
@@ -107,7 +114,9 @@ def main(bench: ModuleType, argv: list[str] | None = None) -> int:
     module = (spec.name if spec else bench.__name__).removesuffix(".__main__")
     parser = argparse.ArgumentParser(prog=f"python -m {module}",
                                      description=(bench.__doc__ or "").split("\n\n")[0])
-    bench.options(parser)
+    for flag, default, _, text in bench.OPTIONS:
+        parser.add_argument(flag, type=type(default), default=default, help=text)
+    getattr(bench, "options", lambda _: None)(parser)
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: tiny sizes, results into a temporary folder")
     parser.add_argument("--out", type=Path, help="where benchmarks.md lives (default: docs/, "
@@ -115,7 +124,8 @@ def main(bench: ModuleType, argv: list[str] | None = None) -> int:
     parser.add_argument("--command", help=argparse.SUPPRESS)  # as bench.run was called
     args = parser.parse_args(argv)
     if args.quick:
-        bench.quick(args)
+        for flag, _, small, _ in bench.OPTIONS:
+            setattr(args, flag[2:].replace("-", "_"), small)
     args.out = args.out or (Path(tempfile.mkdtemp(prefix=f"{bench.NAME}-bench-"))
                             if args.quick else ROOT / "docs")
     if (problem := getattr(bench, "invalid", lambda _: None)(args)) is not None:

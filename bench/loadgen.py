@@ -8,6 +8,7 @@ import itertools
 import json
 import statistics
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,17 +34,13 @@ class Target:
     # Bearer tokens, one per request, taken from the end: each call a new caller.
     tokens: list[str] | None = None
 
-    def payload(self) -> bytes:
-        return json.dumps(self.body).encode()
-
-    def stream_request(self) -> tuple[str, bytes]:
-        if self.stream_url is not None:
-            return self.stream_url, self.payload()
-        return self.url, json.dumps({**self.body, "stream": True}).encode()
-
-    def request_headers(self) -> dict[str, str]:
+    def request(self, stream: bool = False) -> tuple[str, bytes, dict[str, str]]:
+        """URL, body and headers of one request."""
         token = {"Authorization": f"Bearer {self.tokens.pop()}"} if self.tokens else {}
-        return {"Content-Type": "application/json", **self.headers, **token}
+        headers = {"Content-Type": "application/json", **self.headers, **token}
+        if stream and self.stream_url is None:
+            return self.url, json.dumps({**self.body, "stream": True}).encode(), headers
+        return (self.stream_url if stream else self.url), json.dumps(self.body).encode(), headers
 
 
 @dataclass
@@ -53,66 +50,96 @@ class Sample:
     target: str
     seconds: float  # wall time of the phase
     latencies: list[float]
-    errors: int = 0
+    statuses: Counter[str] = field(default_factory=Counter)  # HTTP status or error type
     client_cpu: float = 0.0  # CPU seconds the load tool itself used
     late: int = 0  # fixed-rate sends that left more than 1 ms behind schedule
+    chunks: int = 0  # delta markers in the answers read
+    events: int = 0  # SSE events in the answers read
 
     @property
-    def rps(self) -> float:
-        return len(self.latencies) / self.seconds if self.seconds else 0.0
+    def errors(self) -> int:
+        return sum(n for status, n in self.statuses.items() if status != "200")
 
     def percentile(self, p: float) -> float:
         return percentile(self.latencies, p / 100)
 
     def summary(self) -> dict[str, Any]:
-        ms = {f"p{p}_ms": round(self.percentile(p) * 1000, 3) for p in (50, 90, 99)}
+        ms = [x * 1000 for x in self.latencies] or [float("nan")]
         return {"target": self.target, "requests": len(self.latencies), "errors": self.errors,
-                "seconds": round(self.seconds, 3), "rps": round(self.rps, 1), **ms,
-                **({"mean_ms": round(statistics.fmean(self.latencies) * 1000, 3),
-                    "min_ms": round(min(self.latencies) * 1000, 3),
-                    "max_ms": round(max(self.latencies) * 1000, 3)} if self.latencies else {}),
+                "seconds": round(self.seconds, 3),
+                "rps": round(len(self.latencies) / self.seconds, 1) if self.seconds else 0.0,
+                **{f"p{p}_ms": round(self.percentile(p) * 1000, 3) for p in (50, 90, 99)},
+                "mean_ms": round(statistics.fmean(ms), 3), "min_ms": round(min(ms), 3),
+                "max_ms": round(max(ms), 3), "late_sends": self.late,
                 "client_cpu_share": round(self.client_cpu / self.seconds, 2)
-                if self.seconds else None,
-                "late_sends": self.late}
+                if self.seconds else None}
 
 
-async def _post(session: aiohttp.ClientSession, target: Target, payload: bytes
-                ) -> tuple[float, bool]:
-    started = time.perf_counter()
-    try:
-        async with session.post(target.url, data=payload,
-                                headers=target.request_headers()) as response:
-            await response.read()
-            ok = response.status == 200
-    except aiohttp.ClientError:
-        ok = False
-    return time.perf_counter() - started, ok
+class _Phase:
+    """What the requests of one phase add up to."""
+
+    def __init__(self, target: Target) -> None:
+        self.target, self.sample = target, Sample(target.name, 0.0, [])
+        self.cpu, self.started = time.process_time(), time.perf_counter()
+
+    async def call(self, session: aiohttp.ClientSession, stream: bool = False,
+                   since: float | None = None) -> None:
+        """One request, its latency from ``since`` (a loop time) or from now; a stream's
+        latency is the time to its first chunk holding a delta."""
+        url, body, headers = self.target.request(stream)
+        marker, started = self.target.delta_marker, time.perf_counter()
+        first: float | None = None
+        whole = b""
+        try:
+            async with session.post(url, data=body, headers=headers) as response:
+                if not stream:
+                    await response.read()
+                async for chunk in response.content.iter_any():
+                    whole += chunk
+                    if first is None and marker in whole:
+                        first = time.perf_counter() - started
+                status = str(response.status)
+        except aiohttp.ClientError as error:
+            status = type(error).__name__
+        if status == "200" and stream and first is None:
+            status = "no delta"
+        self.sample.statuses[status] += 1
+        if status == "200":
+            self.sample.latencies.append(
+                first if stream else asyncio.get_running_loop().time() - since
+                if since is not None else time.perf_counter() - started)
+            self.sample.chunks += whole.count(marker) if marker else 0
+            self.sample.events += whole.count(b"\n\n")
+
+    def done(self) -> Sample:
+        self.sample.seconds = time.perf_counter() - self.started
+        self.sample.client_cpu = time.process_time() - self.cpu
+        return self.sample
 
 
 async def closed_loop(session: aiohttp.ClientSession, target: Target, *, requests: int,
-                      concurrency: int, time_limit: float) -> Sample:
+                      concurrency: int, time_limit: float, stream: bool = False) -> Sample:
     """``requests`` POSTs from ``concurrency`` workers, each sending its next request as
-    soon as the last one is answered: the most the target does at that concurrency."""
-    latencies: list[float] = []
-    errors = 0
-    issued = 0
-    payload = target.payload()
-    stop_at = time.monotonic() + time_limit
+    soon as the last one is answered: the most the target does at that concurrency. With
+    ``concurrency`` 1: sequential requests, the latency of each alone."""
+    phase, issued, stop_at = _Phase(target), 0, time.monotonic() + time_limit
 
     async def worker() -> None:
-        nonlocal issued, errors
+        nonlocal issued
         while issued < requests and time.monotonic() < stop_at:
             issued += 1
-            latency, ok = await _post(session, target, payload)
-            if ok:
-                latencies.append(latency)
-            else:
-                errors += 1
+            await phase.call(session, stream)
 
-    cpu, started = time.process_time(), time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return Sample(target.name, time.perf_counter() - started, latencies, errors,
-                  time.process_time() - cpu)
+    return phase.done()
+
+
+async def time_to_first_delta(session: aiohttp.ClientSession, target: Target, *,
+                              requests: int, time_limit: float) -> Sample:
+    """Streams one at a time; the latency is the time until the first chunk holding a
+    text delta arrives (the stream is then read to its end)."""
+    return await closed_loop(session, target, requests=requests, concurrency=1,
+                             time_limit=time_limit, stream=True)
 
 
 async def fixed_rate(session: aiohttp.ClientSession, target: Target, *, rate: float,
@@ -120,70 +147,20 @@ async def fixed_rate(session: aiohttp.ClientSession, target: Target, *, rate: fl
     """An open loop: one request every 1/rate s whatever the answers do, for ``seconds``.
     Latency counts from the scheduled send time, so a stalled target cannot hide its
     queue (no coordinated omission)."""
-    payload = target.payload()
-    count = round(rate * seconds)
-    latencies: list[float] = []
-    errors = late = 0
-    loop = asyncio.get_running_loop()
+    phase, loop, tasks = _Phase(target), asyncio.get_running_loop(), []
     start = loop.time() + 0.05
-
-    async def one(scheduled: float) -> None:
-        nonlocal errors
-        _, ok = await _post(session, target, payload)
-        if ok:
-            latencies.append(loop.time() - scheduled)
-        else:
-            errors += 1
-
-    tasks = []
-    cpu, started = time.process_time(), time.perf_counter()
-    for index in range(count):
+    for index in range(round(rate * seconds)):
         scheduled = start + index / rate
         if (delay := scheduled - loop.time()) > 0:
             await asyncio.sleep(delay)
         elif -delay > 0.001:
-            late += 1
-        tasks.append(asyncio.create_task(one(scheduled)))
+            phase.sample.late += 1
+        tasks.append(asyncio.create_task(phase.call(session, since=scheduled)))
     await asyncio.wait(tasks, timeout=time_limit)
     for task in tasks:
-        task.cancel()
-    return Sample(target.name, time.perf_counter() - started, latencies,
-                  errors + sum(1 for t in tasks if t.cancelled()),
-                  time.process_time() - cpu, late)
-
-
-async def time_to_first_delta(session: aiohttp.ClientSession, target: Target, *,
-                              requests: int, time_limit: float) -> Sample:
-    """Streams one at a time; the latency is the time until the first chunk holding a
-    text delta arrives (the stream is then read to its end)."""
-    url, payload = target.stream_request()
-    latencies: list[float] = []
-    errors = 0
-    stop_at = time.monotonic() + time_limit
-    cpu, started = time.process_time(), time.perf_counter()
-    for _ in range(requests):
-        if time.monotonic() > stop_at:
-            break
-        sent = time.perf_counter()
-        first: float | None = None
-        seen = b""
-        try:
-            async with session.post(url, data=payload,
-                                    headers=target.request_headers()) as response:
-                async for chunk in response.content.iter_any():
-                    if first is None:
-                        seen += chunk
-                        if target.delta_marker in seen:
-                            first = time.perf_counter() - sent
-                ok = response.status == 200
-        except aiohttp.ClientError:
-            ok = False
-        if ok and first is not None:
-            latencies.append(first)
-        else:
-            errors += 1
-    return Sample(target.name, time.perf_counter() - started, latencies, errors,
-                  time.process_time() - cpu)
+        if task.cancel():
+            phase.sample.statuses["cancelled"] += 1
+    return phase.done()
 
 
 async def delta_arrivals(session: aiohttp.ClientSession, target: Target,
@@ -191,13 +168,12 @@ async def delta_arrivals(session: aiohttp.ClientSession, target: Target,
     """Arrival times (s from the first) of each text delta of one stream, counted by
     chunk: deltas that arrive in one chunk get the same time, i.e. they were batched."""
     arrivals: list[float] = []
-    url, payload = target.stream_request()
-    async with asyncio.timeout(time_limit), session.post(
-            url, data=payload, headers=target.request_headers()) as response:
+    url, body, headers = target.request(stream=True)
+    async with asyncio.timeout(time_limit), session.post(url, data=body,
+                                                         headers=headers) as response:
         async for chunk in response.content.iter_any():
-            now = time.perf_counter()
-            arrivals.extend([now] * chunk.count(target.delta_marker))
-    return [t - arrivals[0] for t in arrivals] if arrivals else []
+            arrivals.extend([time.perf_counter()] * chunk.count(target.delta_marker))
+    return [t - arrivals[0] for t in arrivals]
 
 
 async def hold_streams(session: aiohttp.ClientSession, target: Target, *, streams: int,
@@ -206,18 +182,16 @@ async def hold_streams(session: aiohttp.ClientSession, target: Target, *, stream
     """Opens ``streams`` streams at once and reads them to their end; calls
     ``on_all_open()`` once every stream has sent its first delta. Returns (streams that
     opened, streams that completed)."""
-    url, payload = target.stream_request()
+    url, body, headers = target.request(stream=True)
     opened = completed = 0
 
     async def one() -> None:
         nonlocal opened, completed
-        async with session.post(url, data=payload,
-                                headers=target.request_headers()) as response:
+        async with session.post(url, data=body, headers=headers) as response:
             first = True
             async for chunk in response.content.iter_any():
                 if first and target.delta_marker in chunk:
-                    first = False
-                    opened += 1
+                    first, opened = False, opened + 1
                     if opened == streams:
                         on_all_open()
             completed += response.status == 200
@@ -234,8 +208,10 @@ def merged(samples: Sequence[Sample]) -> Sample:
     """Rounds of one target as one sample (alternating rounds share the machine's
     drift between targets)."""
     return Sample(samples[0].target, sum(s.seconds for s in samples),
-                  [x for s in samples for x in s.latencies], sum(s.errors for s in samples),
-                  sum(s.client_cpu for s in samples), sum(s.late for s in samples))
+                  [x for s in samples for x in s.latencies],
+                  sum((s.statuses for s in samples), Counter()),
+                  sum(s.client_cpu for s in samples), sum(s.late for s in samples),
+                  sum(s.chunks for s in samples), sum(s.events for s in samples))
 
 
 async def alternate(targets: Sequence[str], rounds: int,

@@ -36,6 +36,12 @@ CREATE_WORKERS = 8
 RESTART_SYNC_TIMEOUT = 600
 # The chart's default memory limit must leave this much above the highest RSS measured.
 HEADROOM = 1.5
+OPTIONS: tuple[harness.Option, ...] = (
+    ("--latency-objects", 50, 3, None),
+    ("--bulk-objects", 1000, 20, None),
+    ("--scale-objects", 5000, 40, "endpoints in all at the scale phase (the others count)"),
+    ("--scale-namespaces", 50, 3, None),
+)
 
 
 def runtime_operator(quick: bool) -> tuple[str, ...] | None:
@@ -239,19 +245,6 @@ def chart_memory_limit_mib() -> int:
     if not limit.endswith("Mi"):
         raise ValueError(f"the chart's operator memory limit {limit!r} is not in Mi")
     return int(limit[:-2])
-
-
-def options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--latency-objects", type=int, default=50)
-    parser.add_argument("--bulk-objects", type=int, default=1000)
-    parser.add_argument("--scale-objects", type=int, default=5000,
-                        help="endpoints in all at the scale phase (the others count)")
-    parser.add_argument("--scale-namespaces", type=int, default=50)
-
-
-def quick(args: argparse.Namespace) -> None:
-    args.latency_objects, args.bulk_objects = 3, 20
-    args.scale_objects, args.scale_namespaces = 40, 3
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -49,6 +49,13 @@ CGROUP = Path("/sys/fs/cgroup")
 TICK = os.sysconf("SC_CLK_TCK")
 # Host processes of the node, by the name it starts them with (the rest of ours are Pods).
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager")
+OPTIONS: tuple[harness.Option, ...] = (
+    ("--rounds", 3, 1, "alternations of 1 and 3"),
+    ("--requests", 20000, 3000, "per round"),
+    ("--time-limit", 30.0, 8.0, "seconds per round"),
+    ("--warmup", 300, 100, "uncounted calls per round"),
+    ("--concurrency", 64, 64, None),
+)
 
 
 # -- CPU accounting ------------------------------------------------------------------------
@@ -377,147 +384,73 @@ def alternation(args: argparse.Namespace, fleet: Fleet, target: Target, meter: C
             "met": ratio >= TARGET_RATIO}
 
 
-def median_of(variant: dict[str, Any], replicas: int, value: Any) -> float:
-    """The median over the variant's rounds with ``replicas`` of ``value(round)``."""
-    return statistics.median(value(r) for r in variant["rounds"] if r["replicas"] == replicas)
-
-
-def cores_of(key: str) -> Any:
-    return lambda r: r["cores"][key]
-
-
-def throttled(r: dict[str, Any]) -> float:
-    shares = r["cores"]["gateway_periods_throttled"].values()
-    return statistics.fmean(shares) if shares else 0.0
-
-
-def rest(cores: dict[str, Any]) -> float:
-    return cores["kernel threads"] + cores["unaccounted"]
-
-
 def section(result: dict[str, Any]) -> str:
     run, setup_, variants = result["run"], result["setup"], result["variants"]
     if not variants:
         return f"{harness.machine_line(run)}\n\nNot run: {result['skipped']}."
     nproc = run["machine"]["cores"]
-    lines = [
-        harness.machine_line(run), "",
-        f"The local node; the chart in `gateway.mode=fleet` (auth `kubernetes`, the chart's "
-        f"default: one ServiceAccount token, TokenReview + SubjectAccessReview cached 10 s; "
-        f"access log on), the emulator as a Deployment, one endpoint at {RPM:,} rpm. Load: a "
-        f"closed loop of {setup_['concurrency']} concurrent callers (aiohttp, in the bench "
-        f"process on this host) against the gateway Service's ClusterIP through kube-proxy, "
-        f"{setup_['requests']:,} requests or {setup_['time_limit_s']:g} s per round after "
-        f"{setup_['warmup']} warm-up calls, on new connections each round. Rounds alternate "
-        f"1 and 3 replicas (`kubectl scale`, then until the EndpointSlice and kube-proxy's "
-        f"rules have that many ready endpoints and no other gateway Pod is left). CPU in "
-        f"cores (CPU seconds per second of the round): Pods from their cgroups, processes "
-        f"from /proc, the machine from /proc/stat; \"other processes\" are those on this "
-        f"machine that are not this run's (other work sharing it), \"rest\" kernel threads "
-        f"and what no process read accounts for. Throttled: the share of CFS periods in "
-        f"which a replica hit its CPU limit.",
-        "",
-        "| CPU limit per replica | round | replicas | req/s | p50 / p99 ms | errors | "
-        "gateways (cores each) | throttled | emulator | load tool | node agents + control "
-        "plane | other processes | rest | machine busy |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for variant in variants:
-        limit = variant["cpu_limit"] or "none"
-        for r in variant["rounds"]:
-            c = r["cores"]
-            each = " + ".join(f"{v:.2f}" for v in c["gateways"].values())
-            hit = " / ".join(f"{v:.0%}" for v in c["gateway_periods_throttled"].values())
-            lines.append(
-                f"| {limit} | {r['round']} | {r['replicas']} | {r['rps']:.0f} | "
-                f"{r['p50_ms']:.0f} / {r['p99_ms']:.0f} | {r['errors']} | {each} | "
-                f"{hit if variant['cpu_limit'] else ''} | {c['emulator']:.2f} | "
-                f"{c['load tool']:.2f} | {c['node agents'] + c['control plane']:.2f} | "
-                f"{c['other processes']:.2f} | {rest(c):.2f} | "
-                f"{c['machine_busy']:.2f} of {nproc} |")
-    lines += ["", "| CPU limit per replica | 1 replica (median) | 3 replicas (median) | "
-              "ratio 3:1 | each alternation | target | |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
-    for variant in variants:
-        median = variant["median_rps"]
-        lines.append(
-            f"| {variant['cpu_limit'] or 'none (the chart default: a 100m request)'} | "
-            f"{median['1']:.0f} req/s | {median['3']:.0f} req/s | {variant['ratio']:.2f}x | "
-            f"{', '.join(f'{x:.2f}x' for x in variant['ratio_per_alternation'])} | "
-            f"≥ {TARGET_RATIO}x | {'met' if variant['met'] else '**not met**'} |")
 
-    free = variants[0]
-    busy = [median_of(free, n, cores_of("machine_busy")) for n in (1, 3)]
-    gateways = [median_of(free, n, cores_of("gateways_total")) for n in (1, 3)]
-    ours = [median_of(free, n, cores_of("ours")) for n in (1, 3)]
-    others = [median_of(free, n, cores_of("other processes")) for n in (1, 3)]
-    per_request = [median_of(free, n, lambda r: 1000 * r["cores"]["ours"] / r["rps"])
-                   for n in (1, 3)]
-    gateway_ms = [median_of(free, n, lambda r: 1000 * r["cores"]["gateways_total"] / r["rps"])
-                  for n in (1, 3)]
+    def median(variant: dict[str, Any], replicas: int, value: Any) -> float:
+        return statistics.median(value(r) for r in variant["rounds"]
+                                 if r["replicas"] == replicas)
+
+    def throttled(r: dict[str, Any]) -> float:
+        shares = r["cores"]["gateway_periods_throttled"].values()
+        return statistics.fmean(shares) if shares else 0.0
+
+    rounds = [(v["cpu_limit"] or "none", r["round"], r["replicas"], f"{r['rps']:.0f}",
+               f"{r['p50_ms']:.0f} / {r['p99_ms']:.0f}", r["errors"],
+               " + ".join(f"{x:.2f}" for x in c["gateways"].values()),
+               " / ".join(f"{x:.0%}" for x in c["gateway_periods_throttled"].values())
+               if v["cpu_limit"] else "", f"{c['emulator']:.2f}", f"{c['load tool']:.2f}",
+               f"{c['node agents'] + c['control plane']:.2f}", f"{c['other processes']:.2f}",
+               f"{c['kernel threads'] + c['unaccounted']:.2f}",
+               f"{c['machine_busy']:.2f} of {nproc}")
+              for v in variants for r in v["rounds"] for c in [r["cores"]]]
+    ratios = [(v["cpu_limit"] or "none (the chart default: a 100m request)",
+               f"{v['median_rps']['1']:.0f} req/s", f"{v['median_rps']['3']:.0f} req/s",
+               f"{v['ratio']:.2f}x", ", ".join(f"{x:.2f}x" for x in v["ratio_per_alternation"]),
+               f"≥ {TARGET_RATIO}x", harness.mark(v["met"])) for v in variants]
+    medians = [(v["cpu_limit"] or "none", n,
+                *(f"{median(v, n, lambda r, k=k: r['cores'][k]):.2f}"
+                  for k in ("machine_busy", "gateways_total", "ours", "other processes")),
+                *(f"{median(v, n, lambda r, k=k: 1000 * r['cores'][k] / r['rps']):.2f}"
+                  for k in ("ours", "gateways_total")),
+                f"{median(v, n, throttled):.0%}" if v["cpu_limit"] else "",
+                f"{median(v, n, lambda r: r['p50_ms']):.0f}")
+               for v in variants for n in (1, 3)]
     load: dict[str, float] = {}
     for r in (r for v in variants for r in v["rounds"]):
         for other in r["cores"]["busiest_other_processes"]:
             load[other["command"]] = load.get(other["command"], 0) + other["cores"]
-    busiest = ("; the busiest: " + "; ".join(
-        f"`{c}`" for c in sorted(load, key=load.get, reverse=True)[:2])
-        if max(others) >= 0.1 else "")
-    lines += [
-        "",
-        f"**What limits it.** Without a CPU limit the machine was {busy[0]:.2f} (1 replica) "
-        f"and {busy[1]:.2f} (3 replicas) of its {nproc} cores busy (medians): one replica's "
-        f"process used {gateways[0]:.2f} of the one core it can use, three used "
-        f"{gateways[1]:.2f} together, and at most {nproc - busy[0]:.2f} of a core was idle "
-        f"for more replicas to take. This run's processes used {ours[0]:.2f} / {ours[1]:.2f} "
-        f"cores (1 / 3 replicas: gateways, emulator, load tool, kubelet, kube-proxy, "
-        f"containerd and the shims that carry the access logs, the control plane), other "
-        f"processes on the machine {others[0]:.2f} / {others[1]:.2f}{busiest}. Per request "
-        f"this run spent {per_request[0]:.2f} ms of CPU with one replica and "
-        f"{per_request[1]:.2f} ms with three (the gateways alone {gateway_ms[0]:.2f} / "
-        f"{gateway_ms[1]:.2f} ms): with the CPU all taken, req/s follows the CPU per "
-        f"request, not the replicas"
-        + ("; and with more busy processes than cores, each woken for fewer requests, "
-           "every request costs more." if per_request[1] > 1.05 * per_request[0] else "."),
-    ]
-    for variant in variants[1:]:
-        hit = [median_of(variant, n, throttled) for n in (1, 3)]
-        busy3 = median_of(variant, 3, cores_of("machine_busy"))
-        ms = [median_of(variant, n, lambda r: 1000 * r["cores"]["gateways_total"] / r["rps"])
-              for n in (1, 3)]
-        p50 = [median_of(variant, n, lambda r: r["p50_ms"]) for n in (1, 3)]
-        if hit[1] < 0.5:
-            verdict = ("three replicas seldom reached their quota: short of the machine's "
-                       "CPU, not of their limit, so the machine bounds this ratio too")
-        elif variant["met"] or ms[1] <= 1.05 * ms[0]:
-            verdict = "each replica was held by its quota: this ratio is horizontal scaling"
-        else:
-            verdict = (f"each replica was held by its quota, so not the machine but the "
-                       f"gateways' CPU per request, {ms[0]:.2f} ms at 1 replica against "
-                       f"{ms[1]:.2f} ms at 3, keeps the ratio under 3x (the one replica, "
-                       f"p50 {p50[0]:.0f} ms against {p50[1]:.0f} ms, has more requests "
-                       f"waiting each time it runs)")
-        lines.append(
-            f"With a {variant['cpu_limit']} limit one replica was throttled in {hit[0]:.0%} "
-            f"of its periods and served {variant['median_rps']['1']:.0f} req/s; three were "
-            f"throttled in {hit[1]:.0%} and served {variant['median_rps']['3']:.0f} req/s "
-            f"({variant['ratio']:.2f}x), the machine {busy3:.2f} of {nproc} busy: {verdict}.")
-    return "\n".join(lines)
+    return "\n".join([
+        harness.machine_line(run), "",
+        f"Load: {setup_['concurrency']} concurrent callers, {setup_['requests']:,} requests "
+        f"or {setup_['time_limit_s']:g} s per round after {setup_['warmup']} warm-up calls, "
+        f"one endpoint at {RPM:,} rpm. CPU in cores (CPU seconds per second of the round); "
+        "\"rest\": kernel threads and what no process read accounts for; throttled: the "
+        "share of CFS periods in which a replica hit its CPU limit.", "",
+        *harness.table(("CPU limit per replica", "round", "replicas", "req/s", "p50 / p99 ms",
+                        "errors", "gateways (cores each)", "throttled", "emulator",
+                        "load tool", "node agents + control plane", "other processes",
+                        "rest", "machine busy"), rounds), "",
+        *harness.table(("CPU limit per replica", "1 replica (median)", "3 replicas (median)",
+                        "ratio 3:1", "each alternation", "target", ""), ratios), "",
+        "**What limits it** (medians of the rounds; \"this run\": gateways, emulator, load "
+        "tool, kubelet, kube-proxy, containerd and its shims, the control plane):", "",
+        *harness.table(("CPU limit per replica", "replicas", "machine busy (cores)",
+                        "gateways", "this run", "other processes", "CPU ms per request",
+                        "gateways' CPU ms per request", "throttled", "p50 ms"), medians), "",
+        "The busiest other processes: " + (", ".join(
+            f"`{c}`" for c in sorted(load, key=load.__getitem__, reverse=True)[:2]) or "none")
+        + "."])
 
 
 def options(parser: argparse.ArgumentParser) -> None:
-    add = parser.add_argument
-    add("--rounds", type=int, default=3, help="alternations of 1 and 3")
-    add("--requests", type=int, default=20000, help="per round")
-    add("--time-limit", type=float, default=30.0, help="seconds per round")
-    add("--warmup", type=int, default=300, help="uncounted calls per round")
-    add("--concurrency", type=int, default=64)
-    add("--cpu-limit", action="append",
+    parser.add_argument(
+        "--cpu-limit", action="append",
         help="gateway.resources.limits.cpu of a further alternation, after the one without, "
              "in millicores as the API shows it (repeatable; default: 250m, then 100m)")
-
-
-def quick(args: argparse.Namespace) -> None:
-    args.rounds, args.requests, args.time_limit, args.warmup = 1, 3000, 8.0, 100
 
 
 def invalid(args: argparse.Namespace) -> str | None:

@@ -234,7 +234,7 @@ class Bench:
         a, cache = self.args, harness.ROOT / ".cache" / "bench"
         info: dict[str, Any] = {"spec": a.litellm_spec}
         self.results["litellm"] = info
-        if a.no_litellm:
+        if a.no_litellm or a.quick:  # its install takes minutes
             info["skipped"] = "--quick" if a.quick else "--no-litellm"
             step(f"LiteLLM skipped ({info['skipped']}): the peer's measurements are not run")
             return None
@@ -296,8 +296,7 @@ class Bench:
         return self.results
 
 
-# The numeric options: flag, default (its type is the option's), --quick's value, help.
-NUMBERS: tuple[tuple[str, float, float, str | None], ...] = (
+OPTIONS: tuple[harness.Option, ...] = (
     ("--requests", 3000, 200, "requests per throughput round and target"),
     ("--rounds", 2, 1, "alternating throughput rounds per target"),
     ("--concurrency", 50, 20, None),
@@ -322,8 +321,6 @@ NUMBERS: tuple[tuple[str, float, float, str | None], ...] = (
 
 
 def options(parser: argparse.ArgumentParser) -> None:
-    for flag, default, _, text in NUMBERS:
-        parser.add_argument(flag, type=type(default), default=default, help=text)
     parser.add_argument("--no-litellm", action="store_true", help="skip the peer")
     parser.add_argument("--litellm-spec", default=litellm.DEFAULT_SPEC)
     parser.add_argument("--profile", type=Path, metavar="FILE",
@@ -331,13 +328,6 @@ def options(parser: argparse.ArgumentParser) -> None:
                              "at its concurrency (raw stacks to FILE) and one request at a "
                              "time (FILE's name plus -one-at-a-time); the top functions "
                              "into the results")
-
-
-def quick(args: argparse.Namespace) -> None:
-    """No LiteLLM (its install takes minutes): its part is skipped, saying so."""
-    for flag, _, small, _ in NUMBERS:
-        setattr(args, flag[2:].replace("-", "_"), small)
-    args.no_litellm = True
 
 
 def invalid(args: argparse.Namespace) -> str | None:

@@ -38,7 +38,7 @@ def _of_rounds(added: dict[str, Any], p: str) -> str:
 def verdicts(r: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
     """(target, goal, measured, met: None when not measured in this run)."""
     out: list[tuple[str, str, str, bool | None]] = []
-    gw, emu, ll = (_get(r, "throughput", name, "rps") for name in TARGETS)
+    emu, gw, ll = (_get(r, "throughput", name, "rps") for name in TARGETS)
     if gw and ll:
         out.append(("throughput vs LiteLLM (1 worker)", ">= 20x",
                     f"{gw / ll:.1f}x ({gw:.0f} vs {ll:.1f} req/s)", gw / ll >= 20))
