@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import math
 import random
 import sys
@@ -28,7 +27,7 @@ from inference_devkit.controlplane.apimetrics import requests_by_resource
 from inference_devkit.controlplane.kubeconfig import write_token_kubeconfig
 from inference_devkit.controlplane.kubectl import Kubectl
 from inference_devkit.devstack.processes import Stack
-from inference_operator.api.gateway_config import OWNER_KEY, Shard, Shards
+from inference_operator.api.gateway_config import OWNER_KEY, Shards
 from inference_operator.gateway.auth import DEFAULT_AUDIENCE
 
 NAME, HEADING = "auth", "Gateway authentication"
@@ -98,20 +97,12 @@ class Cluster:
                                            "verbs": ["invoke"],
                                            "resourceNames": list(ENDPOINTS)}]),
             binding("RoleBinding", "invoke", "Role", "invoke", CALLER_ACCOUNT, TEAM)], TEAM)
-        dataclasses.replace(base, config_secret=CONFIG).create_config()
-        rng, grouped = random.Random(7), {}
-        for inference_id in ENDPOINTS:
-            grouped.setdefault(shards.of(inference_id), []).append({
-                "inference_id": inference_id, "task_type": "completion",
-                "service": "anthropic", "task_settings": {"max_tokens": 64},
-                # The rate limit never queues a request here.
-                "service_settings": {"api_key": harness.fake_key(rng),
-                                     "model_id": "claude-sonnet-4-5",
-                                     "rate_limit": {"requests_per_minute": 1_000_000}},
-                OWNER_KEY: {"namespace": TEAM, "name": inference_id}})
-        for name, records in grouped.items():
-            self.core.patch_namespaced_secret(
-                name, NAMESPACE, {"data": Shard(1, tuple(records)).encode()})
+        rng = random.Random(7)
+        # The rate limit never queues a request here.
+        harness.write_shards(self.core, base, CONFIG, [
+            harness.record(name, harness.fake_key(rng), rpm=1_000_000,
+                           **{OWNER_KEY: {"namespace": TEAM, "name": name}})
+            for name in ENDPOINTS])
         kubeconfig = work / "gateway.kubeconfig"
         write_token_kubeconfig(kubeconfig, self.kubeconfig,
                                self.token(NAMESPACE, GATEWAY_ACCOUNT, audience=None))

@@ -51,20 +51,16 @@ OPTIONS: tuple[harness.Option, ...] = (
 
 
 def records(count: int, teams: int, rng: random.Random) -> list[Record]:
-    """``count`` records as the operator writes them (``Endpoint.stored()``), ids
-    ``team-07-ep-0123``: one namespace's worth of endpoints per team."""
+    """``count`` records, ids ``team-07-ep-0123``: one namespace's worth per team."""
     per_team = -(-count // teams)
     out: list[Record] = []
     for index in range(count):
         task: dict[str, Any] = {"max_tokens": rng.choice((256, 1024, 4096))}
         if index % 3 == 0:
             task["temperature"] = rng.choice((0.2, 0.5, 0.7, 1.0))
-        out.append({
-            "inference_id": f"team-{index // per_team:02d}-ep-{index % per_team:04d}",
-            "task_type": "completion", "service": "anthropic", "task_settings": task,
-            "service_settings": {
-                "api_key": fake_key(rng), "model_id": rng.choice(MODELS),
-                "rate_limit": {"requests_per_minute": rng.choice((50, 100, 500, 1000, 4000))}}})
+        out.append(harness.record(f"team-{index // per_team:02d}-ep-{index % per_team:04d}",
+                                  fake_key(rng), model=rng.choice(MODELS), task=task,
+                                  rpm=rng.choice((50, 100, 500, 1000, 4000))))
     return out
 
 
@@ -115,14 +111,9 @@ def configuration_load(args: argparse.Namespace, base: Stack, cluster: Cluster) 
     rng = random.Random(13)
     endpoints = records(args.endpoints, args.teams, rng)
     loaded, empty = Shards(LOADED_CONFIG), Shards(EMPTY_CONFIG)
-    for shards in (loaded, empty):
-        dataclasses.replace(base, config_secret=shards.base_name).create_config()
-    grouped: dict[str, list[Record]] = {name: [] for name in loaded.names()}
-    for record in endpoints:
-        grouped[loaded.of(record["inference_id"])].append(record)
+    dataclasses.replace(base, config_secret=EMPTY_CONFIG).create_config()
     started = time.perf_counter()
-    stored = {name: cluster.write_shard(name, Shard(1, tuple(recs)))
-              for name, recs in grouped.items()}
+    grouped, stored = harness.write_shards(cluster.core, base, LOADED_CONFIG, endpoints)
     write_seconds = time.perf_counter() - started
     step(f"{len(endpoints)} endpoints in {loaded.count} shards: "
          f"{sum(stored.values()) / 1e6:.2f} MB stored (largest shard "
@@ -211,13 +202,8 @@ class RateBench:
         self.timeout = aiohttp.ClientTimeout(total=args.client_timeout)
 
     def setup(self) -> None:
-        dataclasses.replace(self.base, config_secret=RATE_CONFIG).create_config()
-        record = {"inference_id": RATE_ID, "task_type": "completion", "service": "anthropic",
-                  "service_settings": {"api_key": fake_key(random.Random(1)),
-                                       "model_id": MODELS[0],
-                                       "rate_limit": {"requests_per_minute": self.args.rpm}},
-                  "task_settings": {"max_tokens": 16}}
-        self.cluster.write_shard(Shards(RATE_CONFIG).of(RATE_ID), Shard(1, (record,)))
+        harness.write_shards(self.cluster.core, self.base, RATE_CONFIG, [harness.record(
+            RATE_ID, fake_key(random.Random(1)), rpm=self.args.rpm, task={"max_tokens": 16})])
         self.cluster.peers(ready=3)
         self.gateways = [start_gateway(self.base, RATE_CONFIG, f"gateway-peer-{index}",
                                        "--peers-service", PEERS_SERVICE) for index in range(3)]

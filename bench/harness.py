@@ -23,6 +23,7 @@ import string
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -37,6 +38,7 @@ from inference_devkit.controlplane import launcher
 from inference_devkit.devstack.processes import Service, Stack
 from inference_devkit.loopback import free_port
 from inference_devkit.waiting import poll
+from inference_operator.api.gateway_config import Record, Shard, Shards
 
 ROOT = Path(__file__).resolve().parents[1]
 START_SECONDS = 60.0
@@ -234,6 +236,32 @@ def control_plane(*, controllers: bool = True, api_keys: tuple[str, ...] = (),
         plane.stop()
 
 
+class PeakRss:
+    """The highest RSS of the service followed, sampled every 0.1 s in a thread of its own
+    (VmHWM is per process; this follows restarts)."""
+
+    def __init__(self, service: Service | None = None) -> None:
+        self.service, self.peak = service, 0.0
+        self._stopped = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def take(self) -> float:
+        """The peak since the last take."""
+        peak, self.peak = self.peak, 0.0
+        return peak
+
+    def _run(self) -> None:
+        while not self._stopped.wait(0.1):
+            if (service := self.service) is not None and service.running():
+                try:
+                    self.peak = max(self.peak, service.rss_mib())
+                except (OSError, ValueError):
+                    pass  # the process ended meanwhile
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
 def memory(service: Service) -> dict[str, float]:
     return {"rss_mib": service.rss_mib(), "peak_rss_mib": service.rss_mib(field="VmHWM")}
 
@@ -301,6 +329,33 @@ def start_gateway(base: Stack, config_secret: str, name: str, *extra: str,
     started_at = time.perf_counter()
     base.start(service)
     return Gateway(service, stack.gateway_url, started_at, stack.gateway_metrics_url)
+
+
+def record(inference_id: str, key: str, *, rpm: int, model: str = "claude-sonnet-4-5",
+           task: dict[str, Any] | None = None, **extra: Any) -> Record:
+    """An endpoint record as the operator writes it into a shard (``Endpoint.stored()``)."""
+    return {"inference_id": inference_id, "task_type": "completion", "service": "anthropic",
+            "service_settings": {"api_key": key, "model_id": model,
+                                 "rate_limit": {"requests_per_minute": rpm}},
+            "task_settings": task or {"max_tokens": 64}, **extra}
+
+
+def write_shards(core: Any, stack: Stack, base_name: str, records: Sequence[Record]
+                 ) -> tuple[dict[str, list[Record]], dict[str, int]]:
+    """The shard Secrets ``base_name``-N created as the installer does, then ``records``
+    written into them (generation 1) as the operator does: the records by shard and the
+    bytes each stored."""
+    dataclasses.replace(stack, config_secret=base_name).create_config()
+    shards = Shards(base_name)
+    grouped: dict[str, list[Record]] = {name: [] for name in shards.names()}
+    for one in records:
+        grouped[shards.of(one["inference_id"])].append(one)
+    stored = {}
+    for name, recs in grouped.items():
+        data = Shard(1, tuple(recs)).encode()
+        core.patch_namespaced_secret(name, stack.config_namespace, {"data": data})
+        stored[name] = sum(len(value) for value in data.values())
+    return grouped, stored
 
 
 def endpoint_manifest(name: str, *, rpm: int | None = None, secret: str = "anthropic"

@@ -151,50 +151,19 @@ def spread(count: int, namespaces: list[str], prefix: str) -> list[str]:
     return [f"{namespaces[i % len(namespaces)]}/{prefix}-{i}" for i in range(count)]
 
 
-def restart(stack: Stack, operator: Service, peak: PeakMemory) -> dict[str, Any]:
+def restart(stack: Stack, operator: Service, peak: harness.PeakRss) -> dict[str, Any]:
     """Stop the operator and start it again: time until its first full sync is done
     (every resource reconciled, nothing to write), its memory then and the peak."""
     operator.stop()
-    peak.follow(None)
+    peak.service = None
     logged = len(operator.log_text())  # the log file is appended to
     started = time.perf_counter()
     stack.start(operator)
-    peak.follow(operator)
+    peak.service = operator
     poll(lambda: "first full sync done" in operator.log_text()[logged:],
          timeout=RESTART_SYNC_TIMEOUT, interval=0.2)
     return {"synced_s": time.perf_counter() - started, **memory(operator),
             "sampled_peak_rss_mib": peak.take()}
-
-
-class PeakMemory:
-    """The operator's highest RSS, sampled every 0.2 s (VmHWM would include a previous
-    process's peak only per process; this follows restarts)."""
-
-    def __init__(self) -> None:
-        self._service: Service | None = None
-        self._peak = 0.0
-        self._stopped = threading.Event()
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def follow(self, service: Service | None) -> None:
-        self._service = service
-
-    def take(self) -> float:
-        """The peak since the last take."""
-        peak, self._peak = self._peak, 0.0
-        return peak
-
-    def _run(self) -> None:
-        while not self._stopped.wait(0.2):
-            service = self._service
-            if service is not None and service.running():
-                try:
-                    self._peak = max(self._peak, service.rss_mib())
-                except (OSError, ValueError):
-                    pass  # the process ended meanwhile
-
-    def stop(self) -> None:
-        self._stopped.set()
 
 
 def section(result: dict[str, Any]) -> str:
@@ -249,7 +218,7 @@ def chart_memory_limit_mib() -> int:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     program = runtime_operator(args.quick)
-    peak = PeakMemory()
+    peak = harness.PeakRss()
     with harness.control_plane(api_keys=(KEY,)) as (plane, stack):
         try:
             return measure(args, plane.kubeconfig, stack, program, peak)
@@ -258,7 +227,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def measure(args: argparse.Namespace, kubeconfig: Any, stack: Stack,
-            program: tuple[str, ...] | None, peak: PeakMemory) -> dict[str, Any]:
+            program: tuple[str, ...] | None, peak: harness.PeakRss) -> dict[str, Any]:
     kubectl = Kubectl(binaries.resolve("kubectl"), kubeconfig)
     kubectl.apply(crd_yaml())
     kubectl.wait_for_condition(f"crd/{PLURAL}.{GROUP}", "Established", timeout=30)
@@ -290,7 +259,7 @@ def measure(args: argparse.Namespace, kubeconfig: Any, stack: Stack,
         args.latency_objects + args.bulk_objects + args.scale_objects))
     operator.program = program or operator.program
     stack.start(operator)
-    peak.follow(operator)
+    peak.service = operator
     # The gateway turns ready once the operator's first writes: measure from there.
     gateway_ready = stack.services["gateway"]
     gateway_ready.health_url = f"{stack.gateway_url}/readyz"

@@ -173,33 +173,25 @@ class Bench:
 
     async def open_streams(self) -> None:
         a, rss_mib = self.args, self.process.rss_mib
-        peak, at_all_open, sampling = 0.0, [], True
-
-        async def sample() -> None:
-            nonlocal peak
-            while sampling:
-                peak = max(peak, rss_mib())
-                await asyncio.sleep(0.1)
-
+        at_all_open: list[float] = []
+        peak = harness.PeakRss(self.process)
         # A separate pool, large enough for every stream at once.
         connector = aiohttp.TCPConnector(limit=a.streams + 10)
         async with aiohttp.ClientSession(connector=connector) as session:
             await self.emulator_latency(session, a.stream_token_latency)
-            sampler = asyncio.create_task(sample())
             started = time.monotonic()
             try:
                 opened, completed = await loadgen.hold_streams(
                     session, self.gateway, streams=a.streams, time_limit=a.time_limit,
                     on_all_open=lambda: at_all_open.append(rss_mib()))
             finally:
-                sampling = False
-                await sampler
+                peak.stop()
                 await self.emulator_latency(session, 0.0)
         self.results["memory"].update({
             "streams": a.streams, "streams_opened": opened, "streams_completed": completed,
             "stream_phase_seconds": round(time.monotonic() - started, 1),
             "gateway_all_streams_open_mib": round(at_all_open[0], 1) if at_all_open else None,
-            "gateway_peak_streams_mib": round(peak, 1),
+            "gateway_peak_streams_mib": round(max(peak.take(), *at_all_open), 1),
             "gateway_after_streams_mib": round(rss_mib(), 1)})
 
     async def rate_limit(self, session: aiohttp.ClientSession) -> None:
