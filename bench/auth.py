@@ -42,18 +42,17 @@ MODES = {"none": "(a) --auth none", "warm": "(b) --auth kubernetes, warm cache",
 LATENCY_CACHE_SECONDS = 600.0  # (b): nothing expires while the phase runs
 WARM_P50_GOAL_MS = 0.2
 REVIEWS = ("tokenreviews", "subjectaccessreviews")
-OPTIONS: tuple[harness.Option, ...] = (
-    ("--rounds", 20, 2, "alternated latency rounds (the requests split among them)"),
-    ("--warm-requests", 500, 40, "sequential requests for (a) none and (b) warm, each"),
-    ("--cold-requests", 100, 6, "sequential requests for (c), a new token each"),
-    ("--warmup", 50, 5, "uncounted calls to (a) and (b) first"),
-    ("--warmup-cold", 3, 3, "uncounted new-token calls to (c) first"),
-    ("--load-callers", 200, 20, None),
-    ("--load-seconds", 9.5, 2.0,
-     "the load phase; under --load-cache-seconds: one cache period"),
-    ("--load-cache-seconds", 10.0, 10.0, None),
-    ("--time-limit", 120.0, 120.0, "seconds per round and mode at most"),
-)
+OPTIONS = harness.options("""
+    --rounds 20 2                   alternated latency rounds (the requests split among them)
+    --warm-requests 500 40          sequential requests for (a) none and (b) warm, each
+    --cold-requests 100 6           sequential requests for (c), a new token each
+    --warmup 50 5                   uncounted calls to (a) and (b) first
+    --warmup-cold 3 3               uncounted new-token calls to (c) first
+    --load-callers 200 20
+    --load-seconds 9.5 2.0          the load phase; under --load-cache-seconds: one cache period
+    --load-cache-seconds 10.0 10.0
+    --time-limit 120.0 120.0        seconds per round and mode at most
+""")
 
 
 def rbac(kind: str, name: str, **body: Any) -> dict[str, Any]:

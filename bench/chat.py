@@ -31,16 +31,15 @@ TARGETS = {"emulator": "(a) the emulator directly", "completion": "(b) completio
            "chat": "(c) chat_completion `_stream`"}
 ADDED_P50_GOAL_MS = 0.2
 CPU_RATIO_GOAL = 1.5
-OPTIONS: tuple[harness.Option, ...] = (
-    ("--rounds", 10, 2, "alternated rounds of each phase (the streams split among them)"),
-    ("--ttfc-requests", 300, 20, "sequential streams per target for the time to first chunk"),
-    ("--warmup", 20, 3, "uncounted streams per target first"),
-    ("--cpu-streams", 100, 10, "streams per task type and round of the CPU phase"),
-    ("--concurrency", 10, 10, "streams at a time in the CPU phase"),
-    ("--token-latency", 0.002, 0.002, "the emulator's seconds between text deltas"),
-    ("--time-limit", 60.0, 10.0,
-     "seconds per phase and target at most (a round gets its share)"),
-)
+OPTIONS = harness.options("""
+    --rounds 10 2                alternated rounds of each phase (the streams split among them)
+    --ttfc-requests 300 20       sequential streams per target for the time to first chunk
+    --warmup 20 3                uncounted streams per target first
+    --cpu-streams 100 10         streams per task type and round of the CPU phase
+    --concurrency 10 10          streams at a time in the CPU phase
+    --token-latency 0.002 0.002  the emulator's seconds between text deltas
+    --time-limit 60.0 10.0       seconds per phase and target at most (a round gets its share)
+""")
 
 
 def expected_deltas(prompt: str) -> int:

@@ -37,17 +37,17 @@ PEERS_SERVICE = "fleet-gateways"
 RATE_ID = "fleet-shared-limit"
 MODELS = ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1")
 # --quick: short windows at a limit that keeps the calls per window.
-OPTIONS: tuple[harness.Option, ...] = (
-    ("--endpoints", 5000, 500, None),
-    ("--teams", 50, 10, "id prefixes team-00 …"),
-    ("--rounds", 3, 1, "alternated baseline/loaded gateway starts"),
-    ("--settle", 1.0, 0.2, "seconds after ready before RSS is read"),
-    ("--propagations", 10, 2, "key rotations timed"),
-    ("--rpm", 120, 3600, "the shared endpoint's limit"),
-    ("--window", 60.0, 2.0, "seconds per rate-limit scenario (3 → 1: twice that)"),
-    ("--callers", 2, 2, "waiting callers per replica (ii-a: 3x on the first)"),
-    ("--client-timeout", 10.0, 2.0, None),
-)
+OPTIONS = harness.options("""
+    --endpoints 5000 500
+    --teams 50 10              id prefixes team-00 …
+    --rounds 3 1               alternated baseline/loaded gateway starts
+    --settle 1.0 0.2           seconds after ready before RSS is read
+    --propagations 10 2        key rotations timed
+    --rpm 120 3600             the shared endpoint's limit
+    --window 60.0 2.0          seconds per rate-limit scenario (3 → 1: twice that)
+    --callers 2 2              waiting callers per replica (ii-a: 3x on the first)
+    --client-timeout 10.0 2.0
+""")
 
 
 def records(count: int, teams: int, rng: random.Random) -> list[Record]:

@@ -3,11 +3,10 @@ lines, the machine, the results (``docs/benchmarks/NAME.json`` and the benchmark
 of docs/benchmarks.md) and the processes it measures (a loopback stack, a control plane,
 gateways in config mode).
 
-A benchmark is a module with ``NAME``, ``HEADING``, ``OPTIONS`` (flag, default, the value
-of ``--quick``, help), ``run(args) -> dict`` and ``section(result) -> str``, optionally
-``options(parser)`` (other options) and ``invalid(args)`` (a problem, or None); it ends with
-``sys.exit(harness.main(sys.modules[__name__]))`` and runs as ``python -m bench.MODULE``.
-"""
+A benchmark is a module with ``NAME``, ``HEADING``, ``OPTIONS`` (``options(table)``),
+``run(args) -> dict`` and ``section(result) -> str``, optionally ``options(parser)``
+(other options) and ``invalid(args)`` (a problem, or None); it ends with
+``sys.exit(harness.main(sys.modules[__name__]))`` and runs as ``python -m bench.MODULE``."""
 
 from __future__ import annotations
 
@@ -107,6 +106,17 @@ def splice_section(path: Path, name: str, section: str, heading: str, generator:
 
 
 Option = tuple[str, float, float, str | None]
+
+
+def options(table: str) -> tuple[Option, ...]:
+    """Numeric options from a table, one a line: the flag, its default (a float when it
+    has a point), its value with ``--quick`` and the help."""
+    out: list[Option] = []
+    for line in table.strip().splitlines():
+        flag, default, small, *text = line.split(maxsplit=3)
+        kind = float if "." in default else int
+        out.append((flag, kind(default), kind(small), text[0] if text else None))
+    return tuple(out)
 
 
 def main(bench: ModuleType, argv: list[str] | None = None) -> int:

@@ -36,12 +36,12 @@ CREATE_WORKERS = 8
 RESTART_SYNC_TIMEOUT = 600
 # The chart's default memory limit must leave this much above the highest RSS measured.
 HEADROOM = 1.5
-OPTIONS: tuple[harness.Option, ...] = (
-    ("--latency-objects", 50, 3, None),
-    ("--bulk-objects", 1000, 20, None),
-    ("--scale-objects", 5000, 40, "endpoints in all at the scale phase (the others count)"),
-    ("--scale-namespaces", 50, 3, None),
-)
+OPTIONS = harness.options("""
+    --latency-objects 50 3
+    --bulk-objects 1000 20
+    --scale-objects 5000 40  endpoints in all at the scale phase (the others count)
+    --scale-namespaces 50 3
+""")
 
 
 def runtime_operator(quick: bool) -> tuple[str, ...] | None:

@@ -49,13 +49,13 @@ CGROUP = Path("/sys/fs/cgroup")
 TICK = os.sysconf("SC_CLK_TCK")
 # Host processes of the node, by the name it starts them with (the rest of ours are Pods).
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager")
-OPTIONS: tuple[harness.Option, ...] = (
-    ("--rounds", 3, 1, "alternations of 1 and 3"),
-    ("--requests", 20000, 3000, "per round"),
-    ("--time-limit", 30.0, 8.0, "seconds per round"),
-    ("--warmup", 300, 100, "uncounted calls per round"),
-    ("--concurrency", 64, 64, None),
-)
+OPTIONS = harness.options("""
+    --rounds 3 1           alternations of 1 and 3
+    --requests 20000 3000  per round
+    --time-limit 30.0 8.0  seconds per round
+    --warmup 300 100       uncounted calls per round
+    --concurrency 64 64
+""")
 
 
 # -- CPU accounting ------------------------------------------------------------------------

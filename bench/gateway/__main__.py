@@ -288,28 +288,24 @@ class Bench:
         return self.results
 
 
-OPTIONS: tuple[harness.Option, ...] = (
-    ("--requests", 3000, 200, "requests per throughput round and target"),
-    ("--rounds", 2, 1, "alternating throughput rounds per target"),
-    ("--concurrency", 50, 20, None),
-    ("--warmup", 300, 20, None),
-    ("--rate", 100.0, 100.0, "requests/s of the fixed-rate latency phase"),
-    ("--rate-seconds", 20.0, 1.0, "seconds of fixed-rate load per target and round"),
-    ("--latency-rounds", 3, 1,
-     "alternated rounds (emulator, gateway) of the fixed-rate and first-delta phases; "
-     "their verdicts are on the median of the rounds"),
-    ("--ttfb-requests", 300, 10, "streams per target and round"),
-    ("--streams", 1000, 50, None),
-    ("--stream-token-latency", 0.5, 0.05,
-     "the emulator's seconds between deltas while streams are held"),
-    ("--rate-window", 10.0, 2.0,
-     "seconds the 600 rpm bucket is kept busy (the target is stated for 60)"),
-    ("--client-cost-requests", 500, 20, None),
-    ("--litellm-requests", 400, 400, None),
-    ("--litellm-warmup", 50, 50, None),
-    ("--litellm-ttfb-requests", 30, 30, None),
-    ("--time-limit", 60.0, 20.0, "seconds per phase and target at most"),
-)
+OPTIONS = harness.options("""
+    --requests 3000 200              requests per throughput round and target
+    --rounds 2 1                     alternating throughput rounds per target
+    --concurrency 50 20
+    --warmup 300 20
+    --rate 100.0 100.0               requests/s of the fixed-rate latency phase
+    --rate-seconds 20.0 1.0          seconds of fixed-rate load per target and round
+    --latency-rounds 3 1             rounds of fixed rate and first delta (verdicts: their median)
+    --ttfb-requests 300 10           streams per target and round
+    --streams 1000 50
+    --stream-token-latency 0.5 0.05  the emulator's seconds between deltas while streams are held
+    --rate-window 10.0 2.0           seconds the 600 rpm bucket is kept busy (the target: 60)
+    --client-cost-requests 500 20
+    --litellm-requests 400 400
+    --litellm-warmup 50 50
+    --litellm-ttfb-requests 30 30
+    --time-limit 60.0 20.0           seconds per phase and target at most
+""")
 
 
 def options(parser: argparse.ArgumentParser) -> None:
