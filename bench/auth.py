@@ -27,8 +27,8 @@ from inference_devkit.controlplane.apimetrics import requests_by_resource
 from inference_devkit.controlplane.kubeconfig import write_token_kubeconfig
 from inference_devkit.controlplane.kubectl import Kubectl
 from inference_devkit.devstack.processes import Stack
+from inference_devkit.install import AUDIENCE  # the chart's, the gateway's default
 from inference_operator.api.gateway_config import OWNER_KEY, Shards
-from inference_operator.gateway.auth import DEFAULT_AUDIENCE
 
 NAME, HEADING = "auth", "Gateway authentication"
 NAMESPACE = "bench-auth"  # the shards and the gateways' ServiceAccount
@@ -108,7 +108,7 @@ class Cluster:
         return kubeconfig
 
     def token(self, namespace: str = TEAM, account: str = CALLER_ACCOUNT,
-              audience: str | None = DEFAULT_AUDIENCE) -> str:
+              audience: str | None = AUDIENCE) -> str:
         """A ServiceAccount token from the TokenRequest API (``kubectl create token``)."""
         spec: dict[str, Any] = {"expirationSeconds": 3600}
         if audience:
