@@ -21,18 +21,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from e2e_support import (
+from e2e_support import endpoint
+
+from inference_devkit.controlplane import binaries, images, launcher, node
+from inference_devkit.controlplane.kubectl import Kubectl
+from inference_devkit.install import (
     Installation,
     deploy_emulator,
     elapsed,
-    endpoint,
     grant_invoke,
     install_chart,
     namespace,
 )
-
-from inference_devkit.controlplane import binaries, images, launcher, node
-from inference_devkit.controlplane.kubectl import Kubectl
 
 ENABLED = os.environ.get("INFERENCE_OPERATOR_E2E") == "1"
 EXISTING = os.environ.get("USE_EXISTING_CLUSTER", "").lower() == "true"

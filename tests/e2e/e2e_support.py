@@ -13,48 +13,12 @@ from statistics import median
 from typing import Any
 
 from inference_devkit.controlplane.kubectl import Kubectl
-from inference_devkit.install import (  # shared with the fleet throughput benchmark
+from inference_devkit.install import (
     AUDIENCE,
     Installation,
     elapsed,
     pods,
     restricted_container,
-)
-from inference_devkit.install import (
-    EMULATOR_PORT as EMULATOR_PORT,
-)
-from inference_devkit.install import (
-    RELEASE as RELEASE,
-)
-from inference_devkit.install import (
-    RELEASE_NAMESPACE as RELEASE_NAMESPACE,
-)
-from inference_devkit.install import (
-    all_ready as all_ready,
-)
-from inference_devkit.install import (
-    caller_token as caller_token,
-)
-from inference_devkit.install import (
-    deploy_emulator as deploy_emulator,
-)
-from inference_devkit.install import (
-    diagnostics as diagnostics,
-)
-from inference_devkit.install import (
-    grant_invoke as grant_invoke,
-)
-from inference_devkit.install import (
-    helm as helm,
-)
-from inference_devkit.install import (
-    image_values as image_values,
-)
-from inference_devkit.install import (
-    install_chart as install_chart,
-)
-from inference_devkit.install import (
-    namespace as namespace,
 )
 from inference_devkit.waiting import poll
 
