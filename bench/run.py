@@ -23,7 +23,7 @@ BENCHMARKS = {"gateway": "bench.gateway", "operator": "bench.operator", "fleet":
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(add_help=False)
+    parser = argparse.ArgumentParser(prog="python -m bench.run", add_help=False)
     parser.add_argument("--only", action="append", choices=list(BENCHMARKS))
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out")
@@ -33,13 +33,16 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__)
         return 0
     only = selected.only or list(BENCHMARKS)
+    takes = only[0] if len(only) == 1 or only[0] == "gateway" else None
+    if rest and takes is None:
+        parser.error(f"{' '.join(rest)}: for one benchmark; name it alone with --only")
     command = " ".join(["python -m bench.run", *given])
     if os.environ.get("MAKELEVEL"):
         command = "make bench" + (f' BENCH_ARGS="{" ".join(given)}"' if given else "")
     shared = ["--quick"] * selected.quick + (["--out", selected.out] if selected.out else [])
     codes = []
     for name in only:
-        extra = rest if name == only[0] and (len(only) == 1 or name == "gateway") else []
+        extra = rest if name == takes else []
         codes.append(subprocess.run(
             [sys.executable, "-m", BENCHMARKS[name], *shared, *extra, "--command", command],
             cwd=ROOT, check=False).returncode)
