@@ -102,10 +102,10 @@ controlplane: binaries
 dev: binaries $(if $(findstring --prometheus,$(DEV_ARGS)),prometheus-packages)
 	$(CLI) dev $(DEV_ARGS)
 
-# Every benchmark (bench/run.py), bounded in time; results into docs/benchmarks.md.
+# Every benchmark (python -m bench.run), bounded in time; results into docs/benchmarks.md.
 bench: binaries
 	$(BIN)/pip install --quiet -e '.[bench]'
-	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

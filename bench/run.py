@@ -1,16 +1,12 @@
-"""`make bench`: every benchmark of the project, each bounded in count and time.
+"""`make bench`: every benchmark of the project, or those named with ``--only``, each in a
+process of its own (``python -m bench.MODULE``: most start a control plane, the fleet's
+throughput a whole node), each bounded in count and time and rewriting its section of
+docs/benchmarks.md.
 
-The gateway's (bench/gateway/run.py; its options pass through, see ``--help``), then the
-operator's (bench/operator/run.py), the gateway fleet's (bench/fleet/run.py), the
-gateway authentication's (bench/auth/run.py), the fleet's throughput on the local node
-(bench/fleet/throughput.py) and chat completion streaming against completion streaming
-(bench/chat/run.py), each in its own process: most run their own control plane (the
-fleet's throughput a whole node; the chat one only an emulator and a gateway). Each
-rewrites its generated section of docs/benchmarks.md.
+    python -m bench.run [--only NAME ...] [--quick] [--out DIR] [options of the one named]
 
-``--only NAME`` (repeatable: gateway, operator, fleet, auth, fleet-throughput, chat) runs only
-those; the other options go to the gateway's, or to the one benchmark selected. ``--quick``
-reaches the smoke modes of all but the operator's (it has none)."""
+``--quick`` and ``--out`` go to every benchmark; other options to the one ``--only`` names,
+or to the gateway's when several run (see ``python -m bench.gateway --help``)."""
 
 from __future__ import annotations
 
@@ -18,43 +14,38 @@ import argparse
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-# The gateway bench's modules import each other by name, as when run on their own.
-sys.path.insert(0, str(HERE / "gateway"))
+from bench.harness import ROOT
 
-import run as gateway_bench  # noqa: E402  (bench/gateway/run.py, found via the path above)
-
-BENCHMARKS = ("gateway", "operator", "fleet", "auth", "fleet-throughput", "chat")
-SCRIPTS = {"fleet": "fleet/run.py", "auth": "auth/run.py",
-           "fleet-throughput": "fleet/throughput.py", "chat": "chat/run.py"}
+BENCHMARKS = {"gateway": "bench.gateway", "operator": "bench.operator", "fleet": "bench.fleet",
+              "auth": "bench.auth", "fleet-throughput": "bench.throughput",
+              "chat": "bench.chat"}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--only", action="append", choices=BENCHMARKS)
-    selected, rest = parser.parse_known_args()
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", add_help=False)
+    parser.add_argument("--only", action="append", choices=list(BENCHMARKS))
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out")
+    given = sys.argv[1:] if argv is None else argv
+    selected, rest = parser.parse_known_args(given)
+    if "-h" in rest or "--help" in rest:
+        print(__doc__)
+        return 0
     only = selected.only or list(BENCHMARKS)
-    # Options for one benchmark alone go to it; with several, to the gateway's.
-    single = only[0] if len(only) == 1 else None
-    command = " ".join(["bench/run.py", *sys.argv[1:]])
+    takes = only[0] if len(only) == 1 or only[0] == "gateway" else None
+    if rest and takes is None:
+        parser.error(f"{' '.join(rest)}: for one benchmark; name it alone with --only")
+    command = " ".join(["python -m bench.run", *given])
     if os.environ.get("MAKELEVEL"):
-        command = "make bench" + (f' BENCH_ARGS="{" ".join(sys.argv[1:])}"'
-                                  if sys.argv[1:] else "")
+        command = "make bench" + (f' BENCH_ARGS="{" ".join(given)}"' if given else "")
+    shared = ["--quick"] * selected.quick + (["--out", selected.out] if selected.out else [])
     codes = []
-    if "gateway" in only:
-        codes.append(gateway_bench.main(rest))
-    if "operator" in only:
-        extra = rest if single == "operator" else []
+    for name in only:
+        extra = rest if name == takes else []
         codes.append(subprocess.run(
-            [sys.executable, str(HERE / "operator" / "run.py"), *extra], check=False).returncode)
-    for name, script in SCRIPTS.items():  # each with a smoke mode, and the command recorded
-        if name in only:
-            extra = rest if single == name else [a for a in rest if a == "--quick"]
-            codes.append(subprocess.run(
-                [sys.executable, str(HERE / script), *extra, "--command", command],
-                check=False).returncode)
+            [sys.executable, "-m", BENCHMARKS[name], *shared, *extra, "--command", command],
+            cwd=ROOT, check=False).returncode)
     return next((code for code in codes if code), 0)
 
 

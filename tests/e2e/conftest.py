@@ -21,7 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from e2e_support import (
+
+from inference_devkit.controlplane import binaries, images, launcher, node
+from inference_devkit.controlplane.kubectl import Kubectl
+from inference_devkit.install import (
     Installation,
     deploy_emulator,
     elapsed,
@@ -29,9 +32,6 @@ from e2e_support import (
     install_chart,
     namespace,
 )
-
-from inference_devkit.controlplane import binaries, images, launcher, node
-from inference_devkit.controlplane.kubectl import Kubectl
 from resources import endpoint, secret
 
 ENABLED = os.environ.get("INFERENCE_OPERATOR_E2E") == "1"

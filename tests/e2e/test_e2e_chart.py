@@ -11,20 +11,22 @@ import json
 import time
 
 from e2e_support import (
-    Installation,
-    all_ready,
     call_from_pod,
     caller_facing_service_accounts,
     can_i,
     completion,
-    elapsed,
-    grant_invoke,
-    helm,
-    pods,
     resource_versions,
 )
 
 from inference_devkit.controlplane.kubectl import Kubectl
+from inference_devkit.install import (
+    Installation,
+    all_ready,
+    elapsed,
+    grant_invoke,
+    helm,
+    pods,
+)
 from inference_devkit.waiting import poll
 
 

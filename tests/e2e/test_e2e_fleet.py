@@ -22,27 +22,29 @@ from typing import Any
 import aiohttp
 import pytest
 from e2e_support import (
-    EMULATOR_PORT,
-    RELEASE,
     Disruption,
-    Installation,
-    all_ready,
-    caller_token,
     completion,
-    deploy_emulator,
-    elapsed,
-    grant_invoke,
-    helm,
-    install_chart,
     logs,
-    namespace,
     parse_loop,
-    pods,
     start_client,
 )
 
 from inference_devkit.checkout import checkout_path
 from inference_devkit.controlplane.kubectl import Kubectl
+from inference_devkit.install import (
+    EMULATOR_PORT,
+    RELEASE,
+    Installation,
+    all_ready,
+    caller_token,
+    deploy_emulator,
+    elapsed,
+    grant_invoke,
+    helm,
+    install_chart,
+    namespace,
+    pods,
+)
 from inference_devkit.waiting import poll
 from resources import endpoint, secret
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 import json
 import uuid
 
-from e2e_support import finish_client, restricted_container
+from e2e_support import finish_client
 
 from inference_devkit.controlplane.kubectl import Kubectl
+from inference_devkit.install import restricted_container
 
 PROBE = """
 import importlib.util, json

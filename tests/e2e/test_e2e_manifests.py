@@ -17,15 +17,17 @@ from pathlib import Path
 import pytest
 import yaml
 from e2e_support import (
-    Installation,
     call_from_pod,
     completion,
-    diagnostics,
-    elapsed,
 )
 
 from inference_devkit.checkout import checkout_path
 from inference_devkit.controlplane.kubectl import Kubectl
+from inference_devkit.install import (
+    Installation,
+    diagnostics,
+    elapsed,
+)
 
 CHART_IMAGE = "ghcr.io/inference-operator/inference-operator"
 BASE_URL_FLAG = "--anthropic-base-url="

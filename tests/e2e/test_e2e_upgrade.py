@@ -20,22 +20,24 @@ from pathlib import Path
 import pytest
 from e2e_support import (
     Disruption,
-    Installation,
     Request,
     caller_facing_service_accounts,
     can_i,
     completion,
-    helm,
-    image_values,
-    install_chart,
     logs,
     parse_loop,
-    pods,
     start_client,
 )
 
 from inference_devkit.checkout import checkout_path
 from inference_devkit.controlplane.kubectl import Kubectl
+from inference_devkit.install import (
+    Installation,
+    helm,
+    image_values,
+    install_chart,
+    pods,
+)
 from inference_devkit.waiting import poll
 
 INTERVAL = 0.1

@@ -1,26 +1,9 @@
-"""Gateway fleet throughput on the real node: 3 replicas against 1 (issue #18).
-
-The local node (controlplane/node.py) with the project's image built from the working
-tree; the chart in ``gateway.mode=fleet``, the emulator as a Deployment (as the e2e tests
-install them, tests/e2e/e2e_support.py), caller auth as the chart's default (kubernetes:
-TokenReview + SubjectAccessReview, one ServiceAccount token), one endpoint at 1,000,000 rpm
-so the rate limiter never waits. A closed loop (bench/gateway/loadgen.py, an aiohttp client
-in this process) calls the gateway Service's ClusterIP from this host, through kube-proxy.
-
-Rounds alternate 1, 3, 1, 3, ... replicas (``kubectl scale``, then until the Service's
-EndpointSlice has that many ready endpoints and no other gateway Pod is left), each on new
-connections after a warm-up. First with the chart's resources (no CPU limit), then with
-each ``--cpu-limit`` as ``gateway.resources.limits.cpu`` (``helm upgrade --reuse-values``):
-a replica held to a share of a core, so that, where the machine has that share to give
-three times, horizontal scaling is measured rather than the machine's 2 cores. Each round
-records the CPU every consumer used (Pods' cgroups, the node's, the bench's and every
-other process in /proc, the machine in /proc/stat).
-
-Writes docs/benchmarks/fleet-throughput.json and its section of docs/benchmarks.md.
-
-    .venv/bin/python bench/run.py --only fleet-throughput [--quick]
-    .venv/bin/python bench/fleet/throughput.py [--rounds 3] [--requests 20000] [--quick]
-"""
+"""Gateway fleet throughput on the local node: 3 replicas against 1, first with the chart's
+resources (no CPU limit), then with each ``--cpu-limit`` per replica (so that horizontal
+scaling is measured rather than the machine's cores); each round records the CPU every
+consumer used. The project's image built from the working tree, the chart in
+``gateway.mode=fleet``, the emulator as a Deployment, a closed loop from this host to the
+gateway Service's ClusterIP through kube-proxy. docs/benchmarks.md says how it runs."""
 
 from __future__ import annotations
 
@@ -28,45 +11,37 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: common, fleet, gateway
-# tests/e2e/e2e_support.py: the node's install as the end-to-end tests do it.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "e2e"))
-from common import save_results, splice_section
-from e2e_support import (
+from bench import harness
+from bench.harness import endpoint_manifest, step
+from bench.loadgen import Target, closed_loop
+from inference_devkit import procfs
+from inference_devkit.checkout import checkout_path
+from inference_devkit.controlplane import binaries, images, node
+from inference_devkit.controlplane.kubectl import Kubectl, KubectlError
+from inference_devkit.install import (
     RELEASE,
     RELEASE_NAMESPACE,
     all_ready,
     caller_token,
     deploy_emulator,
-    endpoint,
     grant_invoke,
     helm,
     install_chart,
     namespace,
     pods,
 )
-from fleet.run import machine, step
-from gateway.loadgen import Target, closed_loop
-
-from inference_devkit import procfs
-from inference_devkit.checkout import checkout_path
-from inference_devkit.controlplane import binaries, images, node
-from inference_devkit.controlplane.kubectl import Kubectl, KubectlError
 from inference_devkit.waiting import poll
 
-ROOT = Path(__file__).resolve().parents[2]
+NAME, HEADING = "fleet-throughput", "Gateway fleet throughput"
 RPM = 1_000_000  # far above any rate here: the limiter never queues a request
 INFERENCE_ID = "bench-throughput"
 TARGET_RATIO = 2.5
@@ -74,6 +49,13 @@ CGROUP = Path("/sys/fs/cgroup")
 TICK = os.sysconf("SC_CLK_TCK")
 # Host processes of the node, by the name it starts them with (the rest of ours are Pods).
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager")
+OPTIONS = harness.options("""
+    --rounds 3 1           alternations of 1 and 3
+    --requests 20000 3000  per round
+    --time-limit 30.0 8.0  seconds per round
+    --warmup 300 100       uncounted calls per round
+    --concurrency 64 64
+""")
 
 
 # -- CPU accounting ------------------------------------------------------------------------
@@ -325,8 +307,8 @@ def setup(running: node.Node, kubectl: Kubectl, image: str) -> tuple[Fleet, Targ
                                           "gateway.mode=fleet", "gateway.replicas=1"))
         team, caller = namespace(kubectl, "bench-team"), namespace(kubectl, "bench-caller")
         grant_invoke(kubectl, installation, team, caller)
-        body = endpoint("throughput", INFERENCE_ID, "anthropic")
-        body["spec"]["service_settings"]["rate_limit"]["requests_per_minute"] = RPM
+        body = endpoint_manifest("throughput", rpm=RPM)
+        body["spec"]["inference_id"] = INFERENCE_ID
         kubectl.apply([{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "anthropic"},
                         "stringData": {"api_key": "sk-ant-bench-throughput"}}, body], team)
         kubectl.wait_for_condition("iep/throughput", "Ready", team, timeout=90)
@@ -402,188 +384,95 @@ def alternation(args: argparse.Namespace, fleet: Fleet, target: Target, meter: C
             "met": ratio >= TARGET_RATIO}
 
 
-# -- the report ----------------------------------------------------------------------------
-
-START = "<!-- fleet-throughput-bench:start (generated by bench/fleet/throughput.py) -->"
-END = "<!-- fleet-throughput-bench:end -->"
-
-
-def median_of(variant: dict[str, Any], replicas: int, value: Any) -> float:
-    """The median over the variant's rounds with ``replicas`` of ``value(round)``."""
-    return statistics.median(value(r) for r in variant["rounds"] if r["replicas"] == replicas)
-
-
-def cores_of(key: str) -> Any:
-    return lambda r: r["cores"][key]
-
-
-def throttled(r: dict[str, Any]) -> float:
-    shares = r["cores"]["gateway_periods_throttled"].values()
-    return statistics.fmean(shares) if shares else 0.0
-
-
-def rest(cores: dict[str, Any]) -> float:
-    return cores["kernel threads"] + cores["unaccounted"]
-
-
 def section(result: dict[str, Any]) -> str:
     run, setup_, variants = result["run"], result["setup"], result["variants"]
-    info, nproc = run["machine"], run["machine"]["nproc"]
-    lines = [
-        f"`{run['command']}` on {info['cpu']} ({nproc} cores, `nproc`), "
-        f"{info['memory_gib']} GiB, Python {info['python']}, {run['date']}; load average "
-        f"{info['load_average_start'][0]:.1f} at the start, {info['load_average_end'][0]:.1f} "
-        f"at the end; {run['duration_seconds']} s.",
-        "",
-        f"The local node; the chart in `gateway.mode=fleet` (auth `kubernetes`, the chart's "
-        f"default: one ServiceAccount token, TokenReview + SubjectAccessReview cached 10 s; "
-        f"access log on), the emulator as a Deployment, one endpoint at {RPM:,} rpm. Load: a "
-        f"closed loop of {setup_['concurrency']} concurrent callers (aiohttp, in the bench "
-        f"process on this host) against the gateway Service's ClusterIP through kube-proxy, "
-        f"{setup_['requests']:,} requests or {setup_['time_limit_s']:g} s per round after "
-        f"{setup_['warmup']} warm-up calls, on new connections each round. Rounds alternate "
-        f"1 and 3 replicas (`kubectl scale`, then until the EndpointSlice and kube-proxy's "
-        f"rules have that many ready endpoints and no other gateway Pod is left). CPU in "
-        f"cores (CPU seconds per second of the round): Pods from their cgroups, processes "
-        f"from /proc, the machine from /proc/stat; \"other processes\" are those on this "
-        f"machine that are not this run's (other work sharing it), \"rest\" kernel threads "
-        f"and what no process read accounts for. Throttled: the share of CFS periods in "
-        f"which a replica hit its CPU limit.",
-        "",
-        "| CPU limit per replica | round | replicas | req/s | p50 / p99 ms | errors | "
-        "gateways (cores each) | throttled | emulator | load tool | node agents + control "
-        "plane | other processes | rest | machine busy |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for variant in variants:
-        limit = variant["cpu_limit"] or "none"
-        for r in variant["rounds"]:
-            c = r["cores"]
-            each = " + ".join(f"{v:.2f}" for v in c["gateways"].values())
-            hit = " / ".join(f"{v:.0%}" for v in c["gateway_periods_throttled"].values())
-            lines.append(
-                f"| {limit} | {r['round']} | {r['replicas']} | {r['rps']:.0f} | "
-                f"{r['p50_ms']:.0f} / {r['p99_ms']:.0f} | {r['errors']} | {each} | "
-                f"{hit if variant['cpu_limit'] else ''} | {c['emulator']:.2f} | "
-                f"{c['load tool']:.2f} | {c['node agents'] + c['control plane']:.2f} | "
-                f"{c['other processes']:.2f} | {rest(c):.2f} | "
-                f"{c['machine_busy']:.2f} of {nproc} |")
-    lines += ["", "| CPU limit per replica | 1 replica (median) | 3 replicas (median) | "
-              "ratio 3:1 | each alternation | target | |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
-    for variant in variants:
-        median = variant["median_rps"]
-        lines.append(
-            f"| {variant['cpu_limit'] or 'none (the chart default: a 100m request)'} | "
-            f"{median['1']:.0f} req/s | {median['3']:.0f} req/s | {variant['ratio']:.2f}x | "
-            f"{', '.join(f'{x:.2f}x' for x in variant['ratio_per_alternation'])} | "
-            f"≥ {TARGET_RATIO}x | {'met' if variant['met'] else '**not met**'} |")
+    if not variants:
+        return f"{harness.machine_line(run)}\n\nNot run: {result['skipped']}."
+    nproc = run["machine"]["cores"]
 
-    free = variants[0]
-    busy = [median_of(free, n, cores_of("machine_busy")) for n in (1, 3)]
-    gateways = [median_of(free, n, cores_of("gateways_total")) for n in (1, 3)]
-    ours = [median_of(free, n, cores_of("ours")) for n in (1, 3)]
-    others = [median_of(free, n, cores_of("other processes")) for n in (1, 3)]
-    per_request = [median_of(free, n, lambda r: 1000 * r["cores"]["ours"] / r["rps"])
-                   for n in (1, 3)]
-    gateway_ms = [median_of(free, n, lambda r: 1000 * r["cores"]["gateways_total"] / r["rps"])
-                  for n in (1, 3)]
+    def median(variant: dict[str, Any], replicas: int, value: Any) -> float:
+        return statistics.median(value(r) for r in variant["rounds"]
+                                 if r["replicas"] == replicas)
+
+    def throttled(r: dict[str, Any]) -> float:
+        shares = r["cores"]["gateway_periods_throttled"].values()
+        return statistics.fmean(shares) if shares else 0.0
+
+    rounds = [(v["cpu_limit"] or "none", r["round"], r["replicas"], f"{r['rps']:.0f}",
+               f"{r['p50_ms']:.0f} / {r['p99_ms']:.0f}", r["errors"],
+               " + ".join(f"{x:.2f}" for x in c["gateways"].values()),
+               " / ".join(f"{x:.0%}" for x in c["gateway_periods_throttled"].values())
+               if v["cpu_limit"] else "", f"{c['emulator']:.2f}", f"{c['load tool']:.2f}",
+               f"{c['node agents'] + c['control plane']:.2f}", f"{c['other processes']:.2f}",
+               f"{c['kernel threads'] + c['unaccounted']:.2f}",
+               f"{c['machine_busy']:.2f} of {nproc}")
+              for v in variants for r in v["rounds"] for c in [r["cores"]]]
+    ratios = [(v["cpu_limit"] or "none (the chart default: a 100m request)",
+               f"{v['median_rps']['1']:.0f} req/s", f"{v['median_rps']['3']:.0f} req/s",
+               f"{v['ratio']:.2f}x", ", ".join(f"{x:.2f}x" for x in v["ratio_per_alternation"]),
+               f"≥ {TARGET_RATIO}x", harness.mark(v["met"])) for v in variants]
+    medians = [(v["cpu_limit"] or "none", n,
+                *(f"{median(v, n, lambda r, k=k: r['cores'][k]):.2f}"
+                  for k in ("machine_busy", "gateways_total", "ours", "other processes")),
+                *(f"{median(v, n, lambda r, k=k: 1000 * r['cores'][k] / r['rps']):.2f}"
+                  for k in ("ours", "gateways_total")),
+                f"{median(v, n, throttled):.0%}" if v["cpu_limit"] else "",
+                f"{median(v, n, lambda r: r['p50_ms']):.0f}")
+               for v in variants for n in (1, 3)]
     load: dict[str, float] = {}
     for r in (r for v in variants for r in v["rounds"]):
         for other in r["cores"]["busiest_other_processes"]:
             load[other["command"]] = load.get(other["command"], 0) + other["cores"]
-    busiest = ("; the busiest: " + "; ".join(
-        f"`{c}`" for c in sorted(load, key=load.get, reverse=True)[:2])
-        if max(others) >= 0.1 else "")
-    lines += [
-        "",
-        f"**What limits it.** Without a CPU limit the machine was {busy[0]:.2f} (1 replica) "
-        f"and {busy[1]:.2f} (3 replicas) of its {nproc} cores busy (medians): one replica's "
-        f"process used {gateways[0]:.2f} of the one core it can use, three used "
-        f"{gateways[1]:.2f} together, and at most {nproc - busy[0]:.2f} of a core was idle "
-        f"for more replicas to take. This run's processes used {ours[0]:.2f} / {ours[1]:.2f} "
-        f"cores (1 / 3 replicas: gateways, emulator, load tool, kubelet, kube-proxy, "
-        f"containerd and the shims that carry the access logs, the control plane), other "
-        f"processes on the machine {others[0]:.2f} / {others[1]:.2f}{busiest}. Per request "
-        f"this run spent {per_request[0]:.2f} ms of CPU with one replica and "
-        f"{per_request[1]:.2f} ms with three (the gateways alone {gateway_ms[0]:.2f} / "
-        f"{gateway_ms[1]:.2f} ms): with the CPU all taken, req/s follows the CPU per "
-        f"request, not the replicas"
-        + ("; and with more busy processes than cores, each woken for fewer requests, "
-           "every request costs more." if per_request[1] > 1.05 * per_request[0] else "."),
-    ]
-    for variant in variants[1:]:
-        hit = [median_of(variant, n, throttled) for n in (1, 3)]
-        busy3 = median_of(variant, 3, cores_of("machine_busy"))
-        ms = [median_of(variant, n, lambda r: 1000 * r["cores"]["gateways_total"] / r["rps"])
-              for n in (1, 3)]
-        p50 = [median_of(variant, n, lambda r: r["p50_ms"]) for n in (1, 3)]
-        if hit[1] < 0.5:
-            verdict = ("three replicas seldom reached their quota: short of the machine's "
-                       "CPU, not of their limit, so the machine bounds this ratio too")
-        elif variant["met"] or ms[1] <= 1.05 * ms[0]:
-            verdict = "each replica was held by its quota: this ratio is horizontal scaling"
-        else:
-            verdict = (f"each replica was held by its quota, so not the machine but the "
-                       f"gateways' CPU per request, {ms[0]:.2f} ms at 1 replica against "
-                       f"{ms[1]:.2f} ms at 3, keeps the ratio under 3x (the one replica, "
-                       f"p50 {p50[0]:.0f} ms against {p50[1]:.0f} ms, has more requests "
-                       f"waiting each time it runs)")
-        lines.append(
-            f"With a {variant['cpu_limit']} limit one replica was throttled in {hit[0]:.0%} "
-            f"of its periods and served {variant['median_rps']['1']:.0f} req/s; three were "
-            f"throttled in {hit[1]:.0%} and served {variant['median_rps']['3']:.0f} req/s "
-            f"({variant['ratio']:.2f}x), the machine {busy3:.2f} of {nproc} busy: {verdict}.")
-    return "\n".join(lines)
+    return "\n".join([
+        harness.machine_line(run), "",
+        f"Load: {setup_['concurrency']} concurrent callers, {setup_['requests']:,} requests "
+        f"or {setup_['time_limit_s']:g} s per round after {setup_['warmup']} warm-up calls, "
+        f"one endpoint at {RPM:,} rpm. CPU in cores (CPU seconds per second of the round); "
+        "\"rest\": kernel threads and what no process read accounts for; throttled: the "
+        "share of CFS periods in which a replica hit its CPU limit.", "",
+        *harness.table(("CPU limit per replica", "round", "replicas", "req/s", "p50 / p99 ms",
+                        "errors", "gateways (cores each)", "throttled", "emulator",
+                        "load tool", "node agents + control plane", "other processes",
+                        "rest", "machine busy"), rounds), "",
+        *harness.table(("CPU limit per replica", "1 replica (median)", "3 replicas (median)",
+                        "ratio 3:1", "each alternation", "target", ""), ratios), "",
+        "**What limits it** (medians of the rounds; \"this run\": gateways, emulator, load "
+        "tool, kubelet, kube-proxy, containerd and its shims, the control plane):", "",
+        *harness.table(("CPU limit per replica", "replicas", "machine busy (cores)",
+                        "gateways", "this run", "other processes", "CPU ms per request",
+                        "gateways' CPU ms per request", "throttled", "p50 ms"), medians), "",
+        "The busiest other processes: " + (", ".join(
+            f"`{c}`" for c in sorted(load, key=load.__getitem__, reverse=True)[:2]) or "none")
+        + "."])
 
 
-def write_report(path: Path, result: dict[str, Any]) -> None:
-    splice_section(path, START, END, f"{START}\n{section(result)}\n{END}",
-                   "Gateway fleet throughput")
+def options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cpu-limit", action="append",
+        help="gateway.resources.limits.cpu of a further alternation, after the one without, "
+             "in millicores as the API shows it (repeatable; default: 250m, then 100m)")
 
 
-# -- main ----------------------------------------------------------------------------------
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3, help="alternations of 1 and 3")
-    parser.add_argument("--requests", type=int, default=20000, help="per round")
-    parser.add_argument("--time-limit", type=float, default=30.0, help="seconds per round")
-    parser.add_argument("--warmup", type=int, default=300, help="uncounted calls per round")
-    parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--cpu-limit", action="append",
-                        help="gateway.resources.limits.cpu of a further alternation, after "
-                             "the one without, in millicores as the API shows it (repeatable; "
-                             "default: 250m, then 100m)")
-    parser.add_argument("--quick", action="store_true",
-                        help="a smoke run: one alternation per variant, 3,000 requests or "
-                             "8 s a round; results not written to docs/")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs",
-                        help="where benchmarks.md lives (the JSON goes to its benchmarks/)")
-    parser.add_argument("--command", help=argparse.SUPPRESS)  # as bench/run.py was called
-    args = parser.parse_args(argv)
+def invalid(args: argparse.Namespace) -> str | None:
     args.cpu_limit = args.cpu_limit or ["250m", "100m"]
-    if args.quick:
-        args.rounds, args.requests, args.time_limit, args.warmup = 1, 3000, 8.0, 100
-        args.out = Path(tempfile.mkdtemp(prefix="fleet-throughput-quick-"))
     if args.rounds < 1 or args.requests < 1 or not 1 <= args.time_limit <= 300:
-        parser.error("--rounds and --requests at least 1, --time-limit 1 to 300 seconds")
-    return args
+        return "--rounds and --requests at least 1, --time-limit 1 to 300 seconds"
+    return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    given = sys.argv[1:] if argv is None else argv
-    command = args.command or " ".join(["bench/fleet/throughput.py", *given])
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    setup_ = {"concurrency": args.concurrency, "requests": args.requests,
+              "time_limit_s": args.time_limit, "warmup": args.warmup, "rpm": RPM,
+              "target": "the gateway Service's ClusterIP, through kube-proxy"}
     try:
         node.check_supported()
-    except node.NodeUnavailable as error:  # as the e2e tests skip: say why, fail nothing
-        print(f"fleet throughput skipped: {error}", file=sys.stderr)
-        return 0
-    began, info = datetime.now(UTC), machine()
-    # SIGTERM (a CI timeout, kill) unwinds like Ctrl-C, so the node is stopped.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        # A smoke run starts no node: building the image and the node takes minutes.
+        skipped = "--quick starts no node" if args.quick else None
+    except node.NodeUnavailable as error:  # as the end-to-end tests skip: say why
+        skipped = str(error)
+    if skipped:
+        step(f"fleet throughput skipped: {skipped}")
+        return {"setup": setup_, "variants": [], "skipped": skipped}
     step("the project's image, from the working tree")
     archive = images.build_project_image(sys.stderr)  # before the node: nothing to undo
     step("the local node")
@@ -603,18 +492,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         step("stopping the node")
         running.stop()
-        left = running.leftovers()
-        if left:
+        if left := running.leftovers():
             print(f"the node left behind: {left}", file=sys.stderr)
-    info["load_average_end"] = os.getloadavg()
-    parts = {"setup": {"concurrency": args.concurrency, "requests": args.requests,
-                       "time_limit_s": args.time_limit, "warmup": args.warmup, "rpm": RPM,
-                       "target": "the gateway Service's ClusterIP, through kube-proxy"},
-             "variants": variants}
-    output = save_results(args, "fleet-throughput", command, began, info, parts, write_report)
-    step(f"results: {output}, {args.out / 'benchmarks.md'}")
-    return 0
+    return {"setup": setup_, "variants": variants}
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(harness.main(sys.modules[__name__]))

@@ -1,6 +1,6 @@
 """LiteLLM proxy as the peer: installed by the bench into its own throwaway venv under
 ``.cache/`` (never a dependency of the product) and run offline, one worker, against the
-same emulator (setup from ../shared/reference/gateway-peer-measurements.md)."""
+same emulator."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from common import install_venv
 
+from bench.harness import install_venv
 from inference_devkit.devstack.processes import ProcessFailed, Service
 
 # The version measured in the reference; --litellm-spec picks another.
