@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from inference_devkit.controlplane import binaries, launcher
+from inference_devkit.controlplane import binaries, harnessstate, launcher
 from inference_devkit.controlplane.kubectl import Kubectl, KubectlError
 from inference_devkit.devstack.processes import Service
 from inference_devkit.waiting import poll
@@ -232,3 +233,45 @@ def test_controlplane_command_serves_until_ctrl_c_and_leaves_nothing(tmp_path, k
     assert _processes_mentioning(data_dir) == []
     assert not Path(data_dir).exists()
     assert not kubeconfig.exists()
+
+
+def test_the_next_controlplane_command_cleans_up_after_a_killed_one(tmp_path):
+    state = tmp_path / "state"  # its own: harnesses of other sessions stay out of it
+    env = {"USE_EXISTING_CLUSTER": None, harnessstate.STATE_DIR_ENV: str(state)}
+
+    def start(name: str) -> tuple[Service, str]:
+        command = Service(name, ["controlplane", "--kubeconfig", str(tmp_path / name)],
+                          tmp_path / f"{name}.log", env=env)
+        command.start()
+        output = poll(lambda: "Ctrl-C" in command.log_text() and command.log_text(),
+                      timeout=120, message=f"{name} controlplane never said it was ready")
+        return command, next(line.split(":", 1)[1].strip()
+                             for line in output.splitlines() if line.startswith("data:"))
+
+    first, first_dir = start("first")
+    try:
+        first.kill()  # SIGKILL; its children lead sessions of their own and stay
+        assert _processes_mentioning(first_dir), "a killed harness leaves its processes"
+        second, second_dir = start("second")
+        try:
+            assert re.search(
+                rf"^cleaned up after a control plane whose harness died \(pid {first.pid}\): "
+                r"\d processes \(etcd, kube-apiserver.*\).*, work dir ", second.log_text(),
+                re.M), second.log_text()
+            assert _processes_mentioning(first_dir) == []
+            assert not Path(first_dir).exists()
+            assert second.popen is not None
+            second.popen.send_signal(signal.SIGINT)
+            assert second.popen.wait(60) == 0
+        finally:
+            second.kill()
+    finally:
+        first.kill()
+    assert _processes_mentioning(second_dir) == []
+    assert list(state.iterdir()) == []
+    cgroups = harnessstate.cgroup2_root()
+    if cgroups is not None:
+        parent = cgroups / harnessstate.CGROUP_PARENT
+        mine = [p for p in parent.glob("controlplane-*")
+                if p.name.split("-")[1] in (str(first.pid), str(second.pid))]
+        assert mine == []

@@ -53,7 +53,14 @@ def _unavailable() -> str | None:
     return None
 
 
+# Starts and kills nodes of its own: it runs first, before any test has started the
+# session's node (`cluster`, started on first use), as only one node fits on a machine.
+HARNESS_CLEANUP = "tests/e2e/test_e2e_harness_cleanup.py"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    first = [i for i in items if str(i.fspath).replace(os.sep, "/").endswith(HARNESS_CLEANUP)]
+    items[:] = first + [i for i in items if i not in first]
     reason = _unavailable()
     if reason is None:
         return

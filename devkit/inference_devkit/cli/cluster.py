@@ -75,15 +75,33 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     stop = threading.Event()
+    up = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        # While starting, stop at once (node.start stops what it has started); once up,
+        # the loop below tears down; a second signal then changes nothing.
+        if not up.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, on_signal)
+    cluster: node.Node | None = None
     try:
         # Built before the node starts, so a failed build leaves nothing to clean up.
         built = None if args.no_image else _build_image(args)
         cluster = node.start(out=sys.stderr)
+        up.set()
     except (node.NodeError, images.ImageError, binaries.BinaryUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        up.set()
+        if cluster is not None:  # the signal came just after the start
+            cluster.stop()
+        print("interrupted while starting; stopped", file=sys.stderr)
+        return 130
+    assert cluster is not None
     kubeconfig = Path(args.kubeconfig).resolve()
     try:
         if built is not None:

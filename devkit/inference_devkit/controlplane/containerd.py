@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from inference_devkit.controlplane import hostcleanup
+from inference_devkit.controlplane.harnessstate import Harness
 from inference_devkit.controlplane.launcher import _Process, tail
 from inference_devkit.controlplane.network import NodeNetwork
 from inference_devkit.waiting import poll
@@ -49,6 +51,7 @@ class Containerd:
     network: NodeNetwork
     sandbox_image: str
     process: _Process | None = None
+    harness: Harness | None = None
 
     @property
     def socket(self) -> Path:
@@ -128,7 +131,10 @@ class Containerd:
         self.network.write_cni_config(self.work_dir / "cni")
         config_path = self.work_dir / "config.toml"
         config_path.write_text(self.config(find_cni_bin_dir(), runc))
-        self.process = _Process("containerd", self.work_dir / "containerd.log")
+        if self.harness is not None:
+            self.harness.record(containerd_socket=str(self.socket))
+        self.process = _Process("containerd", self.work_dir / "containerd.log",
+                                harness=self.harness)
         self.process.start([containerd, "--config", str(config_path)])
         try:
             poll(self._serving, timeout=READY_TIMEOUT_SECONDS, interval=0.2,
@@ -168,38 +174,35 @@ class Containerd:
     def shim_pids(self) -> list[int]:
         """The runc shims of this containerd: started with its socket in their argv
         (shims daemonize, so they are not our children)."""
-        marker = str(self.socket).encode()
-        pids = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                argv = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"containerd-shim" in argv and marker in argv:
-                pids.append(int(entry.name))
-        return pids
+        return hostcleanup.pids_with_argv(str(self.socket), b"containerd-shim")
 
-    def remove_all_containers(self) -> None:
+    def remove_all_containers(self, deadline: float) -> None:
         """Last resort after kubelet has stopped its pods: kill what is left, so no
-        shim outlives the node."""
-        tasks = self.ctr("tasks", "list", "--quiet", check=False).stdout.split()
-        for task in tasks:
-            self.ctr("tasks", "kill", "--signal", "SIGKILL", task, check=False, timeout=30)
-        for task in tasks:
-            self.ctr("tasks", "delete", "--force", task, check=False, timeout=30)
-        for container in self.ctr("containers", "list", "--quiet", check=False).stdout.split():
-            self.ctr("containers", "delete", container, check=False, timeout=30)
+        shim outlives the node; until ``deadline`` (monotonic), then the caller kills."""
+        def ctr(*args: str) -> None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise subprocess.TimeoutExpired(["ctr", *args], 0)
+            self.ctr(*args, check=False, timeout=min(30, remaining))
 
-    def stop(self) -> None:
+        tasks = self.ctr("tasks", "list", "--quiet", check=False, timeout=10).stdout.split()
+        for task in tasks:
+            ctr("tasks", "kill", "--signal", "SIGKILL", task)
+        for task in tasks:
+            ctr("tasks", "delete", "--force", task)
+        for container in self.ctr("containers", "list", "--quiet", check=False,
+                                  timeout=10).stdout.split():
+            ctr("containers", "delete", container)
+
+    def stop(self, deadline: float | None = None) -> None:
+        deadline = time.monotonic() + 60 if deadline is None else deadline
         if self.process is not None and self.process.running():
             try:
-                self.remove_all_containers()
+                self.remove_all_containers(deadline)
             except (subprocess.TimeoutExpired, OSError):
                 pass
         if self.process is not None:
-            self.process.stop()
+            self.process.stop(grace=max(1.0, min(10.0, deadline - time.monotonic())))
         for pid in self.shim_pids():
             try:
                 os.kill(pid, signal.SIGKILL)

@@ -26,6 +26,7 @@ from inference_devkit.controlplane.certs import (
     write_cert_material,
     write_client_cert,
 )
+from inference_devkit.controlplane.harnessstate import Harness, clean_up_dead
 from inference_devkit.controlplane.kubeconfig import write_admin_kubeconfig
 from inference_devkit.controlplane.network import NodeNetwork
 from inference_devkit.loopback import free_port
@@ -53,6 +54,7 @@ class _Process:
     popen: subprocess.Popen[bytes] | None = None
     _log_file: IO[bytes] | None = None
     argv: list[str] = field(default_factory=list)  # kept, so a restart reuses flags and ports
+    harness: Harness | None = None  # records it, and holds it in its cgroup
 
     def start(self, argv: list[str] | None = None) -> None:
         """Start with ``argv``, or, without it, restart with the argv of the last start
@@ -66,6 +68,8 @@ class _Process:
             self.argv, stdout=self._log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+        if self.harness is not None:
+            self.harness.adopt(self.name, self.popen.pid)
 
     def running(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
@@ -94,6 +98,7 @@ class ControlPlane:
     startup_seconds: float = 0.0
     processes: list[_Process] = field(default_factory=list)
     keep_work_dir: bool = False
+    harness: Harness | None = None  # its own (closed by stop), or a node's (None here)
 
     @property
     def is_local(self) -> bool:
@@ -124,12 +129,15 @@ class ControlPlane:
             process.start()
         _wait_ready(self, time.monotonic() + READY_TIMEOUT_SECONDS)
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 10.0) -> None:
         # API server first, so it does not spin on a vanished etcd.
         for process in reversed(self.processes):
-            process.stop()
+            process.stop(grace)
         if self.work_dir is not None and not self.keep_work_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)
+        if self.harness is not None:
+            self.harness.close()
+            self.harness = None
 
     def __enter__(self) -> ControlPlane:
         return self
@@ -268,7 +276,7 @@ def _controller_manager_argv(binary: Path, kubeconfig: Path, work_dir: Path,
 
 def start(
     work_dir: Path | None = None, out: IO[str] = sys.stderr, *, controllers: bool = True,
-    node_network: NodeNetwork | None = None,
+    node_network: NodeNetwork | None = None, harness: Harness | None = None,
 ) -> ControlPlane:
     """Start etcd and kube-apiserver on free loopback ports; returns once /readyz is ok.
     With ``controllers`` (and the binary at hand) kube-controller-manager runs the
@@ -278,16 +286,25 @@ def start(
     listens on the node's address and serves a cluster a real kubelet can join, and the
     controller-manager runs the controllers Pods need.
 
+    A harness of its own (harnessstate.py) records what it starts, after cleaning up
+    after any harness that died; a node passes its own ``harness`` instead, and it has
+    cleaned up already.
+
     Honours ``USE_EXISTING_CLUSTER=true`` (with ``KUBECONFIG``): nothing is started.
     """
     if os.environ.get("USE_EXISTING_CLUSTER", "").lower() == "true":
         return existing_cluster()
+    if harness is None:
+        clean_up_dead(out)
 
     paths = binaries.resolve_all(out=out)
     began = time.monotonic()
     keep = work_dir is not None
     work_dir = Path(work_dir or tempfile.mkdtemp(prefix="inference-operator-cp-"))
     work_dir.mkdir(parents=True, exist_ok=True)
+    own = None if harness is not None else Harness.open(
+        "controlplane", work_dir, remove_work_dir=not keep)
+    harness = harness or own
     extra_ips = () if node_network is None else (
         node_network.node_ip, node_network.kubernetes_service_ip)
     certs = write_cert_material(work_dir / "pki", extra_ips)
@@ -300,9 +317,10 @@ def start(
         work_dir=work_dir,
         certs=certs,
         keep_work_dir=keep,
+        harness=own,
     )
-    etcd = _Process("etcd", work_dir / "etcd.log")
-    apiserver = _Process("kube-apiserver", work_dir / "kube-apiserver.log")
+    etcd = _Process("etcd", work_dir / "etcd.log", harness=harness)
+    apiserver = _Process("kube-apiserver", work_dir / "kube-apiserver.log", harness=harness)
     plane.processes = [etcd, apiserver]
     try:
         etcd.start(_etcd_argv(paths["etcd"], work_dir / "etcd-data", etcd_port, etcd_peer_port))
@@ -315,7 +333,8 @@ def start(
         manager = _optional_binary(binaries.CONTROLLER_MANAGER) if controllers else None
         if manager is not None:
             controller_manager = _Process(
-                binaries.CONTROLLER_MANAGER, work_dir / "kube-controller-manager.log"
+                binaries.CONTROLLER_MANAGER, work_dir / "kube-controller-manager.log",
+                harness=harness,
             )
             plane.processes.append(controller_manager)
             controller_manager.start(

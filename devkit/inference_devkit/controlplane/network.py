@@ -96,10 +96,8 @@ def bridge_exists(name: str) -> bool:
 def create_bridge(network: NodeNetwork) -> None:
     """The bridge with the node address, up, before anything binds to that address."""
     if bridge_exists(network.bridge):
-        raise NetworkError(
-            f"interface {network.bridge} already exists: another node of this harness is "
-            f"running (or one was not cleaned up: `ip link del {network.bridge}`)"
-        )
+        # node.start says whose it is before it gets here.
+        raise NetworkError(f"interface {network.bridge} already exists")
     prefix = ipaddress.ip_network(network.pod_cidr).prefixlen
     _run("ip", "link", "add", network.bridge, "type", "bridge")
     _run("ip", "addr", "add", f"{network.node_ip}/{prefix}", "dev", network.bridge)
@@ -129,10 +127,12 @@ def iptables_chains() -> set[tuple[str, str]]:
     return chains
 
 
-def remove_new_chains(before: set[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Remove the chains created since ``before`` (and the rules that jump to them from
-    chains that were there already). Returns what is still left."""
-    new = iptables_chains() - before
+def remove_new_chains(before: set[tuple[str, str]], only: tuple[str, ...] = ("",)
+                      ) -> list[tuple[str, str]]:
+    """Remove the chains created since ``before`` whose names start with one of ``only``
+    (and the rules that jump to them from chains that were there already). Returns what
+    is still left."""
+    new = {c for c in iptables_chains() - before if c[1].startswith(only)}
     for table in {t for t, _ in new}:
         mine = {chain for t, chain in new if t == table}
         listing = _run("iptables", "-w", "-t", table, "-S", check=False).stdout.splitlines()
@@ -147,4 +147,4 @@ def remove_new_chains(before: set[tuple[str, str]]) -> list[tuple[str, str]]:
             _run("iptables", "-w", "-t", table, "-F", chain, check=False)
         for chain in mine:
             _run("iptables", "-w", "-t", table, "-X", chain, check=False)
-    return sorted(iptables_chains() - before)
+    return sorted(c for c in iptables_chains() - before if c[1].startswith(only))

@@ -6,8 +6,12 @@ Order matters both ways. Up: bridge (the API server binds to its address) -> con
 plane -> containerd + pause image -> scheduler, kubelet, kube-proxy -> node Ready.
 Down: no new Pods (scheduler and controllers stop) -> every Pod deleted, so kubelet
 tears each sandbox down through CNI (veths, IPs) -> kubelet, kube-proxy (and its
-``--cleanup``) -> containerd and any shim left -> mounts, cgroups, bridge, the iptables
-chains that appeared -> control plane. ``leftovers()`` says what, if anything, remains.
+``--cleanup``) -> containerd and any shim left -> control plane, within
+``STOP_BUDGET_SECONDS`` -> whatever still runs is killed -> mounts, cgroups, bridge, the
+iptables chains that appeared. ``leftovers()`` says what, if anything, remains.
+
+A state file (harnessstate.py) records all of it as it starts, so that the next start
+cleans up after a harness that was killed before it could.
 """
 
 from __future__ import annotations
@@ -29,7 +33,15 @@ from typing import IO, Any
 
 import yaml
 
-from inference_devkit.controlplane import binaries, dns, hostcleanup, images, launcher, network
+from inference_devkit.controlplane import (
+    binaries,
+    dns,
+    harnessstate,
+    hostcleanup,
+    images,
+    launcher,
+    network,
+)
 from inference_devkit.controlplane.certs import write_client_cert
 from inference_devkit.controlplane.containerd import Containerd
 from inference_devkit.controlplane.kubectl import Kubectl
@@ -40,6 +52,9 @@ from inference_devkit.waiting import poll
 NODE_NAME = "inference-operator-node"
 NODE_READY_TIMEOUT_SECONDS = 120.0
 POD_TEARDOWN_TIMEOUT_SECONDS = 60.0
+# Ctrl-C and SIGTERM stop everything within 60 s: the orderly part gets this long, then
+# whatever is left of the harness is killed.
+STOP_BUDGET_SECONDS = 40.0
 HOST_TOOLS = ("containerd", "containerd-shim-runc-v2", "runc", "ctr", "iptables", "ip")
 
 
@@ -88,6 +103,7 @@ class Node:
     work_dir: Path
     containerd: Containerd
     chains_before: set[tuple[str, str]]
+    harness: harnessstate.Harness
     processes: list[_Process] = field(default_factory=list)
     ready_seconds: float = 0.0
     keep_work_dir: bool = False
@@ -133,7 +149,7 @@ class Node:
         self.containerd.import_image(archive)
 
     # --- teardown ---
-    def _delete_all_pods(self) -> None:
+    def _delete_all_pods(self, timeout: float) -> None:
         try:
             namespaces = self.api("GET", "/api/v1/namespaces")["items"]
             for namespace in namespaces:
@@ -148,38 +164,51 @@ class Node:
             return not pods and not sandboxes.stdout.split()
 
         try:
-            poll(no_sandboxes, timeout=POD_TEARDOWN_TIMEOUT_SECONDS, interval=0.5)
+            poll(no_sandboxes, timeout=timeout, interval=0.5)
         except (TimeoutError, urllib.error.URLError, OSError):
             pass  # what is left is killed below
 
     def stop(self) -> None:
+        deadline = time.monotonic() + STOP_BUDGET_SECONDS
+
+        def grace(most: float) -> float:
+            return max(1.0, min(most, deadline - time.monotonic()))
+
         by_name = {p.name: p for p in self.plane.processes}
         # No new Pods while the old ones go: the scheduler and the controllers first.
         for name in ("kube-scheduler",):
             for process in self.processes:
                 if process.name == name:
-                    process.stop()
+                    process.stop(grace(5))
         if binaries.CONTROLLER_MANAGER in by_name:
-            by_name[binaries.CONTROLLER_MANAGER].stop()
+            by_name[binaries.CONTROLLER_MANAGER].stop(grace(5))
         kubelet = next((p for p in self.processes if p.name == "kubelet"), None)
         if kubelet is not None and kubelet.running():
-            self._delete_all_pods()
+            # The rest of the teardown needs some of the budget too.
+            self._delete_all_pods(min(POD_TEARDOWN_TIMEOUT_SECONDS,
+                                      deadline - 20 - time.monotonic()))
         for process in reversed(self.processes):
-            process.stop()
+            process.stop(grace(5))
         proxy = next((p for p in self.processes if p.name == "kube-proxy"), None)
         if proxy is not None and proxy.argv:
             # Removes every KUBE-* chain and rule it made.
-            subprocess.run([proxy.argv[0], "--cleanup", "--v=0"], capture_output=True,
-                           check=False, timeout=60)
-        self.containerd.stop()
+            try:
+                subprocess.run([proxy.argv[0], "--cleanup", "--v=0"], capture_output=True,
+                               check=False, timeout=grace(15))
+            except subprocess.TimeoutExpired:
+                pass  # its chains go with the others below
+        self.containerd.stop(deadline - 5)
+        self.plane.stop(grace(5))
+        # Whatever is still running now (pods' processes, a shim, a stuck child) is killed.
+        self.harness.kill_all()
         hostcleanup.unmount_all_under(self.work_dir)
-        hostcleanup.remove_cgroups("kubepods")
-        _remove_container_log_links(self.work_dir)
+        hostcleanup.remove_cgroups(harnessstate.POD_CGROUP)
+        hostcleanup.remove_container_log_links(self.work_dir)
         network.delete_bridge(self.net)
         network.remove_new_chains(self.chains_before)
-        self.plane.stop()
         if not self.keep_work_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)
+        self.harness.close()
 
     def leftovers(self) -> list[str]:
         """What of this node is still on the host (empty after a clean stop)."""
@@ -191,7 +220,11 @@ class Node:
             found.append(f"interface {self.net.bridge}")
         found += [f"iptables chain {t}/{c}"
                   for t, c in sorted(network.iptables_chains() - self.chains_before)]
-        found += [f"cgroup {p}" for p in hostcleanup.cgroup_dirs("kubepods")]
+        found += [f"cgroup {p}" for p in hostcleanup.cgroup_dirs(harnessstate.POD_CGROUP)]
+        if self.harness.cgroup is not None and Path(self.harness.cgroup).exists():
+            found.append(f"cgroup {self.harness.cgroup}")
+        if Path(self.harness.path).exists():
+            found.append(f"state file {self.harness.path}")
         return found
 
     def __enter__(self) -> Node:
@@ -199,16 +232,6 @@ class Node:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
-
-
-def _remove_container_log_links(work_dir: Path) -> None:
-    """kubelet links each container's log into /var/log/containers (a fixed path)."""
-    links = Path("/var/log/containers")
-    if not links.is_dir():
-        return
-    for link in links.iterdir():
-        if link.is_symlink() and str(work_dir) in os.readlink(link):
-            link.unlink(missing_ok=True)
 
 
 def _kubelet_config(node: Node, kubelet_port: int, healthz_port: int) -> dict:
@@ -291,20 +314,30 @@ def start(work_dir: Path | None = None, out: IO[str] = sys.stderr,
     node_binaries, pause, coredns = prepare(out)
     began = time.monotonic()
     keep = work_dir is not None
+    # Before anything starts: what a harness that died left (its bridge first of all).
+    harnessstate.clean_up_dead(out)
+    if network.bridge_exists(net.bridge):
+        raise NodeError(_bridge_taken(net.bridge))
     work_dir = Path(work_dir or tempfile.mkdtemp(prefix="inference-operator-node-"))
     work_dir.mkdir(parents=True, exist_ok=True)
+    harness = harnessstate.Harness.open("node", work_dir, remove_work_dir=not keep)
     chains_before = network.iptables_chains()
-    network.create_bridge(net)
+    harness.record(chains_before=sorted(chains_before), pod_cgroup=harnessstate.POD_CGROUP)
     try:
+        network.create_bridge(net)
+        harness.record(bridge=net.bridge)
         _set_forwarding(net.bridge)
-        plane = launcher.start(work_dir / "controlplane", out, node_network=net)
+        plane = launcher.start(work_dir / "controlplane", out, node_network=net,
+                               harness=harness)
     except BaseException:
         network.delete_bridge(net)
+        harness.close()
         raise
     plane.keep_work_dir = False  # the node's work dir goes as a whole (or is kept)
     node = Node(plane=plane, net=net, work_dir=work_dir,
-                containerd=Containerd(work_dir / "containerd", net, images.PAUSE_REF),
-                chains_before=chains_before, keep_work_dir=keep)
+                containerd=Containerd(work_dir / "containerd", net, images.PAUSE_REF,
+                                      harness=harness),
+                chains_before=chains_before, harness=harness, keep_work_dir=keep)
     try:
         _start_components(node, node_binaries, pause, out)
         poll(node.node_ready, timeout=NODE_READY_TIMEOUT_SECONDS, interval=0.5,
@@ -334,6 +367,18 @@ def start(work_dir: Path | None = None, out: IO[str] = sys.stderr,
     return node
 
 
+def _bridge_taken(bridge: str) -> str:
+    owner = harnessstate.live_owner_of_bridge(bridge)
+    if owner is not None:
+        return (f"interface {bridge} already exists: it is the node of a running harness "
+                f"(pid {owner.owner_pid}, state file {owner.path}); stop that one first "
+                "(Ctrl-C or SIGTERM): one node at a time")
+    return (f"interface {bridge} already exists, and no running harness's state file in "
+            f"{harnessstate.state_dir()} names it (a dead one's was cleaned up just now): "
+            "something else made it, or a harness from before state files; what a node "
+            "leaves is in docs/node.md, 'After a harness that died'")
+
+
 def _start_components(node: Node, paths: dict[str, Path], pause: Path, out: IO[str]) -> None:
     certs = node.plane.certs
     assert certs is not None
@@ -345,7 +390,7 @@ def _start_components(node: Node, paths: dict[str, Path], pause: Path, out: IO[s
         return _kubeconfig(pki / f"{name}.kubeconfig", server, certs.ca_cert, cert, key)
 
     def launch(name: str, args: list[str]) -> None:
-        process = _Process(name, node.work_dir / f"{name}.log")
+        process = _Process(name, node.work_dir / f"{name}.log", harness=node.harness)
         node.processes.append(process)
         process.start([str(paths[name]), *args])
 

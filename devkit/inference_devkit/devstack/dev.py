@@ -23,6 +23,7 @@ import yaml
 
 from inference_devkit.checkout import checkout_path
 from inference_devkit.controlplane import binaries, launcher
+from inference_devkit.controlplane.harnessstate import clean_up_dead
 from inference_devkit.controlplane.kubectl import Kubectl, KubectlError
 from inference_devkit.devstack import prometheus
 from inference_devkit.devstack.processes import ProcessFailed, Service, Stack
@@ -140,6 +141,8 @@ def run(check_only: bool, out: IO[str] = sys.stdout, *, with_prometheus: bool = 
     if with_prometheus and prometheus.binary() is None:
         _say(sys.stderr, f"dev: {prometheus.INSTALL_HINT}")
         return 1
+    # A `dev` that was killed: its processes go before its work dir does.
+    clean_up_dead(out)
     shutil.rmtree(work_dir, ignore_errors=True)
     real_key = os.environ.get("ANTHROPIC_API_KEY")
     stack = Stack(work_dir, api_keys=(), anthropic_base_url=REAL_ANTHROPIC if real_key else None,
@@ -155,6 +158,7 @@ def run(check_only: bool, out: IO[str] = sys.stdout, *, with_prometheus: bool = 
         _say(sys.stderr, f"dev: {error}")
         return 1
     kubectl = Kubectl(binaries.resolve("kubectl"), plane.kubeconfig)
+    stack.harness = plane.harness
     try:
         kubectl.apply(crd_yaml())
         kubectl.wait_for_condition(

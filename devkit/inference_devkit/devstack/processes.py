@@ -17,6 +17,7 @@ from pathlib import Path
 
 from inference_devkit import procfs
 from inference_devkit.controlplane import binaries
+from inference_devkit.controlplane.harnessstate import Harness
 from inference_devkit.controlplane.kubectl import Kubectl
 from inference_devkit.controlplane.launcher import tail
 from inference_devkit.loopback import free_port
@@ -47,7 +48,7 @@ class Service:
     cwd: Path | None = None
     popen: subprocess.Popen[bytes] | None = None
 
-    def start(self, wait: float = 30.0) -> Service:
+    def start(self, wait: float = 30.0, harness: Harness | None = None) -> Service:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in {**os.environ, **self.env}.items() if v is not None}
         with self.log_path.open("ab") as log:
@@ -56,6 +57,8 @@ class Service:
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
+        if harness is not None:
+            harness.adopt(self.name, self.popen.pid)
         if self.health_url:
             self.wait_healthy(wait)
         return self
@@ -148,6 +151,9 @@ class Stack:
     admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     anthropic_base_url: str | None = None  # None: the emulator
     services: dict[str, Service] = field(default_factory=dict)
+    # `dev`: its control plane's harness records the services too, so the next `dev`
+    # kills them when this one was killed.
+    harness: Harness | None = None
 
     @property
     def emulator_url(self) -> str:
@@ -241,7 +247,7 @@ class Stack:
 
     def start(self, service: Service, wait: float = 30.0) -> Service:
         self.services[service.name] = service
-        return service.start(wait)
+        return service.start(wait, harness=self.harness)
 
     def stop(self) -> None:
         for service in reversed(list(self.services.values())):
