@@ -3,8 +3,8 @@ streamed chunk against ``completion`` streaming, side by side in one run, with t
 emulator hit directly as the floor.
 
 One emulator process (``--token-latency``: seconds between its text deltas, so each delta
-reaches the gateway in a read of its own), one gateway process (``--ready-without-sync``,
-the admin listener with a token file), two endpoints on it with the same model and
+reaches the gateway in a read of its own), one gateway process (the
+admin listener with a token file), two endpoints on it with the same model and
 settings: ``bench-completion`` (``PUT /_inference/completion/...``) and ``bench-chat``
 (``PUT /_inference/chat_completion/...``).
 
@@ -428,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.start(stack.emulator("--log-level", "warning", "--token-latency",
                                    f"{args.token_latency:g}"), START_SECONDS)
         gateway: Service = stack.start(
-            stack.gateway("--ready-without-sync", "--log-level", "warning"), START_SECONDS)
+            stack.gateway("--log-level", "warning"), START_SECONDS)
         result = asyncio.run(phases(args, stack))
         if not gateway.running():
             raise RuntimeError("the gateway exited\n" + gateway.log_tail())

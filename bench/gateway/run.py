@@ -457,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stack.start(stack.emulator("--log-level", "warning"), START_SECONDS)
         # Every stream of the memory run is on the bench's one key: the whole pool for it.
-        stack.start(stack.gateway("--ready-without-sync", "--log-level", "warning",
+        stack.start(stack.gateway("--log-level", "warning",
                                   "--upstream-connections-per-key", "1000"),
                     START_SECONDS)
         results = asyncio.run(Bench(args, stack).run())

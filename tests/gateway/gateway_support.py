@@ -78,7 +78,7 @@ def gateway_config(upstream_url: str, **overrides: Any) -> GatewayConfig:
     metrics listener (also loopback) only when asked, with ``metrics_port=0``."""
     return GatewayConfig(**{
         "admin_token": ADMIN_TOKEN, "anthropic_base_url": upstream_url,
-        "host": "127.0.0.1", "port": 0, "admin_port": 0, "require_sync": False,
+        "host": "127.0.0.1", "port": 0, "admin_port": 0,
         "metrics_host": "127.0.0.1",
         "retry": FAST_RETRY, **overrides,
     })
@@ -287,7 +287,7 @@ def metrics_url(server: GatewayServer) -> str:
 
 # The in-process test gateway's settings (gateway_config), as the process's flags; and
 # no shutdown delay, so stopping one (SIGTERM) takes no longer than its requests do.
-PROCESS_FLAGS = ("--ready-without-sync", "--retry-initial-delay", "0.02",
+PROCESS_FLAGS = ("--retry-initial-delay", "0.02",
                  "--retry-max-delay", "0.1")
 
 

@@ -270,7 +270,7 @@ async def _read(content: StreamReader, limit: int) -> bytes:
 # (?timout=5s) is not silently ignored. Elasticsearch's universal output parameters are
 # accepted and ignored (error_trace included: the gateway never sends a stack trace).
 _PARAMETERS = {Action.INFER: {"timeout"}, Action.STREAM: {"timeout"},
-               Action.CREATE: {"replace"}, Action.DELETE: {"dry_run"}}
+               Action.DELETE: {"dry_run"}}
 _IGNORED_PARAMETERS = frozenset({"pretty", "human", "error_trace", "filter_path"})
 
 
@@ -310,8 +310,8 @@ def _healthz(gateway: Gateway) -> web.Response:
 def _readyz(gateway: Gateway) -> web.Response:
     reason = gateway.unready_reason()
     if reason is None:
-        return _json({"ready": True, "boot_id": gateway.boot_id})
-    return _json({"ready": False, "boot_id": gateway.boot_id, "reason": reason}, status=503)
+        return _json({"ready": True})
+    return _json({"ready": False, "reason": reason}, status=503)
 
 
 def _metrics(gateway: Gateway) -> web.Response:
@@ -377,10 +377,8 @@ async def _authorize(request: web.Request, gateway: Gateway, route: Route) -> No
 
 
 async def _create(request: web.Request, gateway: Gateway, route: Route) -> web.Response:
-    # ``?replace=true`` (an extension for the operator) turns create into create-or-replace.
     assert route.inference_id is not None
-    return _json(await gateway.create(route.inference_id, route.task_type, await _body(request),
-                                      replace=_flag(request, "replace")))
+    return _json(await gateway.create(route.inference_id, route.task_type, await _body(request)))
 
 
 async def _update(request: web.Request, gateway: Gateway, route: Route) -> web.Response:
@@ -392,10 +390,6 @@ async def _delete(request: web.Request, gateway: Gateway, route: Route) -> web.R
     assert route.inference_id is not None
     return _json(await gateway.delete(route.inference_id, route.task_type,
                                       dry_run=_flag(request, "dry_run")))
-
-
-async def _sync(request: web.Request, gateway: Gateway, route: Route) -> web.Response:
-    return _json(await gateway.sync(await _body(request)))
 
 
 async def _begin_inference(request: web.Request, gateway: Gateway,
@@ -509,7 +503,6 @@ _HANDLERS = {
     Action.CREATE: _create,
     Action.UPDATE: _update,
     Action.DELETE: _delete,
-    Action.SYNC: _sync,
     Action.INFER: _infer,
     Action.STREAM: _stream,
     Action.OPENAPI: _openapi,

@@ -158,8 +158,8 @@ class GatewayMetrics:
             "inference_gateway_endpoints", "Inference endpoints configured.", registry=r)
         self.ready = Gauge(
             "inference_gateway_ready",
-            "1 once the first full sync arrived (config mode: every shard loaded), 0 again "
-            "while shutting down.", registry=r)
+            "1 when ready (standalone: once listening; config mode: once every shard is "
+            "loaded), 0 again while shutting down.", registry=r)
         # Config mode (--config-secret): what each shard serves, and what was refused.
         self.config_generation = Labelled(Gauge(
             "inference_gateway_config_generation",

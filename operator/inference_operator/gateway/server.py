@@ -1,7 +1,8 @@
 """Start and stop a gateway: the service plus its listeners, and in config mode its
-Kubernetes watches. Standalone, a public and an admin listener (the operator or a user
-pushes endpoints to the admin one); in config mode (``config_secret``) only the public
-one, the endpoints being read from the configuration shards (gateway/config_source.py).
+Kubernetes watches. Standalone, a public and an admin listener (a user puts endpoints on
+the admin one, kept in the optional state file); in config mode (``config_secret``) only
+the public one, the endpoints being read from the configuration shards
+(gateway/config_source.py).
 The public listener's callers are checked as ``auth`` says (gateway/auth/)."""
 
 from __future__ import annotations
@@ -103,7 +104,6 @@ class GatewayConfig:
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None
     state_file: Path | None = None
-    require_sync: bool = True
     queue_capacity: int = DEFAULT_QUEUE_CAPACITY
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     access_log: bool = True  # one JSON line per request (gateway/accesslog.py)
@@ -185,7 +185,6 @@ class GatewayServer:
             limiter=limiter or Limiter(queue_capacity=config.queue_capacity),
             retry=config.retry,
             state=StateFile(config.state_file) if config.state_file else None,
-            require_sync=config.require_sync,
             shards=shards,
             metrics=GatewayMetrics(
                 caller_service_account=config.caller_metrics_service_account,
@@ -248,13 +247,13 @@ class GatewayServer:
         # Computed when /metrics is scraped, never per request: what a leak would grow.
         self.gateway.metrics.tasks.set_function(lambda: len(asyncio.all_tasks()))
         if self.gateway.shards:
-            log.info("gateway %s listening on %s:%d, upstream %s; endpoints from the "
-                     "Secrets %s/%s-0..%d; %s", self.gateway.boot_id, self.config.host,
+            log.info("gateway listening on %s:%d, upstream %s; endpoints from the "
+                     "Secrets %s/%s-0..%d; %s", self.config.host,
                      self.port, self.config.anthropic_base_url, self.namespace,
                      self.config.config_secret, self.config.config_shards - 1, self._callers())
         else:
-            log.info("gateway %s listening: public %s:%d, admin %s:%d, upstream %s; %s",
-                     self.gateway.boot_id, self.config.host, self.port,
+            log.info("gateway listening: public %s:%d, admin %s:%d, upstream %s; %s",
+                     self.config.host, self.port,
                      self.config.admin_host, self.admin_port, self.config.anthropic_base_url,
                      self._callers())
             if self.config.auth == modes.KUBERNETES:
@@ -312,7 +311,7 @@ class GatewayServer:
                  "in flight", self.config.shutdown_delay, self.config.shutdown_timeout)
         await asyncio.sleep(self.config.shutdown_delay)
         await self.stop()
-        log.info("gateway %s stopped", self.gateway.boot_id)
+        log.info("gateway stopped")
 
     async def stop(self) -> None:
         # aiohttp's cleanup stops listening, closes idle connections and waits up to the

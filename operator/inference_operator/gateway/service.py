@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import uuid
 from collections.abc import AsyncGenerator, Awaitable, Sequence
 from typing import Any, TypeVar
 
@@ -55,7 +54,6 @@ class Gateway:
         limiter: Limiter | None = None,
         retry: RetryPolicy | None = None,
         state: StateFile | None = None,
-        require_sync: bool = True,
         shards: Sequence[str] = (),
         metrics: GatewayMetrics | None = None,
         request_memory: RequestMemory | None = None,
@@ -68,12 +66,11 @@ class Gateway:
         self.request_memory = request_memory or RequestMemory(default_budget(memory_limit()))
         self.metrics.request_memory.set_function(lambda: self.request_memory.held)
         self.metrics.request_memory_limit.set(self.request_memory.budget)
-        # Changes on every start, so an operator polling /healthz notices a restart.
-        self.boot_id = uuid.uuid4().hex
-        # Config mode: the shards whose union is the endpoint set. Ready ("synced") once
-        # each was loaded once, instead of after the operator's sync.
+        # Config mode: the shards whose union is the endpoint set; ready once each was
+        # loaded once. Standalone, ready at once: a state file is loaded (start) before
+        # any listener exists.
         self.shards = tuple(shards)
-        self.synced = not require_sync and not self.shards
+        self.synced = not self.shards
         self.draining = False  # shutting down: not ready, connections closed after answers
         self.metrics.ready.set(int(self.synced))
         self.metrics.queue_capacity.set(self.limiter.queue_capacity)
@@ -96,22 +93,20 @@ class Gateway:
 
     # -- admin -------------------------------------------------------------------------
 
-    async def create(self, inference_id: str, path_task_type: str | None, raw: bytes,
-                     *, replace: bool = False) -> dict[str, Any]:
+    async def create(self, inference_id: str, path_task_type: str | None,
+                     raw: bytes) -> dict[str, Any]:
         validation.check_inference_id(inference_id)
         if path_task_type is not None:
             validation.check_task_type(path_task_type)
         body, task_type = validation.parse_put(raw, path_task_type)
-        if not replace and inference_id in self._endpoints:
+        if inference_id in self._endpoints:
             raise errors.already_exists(inference_id)
         settings = body.service_settings
         endpoint = self._endpoint(inference_id, task_type, settings.api_key, settings.model_id,
                                   settings.rate_limit.requests_per_minute, body.task_settings)
-        replaced = self._endpoints.get(inference_id) is not None
         self._endpoints[inference_id] = endpoint
         await self._persist()
-        log.info("endpoint [%s] %s: model %s, %d rpm", inference_id,
-                 "replaced" if replaced else "created", endpoint.model_id,
+        log.info("endpoint [%s] created: model %s, %d rpm", inference_id, endpoint.model_id,
                  endpoint.requests_per_minute)
         return endpoint.public()
 
@@ -170,31 +165,9 @@ class Gateway:
     def find(self, inference_id: str) -> Endpoint | None:
         return self._endpoints.get(inference_id)
 
-    async def sync(self, raw: bytes) -> dict[str, Any]:
-        """The operator's "full sync done": optionally drop every endpoint it did not list,
-        then report ready."""
-        data = validation.load_json(raw, required=False)
-        wanted = data.get("inference_ids")
-        if wanted is not None and not (
-            isinstance(wanted, list) and all(isinstance(i, str) for i in wanted)
-        ):
-            raise errors.bad_request("[inference_ids] must be an array of inference ids")
-        removed = sorted(set(self._endpoints) - set(wanted)) if wanted is not None else []
-        for inference_id in removed:
-            del self._endpoints[inference_id]
-            self.metrics.forget(inference_id)
-        if removed:
-            await self._persist()
-            log.info("sync removed endpoint(s) %s", removed)
-        if not self.synced:
-            log.info("first full sync arrived; ready")
-        self.synced = True
-        self.metrics.ready.set(1)
-        return {"acknowledged": True, "removed": removed, "boot_id": self.boot_id}
-
     def health(self) -> dict[str, Any]:
-        health = {"status": "ok", "boot_id": self.boot_id, "synced": self.synced,
-                  "endpoints": len(self._endpoints), "replicas": self.limiter.replicas}
+        health = {"status": "ok", "endpoints": len(self._endpoints),
+                  "replicas": self.limiter.replicas}
         if self.shards:
             # What the operator compares with the generations it wrote; null: not loaded.
             health["config"] = {name: self._generations.get(name) for name in self.shards}
@@ -206,10 +179,8 @@ class Gateway:
             return "shutting down"
         if self.synced:
             return None
-        if self.shards:
-            missing = [name for name in self.shards if name not in self._generations]
-            return f"waiting for the configuration shard(s) {', '.join(missing)}"
-        return "waiting for the first full sync"
+        missing = [name for name in self.shards if name not in self._generations]
+        return f"waiting for the configuration shard(s) {', '.join(missing)}"
 
     def begin_shutdown(self) -> None:
         self.draining = True
