@@ -244,7 +244,7 @@ async def test_peers_share_the_rate_limit_by_ready_endpoints(
         return health["replicas"]
 
     async def interval() -> float:
-        return gateway.server.gateway.resolve("alpha", None).bucket.interval
+        return gateway.server.gateway.registry.resolve("alpha", None).bucket.interval
 
     await eventually(lambda: _is(complete(gateway, "alpha"), 200), message="never served")
     assert (await replicas(), await interval()) == (1, 0.01)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from inference_operator.anthropic_api import ANTHROPIC_API_URL
+from inference_operator.anthropic import ANTHROPIC_API_URL
 from inference_operator.cli import emulator as emulator_cli
 from inference_operator.cli import gateway as gateway_cli
 from inference_operator.cli import generate as generate_cli

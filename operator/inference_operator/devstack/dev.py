@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from inference_operator.anthropic_api import ANTHROPIC_API_URL as REAL_ANTHROPIC
+from inference_operator.anthropic import ANTHROPIC_API_URL as REAL_ANTHROPIC
 from inference_operator.api.gateway_config import DEFAULT_SECRET_NAME
 from inference_operator.api.generate import crd_yaml, policies_yaml
 from inference_operator.checkout import checkout_path

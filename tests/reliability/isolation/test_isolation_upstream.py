@@ -31,9 +31,10 @@ from gateway.gateway_support import (
     metric,
     sse_events,
 )
+from inference_operator.anthropic.client import Upstream, encode
+from inference_operator.anthropic.errors import NoConnection
 from inference_operator.devstack.processes import Service
 from inference_operator.gateway.server import GatewayServer
-from inference_operator.gateway.upstream import NoConnection, Upstream, encode
 
 PER_KEY = 4  # --upstream-connections-per-key
 WAIT = 0.5  # --upstream-connection-wait
