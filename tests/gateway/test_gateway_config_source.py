@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from gateway_support import RunningEmulator, RunningGateway, gateway_config, metric
+from gateway_support import Gateways, RunningEmulator, RunningGateway, gateway_process, metric
 from kube_support import BASE, KEY_A, KEY_B, SHARDS, ShardWriter, connect_as, record, shard_reader
 from lightkube import ApiError, AsyncClient
 from lightkube.resources import core_v1
@@ -26,8 +26,6 @@ from lightkube.resources.discovery_v1 import EndpointSlice
 
 from inference_operator.api.gateway_config import DATA_KEY
 from inference_operator.controlplane.kubectl import Kubectl
-from inference_operator.devstack.processes import Service
-from inference_operator.gateway.server import GatewayServer
 from inference_operator.loopback import free_port
 from inference_operator.waiting import poll_async
 
@@ -44,23 +42,14 @@ async def config_gateway(emulator: RunningEmulator, control_plane: Any,
                          namespace: str) -> AsyncIterator[GatewayStarter]:
     """Factory: a gateway in config mode on ``namespace``'s shards, as the cluster admin
     unless given another kubeconfig."""
-    started: list[RunningGateway] = []
-    session = aiohttp.ClientSession()
+    async with Gateways(emulator.url) as gateways:
+        async def start(kubeconfig: Path | None = None, **overrides: Any) -> RunningGateway:
+            return await gateways.start(
+                kube=functools.partial(connect_as, kubeconfig or control_plane.kubeconfig),
+                admin_token="", config_secret=BASE, config_shards=SHARDS.count,
+                namespace=namespace, **overrides)
 
-    async def start(kubeconfig: Path | None = None, **overrides: Any) -> RunningGateway:
-        settings = {"admin_token": "", "config_secret": BASE, "config_shards": SHARDS.count,
-                    "namespace": namespace, **overrides}
-        server = GatewayServer(gateway_config(emulator.url, **settings),
-                               kube=functools.partial(
-                                   connect_as, kubeconfig or control_plane.kubeconfig))
-        await server.start()
-        started.append(RunningGateway(server, session))
-        return started[-1]
-
-    yield start
-    for running in started:
-        await running.server.stop()
-    await session.close()
+        yield start
 
 
 async def eventually(check: Callable[[], Coroutine[Any, Any, Any]], seconds: float = 5.0,
@@ -169,11 +158,11 @@ async def test_the_command_in_config_mode(shards: ShardWriter, control_plane: An
     await shards.write(0, 1, record("alpha"))
     await shards.write(1, 1)
     port = free_port()
-    process = Service("gateway", [
-        "gateway", "--host", "127.0.0.1", "--port", str(port), "--config-secret", BASE,
-        "--config-shards", str(SHARDS.count), "--namespace", namespace,
-        "--anthropic-base-url", emulator.url, "--shutdown-delay", "0"],
-        tmp_path / "gateway.log", env={"KUBECONFIG": str(control_plane.kubeconfig)},
+    process = gateway_process(
+        tmp_path / "gateway.log", "--host", "127.0.0.1", "--port", str(port),
+        "--config-secret", BASE, "--config-shards", str(SHARDS.count), "--namespace", namespace,
+        "--anthropic-base-url", emulator.url, "--shutdown-delay", "0",
+        env={"KUBECONFIG": str(control_plane.kubeconfig)},
         health_url=f"http://127.0.0.1:{port}/readyz")
     await asyncio.to_thread(process.start)
     try:

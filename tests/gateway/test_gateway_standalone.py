@@ -4,28 +4,17 @@ ready as soon as it listens, its state file loaded by then."""
 from __future__ import annotations
 
 import json
-import shutil
-import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from gateway_support import ADMIN_TOKEN, RunningEmulator, seed_body
+from gateway_support import ADMIN_TOKEN, RunningEmulator, gateway_process, seed_body
 
-from inference_operator.devstack.processes import Service
 from inference_operator.loopback import free_port
 
 READY_WITHIN = 2.0  # seconds from the process's start: a bound of the wait, not a timing
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _console_script() -> str:
-    """The installed ``inference-operator`` command, as a user runs it."""
-    beside = Path(sys.executable).with_name("inference-operator")
-    found = str(beside) if beside.exists() else shutil.which("inference-operator")
-    assert found, "the inference-operator command is not installed"
-    return found
 
 
 def _get(url: str) -> tuple[int, dict]:
@@ -51,11 +40,10 @@ def test_the_documented_command_is_ready_once_it_listens(emulator: RunningEmulat
     stored = {**seed_body(), "inference_id": "restored", "task_type": "completion"}
     state.write_text(json.dumps({"version": 1, "endpoints": [stored]}))
     port, admin_port = free_port(), free_port()
-    gateway = Service("gateway", [
-        "gateway", "--port", str(port), "--admin-port", str(admin_port),
+    gateway = gateway_process(
+        tmp_path / "gateway.log", "--port", str(port), "--admin-port", str(admin_port),
         "--admin-token-file", str(token), "--anthropic-base-url", emulator.url,
-        "--state-file", str(state)], tmp_path / "gateway.log",
-        program=(_console_script(),))
+        "--state-file", str(state))
     started = time.monotonic()
     gateway.start()
     try:
