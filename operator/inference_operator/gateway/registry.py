@@ -50,9 +50,7 @@ class Registry:
 
     async def create(self, inference_id: str, path_task_type: str | None,
                      raw: bytes) -> dict[str, Any]:
-        validation.check_inference_id(inference_id)
-        if path_task_type is not None:
-            validation.check_task_type(path_task_type)
+        _check_path(inference_id, path_task_type)
         body, task_type = validation.parse_put(raw, path_task_type)
         if inference_id in self._endpoints:
             raise errors.already_exists(inference_id)
@@ -67,9 +65,7 @@ class Registry:
 
     async def update(self, inference_id: str, path_task_type: str | None,
                      raw: bytes) -> dict[str, Any]:
-        validation.check_inference_id(inference_id)
-        if path_task_type is not None:
-            validation.check_task_type(path_task_type)
+        _check_path(inference_id, path_task_type)
         body, task_type = validation.parse_update(raw, path_task_type)
         current = self._endpoints.get(inference_id)
         if current is None:
@@ -188,3 +184,10 @@ class Registry:
         if self._state is not None:
             await self._state.save([e.stored() for e in sorted(
                 self._endpoints.values(), key=lambda e: e.inference_id)])
+
+
+def _check_path(inference_id: str, path_task_type: str | None) -> None:
+    """What a write's path names, checked before its body is read."""
+    validation.check_inference_id(inference_id)
+    if path_task_type is not None:
+        validation.check_task_type(path_task_type)
