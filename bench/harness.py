@@ -206,7 +206,7 @@ def loopback_stack(*, emulator: Sequence[str] = (), gateway: Sequence[str] = ()
     step(f"emulator and gateway: logs in {work}")
     try:
         stack.start(stack.emulator("--log-level", "warning", *emulator), START_SECONDS)
-        stack.start(stack.gateway("--ready-without-sync", "--log-level", "warning", *gateway),
+        stack.start(stack.gateway("--log-level", "warning", *gateway),
                     START_SECONDS)
         yield stack
     finally:

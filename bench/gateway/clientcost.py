@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import anthropic
 
-from inference_operator.gateway.upstream import Upstream, encode
+from inference_operator.anthropic.client import Upstream, encode
 
 ROUNDS = 3
 

@@ -17,13 +17,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from gateway_support import RunningEmulator, RunningGateway, answer_problems, gateway_config
+from gateway_support import Gateways, RunningEmulator, RunningGateway, answer_problems
 from kube_support import BASE, KEY_A, SHARDS, ShardWriter, connect_as, shard_reader
 
 from inference_devkit.controlplane.apimetrics import requests_by_resource
 from inference_devkit.controlplane.kubectl import Kubectl
 from inference_devkit.waiting import poll_async
-from inference_operator.gateway.server import GatewayServer
 
 AUDIENCE = "inference-operator"
 COMPLETION = "/_inference/completion/{}"
@@ -106,23 +105,20 @@ async def auth_gateway(emulator: RunningEmulator, reviewer: Path, namespace: str
                        shards: ShardWriter) -> AsyncIterator[GatewayStarter]:
     """Factory: a gateway in config mode with --auth kubernetes, ready (its shards read)."""
     emulator.state.api_keys = (KEY_A,)
-    started: list[RunningGateway] = []
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    gateways = Gateways(emulator.url, session)
 
     async def start(**overrides: Any) -> RunningGateway:
         settings = {"admin_token": "", "config_secret": BASE, "config_shards": SHARDS.count,
                     "namespace": namespace, "auth": "kubernetes",
                     "auth_cache_seconds": CACHE_SECONDS, "metrics_port": 0, **overrides}
-        server = GatewayServer(gateway_config(emulator.url, **settings),
-                               kube=functools.partial(connect_as, reviewer))
-        await server.start()
-        started.append(RunningGateway(server, session))
-        await eventually(lambda: _ready(started[-1]), 15, "the gateway never got ready")
-        return started[-1]
+        running = await gateways.start(kube=functools.partial(connect_as, reviewer),
+                                       **settings)
+        await eventually(lambda: _ready(running), 15, "the gateway never got ready")
+        return running
 
     yield start
-    for running in started:
-        await running.server.stop()
+    await gateways.close()
     await session.close()
 
 

@@ -9,22 +9,20 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from auth_support import auth_gateway, reviewer, teams  # noqa: F401  (the auth tests' fixtures)
 from gateway_support import (
     ADMIN_TOKEN,
     GatewayFactory,
+    Gateways,
     RunningEmulator,
     RunningGateway,
-    gateway_config,
     start_emulator,
 )
 from kube_support import ShardWriter, connect_as
 from lightkube import AsyncClient
 
 from inference_devkit.devstack.processes import Stack
-from inference_operator.gateway.server import GatewayServer
 
 
 @pytest.fixture
@@ -37,20 +35,8 @@ async def emulator() -> AsyncIterator[RunningEmulator]:
 
 @pytest.fixture
 async def make_gateway(emulator: RunningEmulator) -> AsyncIterator[GatewayFactory]:
-    started: list[RunningGateway] = []
-    session = aiohttp.ClientSession()
-
-    async def make(**overrides: Any) -> RunningGateway:
-        server = GatewayServer(gateway_config(emulator.url, **overrides))
-        await server.start()
-        running = RunningGateway(server, session)
-        started.append(running)
-        return running
-
-    yield make
-    for running in started:
-        await running.server.stop()
-    await session.close()
+    async with Gateways(emulator.url) as gateways:
+        yield gateways.start
 
 
 @pytest.fixture

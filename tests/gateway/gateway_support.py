@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -78,7 +81,7 @@ def gateway_config(upstream_url: str, **overrides: Any) -> GatewayConfig:
     metrics listener (also loopback) only when asked, with ``metrics_port=0``."""
     return GatewayConfig(**{
         "admin_token": ADMIN_TOKEN, "anthropic_base_url": upstream_url,
-        "host": "127.0.0.1", "port": 0, "admin_port": 0, "require_sync": False,
+        "host": "127.0.0.1", "port": 0, "admin_port": 0,
         "metrics_host": "127.0.0.1",
         "retry": FAST_RETRY, **overrides,
     })
@@ -123,6 +126,48 @@ class RunningGateway:
 
 
 GatewayFactory = Callable[..., Awaitable[RunningGateway]]
+
+
+class Gateways:
+    """One of the tests' two ways to start a gateway: in this process, a GatewayServer on
+    loopback with ephemeral ports (``gateway_config``); the other is the real process
+    (``start_gateway``). Whatever it started stops on ``close()``, or on leaving its
+    ``async with``."""
+
+    def __init__(self, upstream_url: str, session: aiohttp.ClientSession | None = None
+                 ) -> None:
+        """``session``: the clients' (default: one of its own, closed with it)."""
+        self._upstream_url = upstream_url
+        self._session = session
+        self._own_session = session is None
+        self._started: list[RunningGateway] = []
+
+    async def start(self, *, config: GatewayConfig | None = None,
+                    kube: Callable[[], Awaitable[Any]] | None = None,
+                    **overrides: Any) -> RunningGateway:
+        """``config``: instead of ``gateway_config(upstream, **overrides)``; ``kube``: how
+        it reaches the API server (GatewayServer's)."""
+        server = GatewayServer(config or gateway_config(self._upstream_url, **overrides),
+                               kube=kube)
+        await server.start()
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        self._started.append(RunningGateway(server, self._session))
+        return self._started[-1]
+
+    async def close(self) -> None:
+        for running in self._started:
+            await running.server.stop()
+        self._started.clear()
+        if self._own_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def __aenter__(self) -> Gateways:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
 
 
 def sse_events(text: str) -> list[tuple[str, str]]:
@@ -235,6 +280,7 @@ class ThreadedStack:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
                                         name="gateway-stack")
         self.emulator: RunningEmulator | None = None
+        self.gateways: Gateways | None = None
         self.server: GatewayServer | None = None
 
     def run(self, work: Awaitable[Any], timeout: float = 30.0) -> Any:
@@ -247,9 +293,8 @@ class ThreadedStack:
 
     async def _start(self) -> None:
         self.emulator = await start_emulator()
-        self.server = GatewayServer(gateway_config(self.emulator.url, **self._overrides),
-                                    kube=self._kube)
-        await self.server.start()
+        self.gateways = Gateways(self.emulator.url)
+        self.server = (await self.gateways.start(kube=self._kube, **self._overrides)).server
 
     def __exit__(self, *_: object) -> None:
         self.run(self._stop())
@@ -258,8 +303,8 @@ class ThreadedStack:
         self._loop.close()
 
     async def _stop(self) -> None:
-        if self.server is not None:
-            await self.server.stop()
+        if self.gateways is not None:
+            await self.gateways.close()
         if self.emulator is not None and self.emulator.runner is not None:
             await self.emulator.runner.cleanup()
 
@@ -287,14 +332,27 @@ def metrics_url(server: GatewayServer) -> str:
 
 # The in-process test gateway's settings (gateway_config), as the process's flags; and
 # no shutdown delay, so stopping one (SIGTERM) takes no longer than its requests do.
-PROCESS_FLAGS = ("--ready-without-sync", "--retry-initial-delay", "0.02",
+PROCESS_FLAGS = ("--retry-initial-delay", "0.02",
                  "--retry-max-delay", "0.1")
 
 
 async def start_gateway(stack: Stack, *extra: str) -> Service:
-    """``inference-operator gateway`` as a real process (for SIGKILL and RSS), on the
+    """The tests' other way to start a gateway (besides ``Gateways``): ``inference-operator
+    gateway`` as a real process (for SIGKILL, RSS, the command's own behaviour), on the
     stack's ports: started again on the same stack, it comes back where it was."""
     return await asyncio.to_thread(stack.start, stack.gateway(*PROCESS_FLAGS, *extra))
+
+
+def gateway_process(log: Path, *argv: str, env: dict[str, str | None] | None = None,
+                    health_url: str | None = None) -> Service:
+    """The same real process with exactly ``argv``, as the installed
+    ``inference-operator`` command a user runs; ``start()`` it (it waits for
+    ``health_url`` if given)."""
+    beside = Path(sys.executable).with_name("inference-operator")
+    command = str(beside) if beside.exists() else shutil.which("inference-operator")
+    assert command, "the inference-operator command is not installed"
+    return Service("gateway", ["gateway", *argv], log, env=env or {}, health_url=health_url,
+                   program=(command,))
 
 
 async def metric(session: aiohttp.ClientSession, base: str, name: str,

@@ -71,7 +71,7 @@ async def test_the_public_listener_refuses_every_admin_operation(
             assert status == 405 and "Allow" in headers, (method, concrete, payload)
             assert not answer_problems(status, headers, body)
             refused.append(f"{method.upper()} {path}")
-    assert len(refused) >= 7, refused  # PUT, DELETE (2 paths each), _update, _sync
+    assert len(refused) >= 6, refused  # PUT, DELETE (2 paths each), _update (2 paths)
     _, _, listing = await gateway.call("GET", "/_inference")
     assert listing["endpoints"][0]["task_settings"] == seed_body()["task_settings"]
 

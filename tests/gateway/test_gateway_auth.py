@@ -22,7 +22,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 import requests
 import yaml
@@ -45,11 +44,10 @@ from elasticsearch import AuthenticationException, AuthorizationException, Elast
 from gateway_support import (
     ADMIN_TOKEN,
     GatewayFactory,
+    Gateways,
     RunningEmulator,
-    RunningGateway,
     ThreadedStack,
     answer_problems,
-    gateway_config,
     is_es_error,
     metric,
     seed_body,
@@ -65,7 +63,6 @@ from lightkube.resources.authentication_v1 import TokenReview
 from inference_devkit.controlplane.kubectl import Kubectl
 from inference_devkit.devstack.processes import Stack
 from inference_operator.gateway.auth.apikeys import hash_key
-from inference_operator.gateway.server import GatewayServer
 
 ISSUER = "https://kubernetes.default.svc.cluster.local"  # controlplane/launcher.py's
 JS_DIR = Path(__file__).parent / "js"
@@ -370,20 +367,16 @@ async def test_an_api_server_that_cannot_review_gives_503(
     unreachable.write_text(yaml.safe_dump(document))
     # Reachable, but the gateway's identity may not create reviews (no auth-delegator).
     unbound = await asyncio.to_thread(service_account_kubeconfig, namespace, "no-delegator")
-    async with aiohttp.ClientSession() as session:
-        for kubeconfig in (unreachable, unbound):
-            server = GatewayServer(gateway_config(emulator.url, auth="kubernetes"),
-                                   kube=functools.partial(connect_as, kubeconfig))
-            await server.start()
-            try:
-                _, headers, payload = await call(
-                    RunningGateway(server, session), "POST", COMPLETION.format("x"),
-                    authorization=f"Bearer {bearer}", body={"input": "hi"}, unavailable=True)
-                assert is_es_error(payload, 503)
-                assert payload["error"]["type"] == "status_exception"
-                assert headers["Retry-After"] == "1" and bearer not in json.dumps(payload)
-            finally:
-                await server.stop()
+    for kubeconfig in (unreachable, unbound):
+        async with Gateways(emulator.url) as gateways:
+            gateway = await gateways.start(auth="kubernetes",
+                                           kube=functools.partial(connect_as, kubeconfig))
+            _, headers, payload = await call(
+                gateway, "POST", COMPLETION.format("x"),
+                authorization=f"Bearer {bearer}", body={"input": "hi"}, unavailable=True)
+            assert is_es_error(payload, 503)
+            assert payload["error"]["type"] == "status_exception"
+            assert headers["Retry-After"] == "1" and bearer not in json.dumps(payload)
     assert "system:auth-delegator" in caplog.text and bearer not in caplog.text
 
 

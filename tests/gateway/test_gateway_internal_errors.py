@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from gateway_support import RunningEmulator, RunningGateway, metric, sse_events
 
+from inference_operator.anthropic.client import Client
 from inference_operator.gateway.metrics import GatewayMetrics
-from inference_operator.gateway.upstream import Client
 
 COMPLETION = "/_inference/completion/anthropic_completion"
 STREAM = COMPLETION + "/_stream"
@@ -81,7 +81,7 @@ async def test_a_bug_outside_inference_is_a_500_too(
         gateway: RunningGateway, caplog: pytest.LogCaptureFixture,
         monkeypatch: pytest.MonkeyPatch) -> None:
     await gateway.put()
-    monkeypatch.setattr(gateway.server.gateway, "select", bug)
+    monkeypatch.setattr(gateway.server.gateway.registry, "select", bug)
     status, _, payload = await gateway.call("GET", "/_inference")
     assert status == 500 and payload == internal_error("/_inference")
     assert traceback_logged(caplog, "/_inference")

@@ -6,27 +6,23 @@ from __future__ import annotations
 
 import logging
 
-import aiohttp
 import pytest
-from gateway_support import ADMIN_TOKEN, RunningEmulator
+from gateway_support import ADMIN_TOKEN, Gateways, RunningEmulator
 
 from inference_operator.cli import gateway as gateway_cli
 from inference_operator.cli.main import build_parser
-from inference_operator.gateway.server import GatewayServer
 
 
 async def _listening(emulator: RunningEmulator, *flags: str) -> list[str]:
     args = build_parser().parse_args(["gateway", "--port", "0", "--admin-port", "0",
                                       "--anthropic-base-url", emulator.url, *flags])
-    server = GatewayServer(gateway_cli.gateway_config(args, admin_token=ADMIN_TOKEN))
-    await server.start()
-    try:
+    async with Gateways(emulator.url) as gateways:
+        running = await gateways.start(
+            config=gateway_cli.gateway_config(args, admin_token=ADMIN_TOKEN))
+        server = running.server
         hosts = [site.name for runner in server._runners for site in runner.sites]
-        async with aiohttp.ClientSession() as session, session.get(
-                f"http://127.0.0.1:{server.port}/healthz") as answer:
+        async with running.session.get(f"http://127.0.0.1:{server.port}/healthz") as answer:
             assert answer.status == 200
-    finally:
-        await server.stop()
     return hosts
 
 

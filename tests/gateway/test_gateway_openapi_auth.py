@@ -17,6 +17,7 @@ from gateway_support import GatewayFactory
 from lightkube import AsyncClient, KubeConfig
 from lightkube.config.models import Cluster, User
 
+from inference_operator.anthropic.client import Upstream
 from inference_operator.gateway import auth as modes
 from inference_operator.gateway import errors, http, openapi
 from inference_operator.gateway.auth.apikeys import hash_key
@@ -24,7 +25,6 @@ from inference_operator.gateway.auth.budget import ReviewBudget
 from inference_operator.gateway.auth.kubernetes import KubernetesAccess
 from inference_operator.gateway.metrics import GatewayMetrics
 from inference_operator.gateway.service import Gateway
-from inference_operator.gateway.upstream import Upstream
 
 PROBES = ("/healthz", "/readyz", "/metrics")
 ERROR = {"$ref": "#/components/schemas/Error"}

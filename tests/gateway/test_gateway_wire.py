@@ -13,8 +13,11 @@ import anthropic
 import pytest
 from gateway_support import RunningEmulator
 
-from inference_operator.gateway import jsoncodec, upstream
-from inference_operator.gateway.upstream import StatusError, Upstream
+from inference_operator import jsoncodec
+from inference_operator.anthropic import client as upstream
+from inference_operator.anthropic import stream as message_stream
+from inference_operator.anthropic.client import Upstream
+from inference_operator.anthropic.errors import StatusError, retry_after
 
 MESSAGES = [{"role": "user", "content": "what is the answer"}]
 PARAMS: dict[str, Any] = {"model": "claude-x", "max_tokens": 5, "messages": MESSAGES}
@@ -172,7 +175,7 @@ async def test_same_error_from_a_status(ours: upstream.Client, sdk: anthropic.As
         await ours.create(upstream.encode(PARAMS))
     assert mine.value.status == theirs.value.status_code
     assert _without_ids(mine.value.body) == _without_ids(theirs.value.body)
-    assert upstream.retry_after(mine.value.headers) == (2.0 if "retry_after" in fault else None)
+    assert retry_after(mine.value.headers) == (2.0 if "retry_after" in fault else None)
 
 
 async def test_same_error_inside_a_stream(ours: upstream.Client,
@@ -210,7 +213,7 @@ async def test_server_sent_events_follow_the_spec(size: int) -> None:
            b"event: three\n\n"  # a name without data
            b"\n\n"  # blank lines alone dispatch nothing
            b"event: cut\ndata: x")  # the stream ended inside an event: not dispatched
-    events = [event async for event in upstream._server_sent_events(_Chunks(raw, size))]
+    events = [event async for event in message_stream._server_sent_events(_Chunks(raw, size))]
     assert events == [("one", '{"a":\n1}'), (None, "no event line"), ("two", "{}"),
                       ("three", "")]
 

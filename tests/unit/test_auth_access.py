@@ -491,9 +491,10 @@ async def test_reviews_are_asked_of_the_api_server_and_its_failures_are_503(
 
 
 async def test_a_records_owner_is_kept_out_of_sight_and_an_unchanged_record_stays() -> None:
+    from inference_operator.anthropic.client import Upstream
     from inference_operator.api.gateway_config import OWNER_KEY, Shard
-    from inference_operator.gateway.service import Gateway, ShardRejected
-    from inference_operator.gateway.upstream import Upstream
+    from inference_operator.gateway.service import Gateway
+    from inference_operator.gateway.shards import ShardRejected
 
     gateway = Gateway(Upstream("http://127.0.0.1:9"), shards=["cfg-0"])
     await gateway.start()
@@ -503,18 +504,18 @@ async def test_a_records_owner_is_kept_out_of_sight_and_an_unchanged_record_stay
                                         "rate_limit": {"requests_per_minute": 50}},
                    "task_settings": {"max_tokens": 16},
                    OWNER_KEY: {"namespace": "team-a", "name": "a-endpoint"}}
-        await gateway.apply_shard("cfg-0", Shard(1, (written,)))
-        endpoint = gateway.find("a")
+        await gateway.shards.apply("cfg-0", Shard(1, (written,)))
+        endpoint = gateway.registry.find("a")
         assert endpoint is not None and endpoint.owner == Owner("team-a", "a-endpoint")
         assert endpoint.stored() == written  # what the operator wrote, owner included
         assert OWNER_KEY not in endpoint.public()
-        await gateway.apply_shard("cfg-0", Shard(2, (json.loads(json.dumps(written)),)))
-        assert gateway.find("a") is endpoint  # unchanged: same endpoint, same bucket
+        await gateway.shards.apply("cfg-0", Shard(2, (json.loads(json.dumps(written)),)))
+        assert gateway.registry.find("a") is endpoint  # unchanged: same endpoint, same bucket
         for owner in ({"namespace": "team-a"}, {"namespace": "", "name": "x"}, "team-a/x",
                       {"namespace": "n", "name": "x", "uid": "u"}):
             with pytest.raises(ShardRejected) as refused:
-                await gateway.apply_shard("cfg-0", Shard(3, ({**written, OWNER_KEY: owner},)))
+                await gateway.shards.apply("cfg-0", Shard(3, ({**written, OWNER_KEY: owner},)))
             assert "[owner] must be" in str(refused.value)
-        assert gateway.find("a") is endpoint  # refused whole: the previous content stays
+        assert gateway.registry.find("a") is endpoint  # refused whole: the previous content stays
     finally:
         await gateway.close()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from inference_devkit.cli import generate as generate_cli
-from inference_operator.anthropic_api import ANTHROPIC_API_URL
+from inference_operator.anthropic import ANTHROPIC_API_URL
 from inference_operator.cli import emulator as emulator_cli
 from inference_operator.cli import gateway as gateway_cli
 from inference_operator.cli import run as run_cli
@@ -118,11 +118,12 @@ def test_a_variable_sets_its_flag_and_the_flag_wins() -> None:
 
 
 def test_on_off_and_typed_variables_in_the_gateway() -> None:
-    args = parse("gateway", environ={"INFERENCE_OPERATOR_READY_WITHOUT_SYNC": "yes",
-                                     "INFERENCE_OPERATOR_PORT": "9300",
-                                     "INFERENCE_OPERATOR_STATE_FILE": ""})
+    args = parse("gateway", environ={
+        "INFERENCE_OPERATOR_CALLER_METRICS_SERVICE_ACCOUNT": "yes",
+        "INFERENCE_OPERATOR_PORT": "9300", "INFERENCE_OPERATOR_STATE_FILE": ""})
 
-    assert (args.ready_without_sync, args.port, args.state_file) == (True, 9300, None)
+    assert (args.caller_metrics_service_account, args.port, args.state_file) == (
+        True, 9300, None)
     assert parse("gateway", environ={"INFERENCE_OPERATOR_ACCESS_LOG": "0"}).access_log is False
 
 

@@ -1,5 +1,6 @@
-"""The one mapping of upstream failures (gateway/upstream.py, ``UpstreamError``) to what
-the client gets, the metric label and the retry verdict; no server involved."""
+"""The one mapping of upstream failures (``AnthropicError``, anthropic/errors.py, mapped by
+gateway/upstream_failures.py) to what the client gets, the metric label and the retry
+verdict; no server involved."""
 
 from __future__ import annotations
 
@@ -7,14 +8,15 @@ import asyncio
 
 import pytest
 
-from inference_operator.gateway.retry import NOT_RETRIED, RetryPolicy, Verdict, run_with_retries
-from inference_operator.gateway.upstream import (
+from inference_operator.anthropic.errors import (
+    AnthropicError,
     ConnectionFailed,
     ConnectionLost,
     MalformedReply,
     StatusError,
-    UpstreamError,
 )
+from inference_operator.gateway.retry import NOT_RETRIED, RetryPolicy, Verdict, run_with_retries
+from inference_operator.gateway.upstream_failures import es_error, verdict
 
 KEY = "test-key-9f2c"
 FOR = "for request from inference entity id [ep]"
@@ -81,22 +83,22 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("failure", "status", "reason", "headers", "label", "verdict"), CASES,
+@pytest.mark.parametrize(("failure", "status", "reason", "headers", "label", "expected"), CASES,
                          ids=[f"{type(c[0]).__name__}-{c[4]}-{i}" for i, c in enumerate(CASES)])
-def test_each_upstream_failure_maps_to_one_answer(failure: UpstreamError, status: int,
+def test_each_upstream_failure_maps_to_one_answer(failure: AnthropicError, status: int,
                                                   reason: str, headers: dict[str, str],
-                                                  label: str, verdict: Verdict) -> None:
-    error = failure.es_error("ep", KEY)
+                                                  label: str, expected: Verdict) -> None:
+    error = es_error(failure, "ep", KEY)
     cause = {"type": "status_exception", "reason": reason}
     assert (error.status, error.body(), error.headers) == (
         status, {"error": {"root_cause": [cause], **cause}, "status": status}, headers)
     assert failure.label == label
-    assert failure.verdict() == verdict
+    assert verdict(failure) == expected
 
 
 def test_the_key_is_scrubbed_from_upstream_messages() -> None:
     failure = StatusError(401, {}, anthropic_error("authentication_error", f"bad key {KEY}"))
-    reason = failure.es_error("ep", KEY).reason
+    reason = es_error(failure, "ep", KEY).reason
     assert KEY not in reason and reason.endswith("Error message: [bad key <redacted>]")
 
 
@@ -112,11 +114,11 @@ async def test_only_upstream_errors_are_retried(failure: Exception, attempts: in
         made += 1
         raise failure
 
-    async def before_retry(error: UpstreamError, delay: float) -> None:
+    async def before_retry(error: AnthropicError, delay: float) -> None:
         await asyncio.sleep(0)
 
     with pytest.raises(type(failure)):
         await run_with_retries(RetryPolicy(initial_delay=0.0, max_delay=0.0), attempt,
-                               retry_on=UpstreamError, judge=UpstreamError.verdict,
+                               retry_on=AnthropicError, judge=verdict,
                                before_retry=before_retry, now=lambda: 0.0, deadline=None)
     assert made == attempts

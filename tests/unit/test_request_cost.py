@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from test_chat_translation import endpoint
 
-from inference_operator.gateway import jsoncodec, validation
+from inference_operator import jsoncodec
+from inference_operator.gateway import validation
 from inference_operator.gateway.chat import messages, request
 from inference_operator.gateway.errors import ESError
 from inference_operator.gateway.http import Limits

@@ -1,4 +1,4 @@
-"""The upstream connection slots (gateway/upstream_slots.py): a key's share, the pool's
+"""The upstream connection slots (anthropic/slots.py): a key's share, the pool's
 and the bounded wait."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from inference_operator.gateway.upstream_slots import NoSlot, Slots
+from inference_operator.anthropic.slots import NoSlot, Slots
 
 KEY_A, KEY_B = "sk-ant-a-0123456789", "sk-ant-b-9876543210"
 

@@ -28,7 +28,7 @@ from inference_devkit.controlplane.kubectl import Kubectl, KubectlError
 from inference_devkit.devstack import prometheus
 from inference_devkit.devstack.processes import ProcessFailed, Service, Stack
 from inference_devkit.waiting import poll
-from inference_operator.anthropic_api import ANTHROPIC_API_URL as REAL_ANTHROPIC
+from inference_operator.anthropic import ANTHROPIC_API_URL as REAL_ANTHROPIC
 from inference_operator.api.gateway_config import DEFAULT_SECRET_NAME
 from inference_operator.api.manifests import crd_yaml, policies_yaml
 from inference_operator.gateway.auth import DEFAULT_AUDIENCE as AUDIENCE

@@ -40,10 +40,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="upstream; point it at the emulator for offline use")
     parser.add_argument("--state-file", type=optional_path, default=_default("state_file"),
                         help="persist endpoints (with their keys) here, mode 0600")
-    parser.add_argument("--ready-without-sync", action="store_true",
-                        default=not _default("require_sync"),
-                        help="report ready at once (standalone use, no operator to sync; see "
-                             "Readiness)")
     parser.add_argument("--queue-capacity", type=int, default=_default("queue_capacity"),
                         help="requests that may wait per rate-limit group (0: unbounded)")
     parser.add_argument("--retry-initial-delay", type=float,
@@ -246,7 +242,6 @@ def gateway_config(args: argparse.Namespace, admin_token: str = "") -> GatewayCo
         metrics_host=args.metrics_host,
         metrics_port=args.metrics_port,
         state_file=args.state_file,
-        require_sync=not args.ready_without_sync,
         queue_capacity=args.queue_capacity,
         retry=RetryPolicy(initial_delay=args.retry_initial_delay,
                           max_delay=args.retry_max_delay),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from inference_operator.anthropic_api import ANTHROPIC_API_URL
+from inference_operator.anthropic import ANTHROPIC_API_URL
 from inference_operator.api.gateway_config import DEFAULT_SECRET_NAME, DEFAULT_SHARDS
 
 

@@ -26,7 +26,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from inference_operator.api.models import Reason
-from inference_operator.gateway.metrics import Labelled
+from inference_operator.labelled_metrics import Labelled
 
 log = logging.getLogger(__name__)
 

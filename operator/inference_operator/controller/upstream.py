@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 
+from inference_operator.anthropic.client import Upstream
+from inference_operator.anthropic.errors import AnthropicError, StatusError
 from inference_operator.api.models import Reason
 from inference_operator.clock import SYSTEM_CLOCK, Clock
 from inference_operator.controller.conditions import Outcome
 from inference_operator.controller.secrets import ResolvedKey, SecretKey, SecretRef
-from inference_operator.gateway.upstream import StatusError, Upstream, UpstreamError
 
 VERIFIED_FOR_SECONDS = 600.0
 
@@ -38,8 +39,8 @@ class VerifiedKeys:
 
 
 class UpstreamVerifier:
-    """One connection pool for the operator's life, for every check: the gateway's own
-    upstream client, which reads Anthropic's errors as the SDK does."""
+    """One connection pool for the operator's life, for every check: the project's own
+    Anthropic client (the gateway's too), which reads Anthropic's errors as the SDK does."""
 
     def __init__(self, base_url: str, timeout: float = 10.0) -> None:
         self._upstream = Upstream(base_url, connect_timeout=timeout, read_timeout=timeout)
@@ -72,7 +73,7 @@ class UpstreamVerifier:
                 Reason.UPSTREAM_UNAVAILABLE,
                 f"Anthropic's Models API answered {error.status}; will retry",
             )
-        except (UpstreamError, TimeoutError) as error:
+        except (AnthropicError, TimeoutError) as error:
             cause = "timeout" if isinstance(error, TimeoutError) else error.label
             return Outcome.retrying(
                 Reason.UPSTREAM_UNAVAILABLE,

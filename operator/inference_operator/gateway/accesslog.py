@@ -15,7 +15,7 @@ import sys
 import time
 from typing import TextIO
 
-from inference_operator.gateway import jsoncodec
+from inference_operator import jsoncodec
 from inference_operator.gateway.auth.caller import Caller
 from inference_operator.gateway.metrics import Usage
 

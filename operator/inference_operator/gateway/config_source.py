@@ -5,7 +5,7 @@ Each shard Secret is listed and watched on its own, by name (``fieldSelector
 metadata.name=<shard>``), because a Role's ``resourceNames`` authorizes a list or watch
 only in that form: the gateway's identity can read its shards and no other Secret.
 
-What a shard says replaces what the gateway served from it (``Gateway.apply_shard``).
+What a shard says replaces what the gateway served from it (``ShardSet.apply``).
 A shard that cannot be decoded, or one of whose endpoints fails validation, is refused
 as a whole, the previous content stays, and it is logged (shard and endpoint, never a
 key) and counted (``inference_gateway_config_rejected_total``). A deleted shard leaves
@@ -24,16 +24,19 @@ from lightkube.resources.core_v1 import Secret
 
 from inference_operator.api.gateway_config import DATA_KEY, ConfigFormatError, Shard
 from inference_operator.gateway.kubewatch import Object, list_and_watch
-from inference_operator.gateway.service import Gateway, ShardRejected
+from inference_operator.gateway.metrics import GatewayMetrics
+from inference_operator.gateway.shards import ShardRejected, ShardSet
 
 log = logging.getLogger(__name__)
 
 
 class ConfigSource:
-    def __init__(self, api: AsyncClient, namespace: str, gateway: Gateway) -> None:
+    def __init__(self, api: AsyncClient, namespace: str, shards: ShardSet,
+                 metrics: GatewayMetrics) -> None:
         self._api = api
         self._namespace = namespace
-        self._gateway = gateway
+        self._shards = shards
+        self._metrics = metrics
 
     def start(self) -> list[asyncio.Task[None]]:
         """One task per shard; cancel them to stop."""
@@ -43,12 +46,12 @@ class ConfigSource:
             on_list=functools.partial(self._listed, name),
             on_event=functools.partial(self._changed, name),
             field_selector=f"metadata.name={name}"), name=f"shard {name}")
-            for name in self._gateway.shards]
+            for name in self._shards.names]
 
     async def _listed(self, name: str, secrets: list[Object]) -> None:
         if secrets:
             await self._load(name, secrets[0])
-        elif self._gateway.generation(name) is None:
+        elif self._shards.generation(name) is None:
             log.warning("configuration shard %s/%s does not exist (yet); not ready until "
                         "it does", self._namespace, name)
         else:
@@ -63,7 +66,7 @@ class ConfigSource:
         await self._load(name, secret)
 
     async def _load(self, name: str, secret: Object) -> None:
-        served = self._gateway.generation(name)
+        served = self._shards.generation(name)
         if DATA_KEY not in (secret.get("data") or {}) and served is not None:
             # Recreated empty by the installer after a delete: not yet written, so not
             # "no endpoints" (the operator writes an empty list for that).
@@ -71,9 +74,9 @@ class ConfigSource:
                         "until it is written", self._namespace, name, DATA_KEY, served)
             return
         try:
-            await self._gateway.apply_shard(name, Shard.decode(secret.get("data")))
+            await self._shards.apply(name, Shard.decode(secret.get("data")))
         except (ConfigFormatError, ShardRejected) as error:
-            self._gateway.metrics.config_rejected.labels(name).inc()
+            self._metrics.config_rejected.labels(name).inc()
             log.warning("configuration shard %s/%s (resourceVersion %s) refused, its "
                         "previous content is still served: %s", self._namespace, name,
                         secret.get("metadata", {}).get("resourceVersion"), error)

@@ -10,12 +10,12 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from inference_operator.anthropic.client import Client
 from inference_operator.api.elasticsearch_body import TaskSettingsOverride
 from inference_operator.api.gateway_config import OWNER_KEY
 from inference_operator.api.settings import Service, TaskSettings
 from inference_operator.gateway import errors
 from inference_operator.gateway.ratelimit import Bucket
-from inference_operator.gateway.upstream import Client
 
 
 @dataclass(frozen=True)

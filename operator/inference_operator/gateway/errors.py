@@ -1,10 +1,10 @@
 """Errors in the Elasticsearch shape:
 ``{"error":{"root_cause":[…],"type":…,"reason":…},"status":N}``.
 
-Every failure the gateway reports is an :class:`ESError`; the HTTP layer's middleware
-(``http._answer``) renders it as JSON or as an SSE ``event: error``. The ``type`` names
-follow Elasticsearch's exception classes in snake_case so clients that branch on them keep
-working."""
+Every failure the gateway reports is an :class:`ESError`; a middleware
+(``middlewares.elasticsearch_errors``) renders it as JSON or as an SSE ``event: error``.
+The ``type`` names follow Elasticsearch's exception classes in snake_case so clients that
+branch on them keep working."""
 
 from __future__ import annotations
 

@@ -1,41 +1,51 @@
 """The two HTTP listeners: public (read and inference, for the callers ``--auth`` lets
-in) and admin (everything, behind its own bearer token). Every response carries
-``X-Elastic-Product: Elasticsearch``, which the official clients require, and every error
-has the Elasticsearch shape."""
+in) and admin (everything, behind its own bearer token); routing and the handlers. Every
+response carries ``X-Elastic-Product: Elasticsearch``, which the official clients
+require, and every error has the Elasticsearch shape (middlewares.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
+import math
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import StreamReader, web
-from aiohttp.typedefs import Handler
-from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
+from aiohttp import web
+from prometheus_client import Histogram
 
+from inference_operator import jsoncodec
+from inference_operator.anthropic.client import encode
 from inference_operator.api.settings import TaskType
-from inference_operator.gateway import (
-    accesslog,
-    errors,
-    jsoncodec,
-    openapi,
-    routes,
-    tasks,
-    upstream,
-)
-from inference_operator.gateway.auth.caller import ADMIN, ANONYMOUS, Access, Caller
+from inference_operator.gateway import errors, openapi, routes, translators
+from inference_operator.gateway.auth.caller import ADMIN, ANONYMOUS, Access
 from inference_operator.gateway.endpoints import Endpoint
 from inference_operator.gateway.errors import ESError
-from inference_operator.gateway.metrics import UNKNOWN_ID, Usage
+from inference_operator.gateway.keys import (
+    ACCESS,
+    ACCESS_LOG,
+    ADMIN_TOKEN,
+    CALLER,
+    EVENTS,
+    GATEWAY,
+    INFERENCE_ID,
+    PROBES,
+    ROUTE,
+    UNIFIED,
+    USAGE,
+)
+from inference_operator.gateway.metrics import Usage
+from inference_operator.gateway.middlewares import MIDDLEWARES
+from inference_operator.gateway.probes import probes
+from inference_operator.gateway.request_body import check_length, read_body
 from inference_operator.gateway.request_memory import Held
+from inference_operator.gateway.responses import DONE, SSE_HEADERS, json_response, sse_event
 from inference_operator.gateway.routes import Action, Route
 from inference_operator.gateway.service import Gateway
-from inference_operator.gateway.tasks import Task
 from inference_operator.gateway.timeunits import TimeValue, parse_time_value
+from inference_operator.gateway.translators.base import Translator
 from inference_operator.gateway.write_progress import WriteProgress
 
 log = logging.getLogger(__name__)
@@ -53,36 +63,8 @@ class Limits:
     stream_write_timeout: float = 30.0
 
 
-GATEWAY = web.AppKey("gateway", Gateway)
-ADMIN_TOKEN = web.AppKey("admin_token", str)
 LIMITS = web.AppKey("limits", Limits)
 OPENAPI = web.AppKey("openapi", bytes)
-# The public listener's callers (absent: --auth none, anybody); whether to access-log.
-ACCESS = web.AppKey("access", Access)
-ACCESS_LOG = web.AppKey("access_log", bool)
-# The probes a listener answers unauthenticated, by path (see _probes).
-Probe = Callable[[Gateway], web.Response]
-PROBES = web.AppKey("probes", dict[str, Probe])
-# What a handler tells the middleware (_answer): the route, once matched; the caller,
-# once authenticated; the endpoint's id for the metrics, once resolved; the tokens used;
-# a stream's response, once its errors are events.
-ROUTE = web.RequestKey("route", Route)
-CALLER = web.RequestKey("caller", Caller)
-INFERENCE_ID = web.RequestKey("inference_id", str)
-USAGE = web.RequestKey("usage", Usage)
-EVENTS = web.RequestKey("events", web.StreamResponse)
-# Errors in OpenAI's shape (the chat_completion route), not Elasticsearch's.
-UNIFIED = web.RequestKey("unified", bool)
-CLIENT_CLOSED = 499  # nginx's code for "the client went away", used as a metrics label
-# The routes whose requests are measured, with their metrics' "stream" label.
-_STREAM_LABEL = {Action.INFER: "false", Action.STREAM: "true"}
-_SSE_HEADERS = {
-    "Content-Type": "text/event-stream; charset=utf-8",
-    # Proxies (nginx and friends) must pass every event on at once.
-    "Cache-Control": "no-cache",
-    "X-Accel-Buffering": "no",
-}
-_DONE = b"event: message\ndata: [DONE]\n\n"
 
 
 def build_app(gateway: Gateway, *, admin_token: str | None = None,
@@ -93,7 +75,7 @@ def build_app(gateway: Gateway, *, admin_token: str | None = None,
     limits = limits or Limits()
     # Bodies are read by _body, which stops them at the limit; client_max_size does the
     # same for any reader of aiohttp's own (request.read()).
-    app = web.Application(client_max_size=limits.max_body_size, middlewares=[_answer])
+    app = web.Application(client_max_size=limits.max_body_size, middlewares=MIDDLEWARES)
     app[GATEWAY] = gateway
     app[LIMITS] = limits
     app[ACCESS_LOG] = access_log
@@ -101,7 +83,7 @@ def build_app(gateway: Gateway, *, admin_token: str | None = None,
         app[ADMIN_TOKEN] = admin_token
     elif access is not None:
         app[ACCESS] = access
-    app[PROBES] = _probes(metrics=access is None)
+    app[PROBES] = probes(metrics=access is None)
     # Rendered once: the document depends only on the listener and its callers' checks.
     app[OPENAPI] = jsoncodec.dumps(openapi.document(admin=admin_token is not None,
                                                     **_documented_auth(app.get(ACCESS))))
@@ -128,83 +110,10 @@ def _documented_auth(access: Access | None) -> dict[str, str]:
 
 async def _product_header(request: web.Request, response: web.StreamResponse) -> None:
     response.headers["X-Elastic-Product"] = "Elasticsearch"
-    if request.app[GATEWAY].draining:
+    if request.app[GATEWAY].readiness.draining:
         # Shutting down: a keep-alive client's next request goes to another replica.
         response.headers["Connection"] = "close"
         response.force_close()
-
-
-def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=jsoncodec.dumps(body), status=status, headers=headers,
-                        content_type="application/json")
-
-
-@web.middleware
-async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every route's failures, answered in one place in the Elasticsearch shape; the
-    inference routes' request metrics (status 499 when the client went away), per
-    endpoint and per caller; the access log."""
-    started = time.monotonic()
-    status = CLIENT_CLOSED  # unless an answer is made below
-    try:
-        try:
-            response = await handler(request)
-        except ESError as error:
-            failure = error
-        except web.HTTPException as error:  # aiohttp's own, e.g. from reading the body
-            failure = ESError(error.status, "status_exception", error.reason)
-        except ConnectionError:  # the client went away: nobody to answer
-            raise
-        except Exception:
-            # A bug: answered without the exception's text (no traceback in a response);
-            # the log has it.
-            log.exception("unhandled error on %s %s", request.method, request.path)
-            failure = errors.internal(request.path)
-        else:
-            status = response.status
-            return response
-        response = await _error(request, failure)
-        status = failure.status
-        return response
-    finally:
-        elapsed = time.monotonic() - started
-        route = request.get(ROUTE)
-        if route is not None and route.action in _STREAM_LABEL:
-            inference_id = request.get(INFERENCE_ID, UNKNOWN_ID)
-            stream = _STREAM_LABEL[route.action]
-            metrics = request.app[GATEWAY].metrics
-            metrics.requests.labels(inference_id, stream, str(status)).inc()
-            metrics.duration.labels(inference_id, stream).observe(elapsed)
-            caller = request.get(CALLER)
-            if caller is not None:
-                metrics.count_call(inference_id, caller, status, request.get(USAGE) or Usage())
-        if request.app[ACCESS_LOG] and request.path not in request.app[PROBES]:
-            accesslog.write(listener="admin" if ADMIN_TOKEN in request.app else "public",
-                            caller=request.get(CALLER), method=request.method,
-                            path=request.path, inference_id=request.get(INFERENCE_ID),
-                            status=status, usage=request.get(USAGE), latency=elapsed)
-
-
-async def _error(request: web.Request, error: ESError) -> web.StreamResponse:
-    """JSON; or, once a stream's errors are events, one ``event: error``: the whole answer
-    (with the error's status) before the stream started, its last event after."""
-    stream = request.get(EVENTS)
-    body = error.unified_body() if request.get(UNIFIED) else error.body()
-    if stream is None:
-        response: web.StreamResponse = _json(body, error.status, error.headers)
-    else:
-        event = _event("error", body)
-        if not stream.prepared:
-            stream.set_status(error.status)
-            stream.headers.update(error.headers)
-            stream.content_length = len(event)
-            await stream.prepare(request)
-        await stream.write(event)
-        await stream.write_eof()
-        response = stream
-    if error.close_connection:
-        response.force_close()
-    return response
 
 
 async def _dispatch(request: web.Request) -> web.StreamResponse:
@@ -230,48 +139,17 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
     return await _HANDLERS[route.action](request, gateway, route)
 
 
-async def _body(request: web.Request) -> bytes:
-    """The request body within the size limit and the body timeout. Not read with
-    ``request.read()``, which keeps a copy for the request's whole life: a queued request
-    keeps only what it sends upstream."""
-    limits = request.app[LIMITS]
-    _check_length(request)
-    try:
-        if request.content.is_eof():
-            # The common case: the whole body came with the head, nothing to wait for,
-            # so no timer is set up on the hot path.
-            return await _read(request.content, limits.max_body_size)
-        async with asyncio.timeout(limits.body_timeout):
-            return await _read(request.content, limits.max_body_size)
-    except TimeoutError:
-        raise errors.body_timed_out(limits.body_timeout) from None
-
-
-def _check_length(request: web.Request) -> int:
-    """The most bytes the body can have: its Content-Length, else the limit; a body
-    that says it is larger is refused before a byte of it is read."""
-    limit = request.app[LIMITS].max_body_size
-    length = request.content_length
-    if length is not None and length > limit:
-        raise errors.too_large(limit)
-    return limit if length is None else length
-
-
-async def _read(content: StreamReader, limit: int) -> bytes:
-    body = bytearray()
-    while chunk := await content.readany():
-        body += chunk
-        if len(body) > limit:  # a chunked body has no Content-Length to refuse it by
-            raise errors.too_large(limit)
-    return bytes(body)
-
-
 # Query parameters each action reads; like Elasticsearch, any other is refused, so a typo
 # (?timout=5s) is not silently ignored. Elasticsearch's universal output parameters are
 # accepted and ignored (error_trace included: the gateway never sends a stack trace).
 _PARAMETERS = {Action.INFER: {"timeout"}, Action.STREAM: {"timeout"},
-               Action.CREATE: {"replace"}, Action.DELETE: {"dry_run"}}
+               Action.DELETE: {"dry_run"}}
 _IGNORED_PARAMETERS = frozenset({"pretty", "human", "error_trace", "filter_path"})
+
+
+async def _body(request: web.Request) -> bytes:
+    limits = request.app[LIMITS]
+    return await read_body(request, limits.max_body_size, limits.body_timeout)
 
 
 def _check_parameters(request: web.Request, route: Route) -> None:
@@ -303,62 +181,22 @@ def _flag(request: web.Request, name: str) -> bool:
     return value != "false"
 
 
-def _healthz(gateway: Gateway) -> web.Response:
-    return _json(gateway.health())
-
-
-def _readyz(gateway: Gateway) -> web.Response:
-    reason = gateway.unready_reason()
-    if reason is None:
-        return _json({"ready": True, "boot_id": gateway.boot_id})
-    return _json({"ready": False, "boot_id": gateway.boot_id, "reason": reason}, status=503)
-
-
-def _metrics(gateway: Gateway) -> web.Response:
-    response = web.Response(body=generate_latest(gateway.metrics.registry))
-    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
-    return response
-
-
-_ALL_PROBES: dict[str, Probe] = {"/healthz": _healthz, "/readyz": _readyz,
-                                 "/metrics": _metrics}
-
-
-def _probes(*, metrics: bool) -> dict[str, Probe]:
-    """The probes, with ``/metrics`` only where every caller may see it all: its series
-    name endpoints and callers' namespaces, so with ``--auth`` on the public listener
-    leaves it to the metrics listener (build_metrics_app); the admin listener (loopback by
-    default) keeps it."""
-    return _ALL_PROBES if metrics else {path: probe for path, probe in _ALL_PROBES.items()
-                                        if probe is not _metrics}
-
-
-def build_metrics_app(gateway: Gateway) -> web.Application:
-    """The metrics listener (``--metrics-port``): ``GET /metrics`` and nothing else, not
-    access-logged (Prometheus scrapes it forever)."""
-    async def scrape(_: web.Request) -> web.Response:
-        return _metrics(gateway)
-
-    app = web.Application()
-    app.router.add_get("/metrics", scrape)
-    return app
-
-
 async def _openapi(request: web.Request, gateway: Gateway, route: Route) -> web.Response:
     return web.Response(body=request.app[OPENAPI], content_type="application/json")
 
 
 async def _list(request: web.Request, gateway: Gateway, route: Route) -> web.Response:
-    endpoints = gateway.select(None, route.task_type)
+    endpoints = gateway.registry.select(None, route.task_type)
     access = request.app.get(ACCESS)
     if access is not None:  # only what the caller may invoke
         endpoints = await access.visible(request[CALLER], endpoints)
-    return _json(gateway.render(endpoints))
+    return json_response(gateway.registry.render(endpoints))
 
 
 async def _get(request: web.Request, gateway: Gateway, route: Route) -> web.Response:
     await _authorize(request, gateway, route)
-    return _json(gateway.render(gateway.select(route.inference_id, route.task_type)))
+    registry = gateway.registry
+    return json_response(registry.render(registry.select(route.inference_id, route.task_type)))
 
 
 async def _authorize(request: web.Request, gateway: Gateway, route: Route) -> None:
@@ -368,7 +206,7 @@ async def _authorize(request: web.Request, gateway: Gateway, route: Route) -> No
     if access is None:
         return
     assert route.inference_id is not None
-    endpoint = gateway.find(route.inference_id)
+    endpoint = gateway.registry.find(route.inference_id)
     await access.authorize(request[CALLER], route.inference_id, endpoint)
     # Only now: a refusal (401, 403) counts under UNKNOWN_ID, so /metrics never tells
     # which of the ids a caller probed exist.
@@ -377,29 +215,25 @@ async def _authorize(request: web.Request, gateway: Gateway, route: Route) -> No
 
 
 async def _create(request: web.Request, gateway: Gateway, route: Route) -> web.Response:
-    # ``?replace=true`` (an extension for the operator) turns create into create-or-replace.
     assert route.inference_id is not None
-    return _json(await gateway.create(route.inference_id, route.task_type, await _body(request),
-                                      replace=_flag(request, "replace")))
+    return json_response(await gateway.registry.create(route.inference_id, route.task_type,
+                                                       await _body(request)))
 
 
 async def _update(request: web.Request, gateway: Gateway, route: Route) -> web.Response:
     assert route.inference_id is not None
-    return _json(await gateway.update(route.inference_id, route.task_type, await _body(request)))
+    return json_response(await gateway.registry.update(route.inference_id, route.task_type,
+                                                       await _body(request)))
 
 
 async def _delete(request: web.Request, gateway: Gateway, route: Route) -> web.Response:
     assert route.inference_id is not None
-    return _json(await gateway.delete(route.inference_id, route.task_type,
-                                      dry_run=_flag(request, "dry_run")))
-
-
-async def _sync(request: web.Request, gateway: Gateway, route: Route) -> web.Response:
-    return _json(await gateway.sync(await _body(request)))
+    return json_response(await gateway.registry.delete(route.inference_id, route.task_type,
+                                                       dry_run=_flag(request, "dry_run")))
 
 
 async def _begin_inference(request: web.Request, gateway: Gateway,
-                           route: Route) -> tuple[Task, TimeValue]:
+                           route: Route) -> tuple[Translator, TimeValue]:
     """The caller's access checked, then the task the request is for and its timeout.
     Refusals of access keep Elasticsearch's shape on every path, as its security layer
     answers them before the action; the chat action's own errors are OpenAI-shaped."""
@@ -407,16 +241,16 @@ async def _begin_inference(request: web.Request, gateway: Gateway,
     task_type = route.task_type
     if task_type in (None, "any"):
         assert route.inference_id is not None
-        endpoint = gateway.find(route.inference_id)
+        endpoint = gateway.registry.find(route.inference_id)
         task_type = endpoint.task_type if endpoint is not None else TaskType.COMPLETION
-    task = tasks.for_task_type(task_type)
+    task = translators.for_task_type(task_type)
     request[UNIFIED] = task.unified_errors
     return task, parse_time_value(request.query.get("timeout"))
 
 
 def _resolve(request: web.Request, gateway: Gateway, route: Route) -> Endpoint:
     assert route.inference_id is not None
-    endpoint = gateway.resolve(route.inference_id, route.task_type)
+    endpoint = gateway.registry.resolve(route.inference_id, route.task_type)
     request[INFERENCE_ID] = endpoint.inference_id
     return endpoint
 
@@ -424,10 +258,16 @@ def _resolve(request: web.Request, gateway: Gateway, route: Route) -> Endpoint:
 def _reserve(request: web.Request, gateway: Gateway, route: Route) -> Held:
     """Room in the request memory budget for the body, before a byte of it is read."""
     assert route.inference_id is not None
-    return gateway.reserve(route.inference_id, _check_length(request))
+    endpoint = gateway.registry.find(route.inference_id)
+    # Retry-After: the endpoint's rate interval, when its queue moves.
+    retry_after = 1 if endpoint is None else max(1, math.ceil(endpoint.bucket.interval))
+    return gateway.request_memory.reserve(
+        route.inference_id, check_length(request, request.app[LIMITS].max_body_size),
+        retry_after)
 
 
-def _prepare(request: web.Request, gateway: Gateway, route: Route, task: Task, held: Held,
+def _prepare(request: web.Request, gateway: Gateway, route: Route, task: Translator,
+             held: Held,
              raw: bytes, *, stream: bool = False) -> tuple[Endpoint, bytes]:
     """The body parsed, checked and translated into the upstream request's bytes, which
     are all the request keeps from here on (and what ``held`` counts): neither the body
@@ -438,9 +278,9 @@ def _prepare(request: web.Request, gateway: Gateway, route: Route, task: Task, h
             # From here on failures are events: request parsing fails as plain JSON, like
             # a REST handler; failures of the action itself are reported in the event
             # stream, as Elasticsearch's SSE listener does.
-            request[EVENTS] = web.StreamResponse(headers=_SSE_HEADERS)
+            request[EVENTS] = web.StreamResponse(headers=SSE_HEADERS)
         endpoint = _resolve(request, gateway, route)
-        encoded = upstream.encode(task.params(endpoint, body), stream=stream)
+        encoded = encode(task.params(endpoint, body), stream=stream)
     held.resize(len(encoded))
     return endpoint, encoded
 
@@ -450,17 +290,18 @@ async def _infer(request: web.Request, gateway: Gateway, route: Route) -> web.Re
     with _reserve(request, gateway, route) as held:
         endpoint, body = _prepare(request, gateway, route, task, held, await _body(request))
         usage = request[USAGE] = Usage()
-        return _json(task.answer(await gateway.complete(endpoint, body, timeout, usage)))
+        message = await gateway.pipeline.complete(endpoint, task, body, timeout, usage)
+        return json_response(task.answer(message))
 
 
-async def _open_stream(request: web.Request, gateway: Gateway, route: Route, task: Task,
+async def _open_stream(request: web.Request, gateway: Gateway, route: Route, task: Translator,
                        time_limit: TimeValue) -> tuple[Endpoint, AsyncGenerator[Any, None]]:
     """The upstream stream, open; its request's bytes are held (and counted) until then."""
     with _reserve(request, gateway, route) as held:
         endpoint, body = _prepare(request, gateway, route, task, held, await _body(request),
                                   stream=True)
         usage = request[USAGE] = Usage()
-        return endpoint, await gateway.stream(endpoint, body, time_limit, usage)
+        return endpoint, await gateway.pipeline.stream(endpoint, task, body, time_limit, usage)
 
 
 async def _stream(request: web.Request, gateway: Gateway, route: Route) -> web.StreamResponse:
@@ -468,7 +309,7 @@ async def _stream(request: web.Request, gateway: Gateway, route: Route) -> web.S
     task, timeout = await _begin_inference(request, gateway, route)
     endpoint, events = await _open_stream(request, gateway, route, task, timeout)
     response = request[EVENTS]
-    translate = task.translator()
+    translate = task.events()
     first_delta: Histogram | None = gateway.metrics.first_delta.labels(endpoint.inference_id)
     seconds = request.app[LIMITS].stream_write_timeout
     writer = WriteProgress(request, response, seconds,
@@ -479,12 +320,12 @@ async def _stream(request: web.Request, gateway: Gateway, route: Route) -> web.S
             data = translate(event)
             if data is None:
                 continue
-            await writer.write(_event("message", data))
+            await writer.write(sse_event("message", data))
             # The role chunk of a chat carries no delta: the first one that does counts.
             if first_delta is not None and event.get("type") != "message_start":
                 first_delta.observe(time.monotonic() - started)
                 first_delta = None
-        await writer.write(_DONE)
+        await writer.write(DONE)
         await writer.write_eof()
     finally:
         writer.close()
@@ -498,18 +339,12 @@ def _stalled(gateway: Gateway, inference_id: str, seconds: float) -> None:
              inference_id, seconds)
 
 
-def _event(name: str, data: Any) -> bytes:
-    # No byte-order mark (Elasticsearch sends one per event; strict parsers choke on it).
-    return b"event: %s\ndata: %s\n\n" % (name.encode(), jsoncodec.dumps(data))
-
-
 _HANDLERS = {
     Action.LIST: _list,
     Action.GET: _get,
     Action.CREATE: _create,
     Action.UPDATE: _update,
     Action.DELETE: _delete,
-    Action.SYNC: _sync,
     Action.INFER: _infer,
     Action.STREAM: _stream,
     Action.OPENAPI: _openapi,

@@ -24,7 +24,7 @@ from lightkube import ApiError, AsyncClient, ConfigError
 from lightkube.core.resource import NamespacedResource
 from lightkube.models.meta_v1 import Status
 
-from inference_operator.gateway import jsoncodec
+from inference_operator import jsoncodec
 
 log = logging.getLogger(__name__)
 

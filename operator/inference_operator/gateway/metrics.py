@@ -6,10 +6,11 @@ key ids), never anything from a key or a credential."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.metrics import MetricWrapperBase
+
+from inference_operator.labelled_metrics import Labelled
 
 if TYPE_CHECKING:
     from inference_operator.gateway.auth.caller import Caller
@@ -22,32 +23,6 @@ UNKNOWN_ID = "_unknown"
 OTHER_ACCOUNTS = "_other"
 DEFAULT_CALLER_ACCOUNTS = 1000
 DEFAULT_CALLER_ACCOUNTS_PER_NAMESPACE = 100
-
-M = TypeVar("M", bound=MetricWrapperBase)
-
-
-class Labelled(Generic[M]):
-    """A labelled metric whose children are looked up once: prometheus_client's
-    ``labels()`` validates, takes a lock and builds a tuple on every call, which showed
-    in the profile of the request path (docs/benchmarks.md, "Reading the results")."""
-
-    def __init__(self, metric: M) -> None:
-        self.metric = metric
-        self._children: dict[tuple[str, ...], M] = {}
-
-    def labels(self, *values: str) -> M:
-        child = self._children.get(values)
-        if child is None:
-            child = self._children[values] = self.metric.labels(*values)
-        return child
-
-    def remove_first(self, value: str) -> None:
-        """Drop every series whose first label is ``value`` (all go through ``labels``,
-        so the cache knows them all)."""
-        for values in [v for v in self._children if v[0] == value]:
-            del self._children[values]
-            self.metric.remove(*values)
-
 
 class AccountLabels:
     """The ``caller_service_account`` label within a budget: a tenant creates
@@ -158,8 +133,8 @@ class GatewayMetrics:
             "inference_gateway_endpoints", "Inference endpoints configured.", registry=r)
         self.ready = Gauge(
             "inference_gateway_ready",
-            "1 once the first full sync arrived (config mode: every shard loaded), 0 again "
-            "while shutting down.", registry=r)
+            "1 when ready (standalone: once listening; config mode: once every shard is "
+            "loaded), 0 again while shutting down.", registry=r)
         # Config mode (--config-secret): what each shard serves, and what was refused.
         self.config_generation = Labelled(Gauge(
             "inference_gateway_config_generation",

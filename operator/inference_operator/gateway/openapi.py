@@ -95,20 +95,16 @@ _OTHER_SCHEMAS: dict[str, Any] = {
     "Deleted": {"type": "object", "required": ["acknowledged", "pipelines", "indexes"],
                 "properties": {"acknowledged": {"type": "boolean"},
                                "pipelines": {"type": "array"}, "indexes": {"type": "array"}}},
-    # null, like leaving the field out, removes nothing.
-    "SyncRequest": {"type": "object", "properties": {
-        "inference_ids": {"type": ["array", "null"], "items": {"type": "string"}}}},
-    "Synced": {"type": "object", "required": ["acknowledged", "removed", "boot_id"],
-               "properties": {"acknowledged": {"type": "boolean"},
-                              "removed": {"type": "array", "items": {"type": "string"}},
-                              "boot_id": {"type": "string"}}},
-    "Health": {"type": "object", "required": ["status", "boot_id", "synced", "endpoints"],
-               "properties": {"status": {"type": "string"}, "boot_id": {"type": "string"},
-                              "synced": {"type": "boolean"},
-                              "endpoints": {"type": "integer", "minimum": 0}}},
-    "Ready": {"type": "object", "required": ["ready", "boot_id"],
-              "properties": {"ready": {"type": "boolean"}, "boot_id": {"type": "string"},
-                             "reason": {"type": "string"}}},
+    # config: in config mode only, each shard's generation being served (null: not
+    # loaded yet), which the operator compares with the generations it wrote.
+    "Health": {"type": "object", "required": ["status", "endpoints", "replicas"],
+               "properties": {"status": {"type": "string"},
+                              "endpoints": {"type": "integer", "minimum": 0},
+                              "replicas": {"type": "integer", "minimum": 1},
+                              "config": {"type": "object", "additionalProperties": {
+                                  "type": ["integer", "null"]}}}},
+    "Ready": {"type": "object", "required": ["ready"],
+              "properties": {"ready": {"type": "boolean"}, "reason": {"type": "string"}}},
 }
 
 
@@ -183,12 +179,12 @@ _SSE = {"text/event-stream": {"schema": {
 
 
 def _operation(operation_id: str, summary: str, responses: dict[str, Any], *,
-               parameters: list[dict[str, Any]] | None = None, body: str | None = None,
-               body_required: bool = True) -> dict[str, Any]:
+               parameters: list[dict[str, Any]] | None = None,
+               body: str | None = None) -> dict[str, Any]:
     operation: dict[str, Any] = {"operationId": operation_id, "summary": summary,
                                  "parameters": parameters or [], "responses": responses}
     if body is not None:
-        operation["requestBody"] = {"required": body_required, "content": _json(body)}
+        operation["requestBody"] = {"required": True, "content": _json(body)}
     return operation
 
 
@@ -221,9 +217,7 @@ def _inference_paths(admin: bool) -> dict[str, dict[str, Any]]:
                 f"{tag}create", "Create an endpoint (the key is never echoed)", {
                     "200": _answer("The stored config, without the key.", _json("Endpoint")),
                     **_ERRORS},
-                parameters=[*params, _INFERENCE_ID,
-                            _flag("replace", "Create or replace (our extension).")],
-                body="PutInferenceBody")
+                parameters=[*params, _INFERENCE_ID], body="PutInferenceBody")
             one["delete"] = _operation(
                 f"{tag}delete", "Delete an endpoint", {
                     "200": _answer("Deleted.", _json("Deleted")), **_ERRORS},
@@ -257,11 +251,6 @@ def _inference_paths(admin: bool) -> dict[str, dict[str, Any]]:
             "default": _answer("An error: JSON for a bad request, else one `event: error`.",
                                {**_CHAT_ERROR, **_SSE})},
         parameters=[_CHAT_ID, _TIMEOUT], body="ChatCompletionRequest")}
-    if admin:
-        paths["/_inference/_sync"] = {"post": _operation(
-            "sync", "The operator's full sync: drop endpoints not listed, report ready", {
-                "200": _answer("Synced.", _json("Synced")), **_ERRORS},
-            body="SyncRequest", body_required=False)}
     paths["/_inference/_openapi"] = {"get": _operation(
         "openapi", "This document", {
             "200": _answer("OpenAPI 3.1.", {"application/json": {"schema": {"type": "object"}}}),
@@ -275,7 +264,7 @@ def _probe_paths(*, metrics: bool) -> dict[str, dict[str, Any]]:
     paths = {
         "/healthz": {"get": _operation("healthz", "Liveness", {
             "200": _answer("Alive.", _json("Health")), **_ERRORS})},
-        "/readyz": {"get": _operation("readyz", "Readiness (after the first full sync)", {
+        "/readyz": {"get": _operation("readyz", "Readiness (config mode: every shard loaded)", {
             "200": _answer("Ready.", _json("Ready")),
             "503": _answer("Not ready yet.", _json("Ready")), **_ERRORS})},
         "/metrics": {"get": _operation("metrics", "Prometheus metrics", {

@@ -16,7 +16,7 @@ from lightkube import AsyncClient
 from lightkube.resources.discovery_v1 import EndpointSlice
 
 from inference_operator.gateway.kubewatch import Object, list_and_watch
-from inference_operator.gateway.service import Gateway
+from inference_operator.gateway.rate_sharing import RateSharing
 
 log = logging.getLogger(__name__)
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -24,11 +24,11 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 class Peers:
     def __init__(self, api: AsyncClient, namespace: str, service: str,
-                 gateway: Gateway) -> None:
+                 sharing: RateSharing) -> None:
         self._api = api
         self._namespace = namespace
         self._service = service
-        self._gateway = gateway
+        self._sharing = sharing
         self._ready: dict[str, set[str]] = {}  # slice name -> its ready endpoints
 
     def start(self) -> asyncio.Task[None]:
@@ -51,7 +51,7 @@ class Peers:
         self._update()
 
     def _update(self) -> None:
-        self._gateway.set_replicas(len(set().union(*self._ready.values())))
+        self._sharing.set_replicas(len(set().union(*self._ready.values())))
 
 
 def ready_endpoints(endpoint_slice: Object) -> set[str]:

@@ -1,6 +1,6 @@
 """The bytes that inference requests hold while they are read, queued or in flight: one
 budget for the gateway and a share of it per endpoint, so its memory is bounded by
-configuration, not by demand, and one endpoint cannot take it all (#24).
+configuration, not by demand, and one endpoint cannot take it all.
 
 A request reserves before its body is read (its Content-Length, or the body limit when
 it has none), then resizes to what it keeps while it waits and is sent: the encoded

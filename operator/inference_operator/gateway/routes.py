@@ -19,12 +19,11 @@ class Action(StrEnum):
     DELETE = "delete"
     INFER = "infer"
     STREAM = "stream"
-    SYNC = "sync"
     OPENAPI = "openapi"
 
 
 # Only the admin listener performs these.
-WRITES = frozenset({Action.CREATE, Action.UPDATE, Action.DELETE, Action.SYNC})
+WRITES = frozenset({Action.CREATE, Action.UPDATE, Action.DELETE})
 PREFIX = "/_inference"
 
 
@@ -40,8 +39,6 @@ def _methods(segments: list[str]) -> tuple[dict[str, Action], str | None, str | 
     match segments:
         case [] | ["_all" | "*"]:
             return {"GET": Action.LIST}, None, None
-        case ["_sync"]:
-            return {"POST": Action.SYNC}, None, None
         case ["_openapi"]:  # ids never start with "_", so this cannot shadow one
             return {"GET": Action.OPENAPI}, None, None
         case [task_type, "_all" | "*"]:

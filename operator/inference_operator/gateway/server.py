@@ -1,7 +1,8 @@
 """Start and stop a gateway: the service plus its listeners, and in config mode its
-Kubernetes watches. Standalone, a public and an admin listener (the operator or a user
-pushes endpoints to the admin one); in config mode (``config_secret``) only the public
-one, the endpoints being read from the configuration shards (gateway/config_source.py).
+Kubernetes watches. Standalone, a public and an admin listener (a user puts endpoints on
+the admin one, kept in the optional state file); in config mode (``config_secret``) only
+the public one, the endpoints being read from the configuration shards
+(gateway/config_source.py).
 The public listener's callers are checked as ``auth`` says (gateway/auth/)."""
 
 from __future__ import annotations
@@ -17,16 +18,18 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from inference_operator.anthropic_api import ANTHROPIC_API_URL
+from inference_operator.anthropic import ANTHROPIC_API_URL
+from inference_operator.anthropic.client import CONNECTION_WAIT, MAX_CONNECTIONS_PER_KEY, Upstream
 from inference_operator.api.gateway_config import DEFAULT_SHARDS, Shards
 from inference_operator.gateway import auth as modes
 from inference_operator.gateway.auth.caller import Access
-from inference_operator.gateway.http import Limits, build_app, build_metrics_app
+from inference_operator.gateway.http import Limits, build_app
 from inference_operator.gateway.metrics import (
     DEFAULT_CALLER_ACCOUNTS,
     DEFAULT_CALLER_ACCOUNTS_PER_NAMESPACE,
     GatewayMetrics,
 )
+from inference_operator.gateway.probes import build_metrics_app
 from inference_operator.gateway.ratelimit import DEFAULT_QUEUE_CAPACITY, Limiter
 from inference_operator.gateway.request_memory import (
     DEFAULT_ENDPOINT_SHARE,
@@ -37,11 +40,6 @@ from inference_operator.gateway.request_memory import (
 from inference_operator.gateway.retry import RetryPolicy
 from inference_operator.gateway.service import Gateway
 from inference_operator.gateway.state import StateFile
-from inference_operator.gateway.upstream import (
-    CONNECTION_WAIT,
-    MAX_CONNECTIONS_PER_KEY,
-    Upstream,
-)
 
 if TYPE_CHECKING:  # lightkube (~6 MiB) is imported only when the cluster is used
     from lightkube import AsyncClient
@@ -103,18 +101,17 @@ class GatewayConfig:
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None
     state_file: Path | None = None
-    require_sync: bool = True
     queue_capacity: int = DEFAULT_QUEUE_CAPACITY
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     access_log: bool = True  # one JSON line per request (gateway/accesslog.py)
     max_body_size: int = Limits.max_body_size
     body_timeout: float = Limits.body_timeout
-    # Bytes inference requests may hold while read, queued or in flight (#24; None: a
+    # Bytes inference requests may hold while read, queued or in flight (None: a
     # quarter of the container's memory limit, gateway/request_memory.py), and the share
     # of them one endpoint may hold.
     request_memory: int | None = None
     request_memory_endpoint_share: float = DEFAULT_ENDPOINT_SHARE
-    # Upstream connections (#24): a stream whose client takes nothing for this long is
+    # Upstream connections: a stream whose client takes nothing for this long is
     # cut and its upstream call closed; each API key may hold at most this many
     # connections; a call waits this long for a free one, then 503.
     stream_write_timeout: float = Limits.stream_write_timeout
@@ -185,7 +182,6 @@ class GatewayServer:
             limiter=limiter or Limiter(queue_capacity=config.queue_capacity),
             retry=config.retry,
             state=StateFile(config.state_file) if config.state_file else None,
-            require_sync=config.require_sync,
             shards=shards,
             metrics=GatewayMetrics(
                 caller_service_account=config.caller_metrics_service_account,
@@ -221,7 +217,7 @@ class GatewayServer:
         limits = Limits(max_body_size=self.config.max_body_size,
                         body_timeout=self.config.body_timeout,
                         stream_write_timeout=self.config.stream_write_timeout)
-        uses_cluster = bool(self.gateway.shards or self.config.peers_service
+        uses_cluster = bool(self.gateway.shards.names or self.config.peers_service
                             or self.config.auth == modes.KUBERNETES)
         if uses_cluster:  # only reads the credentials: nothing is asked yet
             await self._connect()
@@ -231,7 +227,7 @@ class GatewayServer:
                 self.config.metrics_port, "metrics")
             log.info("metrics on http://%s:%d/metrics", self.config.metrics_host,
                      self.metrics_port)
-        if not self.gateway.shards:
+        if not self.gateway.shards.names:
             self.admin_port = await self._listen(
                 build_app(self.gateway, admin_token=self.config.admin_token, limits=limits,
                           access_log=self.config.access_log),
@@ -247,14 +243,14 @@ class GatewayServer:
             self._watch_cluster()
         # Computed when /metrics is scraped, never per request: what a leak would grow.
         self.gateway.metrics.tasks.set_function(lambda: len(asyncio.all_tasks()))
-        if self.gateway.shards:
-            log.info("gateway %s listening on %s:%d, upstream %s; endpoints from the "
-                     "Secrets %s/%s-0..%d; %s", self.gateway.boot_id, self.config.host,
+        if self.gateway.shards.names:
+            log.info("gateway listening on %s:%d, upstream %s; endpoints from the "
+                     "Secrets %s/%s-0..%d; %s", self.config.host,
                      self.port, self.config.anthropic_base_url, self.namespace,
                      self.config.config_secret, self.config.config_shards - 1, self._callers())
         else:
-            log.info("gateway %s listening: public %s:%d, admin %s:%d, upstream %s; %s",
-                     self.gateway.boot_id, self.config.host, self.port,
+            log.info("gateway listening: public %s:%d, admin %s:%d, upstream %s; %s",
+                     self.config.host, self.port,
                      self.config.admin_host, self.admin_port, self.config.anthropic_base_url,
                      self._callers())
             if self.config.auth == modes.KUBERNETES:
@@ -297,22 +293,23 @@ class GatewayServer:
         from inference_operator.gateway.peers import Peers
 
         assert self._api is not None
-        if self.gateway.shards:
-            self._watches += ConfigSource(self._api, self.namespace, self.gateway).start()
+        if self.gateway.shards.names:
+            self._watches += ConfigSource(self._api, self.namespace, self.gateway.shards,
+                                          self.gateway.metrics).start()
         if self.config.peers_service:
             self._watches.append(Peers(self._api, self.namespace, self.config.peers_service,
-                                       self.gateway).start())
+                                       self.gateway.sharing).start())
 
     async def shutdown(self) -> None:
         """The graceful stop (SIGTERM): not ready at once; serving, every answer with
         ``Connection: close`` so keep-alive clients go elsewhere, for ``shutdown_delay``;
         then ``stop()``, which lets requests in flight finish."""
-        self.gateway.begin_shutdown()
+        self.gateway.readiness.begin_draining()
         log.info("shutting down: not ready; serving %gs more, then up to %gs for requests "
                  "in flight", self.config.shutdown_delay, self.config.shutdown_timeout)
         await asyncio.sleep(self.config.shutdown_delay)
         await self.stop()
-        log.info("gateway %s stopped", self.gateway.boot_id)
+        log.info("gateway stopped")
 
     async def stop(self) -> None:
         # aiohttp's cleanup stops listening, closes idle connections and waits up to the

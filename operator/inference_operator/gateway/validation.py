@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from inference_operator import jsoncodec
 from inference_operator.api.elasticsearch_body import (
     InferenceRequestBody,
     PutInferenceBody,
@@ -26,7 +27,6 @@ from inference_operator.api.settings import (
     Service,
     TaskType,
 )
-from inference_operator.gateway import jsoncodec
 from inference_operator.gateway.errors import ESError, bad_request, validation_failed
 
 # Every task type Elasticsearch knows; the anthropic service supports only some of them.

@@ -16,8 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.gateway_support import (
     ADMIN_TOKEN,
+    Gateways,
     RunningEmulator,
-    gateway_config,
     is_es_error,
     seed_body,
 )
@@ -41,9 +41,8 @@ async def tenant_gateway(emulator: RunningEmulator,
     keys = tmp_path / "keys.yaml"
     keys.write_text(yaml.safe_dump({"api_keys": [
         {"id": "team-a", "key_hash": hash_key(KEY_A), "inference_ids": [MINE]}]}))
-    server = GatewayServer(gateway_config(emulator.url, auth="api-keys", api_keys_file=keys,
-                                          metrics_host="127.0.0.1", metrics_port=0))
-    await server.start()
+    gateways = Gateways(emulator.url)
+    server = (await gateways.start(auth="api-keys", api_keys_file=keys, metrics_port=0)).server
     async with aiohttp.ClientSession() as admin:
         for inference_id in (MINE, THEIRS):
             async with admin.put(
@@ -52,7 +51,7 @@ async def tenant_gateway(emulator: RunningEmulator,
             ) as answer:
                 assert answer.status == 200, await answer.text()
     yield server
-    await server.stop()
+    await gateways.close()
 
 
 def _api_key(key_id: str, key: str) -> str:
@@ -124,13 +123,9 @@ async def test_without_auth_the_public_listener_keeps_metrics(
         emulator: RunningEmulator, session: aiohttp.ClientSession) -> None:
     """--auth none (every caller may call everything): /metrics stays where earlier
     releases served it, for scrapers configured then, and on the metrics listener."""
-    server = GatewayServer(gateway_config(emulator.url, metrics_host="127.0.0.1",
-                                          metrics_port=0))
-    await server.start()
-    try:
+    async with Gateways(emulator.url) as gateways:
+        server = (await gateways.start(metrics_port=0)).server
         for port in (server.port, server.metrics_port):
             async with session.get(f"http://127.0.0.1:{port}/metrics") as answer:
                 assert answer.status == 200
                 assert "inference_gateway_endpoints" in await answer.text()
-    finally:
-        await server.stop()

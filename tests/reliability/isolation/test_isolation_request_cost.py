@@ -134,7 +134,6 @@ def _nested_json_is_a_parse_exception(status: int, answer: bytes, unified: bool)
     ("PUT", "/_inference/completion/another", "admin", False),
     ("PUT", "/_inference/completion/completion/_update", "admin", False),
     ("POST", "/_inference/completion/completion/_update", "admin", False),
-    ("POST", "/_inference/_sync", "admin", False),
 ])
 async def test_json_nested_past_the_limit_is_a_400_on_every_body_reading_route(
         gateway: Isolated, method: str, path: str, listener: str, unified: bool) -> None:

@@ -24,16 +24,15 @@ import pytest
 from isolation_support import isolated
 
 from gateway.gateway_support import (
+    Gateways,
     RunningEmulator,
-    RunningGateway,
-    gateway_config,
     is_es_error,
     metric,
     sse_events,
 )
 from inference_devkit.devstack.processes import Service
-from inference_operator.gateway.server import GatewayServer
-from inference_operator.gateway.upstream import NoConnection, Upstream, encode
+from inference_operator.anthropic.client import Upstream, encode
+from inference_operator.anthropic.errors import NoConnection
 
 PER_KEY = 4  # --upstream-connections-per-key
 WAIT = 0.5  # --upstream-connection-wait
@@ -181,25 +180,20 @@ async def test_stalled_streams_hold_only_their_key_and_are_cut(tenants: Tenants)
 async def test_a_reading_client_of_a_slow_stream_is_not_cut(emulator: RunningEmulator) -> None:
     """Only output the client does not take counts: an upstream slower than the write
     timeout between its deltas is waited for."""
-    async with aiohttp.ClientSession() as session:
-        server = GatewayServer(gateway_config(emulator.url, stream_write_timeout=0.3))
-        await server.start()
-        try:
-            running = RunningGateway(server, session)
-            await running.put("slow")
-            emulator.latency(per_token=0.6)  # two gaps twice the write timeout
-            status, _, text = await running.call(
-                "POST", "/_inference/completion/slow/_stream",
-                {"input": "hi", "task_settings": {"max_tokens": 3}})
-            assert status == 200
-            events = sse_events(text)
-            assert events[-1] == ("message", "[DONE]") and len(events) == 4, events
-            with pytest.raises(KeyError):  # never counted: nothing was cut
-                await metric(session, running.public,
-                             "inference_gateway_upstream_requests_total",
-                             'inference_id="slow",status="client_stalled"')
-        finally:
-            await server.stop()
+    async with Gateways(emulator.url) as gateways:
+        running = await gateways.start(stream_write_timeout=0.3)
+        await running.put("slow")
+        emulator.latency(per_token=0.6)  # two gaps twice the write timeout
+        status, _, text = await running.call(
+            "POST", "/_inference/completion/slow/_stream",
+            {"input": "hi", "task_settings": {"max_tokens": 3}})
+        assert status == 200
+        events = sse_events(text)
+        assert events[-1] == ("message", "[DONE]") and len(events) == 4, events
+        with pytest.raises(KeyError):  # never counted: nothing was cut
+            await metric(running.session, running.public,
+                         "inference_gateway_upstream_requests_total",
+                         'inference_id="slow",status="client_stalled"')
 
 
 async def test_a_stream_dropped_unread_gives_its_connection_back(

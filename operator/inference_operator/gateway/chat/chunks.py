@@ -15,7 +15,7 @@ import json
 import time
 from typing import Any
 
-from inference_operator.gateway.upstream import object_at
+from inference_operator.anthropic.replies import object_at
 
 # Anthropic's stop_reason in OpenAI's finish_reason words; others pass as they are.
 FINISH_REASONS = {

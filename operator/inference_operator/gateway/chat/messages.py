@@ -12,7 +12,8 @@ import json
 import re
 from typing import Any
 
-from inference_operator.gateway import jsoncodec, validation
+from inference_operator import jsoncodec
+from inference_operator.gateway import validation
 from inference_operator.gateway.chat.request import ChatRequest, Message, Tool
 from inference_operator.gateway.endpoints import Endpoint
 from inference_operator.gateway.errors import ESError

@@ -3,9 +3,8 @@ it sends, and gives them back when its answer is read or its stream closed.
 
 The per-key cap keeps one key (one tenant) from taking the whole pool with calls that do
 not end, such as streams to clients that stopped reading; the wait for a free one is
-bounded, so a caller beyond it learns at once (a 503 with Retry-After) instead of
-queueing behind calls that may take minutes. Keys are grouped by a digest, never kept
-or shown."""
+bounded, so a caller beyond it learns at once (NoConnection) instead of queueing
+behind calls that may take minutes. Keys are grouped by a digest, never kept or shown."""
 
 from __future__ import annotations
 

@@ -1,0 +1,126 @@
+"""Inference through Anthropic, the same for every task type: admit (admission.py), attempt,
+retry (retry.py), account (the tokens Anthropic reports), all within the request's
+timeout. Requests and answers arrive here already translated (translators/), as the
+encoded Messages API request and Anthropic's Message or stream events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, Awaitable
+from typing import Any, Protocol, TypeVar
+
+from inference_operator.anthropic.errors import AnthropicError
+from inference_operator.anthropic.stream import MessageStream
+from inference_operator.clock import Clock
+from inference_operator.gateway import errors
+from inference_operator.gateway.endpoints import Endpoint
+from inference_operator.gateway.errors import ESError
+from inference_operator.gateway.metrics import GatewayMetrics, Usage
+from inference_operator.gateway.retry import RetryPolicy, run_with_retries
+from inference_operator.gateway.timeunits import TimeValue
+from inference_operator.gateway.translators.base import Translator
+from inference_operator.gateway.upstream_failures import es_error, verdict
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Admission(Protocol):
+    async def admit(self, endpoint: Endpoint, *, priority: bool) -> None:
+        """Return when the endpoint's next attempt may be made (``priority``: a retry);
+        ESError to refuse the request instead."""
+
+
+class Pipeline:
+    def __init__(self, admission: Admission, retry: RetryPolicy, metrics: GatewayMetrics,
+                 clock: Clock) -> None:
+        self._admission = admission
+        self._retry = retry
+        self._metrics = metrics
+        self._clock = clock
+
+    async def complete(self, endpoint: Endpoint, translator: Translator, body: bytes,
+                       time_limit: TimeValue, usage: Usage | None = None) -> dict[str, Any]:
+        """The Message for an encoded Messages API request (``client.encode``): all a
+        request keeps while it waits. ``usage``: where this request's token counts are
+        added (the caller's metrics, the access log)."""
+        message = await self._within(time_limit, self._call(endpoint, body, False, time_limit))
+        self._metrics.count_tokens(endpoint.inference_id, *translator.usage(message), usage)
+        return message
+
+    async def stream(self, endpoint: Endpoint, translator: Translator, body: bytes,
+                     time_limit: TimeValue, usage: Usage | None = None
+                     ) -> AsyncGenerator[dict[str, Any], None]:
+        """Open the upstream stream of an encoded request (``client.encode(...,
+        stream=True)``) within the timeout (errors raise here), then return its events as
+        they arrive; later failures raise ESError from the iterator."""
+        upstream = await self._within(time_limit, self._call(endpoint, body, True, time_limit))
+        return self._events(endpoint, translator, upstream, usage)
+
+    async def _events(self, endpoint: Endpoint, translator: Translator,
+                      upstream: MessageStream,
+                      usage: Usage | None) -> AsyncGenerator[dict[str, Any], None]:
+        try:
+            async for event in upstream.events():
+                reported = translator.event_usage(event)
+                if reported is not None:
+                    self._metrics.count_tokens(endpoint.inference_id, *reported, usage)
+                yield event
+        except AnthropicError as error:
+            self._metrics.upstream.labels(endpoint.inference_id, error.label).inc()
+            raise self._failure(endpoint, error) from None
+        finally:
+            # Also runs when the client went away: closing drops the upstream connection.
+            upstream.close()
+
+    async def _call(self, endpoint: Endpoint, body: bytes, stream: bool,
+                    time_limit: TimeValue) -> Any:
+        clock = self._clock
+        deadline = None if time_limit.seconds is None else clock.now() + time_limit.seconds
+        inference_id = endpoint.inference_id
+        await self._admission.admit(endpoint, priority=False)
+
+        async def attempt() -> Any:
+            try:
+                result = await (endpoint.client.stream(body) if stream
+                                else endpoint.client.create(body))
+            except AnthropicError as error:
+                self._metrics.upstream.labels(inference_id, error.label).inc()
+                raise
+            self._metrics.upstream.labels(inference_id, "200").inc()
+            return result
+
+        async def before_retry(error: AnthropicError, delay: float) -> None:
+            self._metrics.retries.labels(inference_id, error.label).inc()
+            log.info("retrying [%s] after upstream %s in %.2fs", inference_id, error.label,
+                     delay)
+            await asyncio.sleep(delay)
+            await self._admission.admit(endpoint, priority=True)
+
+        try:
+            return await run_with_retries(self._retry, attempt, retry_on=AnthropicError,
+                                          judge=verdict, before_retry=before_retry,
+                                          now=clock.now, deadline=deadline)
+        except AnthropicError as error:
+            raise self._failure(endpoint, error) from None
+
+    @staticmethod
+    def _failure(endpoint: Endpoint, error: AnthropicError) -> ESError:
+        failure = es_error(error, endpoint.inference_id, endpoint.api_key.get_secret_value())
+        log.warning("upstream call for [%s] failed: %s", endpoint.inference_id, failure)
+        return failure
+
+    @staticmethod
+    async def _within(time_limit: TimeValue, work: Awaitable[T]) -> T:
+        """Run ``work`` under the request's timeout (queue wait plus the upstream call)."""
+        if time_limit.seconds is None:
+            return await work
+        limit = asyncio.timeout(time_limit.seconds)
+        try:
+            async with limit:
+                return await work
+        except TimeoutError:
+            if limit.expired():
+                raise errors.timed_out(time_limit.text) from None
+            raise
