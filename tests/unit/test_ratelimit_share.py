@@ -72,32 +72,27 @@ async def test_each_replica_enforces_its_share() -> None:
     assert granted == [0, 3, 6, 9]
 
 
-async def test_a_new_share_applies_to_existing_buckets_from_the_last_grant() -> None:
+@pytest.mark.parametrize(("before", "after", "expected"), [
+    # A larger share: the next token moves from 1 to 3 (last grant + 3), not 3.5.
+    (1, 3, [0, 3, 6, 9]),
+    # A smaller one wakes the dispatcher asleep until 3: the next token is now at 1.
+    (3, 1, [0, 1, 2, 3]),
+], ids=["larger", "smaller"])
+async def test_a_new_share_applies_to_a_waiting_bucket_from_its_last_grant(
+    before: int, after: int, expected: list[float]
+) -> None:
     clock = ManualClock()
     limiter = Limiter(clock)
-    bucket = limiter.bucket("k", "m", 60)  # one token a second
+    limiter.set_replicas(before)
+    bucket = limiter.bucket("k", "m", 60)  # one token a second on one replica
     granted, _ = _queue(bucket, clock, 4)
     await clock.advance(0.5)
     assert granted == [0]
 
-    limiter.set_replicas(3)  # the next token moves from 1 to 3 (last grant + 3), not 3.5
+    limiter.set_replicas(after)
     await clock.advance(100)
 
-    assert granted == [0, 3, 6, 9]
-
-
-async def test_a_smaller_share_wakes_a_dispatcher_asleep_until_the_old_token() -> None:
-    clock = ManualClock()
-    limiter = Limiter(clock)
-    limiter.set_replicas(3)
-    bucket = limiter.bucket("k", "m", 60)
-    granted, _ = _queue(bucket, clock, 4)
-    await clock.advance(0.5)  # the dispatcher sleeps until 3
-
-    limiter.set_replicas(1)  # ... but the next token is now at 1
-    await clock.advance(100)
-
-    assert granted == [0, 1, 2, 3]
+    assert granted == expected
 
 
 async def test_a_new_share_never_makes_a_burst() -> None:

@@ -23,7 +23,6 @@ import os
 import secrets
 import shutil
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -103,27 +102,14 @@ def kill_cgroup(path: Path) -> set[int]:
 
 
 def remove_cgroup(path: Path, wait: float = 5.0) -> bool:
-    """rmdir the tree, deepest first; True when it is gone. A cgroup whose processes
-    were just killed stays busy for a moment after they are gone, hence the retries."""
-    deadline = time.monotonic() + wait
-    while path.is_dir():
-        for directory in sorted((p for p in path.rglob("*") if p.is_dir()),
-                                key=lambda p: len(p.parts), reverse=True):
-            try:
-                directory.rmdir()
-            except OSError:
-                pass
-        try:
-            path.rmdir()
-        except OSError:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.1)
+    """The harness's cgroup tree, then the shared parent once no harness uses it; True
+    when the tree is gone."""
+    gone = hostcleanup.remove_cgroup_tree(path, wait)
     try:
-        path.parent.rmdir()  # the shared parent, once no harness uses it
+        path.parent.rmdir()
     except OSError:
         pass
-    return True
+    return gone
 
 
 def _count(n: int, noun: str) -> str:

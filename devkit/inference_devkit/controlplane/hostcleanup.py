@@ -53,11 +53,12 @@ def cgroup_dirs(name: str) -> list[Path]:
     return [c for c in candidates if c.is_dir()]
 
 
-def remove_cgroups(name: str) -> list[Path]:
-    """rmdir the cgroup trees kubelet made (empty once their processes are gone),
-    deepest first; returns what could not be removed."""
-    left = []
-    for top in cgroup_dirs(name):
+def remove_cgroup_tree(top: Path, wait: float = 0.0) -> bool:
+    """rmdir a cgroup tree, deepest first; True when it is gone. A cgroup whose processes
+    were just killed stays busy for a moment after they are gone: ``wait`` seconds of
+    retries cover that."""
+    deadline = time.monotonic() + wait
+    while top.is_dir():
         for directory in sorted((p for p in top.rglob("*") if p.is_dir()),
                                 key=lambda p: len(p.parts), reverse=True):
             try:
@@ -67,8 +68,16 @@ def remove_cgroups(name: str) -> list[Path]:
         try:
             top.rmdir()
         except OSError:
-            left.append(top)
-    return left
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+    return True
+
+
+def remove_cgroups(name: str) -> list[Path]:
+    """rmdir the cgroup trees kubelet made (empty once their processes are gone); returns
+    what could not be removed."""
+    return [top for top in cgroup_dirs(name) if not remove_cgroup_tree(top)]
 
 
 def cgroup_pids(top: Path) -> set[int]:

@@ -7,7 +7,12 @@ import asyncio
 import gc
 import sys
 
-from inference_operator.cli.options import add_log_level, config_default, optional_path
+from inference_operator.cli.options import (
+    add_log_level,
+    config_default,
+    config_from_args,
+    optional_path,
+)
 from inference_operator.gateway import auth
 from inference_operator.gateway.retry import RetryPolicy
 from inference_operator.gateway.server import GatewayConfig
@@ -232,43 +237,6 @@ def _admin_token(args: argparse.Namespace) -> tuple[str | None, str]:
 def gateway_config(args: argparse.Namespace, admin_token: str = "") -> GatewayConfig:
     """The config the parsed options describe; no option given: ``GatewayConfig``'s
     defaults (tests/unit/test_cli_defaults.py)."""
-    return GatewayConfig(
-        admin_token=admin_token,
-        anthropic_base_url=args.anthropic_base_url,
-        host=args.host,
-        port=args.port,
-        admin_host=args.admin_host,
-        admin_port=args.admin_port,
-        metrics_host=args.metrics_host,
-        metrics_port=args.metrics_port,
-        state_file=args.state_file,
-        queue_capacity=args.queue_capacity,
-        retry=RetryPolicy(initial_delay=args.retry_initial_delay,
-                          max_delay=args.retry_max_delay),
-        access_log=args.access_log,
-        max_body_size=args.max_body_size,
-        request_memory=args.request_memory,
-        request_memory_endpoint_share=args.request_memory_endpoint_share,
-        header_timeout=args.header_timeout,
-        body_timeout=args.body_timeout,
-        stream_write_timeout=args.stream_write_timeout,
-        upstream_connections_per_key=args.upstream_connections_per_key,
-        upstream_connection_wait=args.upstream_connection_wait,
-        config_secret=args.config_secret,
-        config_shards=args.config_shards,
-        namespace=args.namespace,
-        peers_service=args.peers_service,
-        shutdown_delay=args.shutdown_delay,
-        shutdown_timeout=args.shutdown_timeout,
-        auth=args.auth,
-        auth_audience=args.auth_audience,
-        auth_cache_seconds=args.auth_cache_seconds,
-        auth_cache_size=args.auth_cache_size,
-        auth_negative_cache_size=args.auth_negative_cache_size,
-        auth_reviews_in_flight=args.auth_reviews_in_flight,
-        auth_reviews_per_second=args.auth_reviews_per_second,
-        api_keys_file=args.api_keys_file,
-        caller_metrics_service_account=args.caller_metrics_service_account,
-        caller_metrics_accounts=args.caller_metrics_accounts,
-        caller_metrics_accounts_per_namespace=args.caller_metrics_accounts_per_namespace,
-    )
+    retry = RetryPolicy(initial_delay=args.retry_initial_delay,
+                        max_delay=args.retry_max_delay)
+    return config_from_args(GatewayConfig, args, admin_token=admin_token, retry=retry)

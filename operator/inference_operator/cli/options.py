@@ -15,9 +15,10 @@ import importlib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 ENV_PREFIX = "INFERENCE_OPERATOR_"
+Config = TypeVar("Config")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 DEFAULT_LOG_LEVEL = "info"
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -36,6 +37,19 @@ def config_default(cls: type, name: str) -> Any:
         raise ValueError(f"{cls.__name__}.{name} has no default")
     return field.default
 
+
+
+def config_from_args(cls: type[Config], args: argparse.Namespace, **given: Any) -> Config:
+    """The config dataclass ``cls`` the parsed options describe: each field from the option
+    of the same name (a repeatable one as a tuple), ``given`` for the fields no single
+    option sets, the default for the rest. So an option and its field cannot drift apart
+    (tests/unit/test_cli_defaults.py checks every default round-trips)."""
+    values = dict(given)
+    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if field.name not in values and hasattr(args, field.name):
+            value = getattr(args, field.name)
+            values[field.name] = tuple(value) if isinstance(value, list) else value
+    return cls(**values)
 
 def optional_path(value: str) -> Path | None:
     """A path option's type: an empty value (``INFERENCE_OPERATOR_STATE_FILE=``) is none."""

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import socket
 
-from inference_operator.cli.options import add_log_level, config_default
+from inference_operator.cli.options import add_log_level, config_default, config_from_args
 from inference_operator.controller.config import OperatorConfig
 
 
@@ -67,21 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def operator_config(args: argparse.Namespace) -> OperatorConfig:
     """The config the parsed options describe; no option given: ``OperatorConfig()``
     (tests/unit/test_cli_defaults.py)."""
-    return OperatorConfig(
-        gateway_config_secret=args.gateway_config_secret,
-        gateway_config_shards=args.gateway_config_shards,
-        gateway_config_namespace=args.gateway_config_namespace,
-        gateway_service=args.gateway_service,
-        gateway_status_urls=tuple(args.gateway_status_urls),
-        gateway_public_url=args.gateway_public_url,
-        anthropic_base_url=args.anthropic_base_url,
-        verify_upstream=args.verify_upstream,
-        resync_seconds=args.resync_seconds,
-        metrics_port=args.metrics_port,
-        metrics_address=args.metrics_address,
-        namespaces=tuple(args.namespaces),
-        max_endpoints_per_namespace=args.max_endpoints_per_namespace,
-    )
+    return config_from_args(OperatorConfig, args)
 
 
 def operator_identity() -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from dataclasses import dataclass
 
 from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Secret
@@ -30,53 +31,52 @@ from inference_operator.gateway.shards import ShardRejected, ShardSet
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
 class ConfigSource:
-    def __init__(self, api: AsyncClient, namespace: str, shards: ShardSet,
-                 metrics: GatewayMetrics) -> None:
-        self._api = api
-        self._namespace = namespace
-        self._shards = shards
-        self._metrics = metrics
+    api: AsyncClient
+    namespace: str
+    shards: ShardSet
+    metrics: GatewayMetrics
 
     def start(self) -> list[asyncio.Task[None]]:
         """One task per shard; cancel them to stop."""
         return [asyncio.create_task(list_and_watch(
-            self._api, Secret, self._namespace,
-            f"configuration shard {self._namespace}/{name}",
+            self.api, Secret, self.namespace,
+            f"configuration shard {self.namespace}/{name}",
             on_list=functools.partial(self._listed, name),
             on_event=functools.partial(self._changed, name),
             field_selector=f"metadata.name={name}"), name=f"shard {name}")
-            for name in self._shards.names]
+            for name in self.shards.names]
 
     async def _listed(self, name: str, secrets: list[Object]) -> None:
         if secrets:
             await self._load(name, secrets[0])
-        elif self._shards.generation(name) is None:
+        elif self.shards.generation(name) is None:
             log.warning("configuration shard %s/%s does not exist (yet); not ready until "
-                        "it does", self._namespace, name)
+                        "it does", self.namespace, name)
         else:
             log.warning("configuration shard %s/%s does not exist; still serving what it "
-                        "held", self._namespace, name)
+                        "held", self.namespace, name)
 
     async def _changed(self, name: str, kind: str, secret: Object) -> None:
         if kind == "DELETED":
             log.warning("configuration shard %s/%s was deleted; still serving what it held "
-                        "until it is recreated", self._namespace, name)
+                        "until it is recreated", self.namespace, name)
             return
         await self._load(name, secret)
 
     async def _load(self, name: str, secret: Object) -> None:
-        served = self._shards.generation(name)
+        served = self.shards.generation(name)
         if DATA_KEY not in (secret.get("data") or {}) and served is not None:
             # Recreated empty by the installer after a delete: not yet written, so not
             # "no endpoints" (the operator writes an empty list for that).
             log.warning("configuration shard %s/%s has no %s; still serving generation %d "
-                        "until it is written", self._namespace, name, DATA_KEY, served)
+                        "until it is written", self.namespace, name, DATA_KEY, served)
             return
         try:
-            await self._shards.apply(name, Shard.decode(secret.get("data")))
+            await self.shards.apply(name, Shard.decode(secret.get("data")))
         except (ConfigFormatError, ShardRejected) as error:
-            self._metrics.config_rejected.labels(name).inc()
+            self.metrics.config_rejected.labels(name).inc()
             log.warning("configuration shard %s/%s (resourceVersion %s) refused, its "
-                        "previous content is still served: %s", self._namespace, name,
+                        "previous content is still served: %s", self.namespace, name,
                         secret.get("metadata", {}).get("resourceVersion"), error)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, Awaitable
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from inference_operator.anthropic.errors import AnthropicError
@@ -32,13 +33,12 @@ class Admission(Protocol):
         ESError to refuse the request instead."""
 
 
+@dataclass(frozen=True)
 class Pipeline:
-    def __init__(self, admission: Admission, retry: RetryPolicy, metrics: GatewayMetrics,
-                 clock: Clock) -> None:
-        self._admission = admission
-        self._retry = retry
-        self._metrics = metrics
-        self._clock = clock
+    admission: Admission
+    retry: RetryPolicy
+    metrics: GatewayMetrics
+    clock: Clock
 
     async def complete(self, endpoint: Endpoint, translator: Translator, body: bytes,
                        time_limit: TimeValue, usage: Usage | None = None) -> dict[str, Any]:
@@ -46,7 +46,7 @@ class Pipeline:
         request keeps while it waits. ``usage``: where this request's token counts are
         added (the caller's metrics, the access log)."""
         message = await self._within(time_limit, self._call(endpoint, body, False, time_limit))
-        self._metrics.count_tokens(endpoint.inference_id, *translator.usage(message), usage)
+        self.metrics.count_tokens(endpoint.inference_id, *translator.usage(message), usage)
         return message
 
     async def stream(self, endpoint: Endpoint, translator: Translator, body: bytes,
@@ -65,10 +65,10 @@ class Pipeline:
             async for event in upstream.events():
                 reported = translator.event_usage(event)
                 if reported is not None:
-                    self._metrics.count_tokens(endpoint.inference_id, *reported, usage)
+                    self.metrics.count_tokens(endpoint.inference_id, *reported, usage)
                 yield event
         except AnthropicError as error:
-            self._metrics.upstream.labels(endpoint.inference_id, error.label).inc()
+            self.metrics.upstream.labels(endpoint.inference_id, error.label).inc()
             raise self._failure(endpoint, error) from None
         finally:
             # Also runs when the client went away: closing drops the upstream connection.
@@ -76,30 +76,30 @@ class Pipeline:
 
     async def _call(self, endpoint: Endpoint, body: bytes, stream: bool,
                     time_limit: TimeValue) -> Any:
-        clock = self._clock
+        clock = self.clock
         deadline = None if time_limit.seconds is None else clock.now() + time_limit.seconds
         inference_id = endpoint.inference_id
-        await self._admission.admit(endpoint, priority=False)
+        await self.admission.admit(endpoint, priority=False)
 
         async def attempt() -> Any:
             try:
                 result = await (endpoint.client.stream(body) if stream
                                 else endpoint.client.create(body))
             except AnthropicError as error:
-                self._metrics.upstream.labels(inference_id, error.label).inc()
+                self.metrics.upstream.labels(inference_id, error.label).inc()
                 raise
-            self._metrics.upstream.labels(inference_id, "200").inc()
+            self.metrics.upstream.labels(inference_id, "200").inc()
             return result
 
         async def before_retry(error: AnthropicError, delay: float) -> None:
-            self._metrics.retries.labels(inference_id, error.label).inc()
+            self.metrics.retries.labels(inference_id, error.label).inc()
             log.info("retrying [%s] after upstream %s in %.2fs", inference_id, error.label,
                      delay)
             await asyncio.sleep(delay)
-            await self._admission.admit(endpoint, priority=True)
+            await self.admission.admit(endpoint, priority=True)
 
         try:
-            return await run_with_retries(self._retry, attempt, retry_on=AnthropicError,
+            return await run_with_retries(self.retry, attempt, retry_on=AnthropicError,
                                           judge=verdict, before_retry=before_retry,
                                           now=clock.now, deadline=deadline)
         except AnthropicError as error:
