@@ -142,7 +142,7 @@ def test_a_deleted_operator_pod_is_replaced_and_every_endpoint_serves_again_unto
 def test_the_container_callers_reach_cannot_read_secrets_cluster_wide(
     kubectl: Kubectl, installation: Installation,
 ):
-    """The default install (#24): the Pods behind the callers' Service run as an identity
+    """The default install: the Pods behind the callers' Service run as an identity
     that may not read Secrets in kube-system; the operator's may (it reads the keys the
     endpoints reference), which shows the check can fail."""
     (caller_facing,) = caller_facing_service_accounts(kubectl, installation)
@@ -159,7 +159,7 @@ def test_the_gateways_metrics_are_on_their_own_port_not_the_public_one(
     project_image: tuple[str, str | None],
 ):
     """What the ServiceMonitor scrapes: the gateways' metrics Service; a Pod without a
-    token gets nothing from the public port's /metrics (#24)."""
+    token gets nothing from the public port's /metrics."""
     metrics = (f"http://{installation.service}-metrics.{installation.namespace}.svc:9202"
                "/metrics")
     scraped, public = call_from_pod(

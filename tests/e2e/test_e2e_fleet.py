@@ -1,5 +1,5 @@
 """The gateway fleet on the real node: `gateway.mode=fleet`, three replicas behind the
-Service, configured through the configuration Secrets (issue #13's acceptance).
+Service, configured through the configuration Secrets.
 
 Each replica is called at its own Pod IP, from this host (the local node's Pods are on a
 bridge here), so a test knows which replica answered; the emulator, started with two

@@ -1,5 +1,5 @@
 """`helm upgrade` while a client Pod sends a completion every 100 ms. First from the chart
-as it was when sidecar mode was its default (#24: the gateway then ran as the operator's
+as it was when sidecar mode was its default (the gateway then ran as the operator's
 ServiceAccount) to this chart's defaults, fleet mode, as a user who runs `helm upgrade`
 with the values they gave at install: the data plane must come back, now served by
 gateways that cannot read Secrets cluster-wide. Then an upgrade that changes a pod
@@ -45,7 +45,7 @@ MAX_REQUESTS = 1200
 MAX_SECONDS = 120.0
 CALM = 30  # successes in a row after the upgrade that end the measurement
 CRD = "crd/inferenceendpoints.inference-operator.dev"
-# The last commit whose chart defaulted to sidecar mode (where issue 24 was measured).
+# The last commit whose chart defaulted to sidecar mode.
 SIDECAR_DEFAULT_CHART = "e866e508e457a2567f3cfc4efaa4e11bbd38279d"
 
 

@@ -295,7 +295,7 @@ def may_get_secrets(kubectl: Kubectl, namespace: str, account: str, where: str) 
 def test_by_default_the_container_callers_reach_cannot_read_secrets_elsewhere(
     chart_rbac, kubectl: Kubectl, make_namespaces, namespace: str, release: str,
 ) -> None:
-    """The default install (#24): the identity of the container that serves callers may
+    """The default install: the identity of the container that serves callers may
     not read Secrets outside the shards, in any other namespace; the operator's may (which
     the sidecar's gateway container used to hold), so the check can tell them apart."""
     rendered = chart_rbac()

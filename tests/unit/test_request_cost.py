@@ -1,4 +1,4 @@
-"""A request's cost is linear in its size (#24 points 1 and 7), in the parse and
+"""A request's cost is linear in its size, in the parse and
 translation alone: consecutive tool messages, the message cap, JSON nested past the
 limit (a 400, never a RecursionError)."""
 

@@ -1,4 +1,4 @@
-"""The request memory budget (gateway/request_memory.py, #24 point 2): an endpoint's
+"""The request memory budget (gateway/request_memory.py): an endpoint's
 share, the gateway's whole budget, what a refusal says, and the default's sizing."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A hostile tenant's view of one gateway (#24): the emulator and the gateway as real
+"""A hostile tenant's view of one gateway: the emulator and the gateway as real
 processes (the gateway's CPU time and RSS are what is measured), endpoints put on its
 admin listener, and a watcher that asks ``/healthz`` throughout a request."""
 

@@ -1,4 +1,4 @@
-"""Point 4 of issue 24: caller checks cannot be turned against the API server. A hostile
+"""Caller checks cannot be turned against the API server. A hostile
 tenant (or any Pod with no grant at all) sends made-up bearer tokens and lists endpoints
 it may not see; the reviews this costs are read from the API server's own metrics
 (``apiserver_request_total``), against a gateway with ``--auth kubernetes`` in config mode

@@ -1,4 +1,4 @@
-"""Memory is bounded by configuration, not by demand (#24 point 2): hundreds of ~1 MiB
+"""Memory is bounded by configuration, not by demand: hundreds of ~1 MiB
 chat bodies sent at once to endpoints that allow one request a minute, on a real gateway
 process. What fits in each endpoint's share of --request-memory waits in the queue
 holding only its upstream request's bytes; the rest gets a fast 429 with Retry-After;

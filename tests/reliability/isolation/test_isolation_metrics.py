@@ -1,4 +1,4 @@
-"""Point 6 of issue 24: the metrics never tell a caller what it may not see. With callers
+"""The metrics never tell a caller what it may not see. With callers
 checked (``--auth``), ``/metrics`` is served on the metrics listener only, never on the
 public one; and a refused request counts under ``_unknown`` whatever id it named, so a
 tenant probing ids learns nothing from the counts either."""

@@ -1,4 +1,4 @@
-"""CPU per request is linear in its size (#24 point 1), and bad JSON of any shape is a
+"""CPU per request is linear in its size, and bad JSON of any shape is a
 400 (point 7): hostile bodies at the body limit (1 MiB), each sent to a real gateway
 process, cost it at most 0.5 s of CPU while ``/healthz`` keeps answering, and are
 answered without a 5xx or a logged traceback. The CPU figures are printed for

@@ -1,4 +1,4 @@
-"""The configuration shards every namespace shares (#24, point 5), with the real operator,
+"""The configuration shards every namespace shares, with the real operator,
 gateway and API server: a hostile namespace with keys at and past the bound, keys of
 600 KiB (two of them once froze a shard) and more endpoints than its cap cannot keep
 another team's new endpoint from being served, nor a revoked key from leaving the

@@ -1,4 +1,4 @@
-"""Upstream connections (#24 point 3), tried as a hostile tenant would: stream readers
+"""Upstream connections, tried as a hostile tenant would: stream readers
 that stop reading (raw sockets that never read a byte) fill key A's share of the upstream
 connections. The next request of A gets a fast 503 with Retry-After in Elasticsearch's
 shape (408 when its own ?timeout ends first), key B's endpoint answers promptly
