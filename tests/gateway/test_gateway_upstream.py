@@ -11,6 +11,11 @@ COMPLETION = "/_inference/completion/anthropic_completion"
 PREFIX = "for request from inference entity id [anthropic_completion]"
 
 
+def received(kind: str, status: int, message: str = "Emulated error") -> str:
+    """Elasticsearch's reason for an upstream answer it does not retry (any more)."""
+    return f"Received {kind} status code {PREFIX} status [{status}]. Error message: [{message}]"
+
+
 @pytest.fixture
 async def fast(gateway: RunningGateway) -> RunningGateway:
     # A high rpm, so the rate limiter never decides when a retry goes out.
@@ -39,10 +44,8 @@ async def test_retryable_failures_are_retried(fast: RunningGateway, emulator: Ru
 
 
 @pytest.mark.parametrize(("status", "outcome", "reason"), [
-    (529, 502, f"Received an Anthropic server is temporarily overloaded status code {PREFIX} "
-               "status [529]. Error message: [Emulated error]"),
-    (500, 502, f"Received a server error status code {PREFIX} status [500]. "
-               "Error message: [Emulated error]"),
+    (529, 502, received("an Anthropic server is temporarily overloaded", 529)),
+    (500, 502, received("a server error", 500)),
 ])
 async def test_at_most_three_attempts(fast: RunningGateway, emulator: RunningEmulator, status,
                                       outcome, reason) -> None:
@@ -87,17 +90,11 @@ async def test_retry_after_beyond_the_deadline_answers_at_once(
 
 @pytest.mark.parametrize(("fault", "status", "reason"), [
     ({"status": 401, "message": "invalid x-api-key"}, 401,
-     f"Received an authentication error status code {PREFIX} status [401]. "
-     "Error message: [invalid x-api-key]"),
-    ({"status": 403}, 403,
-     f"Received a permission denied error status code {PREFIX} status [403]. "
-     "Error message: [Emulated error]"),
+     received("an authentication error", 401, "invalid x-api-key")),
+    ({"status": 403}, 403, received("a permission denied error", 403)),
     ({"status": 400, "message": "max_tokens: too big"}, 400,
-     f"Received an unsuccessful status code {PREFIX} status [400]. "
-     "Error message: [max_tokens: too big]"),
-    ({"status": 503}, 502,
-     f"Received a server error status code {PREFIX} status [503]. "
-     "Error message: [Emulated error]"),
+     received("an unsuccessful", 400, "max_tokens: too big")),
+    ({"status": 503}, 502, received("a server error", 503)),
 ])
 async def test_not_retried(fast: RunningGateway, emulator: RunningEmulator, fault, status,
                            reason) -> None:
