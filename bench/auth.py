@@ -1,7 +1,7 @@
 """Gateway authentication benchmark: what ``--auth kubernetes`` adds to a request, with a
 warm cache and for a token's first call, side by side with ``--auth none`` in one run
-(three gateway processes in config mode at once, alternated rounds); then how many
-TokenReviews and SubjectAccessReviews the API server answers under concurrent load. One
+(three gateway processes in config mode at once, alternated rounds), with the reviews
+the API server answered. One
 control plane (no controller-manager), one emulator; the callers' tokens come from the
 TokenRequest API. docs/benchmarks.md says how it runs."""
 
@@ -17,7 +17,6 @@ from typing import Any
 
 import aiohttp
 from kubernetes import client, config
-from prometheus_client.parser import text_string_to_metric_families
 
 from bench import harness, loadgen
 from bench.harness import Gateway, mark, start_gateway, step, table
@@ -48,9 +47,6 @@ OPTIONS = harness.options("""
     --cold-requests 100 6           sequential requests for (c), a new token each
     --warmup 50 5                   uncounted calls to (a) and (b) first
     --warmup-cold 3 3               uncounted new-token calls to (c) first
-    --load-callers 200 20
-    --load-seconds 9.5 2.0          the load phase; under --load-cache-seconds: one cache period
-    --load-cache-seconds 10.0 10.0
     --time-limit 120.0 120.0        seconds per round and mode at most
 """)
 
@@ -123,16 +119,6 @@ class Cluster:
         return requests_by_resource(text, REVIEWS)
 
 
-async def gateway_reviews(session: aiohttp.ClientSession, gateway: Gateway) -> dict[str, float]:
-    """The gateway's own count of the reviews it asked (inference_gateway_auth_reviews_total),
-    by review and outcome."""
-    async with session.get(gateway.metrics_url) as response:
-        text = await response.text()
-    return {f"{sample.labels['review']}/{sample.labels['outcome']}": sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples if sample.name == "inference_gateway_auth_reviews_total"}
-
-
 def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, int]:
     return {key: round(value - before.get(key, 0)) for key, value in after.items()}
 
@@ -167,13 +153,11 @@ async def latency(args: argparse.Namespace, cluster: Cluster,
                 raise RuntimeError(f"the {mode} gateway does not answer 200\n"
                                    + gateways[mode].service.log_tail(10))
         before_api = await cluster.reviews()
-        before_gw = {m: await gateway_reviews(sessions[m], g) for m, g in gateways.items()}
         cpu = {mode: gateway.service.cpu_seconds() for mode, gateway in gateways.items()}
         rounds = await loadgen.alternate(tuple(MODES), args.rounds,
                                          lambda mode: sequential(mode, per_round[mode]))
         cpu = {mode: g.service.cpu_seconds() - cpu[mode] for mode, g in gateways.items()}
         after_api = await cluster.reviews()
-        after_gw = {m: await gateway_reviews(sessions[m], g) for m, g in gateways.items()}
     finally:
         for session in sessions.values():
             await session.close()
@@ -188,51 +172,19 @@ async def latency(args: argparse.Namespace, cluster: Cluster,
                                "cold": args.warmup_cold},
               "latency_cache_seconds": LATENCY_CACHE_SECONDS, "modes": modes,
               "added_ms": {mode: loadgen.added(rounds, mode, "none") for mode in ("warm", "cold")},
-              "api_server_reviews": delta(after_api, before_api),
-              "gateway_reviews": {m: delta(after_gw[m], before_gw[m]) for m in gateways}}
+              "api_server_reviews": delta(after_api, before_api)}
     step(f"  added p50 vs none: warm {result['added_ms']['warm']['p50']} ms, cold "
          f"{result['added_ms']['cold']['p50']} ms; API server saw "
          f"{result['api_server_reviews']}")
     return result
 
 
-async def load(args: argparse.Namespace, cluster: Cluster, gateway: Gateway) -> dict[str, Any]:
-    """Concurrent callers with one token, each always one request in flight, half of them
-    on each endpoint."""
-    headers = {"Authorization": f"Bearer {cluster.token()}"}
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-        before_gw, before = await gateway_reviews(session, gateway), await cluster.reviews()
-        samples = await asyncio.gather(*(loadgen.closed_loop(
-            session, Target(name, f"{gateway.url}/_inference/completion/{name}", BODY, headers),
-            requests=10**9, concurrency=args.load_callers // len(ENDPOINTS),
-            time_limit=args.load_seconds) for name in ENDPOINTS))
-        seen, after_gw = delta(await cluster.reviews(), before), \
-            delta(await gateway_reviews(session, gateway), before_gw)
-    s = loadgen.merged(samples)
-    span = max(x.seconds for x in samples)
-    # A decision is asked again only once its lifetime is over: continuous demand over
-    # ``span`` seconds touches floor(span / cache) + 1 cache periods.
-    periods = math.floor(span / args.load_cache_seconds) + 1
-    bound = {"tokenreviews": periods, "subjectaccessreviews": periods * len(ENDPOINTS)}
-    step(f"  {len(s.latencies)} requests (statuses {dict(s.statuses)}) in {span:.1f} s; API "
-         f"server saw {seen}, bound {bound}")
-    return {"callers": args.load_callers, "seconds": args.load_seconds,
-            "cache_seconds": args.load_cache_seconds, "tokens": 1, "endpoints": len(ENDPOINTS),
-            "requests": len(s.latencies) + s.errors, "statuses": dict(s.statuses),
-            "requests_per_second": round((len(s.latencies) + s.errors) / span, 1),
-            "send_span_s": round(span, 3), "cache_periods": periods,
-            "latency_ms": {f"p{q}": round(s.percentile(q) * 1000, 2) for q in (50, 90, 99)},
-            "api_server_reviews": seen, "gateway_reviews": after_gw, "bound": bound,
-            "met": all(seen[k] <= bound[k] for k in REVIEWS)}
-
-
 def section(result: dict[str, Any]) -> str:
-    lat, burst = result["latency"], result["load"]
+    lat = result["latency"]
     modes, added, per_round = lat["modes"], lat["added_ms"], lat["per_round"]
     cold_reviews, cold = lat["api_server_reviews"], modes["cold"]
     calls = cold["requests"] + cold["errors"]
     warm_rounds = added["warm"]["p50_rounds"]
-    seen = burst["api_server_reviews"]
     return "\n".join([
         harness.machine_line(result["run"]), "",
         f"**Latency**: sequential `POST {lat['path']}`, {lat['rounds']} rounds of "
@@ -255,23 +207,7 @@ def section(result: dict[str, Any]) -> str:
             ("a token's first call: one TokenReview and one SubjectAccessReview",
              f"{calls} and {calls}", f"{cold_reviews['tokenreviews']} and "
              f"{cold_reviews['subjectaccessreviews']} (the API server's counts over the phase)",
-             mark(all(cold_reviews[k] == calls for k in REVIEWS))),
-            ("load: reviews per token and endpoint per cache period", "≤ 1",
-             f"{seen['tokenreviews']} TokenReview(s), {seen['subjectaccessreviews']} "
-             f"SubjectAccessReview(s) for 1 token and {burst['endpoints']} endpoints over "
-             f"{burst['cache_periods']} period(s)", mark(burst["met"]))]), "",
-        f"**Load**: `--auth-cache-seconds {burst['cache_seconds']:g}`, one token, "
-        f"{burst['callers']} callers for {burst['seconds']:g} s: {burst['requests']:,} "
-        f"requests ({burst['requests_per_second']:,.0f} req/s; statuses "
-        + ", ".join(f"{k}: {v:,}" for k, v in sorted(burst["statuses"].items()))
-        + f"; p50 {burst['latency_ms']['p50']:.1f} ms, p99 {burst['latency_ms']['p99']:.1f} ms)"
-        f". The API server answered {seen['tokenreviews']} TokenReview(s) and "
-        f"{seen['subjectaccessreviews']} SubjectAccessReview(s) over "
-        f"{burst['send_span_s']:.1f} s, {burst['cache_periods']} cache period(s), so at most "
-        f"{burst['bound']['tokenreviews']} and {burst['bound']['subjectaccessreviews']}; the "
-        "gateway's own count (`inference_gateway_auth_reviews_total`): "
-        + ", ".join(f"{k} {v}" for k, v in sorted(burst["gateway_reviews"].items()) if v)
-        + "."])
+             mark(all(cold_reviews[k] == calls for k in REVIEWS)))])])
 
 
 def invalid(args: argparse.Namespace) -> str | None:
@@ -285,7 +221,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cluster = Cluster(plane.kubeconfig)
         identity = cluster.setup(base, base.work_dir)
         base.start(base.emulator("--log-level", "warning"), harness.START_SECONDS)
-        step("1. latency: three gateways, --auth none / kubernetes (warm) / kubernetes (cold)")
+        step("latency: three gateways, --auth none / kubernetes (warm) / kubernetes (cold)")
 
         def gateway(name: str, *extra: str) -> Gateway:
             return start_gateway(base, CONFIG, f"gateway-{name}", *extra, kubeconfig=identity)
@@ -297,15 +233,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "cold": gateway("cold", *kube, "--auth-reviews-per-second", "1000000")}
         for one in gateways.values():
             one.wait_loaded(len(ENDPOINTS))
-        latency_result = asyncio.run(latency(args, cluster, gateways))
-        for one in gateways.values():
-            one.service.stop()
-        step(f"2. load: {args.load_callers} concurrent callers, one token, "
-             f"{len(ENDPOINTS)} endpoints, --auth-cache-seconds {args.load_cache_seconds:g}")
-        loaded = gateway("load", "--auth", "kubernetes", "--auth-cache-seconds",
-                         f"{args.load_cache_seconds:g}")
-        loaded.wait_loaded(len(ENDPOINTS))
-        return {"latency": latency_result, "load": asyncio.run(load(args, cluster, loaded))}
+        return {"latency": asyncio.run(latency(args, cluster, gateways))}
 
 
 if __name__ == "__main__":

@@ -1,16 +1,14 @@
 """Gateway fleet benchmark: configuration load at scale (5,000 endpoint records in the
 shard Secrets: a fresh gateway's time to ready and its memory, against a baseline on
-empty shards; the time for a rotated key to be served), and the rate limit shared by
-three replicas (``--peers-service``) under even and uneven load and 3 → 1 replicas. One
-control plane, one emulator, gateway processes in config mode. docs/benchmarks.md says
-how it runs."""
+empty shards), and the rate limit shared by three replicas (``--peers-service``) under
+even and uneven load and 3 → 1 replicas. One control plane, one emulator, gateway
+processes in config mode. docs/benchmarks.md says how it runs."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import dataclasses
-import json
 import random
 import statistics
 import sys
@@ -23,10 +21,10 @@ import aiohttp
 from kubernetes import client, config
 
 from bench import harness
-from bench.harness import Gateway, fake_key, mark, percentile, start_gateway, step, table
+from bench.harness import Gateway, fake_key, mark, start_gateway, step, table
 from inference_devkit.devstack.processes import Stack
 from inference_devkit.waiting import poll
-from inference_operator.api.gateway_config import Record, Shard, Shards
+from inference_operator.api.gateway_config import Record, Shards
 
 NAME, HEADING = "fleet", "Gateway fleet"
 NAMESPACE = "bench-fleet"
@@ -42,7 +40,6 @@ OPTIONS = harness.options("""
     --teams 50 10              id prefixes team-00 …
     --rounds 3 1               alternated baseline/loaded gateway starts
     --settle 1.0 0.2           seconds after ready before RSS is read
-    --propagations 10 2        key rotations timed
     --rpm 120 3600             the shared endpoint's limit
     --window 60.0 2.0          seconds per rate-limit scenario (3 → 1: twice that)
     --callers 2 2              waiting callers per replica (ii-a: 3x on the first)
@@ -70,12 +67,6 @@ class Cluster:
     def __init__(self, kubeconfig: Path) -> None:
         api = config.new_client_from_config(config_file=str(kubeconfig))
         self.core, self.discovery = client.CoreV1Api(api), client.DiscoveryV1Api(api)
-
-    def write_shard(self, name: str, shard: Shard) -> int:
-        """The shard's data replaced (as the operator writes it); the bytes stored."""
-        data = shard.encode()
-        self.core.patch_namespaced_secret(name, NAMESPACE, {"data": data})
-        return sum(len(value) for value in data.values())
 
     def peers(self, ready: int, total: int = 3) -> None:
         """The gateways' Service without a selector, and its EndpointSlice written by
@@ -120,7 +111,6 @@ def configuration_load(args: argparse.Namespace, base: Stack, cluster: Cluster) 
          f"{max(stored.values()) / 1e3:.0f} kB), written in {write_seconds:.2f} s")
 
     rounds: dict[str, list[dict[str, float]]] = {"baseline": [], "loaded": []}
-    last: Gateway | None = None
     for index in range(args.rounds):
         order = [("baseline", empty, 0), ("loaded", loaded, len(endpoints))]
         # Alternated, so neither always pays for the first (cold) start.
@@ -132,54 +122,18 @@ def configuration_load(args: argparse.Namespace, base: Stack, cluster: Cluster) 
             rounds[kind].append(sample)
             step(f"  round {index + 1} {kind}: ready in {ready:.2f} s, RSS "
                  f"{sample['rss_mib']:.1f} MiB (peak {sample['peak_rss_mib']:.1f})")
-            if kind == "loaded" and index == args.rounds - 1:
-                last = gateway  # kept for the propagation measurement
-            else:
-                gateway.service.stop()
-    assert last is not None
+            gateway.service.stop()
     medians = {kind: {key: statistics.median(s[key] for s in samples) for key in samples[0]}
                for kind, samples in rounds.items()}
-    propagation = propagate(args, cluster, last, grouped, rng)
-    last.service.stop()
-    example = json.loads(json.dumps(endpoints[0]))
-    key = example["service_settings"]["api_key"]
-    example["service_settings"]["api_key"] = key[:13] + "…" + f"({len(key)} characters)"
     return {
         "endpoints": len(endpoints), "teams": args.teams, "shards": loaded.count,
         "key_length": sorted({len(r["service_settings"]["api_key"]) for r in endpoints}),
         "stored_bytes": sum(stored.values()), "largest_shard_bytes": max(stored.values()),
         "endpoints_per_shard": sorted(len(recs) for recs in grouped.values()),
-        "write_seconds": write_seconds, "example_record": example, "rounds": rounds,
-        "median": medians, "propagation": propagation,
+        "write_seconds": write_seconds, "rounds": rounds,
+        "median": medians,
         "delta": {key: medians["loaded"][key] - medians["baseline"][key]
                   for key in medians["loaded"]}}
-
-
-def propagate(args: argparse.Namespace, cluster: Cluster, gateway: Gateway,
-              grouped: dict[str, list[Record]], rng: random.Random) -> dict[str, Any]:
-    """One key rotated in one shard per change (the shards in turn); the time from the
-    write's start until ``/healthz`` reports that shard's new generation."""
-    took, writes = [], []
-    names, generations = sorted(grouped), dict.fromkeys(grouped, 1)
-    for index in range(args.propagations):
-        name = names[index % len(names)]
-        rng.choice(grouped[name])["service_settings"]["api_key"] = fake_key(rng)
-        generations[name] += 1
-        generation = generations[name]
-        started = time.perf_counter()
-        cluster.write_shard(name, Shard(generation, tuple(grouped[name])))
-        writes.append(time.perf_counter() - started)
-        poll(lambda n=name, g=generation: (gateway.health() or {}).get("config", {}).get(n) == g,
-             timeout=30, interval=0.005, message=f"{name} generation {generation}")
-        took.append(time.perf_counter() - started)
-        time.sleep(0.3)
-    step(f"  key rotation → served: median {statistics.median(took) * 1000:.0f} ms, max "
-         f"{max(took) * 1000:.0f} ms ({len(took)} changes; the write alone median "
-         f"{statistics.median(writes) * 1000:.0f} ms)")
-    return {"changes": len(took), "median_s": statistics.median(took),
-            "p90_s": percentile(took, 0.9), "max_s": max(took), "min_s": min(took),
-            "write_median_s": statistics.median(writes), "samples_s": took,
-            "endpoints_in_shard": {name: len(recs) for name, recs in grouped.items()}}
 
 
 @dataclasses.dataclass
@@ -357,14 +311,11 @@ def sliding_max(times: list[float], span: float) -> int:
 def section(result: dict[str, Any]) -> str:
     load, rate = result["config_load"], result["rate_limit"]
     base, full, delta = load["median"]["baseline"], load["median"]["loaded"], load["delta"]
-    prop, limit, n = load["propagation"], rate["limit"], 3
+    limit, n = rate["limit"], 3
     even, callers = rate["even"], rate["uneven_callers"]
     demand, scale = rate["uneven_demand"], rate["scale_down"]
     scale_limit = rate["rpm"] * scale["seconds"] / 60
     span_limit = rate["rpm"] * scale["sliding_span_s"] / 60
-
-    def per(scenario: dict[str, Any]) -> str:
-        return " / ".join(str(r["ok"]) for r in scenario["replicas"])
 
     def row(label: str, s: dict[str, Any] | None, calls: Any, count: int, lim: float,
             target: str = "", ok: bool | None = None) -> tuple[Any, ...]:
@@ -390,12 +341,8 @@ def section(result: dict[str, Any]) -> str:
             ("RSS when ready", f"{base['rss_mib']:.1f} MiB", f"{full['rss_mib']:.1f} MiB",
              f"{delta['rss_mib']:+.1f} MiB", "< 50 MiB more", mark(delta["rss_mib"] < 50)),
             ("peak RSS (VmHWM)", f"{base['peak_rss_mib']:.1f} MiB",
-             f"{full['peak_rss_mib']:.1f} MiB", f"{delta['peak_rss_mib']:+.1f} MiB", "", ""),
-            (f"one key rotated in one shard → `/healthz` shows its generation "
-             f"({prop['changes']} changes, shards in turn)", "",
-             f"median {prop['median_s'] * 1000:.0f} ms, p90 {prop['p90_s'] * 1000:.0f} ms, "
-             f"max {prop['max_s'] * 1000:.0f} ms",
-             f"the write alone: median {prop['write_median_s'] * 1000:.0f} ms", "", "")]), "",
+             f"{full['peak_rss_mib']:.1f} MiB", f"{delta['peak_rss_mib']:+.1f} MiB", "", "")]),
+        "",
         f"**The shared rate limit** at {rate['rpm']} rpm: {limit:g} calls per "
         f"{rate['window_s']:g} s window (3 → 1: {2 * rate['window_s']:g} s).", "",
         *table(("scenario", "upstream calls", "limit", "ratio", "per replica (answers)",

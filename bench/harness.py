@@ -22,7 +22,6 @@ import string
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -244,32 +243,6 @@ def control_plane(*, controllers: bool = True, api_keys: tuple[str, ...] = (),
     finally:
         stack.stop()
         plane.stop()
-
-
-class PeakRss:
-    """The highest RSS of the service followed, sampled every 0.1 s in a thread of its own
-    (VmHWM is per process; this follows restarts)."""
-
-    def __init__(self, service: Service | None = None) -> None:
-        self.service, self.peak = service, 0.0
-        self._stopped = threading.Event()
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def take(self) -> float:
-        """The peak since the last take."""
-        peak, self.peak = self.peak, 0.0
-        return peak
-
-    def _run(self) -> None:
-        while not self._stopped.wait(0.1):
-            if (service := self.service) is not None and service.running():
-                try:
-                    self.peak = max(self.peak, service.rss_mib())
-                except (OSError, ValueError):
-                    pass  # the process ended meanwhile
-
-    def stop(self) -> None:
-        self._stopped.set()
 
 
 def memory(service: Service) -> dict[str, float]:

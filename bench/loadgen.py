@@ -54,7 +54,6 @@ class Sample:
     client_cpu: float = 0.0  # CPU seconds the load tool itself used
     late: int = 0  # fixed-rate sends that left more than 1 ms behind schedule
     chunks: int = 0  # delta markers in the answers read
-    events: int = 0  # SSE events in the answers read
 
     @property
     def errors(self) -> int:
@@ -69,7 +68,6 @@ class Sample:
                 "seconds": round(self.seconds, 3),
                 "rps": round(len(self.latencies) / self.seconds, 1) if self.seconds else 0.0,
                 **{f"p{p}_ms": round(self.percentile(p) * 1000, 3) for p in (50, 90, 99)},
-                "mean_ms": round(statistics.fmean(ms), 3), "min_ms": round(min(ms), 3),
                 "max_ms": round(max(ms), 3), "late_sends": self.late,
                 "client_cpu_share": round(self.client_cpu / self.seconds, 2)
                 if self.seconds else None}
@@ -109,7 +107,6 @@ class _Phase:
                 first if stream else asyncio.get_running_loop().time() - since
                 if since is not None else time.perf_counter() - started)
             self.sample.chunks += whole.count(marker) if marker else 0
-            self.sample.events += whole.count(b"\n\n")
 
     def done(self) -> Sample:
         self.sample.seconds = time.perf_counter() - self.started
@@ -163,47 +160,6 @@ async def fixed_rate(session: aiohttp.ClientSession, target: Target, *, rate: fl
     return phase.done()
 
 
-async def delta_arrivals(session: aiohttp.ClientSession, target: Target,
-                         time_limit: float) -> list[float]:
-    """Arrival times (s from the first) of each text delta of one stream, counted by
-    chunk: deltas that arrive in one chunk get the same time, i.e. they were batched."""
-    arrivals: list[float] = []
-    url, body, headers = target.request(stream=True)
-    async with asyncio.timeout(time_limit), session.post(url, data=body,
-                                                         headers=headers) as response:
-        async for chunk in response.content.iter_any():
-            arrivals.extend([time.perf_counter()] * chunk.count(target.delta_marker))
-    return [t - arrivals[0] for t in arrivals]
-
-
-async def hold_streams(session: aiohttp.ClientSession, target: Target, *, streams: int,
-                       time_limit: float, on_all_open: Callable[[], None]
-                       ) -> tuple[int, int]:
-    """Opens ``streams`` streams at once and reads them to their end; calls
-    ``on_all_open()`` once every stream has sent its first delta. Returns (streams that
-    opened, streams that completed)."""
-    url, body, headers = target.request(stream=True)
-    opened = completed = 0
-
-    async def one() -> None:
-        nonlocal opened, completed
-        async with session.post(url, data=body, headers=headers) as response:
-            first = True
-            async for chunk in response.content.iter_any():
-                if first and target.delta_marker in chunk:
-                    first, opened = False, opened + 1
-                    if opened == streams:
-                        on_all_open()
-            completed += response.status == 200
-
-    tasks = [asyncio.create_task(one()) for _ in range(streams)]
-    await asyncio.wait(tasks, timeout=time_limit)
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    return opened, completed
-
-
 def merged(samples: Sequence[Sample]) -> Sample:
     """Rounds of one target as one sample (alternating rounds share the machine's
     drift between targets)."""
@@ -211,7 +167,7 @@ def merged(samples: Sequence[Sample]) -> Sample:
                   [x for s in samples for x in s.latencies],
                   sum((s.statuses for s in samples), Counter()),
                   sum(s.client_cpu for s in samples), sum(s.late for s in samples),
-                  sum(s.chunks for s in samples), sum(s.events for s in samples))
+                  sum(s.chunks for s in samples))
 
 
 async def alternate(targets: Sequence[str], rounds: int,

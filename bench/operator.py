@@ -151,19 +151,16 @@ def spread(count: int, namespaces: list[str], prefix: str) -> list[str]:
     return [f"{namespaces[i % len(namespaces)]}/{prefix}-{i}" for i in range(count)]
 
 
-def restart(stack: Stack, operator: Service, peak: harness.PeakRss) -> dict[str, Any]:
+def restart(stack: Stack, operator: Service) -> dict[str, Any]:
     """Stop the operator and start it again: time until its first full sync is done
     (every resource reconciled, nothing to write), its memory then and the peak."""
     operator.stop()
-    peak.service = None
     logged = len(operator.log_text())  # the log file is appended to
     started = time.perf_counter()
     stack.start(operator)
-    peak.service = operator
     poll(lambda: "first full sync done" in operator.log_text()[logged:],
          timeout=RESTART_SYNC_TIMEOUT, interval=0.2)
-    return {"synced_s": time.perf_counter() - started, **memory(operator),
-            "sampled_peak_rss_mib": peak.take()}
+    return {"synced_s": time.perf_counter() - started, **memory(operator)}
 
 
 def section(result: dict[str, Any]) -> str:
@@ -171,7 +168,7 @@ def section(result: dict[str, Any]) -> str:
     memory_at = result["operator_memory"]
     idle, after = memory_at["idle"]["rss_mib"], memory_at["after_bulk"]["rss_mib"]
     at_scale, restarted = memory_at["at_scale"], memory_at["after_restart"]
-    highest = max(at_scale["sampled_peak_rss_mib"], restarted["sampled_peak_rss_mib"])
+    highest = max(at_scale["peak_rss_mib"], restarted["peak_rss_mib"])
     limit = result["chart_memory_limit_mib"]
     rows = [
         (f"apply → Ready, p50 ({latency['objects']} objects, one at a time)",
@@ -188,12 +185,12 @@ def section(result: dict[str, Any]) -> str:
          "≤ 150 MiB", after <= 150),
         (f"{scale['objects']} endpoints over {scale['namespaces']} namespaces, all Ready",
          f"{scale['all_ready_s']:.1f} s for the last {scale['created']}", "all Ready", True),
-        (f"operator RSS at {scale['objects']} (peak while they came)",
-         f"{at_scale['rss_mib']:.0f} MiB ({at_scale['sampled_peak_rss_mib']:.0f})",
+        (f"operator RSS at {scale['objects']} (peak so far, VmHWM)",
+         f"{at_scale['rss_mib']:.0f} MiB ({at_scale['peak_rss_mib']:.0f})",
          "reported", None),
         (f"after a restart with {scale['objects']}: first full sync, RSS (peak)",
          f"{restarted['synced_s']:.1f} s, {restarted['rss_mib']:.0f} MiB "
-         f"({restarted['sampled_peak_rss_mib']:.0f})", "reported", None),
+         f"({restarted['peak_rss_mib']:.0f})", "reported", None),
         ("memory per endpoint (RSS at scale - idle) / endpoints",
          f"{result['kib_per_endpoint']:.0f} KiB", "", None),
         ("chart's operator memory limit", f"{limit} MiB",
@@ -218,16 +215,12 @@ def chart_memory_limit_mib() -> int:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     program = runtime_operator(args.quick)
-    peak = harness.PeakRss()
     with harness.control_plane(api_keys=(KEY,)) as (plane, stack):
-        try:
-            return measure(args, plane.kubeconfig, stack, program, peak)
-        finally:
-            peak.stop()
+        return measure(args, plane.kubeconfig, stack, program)
 
 
 def measure(args: argparse.Namespace, kubeconfig: Any, stack: Stack,
-            program: tuple[str, ...] | None, peak: harness.PeakRss) -> dict[str, Any]:
+            program: tuple[str, ...] | None) -> dict[str, Any]:
     kubectl = Kubectl(binaries.resolve("kubectl"), kubeconfig)
     kubectl.apply(crd_yaml())
     kubectl.wait_for_condition(f"crd/{PLURAL}.{GROUP}", "Established", timeout=30)
@@ -259,7 +252,6 @@ def measure(args: argparse.Namespace, kubeconfig: Any, stack: Stack,
         args.latency_objects + args.bulk_objects + args.scale_objects))
     operator.program = program or operator.program
     stack.start(operator)
-    peak.service = operator
     # The gateway turns ready once the operator's first writes: measure from there.
     gateway_ready = stack.services["gateway"]
     gateway_ready.health_url = f"{stack.gateway_url}/readyz"
@@ -290,20 +282,19 @@ def measure(args: argparse.Namespace, kubeconfig: Any, stack: Stack,
                   scale_namespaces, "scale")
     step(f"scale: {len(more)} more at once over {len(scale_namespaces)} namespaces, "
          f"{existing + len(more)} in all")
-    peak.take()
     started = time.perf_counter()
     create_all(api, more, patch_status=False)
     watcher.wait_for(set(more), DEADLINE_SECONDS)
     scale_ready = max((watcher.ready_at[n] for n in more), default=started) - started
-    at_scale = {**memory(operator), "sampled_peak_rss_mib": peak.take()}
+    at_scale = memory(operator)
     step(f"  {scale_ready:.1f} s; operator RSS {at_scale['rss_mib']:.0f} MiB "
-         f"(peak {at_scale['sampled_peak_rss_mib']:.0f} MiB)")
+         f"(peak {at_scale['peak_rss_mib']:.0f} MiB)")
     watcher.stop()
 
     step("restart with every endpoint in place")
-    restarted = restart(stack, operator, peak)
+    restarted = restart(stack, operator)
     step(f"  first full sync after {restarted['synced_s']:.1f} s; RSS "
-         f"{restarted['rss_mib']:.0f} MiB (peak {restarted['sampled_peak_rss_mib']:.0f})")
+         f"{restarted['rss_mib']:.0f} MiB (peak {restarted['peak_rss_mib']:.0f})")
     endpoints = existing + len(more)
     return {
         "latency": latency,

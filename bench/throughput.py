@@ -1,7 +1,7 @@
 """Gateway fleet throughput on the local node: 3 replicas against 1, first with the chart's
 resources (no CPU limit), then with each ``--cpu-limit`` per replica (so that horizontal
-scaling is measured rather than the machine's cores); each round records the CPU every
-consumer used. The project's image built from the working tree, the chart in
+scaling is measured rather than the machine's cores); each round records the CPU the
+gateways and the machine used. The project's image built from the working tree, the chart in
 ``gateway.mode=fleet``, the emulator as a Deployment, a closed loop from this host to the
 gateway Service's ClusterIP through kube-proxy. docs/benchmarks.md says how it runs."""
 
@@ -23,7 +23,6 @@ import aiohttp
 from bench import harness
 from bench.harness import endpoint_manifest, step
 from bench.loadgen import Target, closed_loop
-from inference_devkit import procfs
 from inference_devkit.checkout import checkout_path
 from inference_devkit.controlplane import binaries, images, node
 from inference_devkit.controlplane.kubectl import Kubectl, KubectlError
@@ -47,8 +46,6 @@ INFERENCE_ID = "bench-throughput"
 TARGET_RATIO = 2.5
 CGROUP = Path("/sys/fs/cgroup")
 TICK = os.sysconf("SC_CLK_TCK")
-# Host processes of the node, by the name it starts them with (the rest of ours are Pods).
-CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager")
 OPTIONS = harness.options("""
     --rounds 3 1           alternations of 1 and 3
     --requests 20000 3000  per round
@@ -77,157 +74,37 @@ def cgroup_usage(path: Path) -> float:
     v1 = path / "cpuacct.usage"
     if v1.exists():
         return int(v1.read_text()) / 1e9
-    return cpu_stat(path)["usage_usec"] / 1e6
+    stat = dict(line.split() for line in (path / "cpu.stat").read_text().splitlines())
+    return int(stat["usage_usec"]) / 1e6
 
 
-def cpu_stat(path: Path) -> dict[str, int]:
-    """``cpu.stat`` (throttling: nr_periods, nr_throttled), from the cpu hierarchy in v1."""
-    if (path / "cpuacct.usage").exists():
-        path = CGROUP / "cpu" / path.relative_to(CGROUP / "cpuacct")
-    pairs = (line.split() for line in (path / "cpu.stat").read_text().splitlines())
-    return {key: int(value) for key, value in pairs}
-
-
-def machine_seconds() -> dict[str, float]:
-    """CPU seconds of the whole machine since boot, from /proc/stat: busy (all but idle and
-    iowait), of which irq (hard and soft interrupts: the packets), and steal (the
-    hypervisor's)."""
+def machine_busy() -> float:
+    """CPU seconds the whole machine was busy since boot (all but idle and iowait)."""
     fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
-    return {"busy": (user + nice + system + irq + softirq) / TICK,
-            "irq": (irq + softirq) / TICK, "steal": steal / TICK}
-
-
-def kind_of(pid: int) -> str:
-    """"pod" (in a Pod's cgroup), "kernel" (a kernel thread: no command line; ksoftirqd
-    among them, which handles packets for every process) or "process"."""
-    try:
-        if "kubepods" in Path(f"/proc/{pid}/cgroup").read_text():
-            return "pod"
-        return "process" if Path(f"/proc/{pid}/cmdline").read_bytes() else "kernel"
-    except OSError:
-        return "gone"
+    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
+    return (user + nice + system + irq + softirq) / TICK
 
 
 class CpuMeter:
-    """The CPU seconds of each consumer, read just before and just after a round: only file
-    reads, so the reading itself costs next to nothing."""
+    """The gateway Pods' CPU (from their cgroups) and the machine's, read just before and
+    just after a round: only file reads, so the reading costs next to nothing."""
 
-    def __init__(self, running: node.Node, kubectl: Kubectl) -> None:
-        self.running, self.kubectl = running, kubectl
+    def __init__(self, kubectl: Kubectl, selector: str) -> None:
+        self.kubectl, self.selector = kubectl, selector
 
-    def consumers(self) -> dict[str, tuple[str, list[Any]]]:
-        """label -> ("cgroups", [path, ...]) or ("pids", [pid, ...]); each gateway Pod as
-        gateway/<name>; "other processes": every process on the machine not of this run."""
-        found: dict[str, tuple[str, list[Any]]] = {}
-        listed = json.loads(self.kubectl.run("get", "pods", "-A", "-o", "json").stdout)
-        for pod in listed["items"]:
-            path = pod_cgroup(pod["metadata"]["uid"])
-            if path is None:
-                continue
-            labels = pod["metadata"].get("labels", {})
-            if labels.get("app.kubernetes.io/component") == "gateway":
-                label = f"gateway/{pod['metadata']['name']}"
-            elif labels.get("app.kubernetes.io/name") == "anthropic-emulator":
-                label = "emulator"
-            else:
-                label = "other pods"  # the operator, CoreDNS
-            found.setdefault(label, ("cgroups", []))[1].append(path)
-        processes = [*self.running.plane.processes, *self.running.processes]
-        if self.running.containerd.process is not None:
-            processes.append(self.running.containerd.process)
-        pids = {p.name: p.popen.pid for p in processes if p.popen and p.running()}
-        found["control plane"] = ("pids", [pid for name, pid in pids.items()
-                                           if name in CONTROL_PLANE])
-        # The shims run outside the Pods' cgroups here: counted with the agents.
-        found["node agents"] = ("pids", [pid for name, pid in pids.items()
-                                         if name not in CONTROL_PLANE]
-                                + self.running.containerd.shim_pids())
-        found["load tool"] = ("pids", [os.getpid()])
-        ours = {pid for kind, items in found.values() if kind == "pids" for pid in items}
-        rest = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
-                if pid not in ours]
-        kinds = {pid: kind_of(pid) for pid in rest}
-        found["kernel threads"] = ("pids", [p for p in rest if kinds[p] == "kernel"])
-        found["other processes"] = ("pids", [p for p in rest if kinds[p] == "process"])
-        return found
+    def read(self) -> dict[str, Any]:
+        listed = json.loads(self.kubectl.run("get", "pods", "-A", "-l", self.selector,
+                                             "-o", "json").stdout)
+        paths = [p for pod in listed["items"] if (p := pod_cgroup(pod["metadata"]["uid"]))]
+        return {"gateways": sum(cgroup_usage(p) for p in paths if p.exists()),
+                "machine": machine_busy(), "at": time.perf_counter()}
 
     @staticmethod
-    def read(consumers: dict[str, tuple[str, list[Any]]]) -> dict[str, Any]:
-        """Per label: a cgroup's CPU seconds, or each process's (start time, CPU seconds),
-        so that a pid reused by a new process within the round is not taken for the old."""
-        used: dict[str, Any] = {}
-        for label, (kind, items) in consumers.items():
-            if kind == "cgroups":
-                used[label] = sum(cgroup_usage(path) for path in items if path.exists())
-            else:
-                used[label] = {pid: found for pid in items
-                               if (found := process_cpu(pid)) is not None}
-        throttled = {label: cpu_stat(items[0]) for label, (kind, items) in consumers.items()
-                     if label.startswith("gateway/")}
-        return {"used": used, "throttled": throttled, "machine": machine_seconds(),
-                "at": time.perf_counter()}
-
-    @staticmethod
-    def cores(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-        """Each consumer's CPU over the round, in cores (CPU seconds per second); a process
-        that did not last the whole round is left out (it is in "unaccounted")."""
+    def cores(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
+        """CPU over the round in cores (CPU seconds per second)."""
         wall = after["at"] - before["at"]
-
-        def per_process(label: str) -> dict[int, float]:
-            first, last = before["used"][label], after["used"][label]
-            return {pid: (last[pid][1] - cpu) / wall for pid, (started, cpu) in first.items()
-                    if pid in last and last[pid][0] == started}
-
-        used = {}
-        for label, first in before["used"].items():
-            if isinstance(first, dict):
-                used[label] = sum(per_process(label).values())
-            else:
-                used[label] = (after["used"][label] - first) / wall
-        machine = {k: (after["machine"][k] - before["machine"][k]) / wall
-                   for k in before["machine"]}
-        gateways = {k.split("/", 1)[1]: round(v, 3) for k, v in used.items()
-                    if k.startswith("gateway/")}
-        throttled = {}
-        for label, stat in after["throttled"].items():
-            first = before["throttled"].get(label, {})
-            periods = stat.get("nr_periods", 0) - first.get("nr_periods", 0)
-            hits = stat.get("nr_throttled", 0) - first.get("nr_throttled", 0)
-            throttled[label.split("/", 1)[1]] = round(hits / periods, 3) if periods else 0.0
-        others = per_process("other processes")
-        busiest = sorted(others, key=others.get, reverse=True)[:3]
-        return {"gateways": gateways, "gateways_total": round(sum(gateways.values()), 3),
-                **{k: round(v, 3) for k, v in used.items() if not k.startswith("gateway/")},
-                "ours": round(sum(v for k, v in used.items()
-                                  if k not in ("other processes", "kernel threads")), 3),
-                "machine_busy": round(machine["busy"], 3), "irq": round(machine["irq"], 3),
-                "steal": round(machine["steal"], 3),
-                # Busy time no process read here accounts for: interrupts charged to no
-                # process, processes that started and ended within the round.
-                "unaccounted": round(machine["busy"] - sum(used.values()), 3),
-                "gateway_periods_throttled": throttled,
-                "busiest_other_processes": [{"command": command_of(pid),
-                                             "cores": round(others[pid], 3)}
-                                            for pid in busiest]}
-
-
-def process_cpu(pid: int) -> tuple[int, float] | None:
-    """``procfs.times``, None once it is gone."""
-    try:
-        return procfs.times(pid)
-    except OSError:
-        return None
-
-
-def command_of(pid: int) -> str:
-    """The program's name (no arguments: they hold paths of this machine)."""
-    try:
-        argv = [a.decode(errors="replace")
-                for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
-    except OSError:
-        return "(ended)"
-    return Path(argv[0]).name if argv else "(kernel)"
+        return {"gateways": round((after["gateways"] - before["gateways"]) / wall, 3),
+                "machine_busy": round((after["machine"] - before["machine"]) / wall, 3)}
 
 
 # -- the fleet -----------------------------------------------------------------------------
@@ -341,11 +218,10 @@ async def load_round(args: argparse.Namespace, target: Target, meter: CpuMeter
         # Opens the connections and warms each gateway's auth cache and upstream pool.
         await closed_loop(session, target, requests=args.warmup,
                           concurrency=args.concurrency, time_limit=args.time_limit)
-        consumers = meter.consumers()
-        before = meter.read(consumers)
+        before = meter.read()
         sample = await closed_loop(session, target, requests=args.requests,
                                    concurrency=args.concurrency, time_limit=args.time_limit)
-        after = meter.read(consumers)
+        after = meter.read()
     summary = sample.summary()
     return {"rps": summary["rps"], "requests": summary["requests"],
             "errors": summary["errors"], "seconds": summary["seconds"],
@@ -366,11 +242,8 @@ def alternation(args: argparse.Namespace, fleet: Fleet, target: Target, meter: C
             cores = result["cores"]
             step(f"  round {index + 1}, {replicas} replica(s): {result['rps']:.0f} req/s "
                  f"({result['requests']} in {result['seconds']:.1f} s, {result['errors']} "
-                 f"errors, p50 {result['p50_ms']:.0f} ms); gateways "
-                 f"{'+'.join(f'{c:.2f}' for c in cores['gateways'].values())} cores, "
-                 f"emulator {cores['emulator']:.2f}, load tool {cores['load tool']:.2f}, "
-                 f"other processes {cores['other processes']:.2f}, machine busy "
-                 f"{cores['machine_busy']:.2f}")
+                 f"errors, p50 {result['p50_ms']:.0f} ms); gateways {cores['gateways']:.2f} "
+                 f"cores, machine busy {cores['machine_busy']:.2f}")
     median = {n: statistics.median(r["rps"] for r in rounds if r["replicas"] == n)
               for n in (1, 3)}
     ratio = median[3] / median[1] if median[1] else float("nan")
@@ -389,61 +262,27 @@ def section(result: dict[str, Any]) -> str:
     if not variants:
         return f"{harness.machine_line(run)}\n\nNot run: {result['skipped']}."
     nproc = run["machine"]["cores"]
-
-    def median(variant: dict[str, Any], replicas: int, value: Any) -> float:
-        return statistics.median(value(r) for r in variant["rounds"]
-                                 if r["replicas"] == replicas)
-
-    def throttled(r: dict[str, Any]) -> float:
-        shares = r["cores"]["gateway_periods_throttled"].values()
-        return statistics.fmean(shares) if shares else 0.0
-
     rounds = [(v["cpu_limit"] or "none", r["round"], r["replicas"], f"{r['rps']:.0f}",
                f"{r['p50_ms']:.0f} / {r['p99_ms']:.0f}", r["errors"],
-               " + ".join(f"{x:.2f}" for x in c["gateways"].values()),
-               " / ".join(f"{x:.0%}" for x in c["gateway_periods_throttled"].values())
-               if v["cpu_limit"] else "", f"{c['emulator']:.2f}", f"{c['load tool']:.2f}",
-               f"{c['node agents'] + c['control plane']:.2f}", f"{c['other processes']:.2f}",
-               f"{c['kernel threads'] + c['unaccounted']:.2f}",
-               f"{c['machine_busy']:.2f} of {nproc}")
-              for v in variants for r in v["rounds"] for c in [r["cores"]]]
+               f"{r['cores']['gateways']:.2f}",
+               f"{1000 * r['cores']['gateways'] / r['rps']:.2f}" if r["rps"] else "",
+               f"{r['cores']['machine_busy']:.2f} of {nproc}")
+              for v in variants for r in v["rounds"]]
     ratios = [(v["cpu_limit"] or "none (the chart default: a 100m request)",
                f"{v['median_rps']['1']:.0f} req/s", f"{v['median_rps']['3']:.0f} req/s",
                f"{v['ratio']:.2f}x", ", ".join(f"{x:.2f}x" for x in v["ratio_per_alternation"]),
                f"≥ {TARGET_RATIO}x", harness.mark(v["met"])) for v in variants]
-    medians = [(v["cpu_limit"] or "none", n,
-                *(f"{median(v, n, lambda r, k=k: r['cores'][k]):.2f}"
-                  for k in ("machine_busy", "gateways_total", "ours", "other processes")),
-                *(f"{median(v, n, lambda r, k=k: 1000 * r['cores'][k] / r['rps']):.2f}"
-                  for k in ("ours", "gateways_total")),
-                f"{median(v, n, throttled):.0%}" if v["cpu_limit"] else "",
-                f"{median(v, n, lambda r: r['p50_ms']):.0f}")
-               for v in variants for n in (1, 3)]
-    load: dict[str, float] = {}
-    for r in (r for v in variants for r in v["rounds"]):
-        for other in r["cores"]["busiest_other_processes"]:
-            load[other["command"]] = load.get(other["command"], 0) + other["cores"]
     return "\n".join([
         harness.machine_line(run), "",
         f"Load: {setup_['concurrency']} concurrent callers, {setup_['requests']:,} requests "
         f"or {setup_['time_limit_s']:g} s per round after {setup_['warmup']} warm-up calls, "
-        f"one endpoint at {RPM:,} rpm. CPU in cores (CPU seconds per second of the round); "
-        "\"rest\": kernel threads and what no process read accounts for; throttled: the "
-        "share of CFS periods in which a replica hit its CPU limit.", "",
+        f"one endpoint at {RPM:,} rpm. CPU in cores (CPU seconds per second of the round): "
+        "the gateway Pods' from their cgroups, the machine's from /proc/stat.", "",
         *harness.table(("CPU limit per replica", "round", "replicas", "req/s", "p50 / p99 ms",
-                        "errors", "gateways (cores each)", "throttled", "emulator",
-                        "load tool", "node agents + control plane", "other processes",
-                        "rest", "machine busy"), rounds), "",
+                        "errors", "gateways (cores)", "gateways' CPU ms per request",
+                        "machine busy"), rounds), "",
         *harness.table(("CPU limit per replica", "1 replica (median)", "3 replicas (median)",
-                        "ratio 3:1", "each alternation", "target", ""), ratios), "",
-        "**What limits it** (medians of the rounds; \"this run\": gateways, emulator, load "
-        "tool, kubelet, kube-proxy, containerd and its shims, the control plane):", "",
-        *harness.table(("CPU limit per replica", "replicas", "machine busy (cores)",
-                        "gateways", "this run", "other processes", "CPU ms per request",
-                        "gateways' CPU ms per request", "throttled", "p50 ms"), medians), "",
-        "The busiest other processes: " + (", ".join(
-            f"`{c}`" for c in sorted(load, key=load.__getitem__, reverse=True)[:2]) or "none")
-        + "."])
+                        "ratio 3:1", "each alternation", "target", ""), ratios)])
 
 
 def options(parser: argparse.ArgumentParser) -> None:
@@ -481,7 +320,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         running.load_image(archive)
         kubectl = Kubectl(binaries.resolve("kubectl"), running.plane.kubeconfig)
         fleet, target = setup(running, kubectl, images.PROJECT_REF)
-        meter = CpuMeter(running, kubectl)
+        meter = CpuMeter(kubectl, fleet.selector)
         step(f"load: {args.concurrency} callers to {target.url}")
         step("1. the chart's resources: no CPU limit")
         variants = [alternation(args, fleet, target, meter, None)]

@@ -1,23 +1,21 @@
 """Gateway benchmark: the gateway side by side with its floor (the emulator hit directly)
 and its peer (LiteLLM proxy, one worker), one load tool, one upstream answering at once,
 one run: throughput, latency added at a fixed rate, time to the first streamed delta,
-delta batching, memory idle and with open streams, the rate limiter at 600 rpm and what
-one upstream call costs from Python. docs/benchmarks.md says how it runs."""
+memory idle, the rate limiter at 600 rpm and what one upstream call costs from Python.
+docs/benchmarks.md says how it runs."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from bench import harness, loadgen
-from bench.gateway import clientcost, litellm, profile, report
+from bench.gateway import clientcost, litellm, report
 from bench.harness import step
 from bench.loadgen import Target
 from inference_devkit.devstack.processes import Stack
@@ -28,6 +26,7 @@ MODEL, RATE_MODEL = "claude-bench", "claude-bench-rate"
 PROMPT = "What is Elastic?"
 MAX_TOKENS = 64
 ENDPOINTS = 100
+LITELLM_REQUESTS, LITELLM_WARMUP = 400, 50  # the peer is slow: fixed, small
 UNLIMITED_RPM = 10_000_000  # far above any load here: the limiter never waits
 section = report.section
 
@@ -51,11 +50,6 @@ class Bench:
         self.gateway = Target("gateway", completion, {"input": PROMPT}, {}, b'"delta"',
                               stream_url=completion + "/_stream")
         self.litellm: Target | None = None
-
-    async def emulator_latency(self, session: aiohttp.ClientSession, per_token: float) -> None:
-        async with session.put(self.stack.emulator_url + "/_emulator/latency",
-                               json={"first_token": 0.0, "per_token": per_token}) as response:
-            response.raise_for_status()
 
     async def loop(self, session: aiohttp.ClientSession, target: Target, requests: int,
                    concurrency: int | None = None) -> loadgen.Sample:
@@ -97,30 +91,12 @@ class Bench:
             **{name: s.summary() for name, s in merged.items()},
             "gateway_cpu_ms_per_request": round(cpu / done * 1000, 3) if done else None}
 
-    async def profile(self, session: aiohttp.ClientSession) -> None:
-        """py-spy on the gateway under load of its own, not during a measured round (the
-        sampling takes CPU the round would miss): at the throughput phase's concurrency,
-        then one request at a time, the path the latency targets are about."""
-        out, self.results["profile"] = self.args.profile, {}
-        for name, concurrency in (("concurrency", self.args.concurrency), ("one_at_a_time", 1)):
-            path = out if concurrency > 1 else out.with_name(
-                f"{out.stem}-one-at-a-time{out.suffix}")
-            recording = profile.start(self.process.pid, path)
-            await loadgen.closed_loop(session, self.gateway, requests=100 * self.args.requests,
-                                      concurrency=concurrency, time_limit=profile.SECONDS + 1)
-            self.results["profile"][name] = {"concurrency": concurrency,
-                                             **await asyncio.to_thread(recording.finish)}
-
     async def throughput_litellm(self, session: aiohttp.ClientSession,
                                  peer: litellm.LiteLLM) -> None:
         assert self.litellm is not None
-        await self.loop(session, self.litellm, self.args.litellm_warmup)
-        cpu = peer.service.cpu_seconds()
-        sample = await self.loop(session, self.litellm, self.args.litellm_requests)
-        done = len(sample.latencies)
-        self.results["throughput"]["litellm"] = {
-            **sample.summary(), "cpu_ms_per_request":
-                round((peer.service.cpu_seconds() - cpu) / done * 1000, 3) if done else None}
+        await self.loop(session, self.litellm, LITELLM_WARMUP)
+        sample = await self.loop(session, self.litellm, LITELLM_REQUESTS)
+        self.results["throughput"]["litellm"] = sample.summary()
         self.results["memory"]["litellm_after_load_mib"] = round(
             peer.service.rss_mib(session=True), 1)
 
@@ -141,15 +117,11 @@ class Bench:
                                                             time_limit=a.rate_seconds + 30),
                                          rotate=False)
         self.results["fixed_rate"] = {
-            "rate": a.rate, "seconds_per_round": a.rate_seconds, **self.latency_phase(rounds),
-            "latencies_ms": {name: sorted(round(x * 1000, 3) for s in samples
-                                          for x in s.latencies)
-                             for name, samples in rounds.items()}}
+            "rate": a.rate, "seconds_per_round": a.rate_seconds, **self.latency_phase(rounds)}
 
     async def first_delta(self, session: aiohttp.ClientSession) -> None:
         a = self.args
-        targets = [self.emulator, self.gateway, *([self.litellm] if self.litellm else [])]
-        for target in targets:  # warm-up, not measured
+        for target in (self.emulator, self.gateway):  # warm-up, not measured
             await loadgen.time_to_first_delta(session, target, requests=10,
                                               time_limit=a.time_limit)
         rounds = await loadgen.alternate(("emulator", "gateway"), a.latency_rounds, lambda n:
@@ -157,42 +129,7 @@ class Bench:
                                              session, getattr(self, n),
                                              requests=a.ttfb_requests, time_limit=a.time_limit),
                                          rotate=False)
-        phase = self.results["first_delta"] = self.latency_phase(rounds)
-        if self.litellm is not None:  # the peer once: it is not what the target is about
-            phase["litellm"] = (await loadgen.time_to_first_delta(
-                session, self.litellm, requests=a.litellm_ttfb_requests,
-                time_limit=a.time_limit)).summary()
-        # Deltas 20 ms apart upstream must reach the client 20 ms apart, one per chunk.
-        await self.emulator_latency(session, 0.02)
-        try:
-            arrivals = await loadgen.delta_arrivals(session, self.gateway, a.time_limit)
-        finally:
-            await self.emulator_latency(session, 0.0)
-        gaps = [round((b - a_) * 1000, 2) for a_, b in itertools.pairwise(arrivals)]
-        phase["delta_gaps_ms"], phase["batched"] = gaps, bool(gaps) and min(gaps) < 10.0
-
-    async def open_streams(self) -> None:
-        a, rss_mib = self.args, self.process.rss_mib
-        at_all_open: list[float] = []
-        peak = harness.PeakRss(self.process)
-        # A separate pool, large enough for every stream at once.
-        connector = aiohttp.TCPConnector(limit=a.streams + 10)
-        async with aiohttp.ClientSession(connector=connector) as session:
-            await self.emulator_latency(session, a.stream_token_latency)
-            started = time.monotonic()
-            try:
-                opened, completed = await loadgen.hold_streams(
-                    session, self.gateway, streams=a.streams, time_limit=a.time_limit,
-                    on_all_open=lambda: at_all_open.append(rss_mib()))
-            finally:
-                peak.stop()
-                await self.emulator_latency(session, 0.0)
-        self.results["memory"].update({
-            "streams": a.streams, "streams_opened": opened, "streams_completed": completed,
-            "stream_phase_seconds": round(time.monotonic() - started, 1),
-            "gateway_all_streams_open_mib": round(at_all_open[0], 1) if at_all_open else None,
-            "gateway_peak_streams_mib": round(max(peak.take(), *at_all_open), 1),
-            "gateway_after_streams_mib": round(rss_mib(), 1)})
+        self.results["first_delta"] = self.latency_phase(rounds)
 
     async def rate_limit(self, session: aiohttp.ClientSession) -> None:
         """Keeps the 600 rpm bucket's queue full for ``--rate-window`` seconds and reads
@@ -224,7 +161,7 @@ class Bench:
 
     def start_litellm(self) -> litellm.LiteLLM | None:
         a, cache = self.args, harness.ROOT / ".cache" / "bench"
-        info: dict[str, Any] = {"spec": a.litellm_spec}
+        info: dict[str, Any] = {"spec": litellm.SPEC}
         self.results["litellm"] = info
         if a.no_litellm or a.quick:  # its install takes minutes
             info["skipped"] = "--quick" if a.quick else "--no-litellm"
@@ -232,7 +169,7 @@ class Bench:
             return None
         venv = cache / "litellm-venv"
         try:
-            info["version"] = litellm.ensure_installed(venv, a.litellm_spec,
+            info["version"] = litellm.ensure_installed(venv, litellm.SPEC,
                                                        cache / "litellm-install.log")
             started = time.monotonic()
             peer = litellm.start(venv, port=free_port(), upstream=self.stack.emulator_url,
@@ -253,17 +190,13 @@ class Bench:
         connector = aiohttp.TCPConnector(limit=max(a.concurrency, 1100))
         timeout = aiohttp.ClientTimeout(total=a.time_limit + 60)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            step("one upstream call from Python: SDK, own client, aiohttp, socket")
+            step("one upstream call from Python: SDK, own client, bare aiohttp")
             self.results["client_cost"] = await clientcost.measure(
                 self.stack.emulator_url, MODEL, PROMPT, MAX_TOKENS, a.client_cost_requests)
             step(f"memory: gateway idle with {ENDPOINTS} endpoints")
             await self.memory_idle(session)
             step(f"throughput: {a.rounds}x{a.requests} requests at concurrency {a.concurrency}")
             await self.throughput(session)
-            if a.profile:
-                step(f"profile: py-spy on the gateway, {profile.SECONDS} s at concurrency "
-                     f"{a.concurrency}, then one request at a time")
-                await self.profile(session)
             step(f"fixed rate: {a.rate:.0f} requests/s, {a.latency_rounds} alternated rounds "
                  f"of {a.rate_seconds:g} s per target")
             await self.fixed_rate(session)
@@ -273,15 +206,13 @@ class Bench:
                 if peer is not None:
                     self.results["memory"]["litellm_idle_mib"] = round(
                         peer.service.rss_mib(session=True), 1)
-                    step(f"LiteLLM throughput: {a.litellm_requests} requests")
+                    step(f"LiteLLM throughput: {LITELLM_REQUESTS} requests")
                     await self.throughput_litellm(session, peer)
                 step(f"streaming: time to the first delta, {a.latency_rounds} rounds")
                 await self.first_delta(session)
             finally:
                 if peer is not None:
                     await asyncio.to_thread(peer.service.stop, litellm.STOP_GRACE)
-            step(f"memory: {a.streams} concurrent open streams")
-            await self.open_streams()
             step(f"rate limit: 600 rpm over {a.rate_window:.0f} s")
             await self.rate_limit(session)
         self.results["failed"] = self.results["throughput"]["gateway"]["errors"] > 0
@@ -297,25 +228,14 @@ OPTIONS = harness.options("""
     --rate-seconds 20.0 1.0          seconds of fixed-rate load per target and round
     --latency-rounds 3 1             rounds of fixed rate and first delta (verdicts: their median)
     --ttfb-requests 300 10           streams per target and round
-    --streams 1000 50
-    --stream-token-latency 0.5 0.05  the emulator's seconds between deltas while streams are held
     --rate-window 10.0 2.0           seconds the 600 rpm bucket is kept busy (the target: 60)
     --client-cost-requests 500 20
-    --litellm-requests 400 400
-    --litellm-warmup 50 50
-    --litellm-ttfb-requests 30 30
     --time-limit 60.0 20.0           seconds per phase and target at most
 """)
 
 
 def options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-litellm", action="store_true", help="skip the peer")
-    parser.add_argument("--litellm-spec", default=litellm.DEFAULT_SPEC)
-    parser.add_argument("--profile", type=Path, metavar="FILE",
-                        help="record the gateway with py-spy after the throughput phase, "
-                             "at its concurrency (raw stacks to FILE) and one request at a "
-                             "time (FILE's name plus -one-at-a-time); the top functions "
-                             "into the results")
 
 
 def invalid(args: argparse.Namespace) -> str | None:
@@ -326,8 +246,7 @@ def invalid(args: argparse.Namespace) -> str | None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    # Every stream of the memory run is on the bench's one key: the whole pool for it.
-    with harness.loopback_stack(gateway=("--upstream-connections-per-key", "1000")) as stack:
+    with harness.loopback_stack() as stack:
         return asyncio.run(Bench(args, stack).run())
 
 

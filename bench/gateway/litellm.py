@@ -16,8 +16,8 @@ import yaml
 from bench.harness import install_venv
 from inference_devkit.devstack.processes import ProcessFailed, Service
 
-# The version measured in the reference; --litellm-spec picks another.
-DEFAULT_SPEC = "litellm[proxy]==1.108.7"
+# The version measured in the reference.
+SPEC = "litellm[proxy]==1.108.7"
 INSTALL_TIMEOUT = 900.0
 START_TIMEOUT = 120.0
 STOP_GRACE = 20.0

@@ -1,10 +1,8 @@
-"""The gateway benchmark's verdicts, its section of docs/benchmarks.md and the PNG charts
-beside its JSON."""
+"""The gateway benchmark's verdicts and its section of docs/benchmarks.md."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 from bench.harness import machine_line, mark, step, table
@@ -55,19 +53,9 @@ def verdicts(r: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
     if added := _get(r, "first_delta", "added_ms"):
         out.append(("streaming: time to first delta added (p50)", "<= 2 ms",
                     _of_rounds(added, "p50"), added["p50_median"] <= 2.0))
-    if (batched := _get(r, "first_delta", "batched")) is not None:
-        gaps = r["first_delta"]["delta_gaps_ms"] or [0]
-        out.append(("streaming: deltas never batched", "every delta alone",
-                    f"{len(gaps) + 1} deltas, gaps {min(gaps):.1f} to {max(gaps):.1f} ms "
-                    "(upstream: 20 ms)", not batched))
     mem = r.get("memory", {})
     if (idle := mem.get("gateway_idle_100_endpoints_mib")) is not None:
         out.append(("memory idle, 100 endpoints", "<= 80 MiB", f"{idle:.0f} MiB", idle <= 80))
-    if (peak := mem.get("gateway_peak_streams_mib")) is not None:
-        streams, opened = mem["streams"], mem["streams_opened"]
-        out.append((f"memory with {streams} open streams", "<= 200 MiB",
-                    f"{peak:.0f} MiB peak ({opened} of {streams} open at once)",
-                    peak <= 200 and opened == streams and streams >= 1000))
     if (error := _get(r, "rate_limit", "error_percent")) is not None:
         window = r["rate_limit"]["window_seconds"]
         note = "" if window >= 60 else "; the target is over 60 s: `--rate-window 60`"
@@ -122,33 +110,24 @@ def section(r: dict[str, Any]) -> str:
     if d := r.get("first_delta"):
         lines += ["Streaming, one stream at a time: time until the first text delta arrives; "
                   f"{len(d['rounds'])} rounds per target, alternated, the verdict on their "
-                  "median (LiteLLM once, after them).", "", *_rounds(d, "streams")]
+                  "median.", "", *_rounds(d, "streams")]
     if mem := r.get("memory"):
         rows = [("gateway just started", mem.get("gateway_started_mib")),
-                ("gateway idle, 100 endpoints", mem.get("gateway_idle_100_endpoints_mib")),
-                (f"gateway, {mem.get('streams')} streams open (all open / peak)",
-                 f"{_ms(mem.get('gateway_all_streams_open_mib'))} / "
-                 f"{_ms(mem.get('gateway_peak_streams_mib'))}"),
-                ("gateway after the streams", mem.get("gateway_after_streams_mib"))]
+                ("gateway idle, 100 endpoints", mem.get("gateway_idle_100_endpoints_mib"))]
         if "litellm_idle_mib" in mem:
             rows += [("LiteLLM idle (1 worker)", mem["litellm_idle_mib"]),
                      ("LiteLLM after its load", mem.get("litellm_after_load_mib"))]
         lines += [*table(("memory (RSS)", "MiB"),
-                         ((n, v if isinstance(v, str) else _ms(v)) for n, v in rows)), ""]
+                         ((n, _ms(v)) for n, v in rows)), ""]
     if c := r.get("client_cost"):
-        imp = c["imports"]
         labels = {"sdk_aiohttp": "anthropic SDK, aiohttp transport",
                   "gateway_client": "the gateway's client (aiohttp + orjson)",
-                  "bare_aiohttp": "bare aiohttp + json",
-                  "socket_floor": "floor: one socket, no HTTP library"}
+                  "bare_aiohttp": "bare aiohttp + json"}
         lines += ["One upstream call from Python, one at a time against the emulator "
                   f"({c['rounds']}x{c['requests_per_round']} calls each, alternated):", "",
                   *table(("client", "CPU ms per call", "wall ms per call"),
                          ((label, _ms(c[n]["cpu_ms_per_call"]), _ms(c[n]["wall_ms_per_call"]))
-                          for n, label in labels.items())), "",
-                  f"Importing the gateway's modules: {imp['gateway_modules_mib']} MiB RSS, "
-                  f"{imp['gateway_import_s']} s; `import anthropic` on top: "
-                  f"+{imp['anthropic_extra_mib']} MiB, {imp['anthropic_import_s']} s.", ""]
+                          for n, label in labels.items())), ""]
     if rl := r.get("rate_limit"):
         lines += [f"Rate limit: {rl['requests']} requests at once to a 600 rpm endpoint; "
                   f"{rl['admitted']} reached the emulator over {rl['span_seconds']} s "
@@ -160,91 +139,4 @@ def section(r: dict[str, Any]) -> str:
                   f"{lil.get('startup_seconds')} s.", ""]
     elif lil:
         lines += [f"LiteLLM: {lil.get('unavailable') or lil.get('skipped')}.", ""]
-    charts = _charts(r, Path(r["run"]["args"]["out"]) / "benchmarks")
-    return "\n".join(lines + [f"![{name}](benchmarks/{name})" for name in charts])
-
-
-def _charts(r: dict[str, Any], folder: Path) -> list[str]:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        step("matplotlib is missing (pip install -e '.[bench]'): no charts")
-        return []
-    folder.mkdir(parents=True, exist_ok=True)
-    written: list[str] = []
-    colors = {"emulator": "#888888", "gateway": "#1f77b4", "litellm": "#d62728"}
-
-    def chart(name: str, title: str, ylabel: str, draw: Any, log: str = "") -> None:
-        fig, ax = plt.subplots(figsize=(6, 3.2))
-        draw(ax)
-        if log:
-            getattr(ax, f"set_{log}scale")("log")
-        ax.set_ylabel(ylabel)
-        ax.set_title(title)
-        fig.tight_layout()
-        fig.savefig(folder / f"gateway-{name}.png", dpi=90)
-        plt.close(fig)
-        written.append(f"gateway-{name}.png")
-
-    def bars(ax: Any, names: list[str], values: list[float], fmt: str, **kw: Any) -> None:
-        ax.bar_label(ax.bar(names, values, **kw), fmt=fmt)
-
-    if t := r.get("throughput"):
-        names = [n for n in TARGETS if n in t]
-        chart("throughput", f"Throughput at concurrency {t['concurrency']}",
-              "requests/s (log)", lambda ax: bars(ax, names, [t[n]["rps"] for n in names],
-                                                  "%.0f", color=[colors[n] for n in names]),
-              "y")
-    if f := r.get("fixed_rate"):
-        def cdf(ax: Any) -> None:
-            for name, values in f["latencies_ms"].items():
-                ax.plot(values, [i / len(values) for i in range(len(values))], label=name,
-                        color=colors[name])
-            ax.set_xlabel("latency ms (log)")
-            ax.legend()
-
-        chart("latency", f"Latency at a fixed {f['rate']:.0f} requests/s",
-              "fraction of requests", cdf, "x")
-    if d := r.get("first_delta"):
-        names = [n for n in TARGETS if n in d]
-
-        def pair(ax: Any) -> None:
-            for offset, p in ((-0.2, "p50_ms"), (0.2, "p99_ms")):
-                bars(ax, [i + offset for i in range(len(names))], [d[n][p] for n in names],
-                     "%.1f", width=0.4, alpha=1.0 if p == "p50_ms" else 0.5,
-                     color=[colors[n] for n in names])
-            ax.set_xticks(range(len(names)), names)
-
-        chart("first-delta", "Streaming: time to first delta (p50 solid, p99 light)",
-              "ms to the first delta (log)", pair, "y")
-    if mem := r.get("memory"):
-        items = [(label, mem.get(key), goal, colors[c]) for label, key, goal, c in (
-            ("gateway idle\n100 endpoints", "gateway_idle_100_endpoints_mib", 80, "gateway"),
-            (f"gateway\n{mem.get('streams')} streams", "gateway_peak_streams_mib", 200,
-             "gateway"),
-            ("LiteLLM idle", "litellm_idle_mib", None, "litellm")) if mem.get(key) is not None]
-
-        def memory(ax: Any) -> None:
-            bars(ax, [i[0] for i in items], [i[1] for i in items], "%.0f",
-                 color=[i[3] for i in items])
-            for index, item in enumerate(items):
-                if item[2]:
-                    ax.hlines(item[2], index - 0.4, index + 0.4, colors="black",
-                              linestyles="--")
-
-        chart("memory", "Memory", "RSS MiB (dashed: target)", memory)
-    if (rl := r.get("rate_limit")) and (arrivals := rl.get("arrivals_s")):
-        def admitted(ax: Any) -> None:
-            ax.step(arrivals, range(1, len(arrivals) + 1), where="post",
-                    label="admitted upstream", color=colors["gateway"])
-            ax.plot([0, arrivals[-1]], [1, 1 + arrivals[-1] * rl["rpm"] / 60], "k--", lw=0.8,
-                    label=f"{rl['rpm']} rpm exactly")
-            ax.set_xlabel("seconds")
-            ax.legend()
-
-        chart("rate-limit", f"Rate limit {rl['rpm']} rpm: {rl['admitted_rpm']:.2f} rpm "
-              "admitted", "requests admitted", admitted)
-    return written
+    return "\n".join(lines)
