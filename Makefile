@@ -104,7 +104,6 @@ dev: binaries $(if $(findstring --prometheus,$(DEV_ARGS)),prometheus-packages)
 
 # Every benchmark (python -m bench.run), bounded in time; results into docs/benchmarks.md.
 bench: binaries
-	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import random
 import sys
 from pathlib import Path
@@ -153,20 +152,13 @@ async def latency(args: argparse.Namespace, cluster: Cluster,
                 raise RuntimeError(f"the {mode} gateway does not answer 200\n"
                                    + gateways[mode].service.log_tail(10))
         before_api = await cluster.reviews()
-        cpu = {mode: gateway.service.cpu_seconds() for mode, gateway in gateways.items()}
         rounds = await loadgen.alternate(tuple(MODES), args.rounds,
                                          lambda mode: sequential(mode, per_round[mode]))
-        cpu = {mode: g.service.cpu_seconds() - cpu[mode] for mode, g in gateways.items()}
         after_api = await cluster.reviews()
     finally:
         for session in sessions.values():
             await session.close()
-    modes = {}
-    for mode, samples in rounds.items():
-        s = loadgen.merged(samples).summary()
-        s["gateway_cpu_ms_per_request"] = round(cpu[mode] / s["requests"] * 1000, 3) \
-            if s["requests"] else math.nan
-        modes[mode] = s
+    modes = {mode: loadgen.merged(samples).summary() for mode, samples in rounds.items()}
     result = {"path": path, "rounds": args.rounds, "per_round": per_round,
               "warmup_calls": {"none": args.warmup, "warm": args.warmup,
                                "cold": args.warmup_cold},
@@ -191,12 +183,11 @@ def section(result: dict[str, Any]) -> str:
         f"{per_round['none']} / {per_round['warm']} / {per_round['cold']} requests, the order "
         f"rotated each round; `--auth-cache-seconds {lat['latency_cache_seconds']:g}`.", "",
         *table(("mode", "requests", "errors", "p50 ms", "p90 ms", "p99 ms", "added p50",
-                "added p90", "added p99", "gateway CPU per request"),
+                "added p90", "added p99"),
                ((label, s["requests"] + s["errors"], s["errors"],
                  *(f"{s[f'p{q}_ms']:.3f}" for q in (50, 90, 99)),
                  *(["", "", ""] if mode == "none" else
-                   [f"{added[mode][f'p{q}']:+.3f} ms" for q in (50, 90, 99)]),
-                 f"{s['gateway_cpu_ms_per_request']:.3f} ms")
+                   [f"{added[mode][f'p{q}']:+.3f} ms" for q in (50, 90, 99)]))
                 for mode, label in MODES.items() for s in [modes[mode]])), "",
         *table(("target", "goal", "measured", ""), [
             ("warm cache: added latency p50 vs `--auth none`", f"≤ {WARM_P50_GOAL_MS} ms",

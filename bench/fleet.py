@@ -42,7 +42,7 @@ OPTIONS = harness.options("""
     --settle 1.0 0.2           seconds after ready before RSS is read
     --rpm 120 3600             the shared endpoint's limit
     --window 60.0 2.0          seconds per rate-limit scenario (3 → 1: twice that)
-    --callers 2 2              waiting callers per replica (ii-a: 3x on the first)
+    --callers 2 2              waiting callers per replica (ii: 3x on the first)
     --client-timeout 10.0 2.0
 """)
 
@@ -200,26 +200,6 @@ class RateBench:
 
         return load
 
-    def paced(self, rpm: float) -> Load:
-        """Demand of ``rpm`` requests per minute, evenly spaced (open loop)."""
-
-        async def load(session: aiohttp.ClientSession, gateway: str, tally: Tally) -> None:
-            interval, due = 60.0 / rpm, time.monotonic()
-            in_flight: set[asyncio.Task[None]] = set()
-            try:
-                while True:
-                    task = asyncio.create_task(self.call(session, gateway, tally))
-                    in_flight.add(task)
-                    task.add_done_callback(in_flight.discard)
-                    due += interval
-                    await asyncio.sleep(max(0.0, due - time.monotonic()))
-            finally:
-                for task in in_flight:
-                    task.cancel()
-                await asyncio.gather(*in_flight, return_exceptions=True)
-
-        return load
-
     async def scenario(self, session: aiohttp.ClientSession, name: str,
                        loads: list[Load | None], seconds: float,
                        switch: list[Load | None] | None = None) -> dict[str, Any]:
@@ -274,23 +254,16 @@ class RateBench:
 
     async def run(self) -> dict[str, Any]:
         rpm, window, callers = self.args.rpm, self.args.window, self.args.callers
-        demand = [rpm * 3 / 5, rpm / 5, rpm / 5]
         results: dict[str, Any] = {"rpm": rpm, "window_s": window, "limit": rpm * window / 60,
                                    "callers_per_replica": callers,
                                    "client_timeout_s": self.args.client_timeout}
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-            step(f"(i) even, (ii-a) uneven callers 3:1:1, (ii-b) uneven demand 3:1:1 "
-                 f"({'/'.join(f'{d:g}' for d in demand)} rpm), {window:g} s each")
+            step(f"(i) even, (ii) uneven callers 3:1:1, {window:g} s each")
             results["even"] = await self.scenario(session, "even",
                                                   [self.waiting(callers)] * 3, window)
             results["uneven_callers"] = await self.scenario(
                 session, "uneven callers", [self.waiting(3 * callers), self.waiting(callers),
                                             self.waiting(callers)], window)
-            results["uneven_demand"] = await self.scenario(
-                session, "uneven demand", [self.paced(d) for d in demand], window)
-            results["uneven_demand"]["demand_rpm"] = demand
-            results["uneven_demand"]["expected"] = sum(min(d, rpm / 3) * window / 60
-                                                       for d in demand)
             step(f"(iii) 3 → 1 replicas at half time of {2 * window:g} s")
             results["scale_down"] = await self.scenario(
                 session, "3 → 1", [self.waiting(callers)] * 3, 2 * window,
@@ -313,7 +286,7 @@ def section(result: dict[str, Any]) -> str:
     base, full, delta = load["median"]["baseline"], load["median"]["loaded"], load["delta"]
     limit, n = rate["limit"], 3
     even, callers = rate["even"], rate["uneven_callers"]
-    demand, scale = rate["uneven_demand"], rate["scale_down"]
+    scale = rate["scale_down"]
     scale_limit = rate["rpm"] * scale["seconds"] / 60
     span_limit = rate["rpm"] * scale["sliding_span_s"] / 60
 
@@ -322,7 +295,7 @@ def section(result: dict[str, Any]) -> str:
         replicas = " / ".join(str(r["ok"]) for r in s["replicas"]) if s else ""
         return (label, calls, f"{lim:g}", f"{count / lim:.1%}", replicas, target, mark(ok))
 
-    names = ("even", "uneven_callers", "uneven_demand", "scale_down")
+    names = ("even", "uneven_callers", "scale_down")
     timeouts = {name: sum(r["timeouts"] for r in rate[name]["replicas"]) for name in names}
     errors = sum(sum(r["errors"].values()) for name in names for r in rate[name]["replicas"])
     return "\n".join([
@@ -350,12 +323,8 @@ def section(result: dict[str, Any]) -> str:
             row(f"(i) even: {rate['callers_per_replica']} waiting callers per replica", even,
                 even["calls"], even["calls"], limit, "≤ limit + 3, ≥ 95 %",
                 0.95 * limit <= even["calls"] <= limit + n),
-            row("(ii-a) uneven callers 3:1:1, each always waiting", callers, callers["calls"],
+            row("(ii) uneven callers 3:1:1, each always waiting", callers, callers["calls"],
                 callers["calls"], limit),
-            row("(ii-b) uneven demand 3:1:1 summing to the limit ("
-                + " / ".join(f"{d:g}" for d in demand["demand_rpm"]) + " rpm)", demand,
-                demand["calls"], demand["calls"], limit,
-                f"expected Σ min(demand, rpm/3) = {demand['expected']:g}"),
             row("(iii) 3 → 1 at half time, whole window", scale,
                 f"{scale['calls']} ({scale['calls_first_half']} + "
                 f"{scale['calls_second_half']})", scale["calls"], scale_limit, "≤ limit + 3",

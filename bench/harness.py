@@ -255,14 +255,6 @@ def fake_key(rng: random.Random) -> str:
     return "sk-ant-api03-" + "".join(rng.choices(alphabet, k=93)) + "AA"
 
 
-def get_json(url: str) -> dict[str, Any] | None:
-    try:
-        with _DIRECT.open(url, timeout=2) as response:
-            return json.loads(response.read())
-    except (urllib.error.URLError, OSError, ValueError):
-        return None
-
-
 @dataclasses.dataclass
 class Gateway:
     """A gateway process in config mode (its endpoints from shard Secrets)."""
@@ -270,10 +262,13 @@ class Gateway:
     service: Service
     url: str
     started_at: float  # perf_counter just before the process was started
-    metrics_url: str  # its metrics listener's /metrics
 
     def health(self) -> dict[str, Any] | None:
-        return get_json(f"{self.url}/healthz")
+        try:
+            with _DIRECT.open(f"{self.url}/healthz", timeout=2) as response:
+                return json.loads(response.read())
+        except (urllib.error.URLError, OSError, ValueError):
+            return None
 
     def ready(self) -> bool:
         try:
@@ -311,7 +306,7 @@ def start_gateway(base: Stack, config_secret: str, name: str, *extra: str,
         service.env["KUBECONFIG"] = str(kubeconfig)
     started_at = time.perf_counter()
     base.start(service)
-    return Gateway(service, stack.gateway_url, started_at, stack.gateway_metrics_url)
+    return Gateway(service, stack.gateway_url, started_at)
 
 
 def record(inference_id: str, key: str, *, rpm: int, model: str = "claude-sonnet-4-5",

@@ -146,11 +146,6 @@ def create_all(api: client.ApiClient, keys: list[str], patch_status: bool) -> fl
     return time.perf_counter() - started
 
 
-def spread(count: int, namespaces: list[str], prefix: str) -> list[str]:
-    """``count`` keys dealt over ``namespaces`` in turn."""
-    return [f"{namespaces[i % len(namespaces)]}/{prefix}-{i}" for i in range(count)]
-
-
 def restart(stack: Stack, operator: Service) -> dict[str, Any]:
     """Stop the operator and start it again: time until its first full sync is done
     (every resource reconciled, nothing to write), its memory then and the peak."""
@@ -278,8 +273,9 @@ def measure(args: argparse.Namespace, kubeconfig: Any, stack: Stack,
          f"(peak {after['peak_rss_mib']:.0f} MiB, idle {idle['rss_mib']:.0f} MiB)")
 
     existing = args.latency_objects + args.bulk_objects
-    more = spread(max(0, args.scale_objects - existing), scale_namespaces[1:] or
-                  scale_namespaces, "scale")
+    spread_over = scale_namespaces[1:] or scale_namespaces
+    more = [f"{spread_over[i % len(spread_over)]}/scale-{i}"
+            for i in range(max(0, args.scale_objects - existing))]
     step(f"scale: {len(more)} more at once over {len(scale_namespaces)} namespaces, "
          f"{existing + len(more)} in all")
     started = time.perf_counter()

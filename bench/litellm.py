@@ -39,25 +39,15 @@ class Unavailable(Exception):
     """LiteLLM could not be installed or started; the message says why."""
 
 
-def ensure_installed(venv: Path, spec: str, log: Path) -> str:
-    """The venv's LiteLLM version, installing it first when missing or different."""
+def ensure_installed(venv: Path, log: Path) -> None:
+    """LiteLLM (``SPEC``, pinned) in ``venv``, installed first when missing or different."""
     if not (venv / ".installed-spec").exists():
-        print(f"installing {spec} into {venv} (once; ~1 min, ~750 MB; log: {log})",
+        print(f"installing {SPEC} into {venv} (once; ~1 min, ~750 MB; log: {log})",
               flush=True)
     try:
-        python = install_venv(venv, [spec], log, INSTALL_TIMEOUT)
+        install_venv(venv, [SPEC], log, INSTALL_TIMEOUT)
     except (OSError, subprocess.SubprocessError) as error:
-        raise Unavailable(f"cannot install {spec}: {error} (see {log})") from None
-    return _version(python)
-
-
-def _version(python: Path) -> str:
-    result = subprocess.run([str(python), "-m", "pip", "show", "litellm"], capture_output=True,
-                            text=True, timeout=60)
-    for line in result.stdout.splitlines():
-        if line.startswith("Version:"):
-            return line.split(":", 1)[1].strip()
-    raise Unavailable(f"litellm is not installed in {python.parent.parent}")
+        raise Unavailable(f"cannot install {SPEC}: {error} (see {log})") from None
 
 
 @dataclass

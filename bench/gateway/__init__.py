@@ -1,1 +1,0 @@
-"""The gateway benchmark: `python -m bench.gateway`."""
