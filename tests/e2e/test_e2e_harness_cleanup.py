@@ -35,13 +35,16 @@ CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager")
 
 
 def _iptables_chains() -> set[str]:
+    """User-defined chains as ``table/chain``. Built-in ones (with a policy, not ``-``) are
+    left out: a table the kernel had not loaded before the node used it lists them after,
+    and they cannot be removed."""
     listing = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True)
     table = ""
     chains = set()
     for line in listing.stdout.splitlines():
         if line.startswith("*"):
             table = line[1:]
-        elif line.startswith(":"):
+        elif line.startswith(":") and line.split()[1] == "-":
             chains.add(f"{table}/{line[1:].split()[0]}")
     return chains
 
