@@ -46,7 +46,6 @@ class Bench:
         completion = stack.gateway_url + "/_inference/completion/bench-000"
         self.gateway = Target("gateway", completion, {"input": PROMPT}, {}, b'"delta"',
                               stream_url=completion + "/_stream")
-        self.litellm: Target | None = None
 
     async def loop(self, session: aiohttp.ClientSession, target: Target, requests: int,
                    concurrency: int | None = None) -> loadgen.Sample:
@@ -147,7 +146,8 @@ class Bench:
             "error_percent": round((admitted - rpm) / rpm * 100, 3) if admitted else None,
             "arrivals_s": [round(t - arrivals[0], 4) for t in arrivals]}
 
-    def start_litellm(self) -> litellm.LiteLLM | None:
+    def start_litellm(self) -> tuple[litellm.LiteLLM, Target] | None:
+        """The peer started and the target that asks it, None when skipped or unavailable."""
         a, cache = self.args, harness.ROOT / ".cache" / "bench"
         info = self.results["litellm"] = {"spec": litellm.SPEC}
         if a.no_litellm or a.quick:  # its install takes minutes
@@ -164,10 +164,8 @@ class Bench:
             info["unavailable"] = str(error)
             step(f"LiteLLM unavailable, continuing without it: {error}")
             return None
-        self.litellm = messages_target(
-            "litellm", peer.url + "/v1/chat/completions",
-            {"Authorization": f"Bearer {peer.master_key}"}, b'"delta"')
-        return peer
+        return peer, messages_target("litellm", peer.url + "/v1/chat/completions",
+                                     {"Authorization": f"Bearer {peer.master_key}"}, b'"delta"')
 
     async def run(self) -> dict[str, Any]:
         a = self.args
@@ -182,12 +180,13 @@ class Bench:
                  f"of {a.rate_seconds:g} s per target")
             await self.fixed_rate(session)
             step("LiteLLM: install (first run only) and start")
-            if (peer := await asyncio.to_thread(self.start_litellm)) is not None:
+            if (started := await asyncio.to_thread(self.start_litellm)) is not None:
+                peer, target = started
                 step(f"LiteLLM throughput: {LITELLM_REQUESTS} requests")
                 try:
-                    await self.loop(session, self.litellm, LITELLM_WARMUP)
+                    await self.loop(session, target, LITELLM_WARMUP)
                     self.results["throughput"]["litellm"] = (await self.loop(
-                        session, self.litellm, LITELLM_REQUESTS)).summary()
+                        session, target, LITELLM_REQUESTS)).summary()
                 finally:
                     await asyncio.to_thread(peer.service.stop, litellm.STOP_GRACE)
             step(f"streaming: time to the first delta, {a.latency_rounds} rounds")

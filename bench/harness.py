@@ -196,8 +196,7 @@ def install_venv(venv: Path, requirements: Sequence[str], log: Path, timeout: fl
 
 
 @contextmanager
-def loopback_stack(*, emulator: Sequence[str] = (), gateway: Sequence[str] = ()
-                   ) -> Iterator[Stack]:
+def loopback_stack(*, emulator: Sequence[str] = ()) -> Iterator[Stack]:
     """The emulator (taking any key) and a standalone gateway with its admin listener,
     as processes on 127.0.0.1; stopped after."""
     work = Path(tempfile.mkdtemp(prefix="bench-"))
@@ -205,8 +204,7 @@ def loopback_stack(*, emulator: Sequence[str] = (), gateway: Sequence[str] = ()
     step(f"emulator and gateway: logs in {work}")
     try:
         stack.start(stack.emulator("--log-level", "warning", *emulator), START_SECONDS)
-        stack.start(stack.gateway("--log-level", "warning", *gateway),
-                    START_SECONDS)
+        stack.start(stack.gateway("--log-level", "warning"), START_SECONDS)
         yield stack
     finally:
         stack.stop()
@@ -264,18 +262,17 @@ class Gateway:
     started_at: float  # perf_counter just before the process was started
 
     def health(self) -> dict[str, Any] | None:
+        return self._get("/healthz")
+
+    def ready(self) -> bool:
+        return self._get("/readyz") is not None  # 503 raises, as any status but 2xx
+
+    def _get(self, path: str) -> dict[str, Any] | None:
         try:
-            with _DIRECT.open(f"{self.url}/healthz", timeout=2) as response:
+            with _DIRECT.open(self.url + path, timeout=2) as response:
                 return json.loads(response.read())
         except (urllib.error.URLError, OSError, ValueError):
             return None
-
-    def ready(self) -> bool:
-        try:
-            with _DIRECT.open(f"{self.url}/readyz", timeout=2) as response:
-                return response.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
 
     def wait_loaded(self, endpoints: int, timeout: float = START_SECONDS) -> float:
         """Seconds from the process start to ``/readyz`` 200 with ``endpoints`` served."""
