@@ -86,17 +86,20 @@ def machine_busy() -> float:
 
 
 class CpuMeter:
-    """The gateway Pods' CPU (from their cgroups) and the machine's, read just before and
-    just after a round: only file reads, so the reading costs next to nothing."""
+    """The gateway Pods' CPU (their cgroups, listed first) and the machine's, read just before
+    and just after a round: only file reads, so the reading costs next to nothing."""
 
     def __init__(self, kubectl: Kubectl, selector: str) -> None:
         self.kubectl, self.selector = kubectl, selector
 
-    def read(self) -> dict[str, Any]:
+    def gateway_cgroups(self) -> list[Path]:
         listed = json.loads(self.kubectl.run("get", "pods", "-A", "-l", self.selector,
                                              "-o", "json").stdout)
-        paths = [p for pod in listed["items"] if (p := pod_cgroup(pod["metadata"]["uid"]))]
-        return {"gateways": sum(cgroup_usage(p) for p in paths if p.exists()),
+        return [p for pod in listed["items"] if (p := pod_cgroup(pod["metadata"]["uid"]))]
+
+    @staticmethod
+    def read(cgroups: list[Path]) -> dict[str, Any]:
+        return {"gateways": sum(cgroup_usage(p) for p in cgroups if p.exists()),
                 "machine": machine_busy(), "at": time.perf_counter()}
 
     @staticmethod
@@ -218,10 +221,11 @@ async def load_round(args: argparse.Namespace, target: Target, meter: CpuMeter
         # Opens the connections and warms each gateway's auth cache and upstream pool.
         await closed_loop(session, target, requests=args.warmup,
                           concurrency=args.concurrency, time_limit=args.time_limit)
-        before = meter.read()
+        cgroups = meter.gateway_cgroups()
+        before = meter.read(cgroups)
         sample = await closed_loop(session, target, requests=args.requests,
                                    concurrency=args.concurrency, time_limit=args.time_limit)
-        after = meter.read()
+        after = meter.read(cgroups)
     summary = sample.summary()
     return {"rps": summary["rps"], "requests": summary["requests"],
             "errors": summary["errors"], "seconds": summary["seconds"],

@@ -35,9 +35,10 @@ CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager")
 
 
 def _iptables_chains() -> set[str]:
-    """User-defined chains as ``table/chain``. Built-in ones (with a policy, not ``-``) are
-    left out: a table the kernel had not loaded before the node used it lists them after,
-    and they cannot be removed."""
+    """User-defined chains as ``table/chain``, read with iptables-save apart from the
+    harness's own listing (``network.iptables_chains``, which this checks). Built-in ones
+    (with a policy, not ``-``) are left out: a table the kernel had not loaded before the
+    node used it lists them after, and they cannot be removed."""
     listing = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True)
     table = ""
     chains = set()
