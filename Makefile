@@ -27,7 +27,7 @@ binaries: $(STAMP)
 
 # The whole suite, the end-to-end tests on a local node included (they skip, saying why,
 # where no node can run).
-test: binaries node prometheus-packages flux
+test: binaries node prometheus-packages flux argocd
 	$(BIN)/ruff check --no-cache operator devkit tests bench
 	INFERENCE_OPERATOR_E2E=1 $(BIN)/pytest $(PYTEST_ARGS)
 
@@ -57,27 +57,40 @@ node: binaries node-packages
 flux: binaries
 	$(BIN)/python -m inference_devkit.controlplane.flux
 
-# promtool, for the alert and dashboard tests (tests/observability/): Debian's prometheus,
-# installed with apt-get when missing (as root); elsewhere it says what to install and
-# those tests skip. The package would start (and enable) a Prometheus daemon: a policy-rc.d
-# that refuses every start holds it off during the install (one already there, as in
-# container images, is left alone), and the unit is disabled again under systemd.
+# Debian's package $(1) (with the command $(2)), installed with apt-get when missing (as
+# root), for $(3); elsewhere it says what to install and those tests skip. The package would
+# start (and enable) its daemon: a policy-rc.d that refuses every start holds it off during
+# the install (one already there, as in container images, is left alone), and the unit
+# (named $(4)) is disabled again under systemd.
+define apt-install-quiet
+@if command -v $(2) >/dev/null; then exit 0; fi; \
+if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+  echo "installing $(1) (apt-get, for $(3))"; \
+  policy=/usr/sbin/policy-rc.d; made=""; \
+  if [ ! -e $$policy ]; then printf '#!/bin/sh\nexit 101\n' >$$policy; \
+    chmod +x $$policy; made=1; fi; \
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends $(1); status=$$?; \
+  if [ -n "$$made" ]; then rm -f $$policy; fi; \
+  if [ -d /run/systemd/system ]; then systemctl disable --now $(4) >/dev/null 2>&1; fi; \
+  exit $$status; \
+else \
+  echo "$(3) need $(2) (as root, on Debian/Ubuntu: apt-get install $(1)); they skip without it"; \
+fi
+endef
+
+# Argo CD (its application controller and repo-server, one multi-call binary), for the Argo
+# CD tests (tests/argocd/): built once from the pinned Go module in devkit/envtest/argocd into
+# the user cache with the CRDs beside it (controlplane/argocd.py). v3.6 needs Go 1.27: that
+# build alone sets GOTOOLCHAIN=go1.27.3, which the go command fetches from the module proxy.
+# Argo CD keeps its cache in Redis: Debian's redis-server.
+argocd: binaries
+	$(call apt-install-quiet,redis-server,redis-server,the Argo CD tests,redis-server)
+	$(BIN)/python -m inference_devkit.controlplane.argocd
+
+# promtool, for the alert and dashboard tests (tests/observability/): Debian's prometheus.
 prometheus-packages:
-	@if command -v promtool >/dev/null; then exit 0; fi; \
-	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  echo "installing prometheus (apt-get, for promtool)"; \
-	  policy=/usr/sbin/policy-rc.d; made=""; \
-	  if [ ! -e $$policy ]; then printf '#!/bin/sh\nexit 101\n' >$$policy; \
-	    chmod +x $$policy; made=1; fi; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-	    apt-get install -y -qq --no-install-recommends prometheus; status=$$?; \
-	  if [ -n "$$made" ]; then rm -f $$policy; fi; \
-	  if [ -d /run/systemd/system ]; then systemctl disable --now prometheus >/dev/null 2>&1; fi; \
-	  exit $$status; \
-	else \
-	  echo "the alert and dashboard tests need promtool (as root, on Debian/Ubuntu:" \
-	       "apt-get install prometheus); they skip without it"; \
-	fi
+	$(call apt-install-quiet,prometheus,promtool,the alert and dashboard tests,prometheus)
 
 # The longer variants of the fault tests (docs/reliability.md): RELIABILITY_SCALE control-
 # plane restarts in a row per test and a burst RELIABILITY_SCALE x 100 creates under SIGKILL.
@@ -123,4 +136,4 @@ image: $(STAMP) node-packages
 e2e: node
 	INFERENCE_OPERATOR_E2E=1 $(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
-.PHONY: cluster image e2e flux node node-packages prometheus-packages
+.PHONY: argocd cluster image e2e flux node node-packages prometheus-packages

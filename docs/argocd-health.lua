@@ -1,5 +1,6 @@
 -- Argo CD health check for inference-operator.dev/InferenceEndpoint.
--- Install: docs/install.md, "Argo CD". Tested by tests/install/test_install_gitops.py.
+-- Install: docs/install.md, "Argo CD". Tested by tests/install/test_install_gitops.py (Lua 5.1)
+-- and by tests/argocd/ (a real Argo CD loads this file into argocd-cm).
 --
 -- Follows kstatus (what Flux and `helm --wait` use), so every tool agrees:
 --   a generation the operator has not seen yet, or Reconciling=True  -> Progressing

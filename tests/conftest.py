@@ -9,8 +9,9 @@ cluster (kind, ...); ``KUBEBUILDER_ASSETS`` supplies prebuilt binaries.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client, config
@@ -83,6 +84,22 @@ def crd_installed(kubectl: Kubectl) -> None:
     kubectl.wait_for_condition(
         "crd/inferenceendpoints.inference-operator.dev", "Established", timeout=30
     )
+
+
+@pytest.fixture
+def folder(namespace: str) -> str:
+    """The GitOps tests' (tests/gitops, tests/argocd) path of their own in a shared
+    repository."""
+    return f"clusters/{namespace}"
+
+
+@pytest.fixture
+def write_folder(git_repo, folder: str) -> Callable[..., str]:
+    """Replace manifests (or, for None, delete files) in the test's folder of the
+    ``git_repo`` its package provides, in one commit; its SHA."""
+    def write(files: dict[str, list[dict[str, Any]] | None], message: str = "update") -> str:
+        return git_repo.write_folder(folder, files, message)
+    return write
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ import base64
 import collections
 import hashlib
 import json
+import os
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator, Mapping
@@ -178,6 +179,18 @@ def emulator_requests_for(stack: Stack, model: str, after_seq: int = 0) -> list[
     model id of a test's own keeps other tests' traffic out of the picture."""
     return [r for r in emulator_requests(stack) if r["seq"] > after_seq and (
         (r.get("body") or {}).get("model") == model or r["path"] == f"/v1/models/{model}")]
+
+
+def assert_stopped(services: Iterable[Service]) -> None:
+    """Nothing of a fixture is left running: stop signalled each whole process group."""
+    for service in services:
+        assert not service.running(), f"{service.name} still running"
+        if service.popen is not None:
+            try:
+                os.killpg(service.pid, 0)
+            except ProcessLookupError:
+                continue
+            raise AssertionError(f"a process of {service.name}'s group is still running")
 
 
 @contextmanager

@@ -106,3 +106,13 @@ def secret(name: str = SECRET, key: str = KEY, *, data_key: str = DEFAULT_SECRET
         metadata["namespace"] = namespace
     return {"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": "Opaque",
             "data": {data_key: base64.b64encode(key.encode()).decode()}}
+
+
+# Spec changes the API server refuses, by test id: (the change, the field and the words its
+# message names); the GitOps tests commit them and expect the message in their tool's status.
+REFUSED_CHANGES: dict[str, tuple[dict[str, Any], str, str]] = {
+    "temperature-7": ({"task_settings": {"max_tokens": 64, "temperature": 7}},
+                      "spec.task_settings.temperature", "less than or equal to 1"),
+    "literal-api-key": ({"service_settings": {"api_key": "sk-ant-literal", "model_id": MODEL}},
+                        "spec.service_settings.api_key", "a literal API key is not allowed here"),
+}

@@ -106,6 +106,18 @@ def call_from_pod(kubectl: Kubectl, namespace: str, image: str,
     return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
 
 
+def assert_first_endpoint_answers(kubectl: Kubectl, installation: Installation, team: Any,
+                                  client_namespace: str, image: str) -> None:
+    """The team's first endpoint, at the URL its status gives (the installation's Service),
+    answers a completion to a Pod in ``client_namespace``."""
+    name, inference_id = next(iter(team.endpoints.items()))
+    url = kubectl.get("iep", name, team.namespace)["status"]["url"]
+    assert url == f"{installation.public_url}/_inference/completion/{inference_id}"
+    (answer,) = call_from_pod(kubectl, client_namespace, image, [completion(url)])
+    assert answer["status"] == 200, answer
+    assert json.loads(answer["body"])["completion"][0]["result"].strip(), answer
+
+
 def completion(url: str, stream: bool = False) -> dict[str, Any]:
     return {"method": "POST", "url": url + ("/_stream" if stream else ""),
             "body": {"input": "What is Elastic?"}}

@@ -16,10 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from e2e_support import (
-    call_from_pod,
-    completion,
-)
+from e2e_support import assert_first_endpoint_answers
 
 from inference_devkit.checkout import checkout_path
 from inference_devkit.controlplane.kubectl import Kubectl
@@ -105,9 +102,5 @@ def test_kubectl_apply_k_with_a_kustomize_image_serves_an_endpoint(
         "deployment", d["metadata"]["name"], installation.namespace)["spec"]["template"]["spec"][
         "containers"]}
     assert images == {project_image[0]}
-    name, inference_id = next(iter(team.endpoints.items()))
-    url = kubectl.get("iep", name, team.namespace)["status"]["url"]
-    assert url == f"{installation.public_url}/_inference/completion/{inference_id}"
-    (answer,) = call_from_pod(kubectl, client_namespace, project_image[0], [completion(url)])
-    assert answer["status"] == 200, answer
-    assert json.loads(answer["body"])["completion"][0]["result"].strip(), answer
+    assert_first_endpoint_answers(kubectl, installation, team, client_namespace,
+                                  project_image[0])

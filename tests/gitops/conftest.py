@@ -11,24 +11,23 @@ after these)."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import flux_waits
 import pytest
-from flux_objects import FLUX_NAMESPACE, SOURCE, git_repository, manifest_file
-from git_server import GitServer
+from flux_objects import FLUX_NAMESPACE, SOURCE, git_repository
 
+from git_server import GitServer
 from inference_devkit.controlplane import flux
 from inference_devkit.controlplane.binaries import BinaryUnavailable
 from inference_devkit.controlplane.kubectl import Kubectl
 from inference_devkit.controlplane.launcher import ControlPlane
 from inference_devkit.devstack.processes import Service, Stack
 from inference_devkit.loopback import free_port
-from operator_support import running_stack
+from operator_support import assert_stopped, running_stack
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +47,7 @@ def stack(control_plane: ControlPlane, crd_installed: None,
     with running_stack(tmp_path_factory.mktemp("gitops-stack"),
                        control_plane.kubeconfig) as stack:
         yield stack
-    _assert_gone(stack.services.values())
+    assert_stopped(stack.services.values())
 
 
 @dataclass
@@ -105,7 +104,7 @@ def flux_system(flux_binaries: flux.Flux, stack: Stack, kubectl: Kubectl,
         for service in reversed(controllers):
             service.stop()
         git.stop()
-        _assert_gone(controllers)
+        assert_stopped(controllers)
 
 
 def _controllers(binaries: flux.Flux, kubeconfig: Path, work: Path) -> list[Service]:
@@ -142,18 +141,6 @@ def _crd_name(path: Path) -> str:
     return f"{plural}.{group}"
 
 
-def _assert_gone(services: Any) -> None:
-    """Nothing of the fixture is left running: stop signalled each whole process group."""
-    for service in services:
-        assert not service.running(), f"{service.name} still running"
-        if service.popen is not None:
-            try:
-                os.killpg(service.pid, 0)
-            except ProcessLookupError:
-                continue
-            raise AssertionError(f"a process of {service.name}'s group is still running")
-
-
 @pytest.fixture
 def gitops(flux_system: GitOps, namespace: str) -> Iterator[GitOps]:
     """Per test: the Kustomizations it creates are deleted (pruning what they applied)
@@ -165,15 +152,6 @@ def gitops(flux_system: GitOps, namespace: str) -> Iterator[GitOps]:
 
 
 @pytest.fixture
-def folder(namespace: str) -> str:
-    """A path of the test's own in the shared repository."""
-    return f"clusters/{namespace}"
-
-
-@pytest.fixture
-def write_folder(gitops: GitOps, folder: str) -> Callable[..., str]:
-    """Replace the test's folder with these manifests in one commit; its SHA."""
-    def write(files: dict[str, list[dict[str, Any]] | None], message: str = "update") -> str:
-        return gitops.commit({f"{folder}/{name}": None if docs is None else manifest_file(*docs)
-                              for name, docs in files.items()}, message)
-    return write
+def git_repo(gitops: GitOps) -> GitServer:
+    """What the session conftest's ``write_folder`` commits to."""
+    return gitops.git

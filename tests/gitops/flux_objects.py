@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from inference_devkit.controlplane.kubectl import to_yaml
 from inference_operator.api.models import API_VERSION, KIND
 
 FLUX_NAMESPACE = "flux-system"
@@ -48,7 +47,3 @@ def kustomization(name: str, path: str, *, target_namespace: str | None = None,
 
 def endpoint_check(name: str, namespace: str) -> dict[str, str]:
     return {"apiVersion": API_VERSION, "kind": KIND, "name": name, "namespace": namespace}
-
-
-def manifest_file(*documents: dict[str, Any]) -> str:
-    return to_yaml(list(documents))

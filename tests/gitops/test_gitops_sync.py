@@ -14,7 +14,7 @@ from flux_objects import endpoint_check, kustomization
 from inference_devkit.controlplane.kubectl import Kubectl
 from inference_devkit.waiting import poll
 from operator_support import complete, condition, emulator_requests_for, wait_caught_up
-from resources import endpoint, secret
+from resources import REFUSED_CHANGES, endpoint, secret
 
 
 def _ready(obj: dict[str, Any]) -> bool:
@@ -86,12 +86,8 @@ def test_a_changed_max_tokens_reaches_the_upstream(
     assert sent[-1]["body"]["max_tokens"] == 321
 
 
-@pytest.mark.parametrize(("change", "field", "reason"), [
-    ({"task_settings": {"max_tokens": 64, "temperature": 7}},
-     "spec.task_settings.temperature", "less than or equal to 1"),
-    ({"service_settings": {"api_key": "sk-ant-literal", "model_id": "claude-sonnet-4-5"}},
-     "spec.service_settings.api_key", "a literal API key is not allowed here"),
-], ids=["temperature-7", "literal-api-key"])
+@pytest.mark.parametrize(("change", "field", "reason"), REFUSED_CHANGES.values(),
+                         ids=REFUSED_CHANGES.keys())
 def test_an_invalid_commit_is_refused_with_the_api_servers_message_and_the_last_good_serves(
         stack, kubectl, namespace, gitops, folder, write_folder, change, field, reason):
     iid = f"{namespace}-keep"

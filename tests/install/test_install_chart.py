@@ -205,7 +205,10 @@ def test_the_chart_carries_the_generated_crd_and_policies_and_keeps_them() -> No
     rendered = documents(helm_template("--show-only=templates/crds.yaml").stdout)
 
     for document in rendered:
-        assert document["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+        # Helm's keep, and what Argo CD honours instead (tests/e2e/test_e2e_argocd.py).
+        assert document["metadata"]["annotations"] == {
+            "helm.sh/resource-policy": "keep",
+            "argocd.argoproj.io/sync-options": "Delete=false,Prune=false"}
         assert document["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
         del document["metadata"]["annotations"]
         document["metadata"]["labels"] = {"app.kubernetes.io/part-of": "inference-operator"}

@@ -1,6 +1,6 @@
 """GitOps health: the shipped Argo CD Lua check, run by a Lua 5.1 interpreter (Argo CD's
 gopher-lua dialect) against statuses the operator's own condition builder writes; the
-documented argocd-cm install; the Flux example's contract."""
+documented argocd-cm install; the Flux and Argo CD examples' contracts."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import yaml
 from lupa.lua51 import LuaRuntime
 
 import resources
+from argocd_support import HEALTH_KEY as ARGOCD_KEY
+from argocd_support import HEALTH_LUA, application
 from inference_devkit.controlplane.kubectl import Kubectl
 from inference_operator.api.models import GROUP, KIND, VERSION, Reason
 from inference_operator.controller.conditions import Outcome, build_conditions
 
 ROOT = Path(__file__).resolve().parents[2]
-HEALTH_LUA = ROOT / "docs" / "argocd-health.lua"
-ARGOCD_KEY = f"resource.customizations.health.{GROUP}_{KIND}"
 
 # Argo CD runs health scripts without Lua's open libraries (no string, os, io, ...); the
 # script gets this much and `obj`.
@@ -119,6 +119,30 @@ def test_flux_health_checks_the_endpoints_through_kstatus() -> None:
     assert "healthCheckExprs" not in endpoints  # kstatus reads our conditions as they are
     (check,) = endpoints["healthChecks"]
     assert (check["apiVersion"], check["kind"]) == (f"{GROUP}/{VERSION}", KIND)
+
+
+def argocd_documents() -> dict[str, dict]:
+    path = ROOT / "examples" / "argocd" / "inference-operator.yaml"
+    return {d["metadata"]["name"]: d for d in yaml.safe_load_all(path.read_text()) if d}
+
+
+def test_the_argocd_example_syncs_endpoints_as_the_argocd_tests_do() -> None:
+    """The example's endpoints Application has the shape tests/argocd syncs for real."""
+    example = argocd_documents()["team-a-inference"]
+    spec = example["spec"]
+    tested = application("x", spec["source"]["repoURL"], spec["source"]["path"],
+                         spec["destination"]["namespace"])
+    assert example["metadata"]["finalizers"] == tested["metadata"]["finalizers"]
+    assert spec["source"]["directory"] == tested["spec"]["source"]["directory"]
+    assert spec["destination"] == tested["spec"]["destination"]
+    assert spec["syncPolicy"] == tested["spec"]["syncPolicy"]
+
+
+def test_the_argocd_example_installs_the_chart_as_the_e2e_test_does() -> None:
+    example = argocd_documents()["inference-operator"]["spec"]
+    assert (ROOT / example["source"]["path"] / "Chart.yaml").exists()
+    assert set(example["source"]["helm"]) == {"releaseName", "valuesObject"}
+    assert example["syncPolicy"]["automated"] == {"prune": True, "selfHeal": True}
 
 
 @pytest.mark.parametrize("reason", [Reason.SPEC_INVALID, Reason.MODEL_NOT_FOUND])

@@ -11,7 +11,9 @@ Resolution order:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -20,8 +22,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from inference_devkit.checkout import checkout_path
 
@@ -35,6 +39,8 @@ NODE_BINARY_NAMES = ("kubelet", "kube-proxy", "kube-scheduler")
 # binary, so it is built static; also only for a real node.
 COREDNS = "coredns"
 FLUX_BINARY_NAMES = ("source-controller", "kustomize-controller")
+# Argo CD's multi-call binary (ARGOCD_BINARY_NAME picks the component), for tests/argocd/.
+ARGOCD = "argocd"
 
 
 @dataclass(frozen=True)
@@ -49,9 +55,16 @@ class GoTool:
     stamps_kubernetes_version: bool = False
     # CGO off: a static binary, for an image that holds nothing but it (no libc).
     static: bool = False
+    # The Go variable a release stamps its own version into (else it reports a placeholder).
+    version_variable: str | None = None
+    # A module that needs a newer Go than the machine's: GOTOOLCHAIN for its build only
+    # (the go command fetches that toolchain from the module proxy).
+    toolchain: str | None = None
 
     def ldflags(self, version: str) -> str:
         flags = ["-s", "-w"]
+        if self.version_variable:
+            flags.append(f"-X {self.version_variable}={version.lstrip('v')}")
         if self.stamps_kubernetes_version:
             major, minor = version.lstrip("v").split(".")[:2]
             flags += [
@@ -65,12 +78,18 @@ class GoTool:
     def recipe(self, version: str) -> str:
         """What besides the version changes the binary; the cache key hashes it. A tool
         that is not static hashes its ldflags alone, as before (its cache stays valid)."""
-        return self.ldflags(version) + (" CGO_ENABLED=0" if self.static else "")
+        return (self.ldflags(version) + (" CGO_ENABLED=0" if self.static else "")
+                + (f" GOTOOLCHAIN={self.toolchain}" if self.toolchain else ""))
 
     def build_env(self) -> dict[str, str]:
         """The caller's environment (proxy, SSL_CERT_FILE, GOPROXY... reach `go` as
-        they are), plus CGO_ENABLED=0 for a static tool."""
-        return {**os.environ, "CGO_ENABLED": "0"} if self.static else dict(os.environ)
+        they are), plus CGO_ENABLED=0 for a static tool and the tool's own toolchain."""
+        env = dict(os.environ)
+        if self.static:
+            env["CGO_ENABLED"] = "0"
+        if self.toolchain:
+            env["GOTOOLCHAIN"] = self.toolchain
+        return env
 
 
 TOOLS: dict[str, GoTool] = {
@@ -88,6 +107,11 @@ TOOLS: dict[str, GoTool] = {
         # Flux's controllers, for the GitOps tests only (controlplane/flux.py).
         *(GoTool(name, "flux", f"github.com/fluxcd/{name}", f"github.com/fluxcd/{name}",
                  static=True) for name in FLUX_BINARY_NAMES),
+        # Argo CD, for the Argo CD tests only (controlplane/argocd.py).
+        GoTool(ARGOCD, "argocd", "github.com/argoproj/argo-cd/v3",
+               "github.com/argoproj/argo-cd/v3/cmd", static=True,
+               version_variable="github.com/argoproj/argo-cd/v3/common.version",
+               toolchain="go1.27.3"),
     )
 }
 
@@ -122,6 +146,57 @@ def cached_path(tool: GoTool, sources: Path) -> Path:
     version = pinned_version(tool, sources)
     recipe = hashlib.sha256(tool.recipe(version).encode()).hexdigest()[:8]
     return cache_root() / f"{tool.module_dir}-{version}-{recipe}" / tool.name
+
+
+def module_source(name: str) -> Path:
+    """A pinned tool's module source, from the Go module cache (downloaded if needed):
+    where the CRDs a controller serves are copied from."""
+    sources = envtest_sources()
+    go = shutil.which("go")
+    if sources is None or go is None:
+        raise BinaryUnavailable(f"{name}'s sources: Go and the devkit/envtest modules are needed")
+    tool = TOOLS[name]
+    module = f"{tool.pinned_module}@{pinned_version(tool, sources)}"
+    result = subprocess.run([go, "mod", "download", "-json", module],
+                            cwd=sources / tool.module_dir, env=tool.build_env(),
+                            capture_output=True, text=True, check=False, timeout=600)
+    if result.returncode != 0:
+        raise BinaryUnavailable(f"go mod download {module} failed: {result.stdout[-2000:]}")
+    return Path(json.loads(result.stdout)["Dir"])
+
+
+def copied_from_module(name: str, folder: str, files: tuple[str, ...],
+                       into: str = "crds") -> list[Path]:
+    """Files of a tool's pinned module source (its CRDs, its helper scripts), copied once
+    into a folder beside the built binary, so nothing is fetched again while the pin
+    holds."""
+    sources = envtest_sources()
+    if sources is None:
+        raise BinaryUnavailable(f"{name}'s sources: no devkit/envtest Go modules")
+    target = cached_path(TOOLS[name], sources).parent / into
+    wanted = [target / file for file in files]
+    if all(path.exists() for path in wanted):
+        return wanted
+    source = module_source(name) / folder
+    target.mkdir(parents=True, exist_ok=True)
+    for path in wanted:
+        shutil.copyfile(source / path.name, path)
+    return wanted
+
+
+def print_or_skip(label: str, tests: str, resolve: Callable[[], Any]) -> None:
+    """The ``python -m`` entry of an optional tool (``make flux``, ``make argocd``): what
+    ``resolve`` found, field by field, or why it cannot be had here, and then the tests that
+    need it skip; exits 0 either way, as ``make node`` does where no node can run."""
+    try:
+        found = resolve()
+    except BinaryUnavailable as error:
+        print(f"{label}: {error}; {tests} skip", file=sys.stderr)
+        return
+    for item in dataclasses.fields(found):
+        value = getattr(found, item.name)
+        for path in value if isinstance(value, tuple) else (value,):
+            print(f"{item.name}: {path}")
 
 
 def _report_progress(name: str, log: Path, done: threading.Event, out) -> None:

@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from inference_devkit.controlplane.kubectl import to_yaml
 from inference_devkit.loopback import free_port
 
 GIT = shutil.which("git") or "git"
@@ -170,3 +171,10 @@ class GitServer:
         git("commit", "--allow-empty", "-m", message, cwd=self.work, env=env)
         git("push", "origin", f"HEAD:{self.branch}", cwd=self.work, env=env)
         return git("rev-parse", "HEAD", cwd=self.work).strip()
+
+    def write_folder(self, folder: str, files: dict[str, list[dict[str, Any]] | None],
+                     message: str = "update") -> str:
+        """Write manifests (or, for None, delete files) in one folder, in one commit; its
+        SHA."""
+        return self.commit({f"{folder}/{name}": None if docs is None else to_yaml(list(docs))
+                            for name, docs in files.items()}, message)
