@@ -116,7 +116,8 @@ def test_turning_crds_install_off_or_deleting_the_application_keeps_the_crd(
     kubectl.run("patch", "application", RELEASE, "-n", NAMESPACE, "--type=merge", "-p",
                 json.dumps({"spec": {"source": {"helm": {"valuesObject": changed}}}}))
 
-    # Prune=false: Argo CD leaves them and says so, OutOfSync, instead of deleting them.
+    # Prune=false: Argo CD leaves the policies and says so, OutOfSync, instead of deleting
+    # them (with prune on, it would); it no longer lists the CRD, nor deletes it.
     def synced_without_crds() -> dict[str, Any] | None:
         app = argocd_system.get(RELEASE)
         operation = (app.get("status") or {}).get("operationState") or {}
@@ -127,8 +128,11 @@ def test_turning_crds_install_off_or_deleting_the_application_keeps_the_crd(
     app = poll(synced_without_crds, timeout=60, interval=0.2,
                message="the values without the CRDs were never synced")
     assert app["status"]["sync"]["status"] == "OutOfSync"
-    entry = resource(app, "CustomResourceDefinition", CRD)
-    assert entry.get("requiresPruning") is True, entry
+    policies = [r for r in app["status"]["operationState"]["syncResult"]["resources"]
+                if r["group"] == "admissionregistration.k8s.io"]
+    assert len(policies) == 6, policies
+    assert {(r["status"], r["message"]) for r in policies} == {
+        ("PruneSkipped", "ignored (no prune)")}, policies
     assert kubectl.run("get", "crd", CRD).returncode == 0
     endpoints = kubectl.run("get", "iep", "-n", team.namespace, "-o", "name").stdout.split()
     assert len(endpoints) == len(team.endpoints)
