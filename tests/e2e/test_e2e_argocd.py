@@ -16,11 +16,16 @@ from e2e_support import assert_first_endpoint_answers
 from argocd_support import NAMESPACE, ArgoCD, application, resource, running_argocd, unavailable
 from inference_devkit.checkout import checkout_path
 from inference_devkit.controlplane.kubectl import Kubectl
-from inference_devkit.install import RELEASE, RELEASE_NAMESPACE, Installation, namespace
+from inference_devkit.install import Installation, namespace
 from inference_devkit.waiting import poll
 from inference_operator.api.models import GROUP
 
 CHART = "charts/inference-operator"
+# Names of its own, not the helm modules' release: the Service they install next under the
+# same name would get a new ClusterIP while cluster DNS still answers the old one (its
+# cache holds an answer 30 s).
+RELEASE = "argo"
+RELEASE_NAMESPACE = "e2e-argocd"
 CRD = f"inferenceendpoints.{GROUP}"
 KEPT = "validatingadmissionpolicy,validatingadmissionpolicybinding"
 PART_OF = "app.kubernetes.io/part-of=inference-operator"
