@@ -234,11 +234,12 @@ def _services(built: argocd.ArgoCD, kubeconfig: Path, work: Path) -> list[Servic
     data = {variable: work / folder for variable, folder in (
         ("ARGOCD_TLS_DATA_PATH", "tls"), ("ARGOCD_SSH_DATA_PATH", "ssh"),
         ("ARGOCD_GNUPGHOME", "gnupg"), ("ARGOCD_GPG_DATA_PATH", "gpg-keys"),
-        ("ARGOCD_PLUGINSOCKFILEPATH", "plugins"))}
+        ("ARGOCD_PLUGINSOCKFILEPATH", "plugins"), ("TMPDIR", "tmp"))}
     for folder in data.values():
         folder.mkdir(parents=True, exist_ok=True)
     helm = binaries.resolve("helm")
     common_env: dict[str, str | None] = {
+        # TMPDIR too: the repo-server clones into $TMPDIR/_argocd-repo.
         **{variable: str(folder) for variable, folder in data.items()},
         # The repo-server runs git, helm and Argo CD's own scripts: the project's helm
         # first (v4.3.2, the one Argo CD v3.6 is released with).
