@@ -112,11 +112,11 @@ class ArgoCD:
     def get(self, name: str) -> dict[str, Any]:
         return self.kubectl.get("application", name, NAMESPACE)
 
-    def refresh(self, name: str) -> None:
+    def refresh(self, name: str, level: str = "normal") -> None:
         """What a Git webhook or ``argocd app get --refresh`` does: compare with the latest
-        commit now instead of at the next resync."""
+        commit now instead of at the next resync (``hard``: without the manifest cache)."""
         self.kubectl.run("annotate", "--overwrite", "-n", NAMESPACE, "application", name,
-                         f"{REFRESH}=normal")
+                         f"{REFRESH}={level}")
 
     def wait(self, name: str, *, revision: str | None = None, sync: str | None = "Synced",
              health: str | None = None, timeout: float = 60) -> dict[str, Any]:
@@ -209,12 +209,13 @@ def running_argocd(kubectl: Kubectl, kubeconfig: Path, work: Path) -> Iterator[A
                   "clusterResourceWhitelist": [{"group": "*", "kind": "*"}]}},
     ])
     git = GitServer(work / "git").start()
-    services = _services(built, kubeconfig, work)
+    redis_port = free_port()
+    services = _services(built, kubeconfig, work, redis_port)
     system = ArgoCD(kubectl, git, services)
     try:
         redis, repo_server, controller = services
         redis.start()
-        _wait_listening(redis, int(redis.argv[redis.argv.index("--port") + 1]))
+        _wait_listening(redis, redis_port)
         repo_server.start(wait=60)
         controller.start(wait=60)
         yield system
@@ -228,8 +229,9 @@ def running_argocd(kubectl: Kubectl, kubeconfig: Path, work: Path) -> Iterator[A
             git.stop()
 
 
-def _services(built: argocd.ArgoCD, kubeconfig: Path, work: Path) -> list[Service]:
-    redis_port, repo_port = free_port(), free_port()
+def _services(built: argocd.ArgoCD, kubeconfig: Path, work: Path,
+              redis_port: int) -> list[Service]:
+    repo_port = free_port()
     repo_metrics, controller_metrics = free_port(), free_port()
     data = {variable: work / folder for variable, folder in (
         ("ARGOCD_TLS_DATA_PATH", "tls"), ("ARGOCD_SSH_DATA_PATH", "ssh"),

@@ -62,6 +62,18 @@ def emulator_requests(stack: Stack) -> list[dict[str, Any]]:
     return http("GET", f"{stack.emulator_url}/_emulator/requests")[1]
 
 
+def caught_up(obj: dict[str, Any]) -> bool:
+    """Ready=True for the endpoint's current generation, not for an earlier spec."""
+    current = (obj.get("status") or {}).get("observedGeneration") == obj["metadata"]["generation"]
+    return current and condition(obj).get("status") == "True"
+
+
+def ready_now(kubectl: Kubectl, namespace: str, name: str) -> bool:
+    """The endpoint exists and is caught up, read once."""
+    found = kubectl.run("get", "iep", name, "-n", namespace, "-o", "json", check=False)
+    return found.returncode == 0 and caught_up(json.loads(found.stdout))
+
+
 def wait_caught_up(
     kubectl: Kubectl, namespace: str, name: str, timeout: float = 30
 ) -> dict[str, Any]:
@@ -69,9 +81,7 @@ def wait_caught_up(
     on the status written for the previous spec."""
     def probe() -> dict[str, Any] | None:
         obj = kubectl.get("iep", name, namespace)
-        status = obj.get("status") or {}
-        current = status.get("observedGeneration") == obj["metadata"]["generation"]
-        return obj if current and condition(obj).get("status") == "True" else None
+        return obj if caught_up(obj) else None
 
     return poll(probe, timeout=timeout, interval=0.2,
                 message=f"{name} not Ready at its current generation")

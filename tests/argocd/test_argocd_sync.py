@@ -13,19 +13,16 @@ import pytest
 
 from argocd_support import HEALTH_KEY, HEALTH_LUA, NAMESPACE, application, resource
 from inference_devkit.waiting import poll
-from operator_support import complete, condition, emulator_requests_for, wait_caught_up
+from operator_support import (
+    complete,
+    condition,
+    emulator_requests_for,
+    ready_now,
+    wait_caught_up,
+)
 from resources import KEY, REFUSED_CHANGES, REJECTED_KEY, endpoint, secret
 
 KIND = "InferenceEndpoint"
-
-
-def _endpoint_ready(kubectl, namespace: str, name: str) -> bool:
-    found = kubectl.run("get", "iep", name, "-n", namespace, "-o", "json", check=False)
-    if found.returncode != 0:
-        return False
-    obj = json.loads(found.stdout)
-    current = (obj.get("status") or {}).get("observedGeneration") == obj["metadata"]["generation"]
-    return current and condition(obj).get("status") == "True"
 
 
 def _health(app: dict[str, Any]) -> str | None:
@@ -60,7 +57,7 @@ def test_an_application_syncs_and_turns_healthy_only_once_the_endpoint_is_ready(
         status = app.get("status") or {}
         if (status.get("sync") or {}).get("revision") != sha or not resource(app, KIND, "chat"):
             return False
-        samples.append((_health(app), _endpoint_ready(kubectl, namespace, "chat")))
+        samples.append((_health(app), ready_now(kubectl, namespace, "chat")))
         return samples[-1][0] == "Healthy"
 
     poll(healthy, timeout=90, interval=0.05, message=f"Application never Healthy: {samples}")
@@ -207,8 +204,7 @@ def test_the_operators_status_and_finalizer_never_make_the_application_out_of_sy
     seen: list[str | None] = []
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        kubectl.run("annotate", "--overwrite", "-n", "argocd", "application", name,
-                    "argocd.argoproj.io/refresh=hard")
+        argo.refresh(name, "hard")
         app = argo.get(name)
         seen.append(((app.get("status") or {}).get("sync") or {}).get("status"))
         time.sleep(0.5)

@@ -13,7 +13,13 @@ from flux_objects import endpoint_check, kustomization
 
 from inference_devkit.controlplane.kubectl import Kubectl
 from inference_devkit.waiting import poll
-from operator_support import complete, condition, emulator_requests_for, wait_caught_up
+from operator_support import (
+    complete,
+    condition,
+    emulator_requests_for,
+    ready_now,
+    wait_caught_up,
+)
 from resources import REFUSED_CHANGES, endpoint, secret
 
 
@@ -27,12 +33,7 @@ def _sample(kubectl: Kubectl, ks_name: str, namespace: str, name: str, wanted: s
     that order: an endpoint Ready only in the second read cannot excuse the first."""
     ks = flux_waits.kustomization(kubectl, ks_name)
     ks_ready = _ready(ks) and (ks.get("status") or {}).get("lastAppliedRevision") == wanted
-    found = kubectl.run("get", "iep", name, "-n", namespace, "-o", "json", check=False)
-    if found.returncode != 0:
-        return ks_ready, False
-    ep = json.loads(found.stdout)
-    current = (ep.get("status") or {}).get("observedGeneration") == ep["metadata"]["generation"]
-    return ks_ready, current and _ready(ep)
+    return ks_ready, ready_now(kubectl, namespace, name)
 
 
 def test_a_commit_is_applied_and_ready_only_after_the_endpoint_is(
