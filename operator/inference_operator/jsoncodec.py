@@ -11,25 +11,26 @@ import contextlib
 import gc
 import itertools
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import orjson
 
-# Kept by the nesting check: brackets and the quotes around strings.
+# The nesting check keeps the brackets, both kinds read as one (depth is all it counts;
+# json refuses pairs that do not match), and the quotes around strings.
+_ONE_KIND = bytes.maketrans(b"{}", b"[]")
 _NOT_STRUCTURE = bytes(set(range(256)) - set(b'[]{}"'))
-_STEP = [0] * 256
-_STEP[ord("[")] = _STEP[ord("{")] = 1
-_STEP[ord("]")] = _STEP[ord("}")] = -1
-_SHALLOW_PASSES = 8  # each takes off one or two levels: 8 clear any ordinary body
+_RUN = re.compile(rb"\[+|\]+")
+_SHALLOW_PASSES = 8
 
 
 def too_deep(text: bytes | str, limit: int) -> bool:
     """Whether JSON ``text`` nests arrays and objects deeper than ``limit``: checked
     before parsing, as Jackson checks while it reads, so nothing deep is ever built (json
-    recurses per level). Linear, and in C but for one step per bracket of a body that
-    nests deeply; text with fewer opening brackets than ``limit`` is passed after two
-    counts."""
+    recurses per level). Linear, and in C but for one step per run of brackets left after
+    the shallow passes; text with fewer opening brackets than ``limit`` is passed after
+    two counts."""
     raw = text.encode(errors="surrogatepass") if isinstance(text, str) else text
     if raw.count(b"[") + raw.count(b"{") <= limit:
         return False
@@ -37,17 +38,22 @@ def too_deep(text: bytes | str, limit: int) -> bool:
     # quote left opens or closes a string.
     if b"\\" in raw:
         raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
-    structure = raw.translate(None, _NOT_STRUCTURE)
+    structure = raw.translate(_ONE_KIND, _NOT_STRUCTURE)
     brackets = structure.replace(b'""', b"")
     if b'"' in brackets:  # some string holds brackets
         brackets = b"".join(structure.split(b'"')[::2])
-    # Ordinary bodies: taking off the innermost pairs a few times leaves nothing.
-    rest = brackets
-    for _ in range(min(_SHALLOW_PASSES, limit // 2)):
-        rest = rest.replace(b"[]", b"").replace(b"{}", b"")
-        if not rest:
+    # Closed at the end if it is not (it is no JSON then), so every deepest point is a
+    # "[]" and each pass below takes off exactly one level.
+    brackets += b"]" * (brackets.count(b"[") - brackets.count(b"]"))
+    # Ordinary bodies: a few passes leave nothing. Hostile ones: what is left has a run
+    # of brackets per branch at least as deep as the passes, so few runs to count.
+    passes = min(_SHALLOW_PASSES, limit)
+    for _ in range(passes):
+        brackets = brackets.replace(b"[]", b"")
+        if not brackets:
             return False
-    return max(itertools.accumulate(map(_STEP.__getitem__, brackets)), default=0) > limit
+    steps = (len(run) if run[0] == ord("[") else -len(run) for run in _RUN.findall(brackets))
+    return passes + max(itertools.accumulate(steps), default=0) > limit
 
 
 def loads(raw: bytes | str) -> Any:
@@ -63,11 +69,13 @@ def dumps(value: Any) -> bytes:
     """Compact UTF-8 JSON. What orjson cannot encode goes to ``json``, which escapes it:
     integers past 64 bits (``max_tokens`` may be any JSON integer) and
     lone surrogates (``"\\ud800"`` in a client's JSON is valid and decodes to one).
-    orjson raising first costs nothing on the common path."""
+    orjson raising first costs nothing on the common path; so does nesting past orjson's
+    255 levels, which ``json`` takes without its cycle check, as orjson does (no value
+    here has a cycle: they are built from JSON)."""
     try:
         return orjson.dumps(value)
     except TypeError:
-        return json.dumps(value, separators=(",", ":")).encode()
+        return json.dumps(value, separators=(",", ":"), check_circular=False).encode()
 
 
 @contextlib.contextmanager

@@ -273,16 +273,23 @@ def _prepare(request: web.Request, gateway: Gateway, route: Route, task: Transla
     are all the request keeps from here on (and what ``held`` counts): neither the body
     nor its parsed form waits in the queue."""
     with jsoncodec.no_collection():
-        body = task.parse(raw)
-        if stream:
-            # From here on failures are events: request parsing fails as plain JSON, like
-            # a REST handler; failures of the action itself are reported in the event
-            # stream, as Elasticsearch's SSE listener does.
-            request[EVENTS] = web.StreamResponse(headers=SSE_HEADERS)
-        endpoint = _resolve(request, gateway, route)
-        encoded = encode(task.params(endpoint, body), stream=stream)
+        # Translated in a call of its own, so the parsed body and the parameters are freed
+        # before the collector is back: its first run would walk every object they hold.
+        endpoint, encoded = _translate(request, gateway, route, task, raw, stream=stream)
     held.resize(len(encoded))
     return endpoint, encoded
+
+
+def _translate(request: web.Request, gateway: Gateway, route: Route, task: Translator,
+               raw: bytes, *, stream: bool) -> tuple[Endpoint, bytes]:
+    body = task.parse(raw)
+    if stream:
+        # From here on failures are events: request parsing fails as plain JSON, like
+        # a REST handler; failures of the action itself are reported in the event
+        # stream, as Elasticsearch's SSE listener does.
+        request[EVENTS] = web.StreamResponse(headers=SSE_HEADERS)
+    endpoint = _resolve(request, gateway, route)
+    return endpoint, encode(task.params(endpoint, body), stream=stream)
 
 
 async def _infer(request: web.Request, gateway: Gateway, route: Route) -> web.Response:

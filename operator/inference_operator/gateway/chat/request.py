@@ -37,7 +37,7 @@ class ToolCall:
     arguments: str  # JSON text, as OpenAI sends it
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Message:
     role: str
     content: str | list[dict[str, Any]] | None  # parts checked: each has a known type
@@ -85,7 +85,7 @@ def parse(raw: bytes) -> ChatRequest:
         raise _invalid(f"Field [messages] must hold at most [{MAX_MESSAGES}] messages", "messages")
     choice, function = _tool_choice(data.get("tool_choice"))
     return ChatRequest(
-        messages=tuple(_message(m, f"messages.{i}") for i, m in enumerate(messages)),
+        messages=tuple(map(_message, messages, range(len(messages)))),
         model=_optional(data, "model", str, "a string"),
         max_completion_tokens=_max_tokens(data.get("max_completion_tokens")),
         stop=tuple(_strings(data.get("stop"), "stop")),
@@ -97,28 +97,34 @@ def parse(raw: bytes) -> ChatRequest:
     )
 
 
-def _message(value: Any, where: str) -> Message:
+def _message(value: Any, index: int) -> Message:
+    """One message; its place (``messages.3.role``) is spelled out only for an error:
+    a body may hold 100,000 of them."""
     if not isinstance(value, dict):
-        raise _field_error(_BODY, "messages", "expected an object", where)
-    if unknown := value.keys() - _MESSAGE_FIELDS:
-        first = min(unknown)
-        raise _parse_error(f"[Message] unknown field [{first}]", f"{where}.{first}")
+        raise _field_error(_BODY, "messages", "expected an object", f"messages.{index}")
+    if not value.keys() <= _MESSAGE_FIELDS:
+        first = min(value.keys() - _MESSAGE_FIELDS)
+        raise _parse_error(f"[Message] unknown field [{first}]", f"messages.{index}.{first}")
     role = value.get("role")
-    if role is None:
-        raise _field_error("Message", "role", "Required [role]", f"{where}.role")
     if not isinstance(role, str):
-        raise _field_error("Message", "role", "expected a string", f"{where}.role")
+        what = "Required [role]" if role is None else "expected a string"
+        raise _field_error("Message", "role", what, f"messages.{index}.role")
+    content = value.get("content")
+    if content is not None and not isinstance(content, str):
+        content = _content(content, f"messages.{index}.content")
+    tool_call_id = value.get("tool_call_id")
+    if tool_call_id is not None and not isinstance(tool_call_id, str):
+        raise _field_error("Message", "tool_call_id", "expected a string",
+                           f"messages.{index}.tool_call_id")
     calls = value.get("tool_calls")
-    if calls is not None and not isinstance(calls, list):
+    if calls is None:
+        return Message(role, content, tool_call_id)
+    if not isinstance(calls, list):
         raise _field_error("Message", "tool_calls", "expected an array of tool calls",
-                           f"{where}.tool_calls")
-    return Message(
-        role=role,
-        content=_content(value.get("content"), f"{where}.content"),
-        tool_call_id=_optional(value, "tool_call_id", str, "a string", "Message", where),
-        tool_calls=tuple(_tool_call(c, f"{where}.tool_calls.{i}")
-                         for i, c in enumerate(calls or ())),
-    )
+                           f"messages.{index}.tool_calls")
+    return Message(role, content, tool_call_id,
+                   tuple(_tool_call(c, f"messages.{index}.tool_calls.{i}")
+                         for i, c in enumerate(calls)))
 
 
 def _content(value: Any, where: str) -> str | list[dict[str, Any]] | None:
