@@ -108,3 +108,17 @@ def test_tool_call_arguments_nested_past_the_limit_are_refused() -> None:
 def test_nesting_past_what_a_few_passes_take_off_is_counted_exactly(depth: int) -> None:
     text = "[" * depth + "]" * depth + ',{"a":[[]]}' * 10
     assert jsoncodec.too_deep(f"[{text}]", 21) is (depth == 21)
+
+
+@pytest.mark.parametrize(("text", "limit", "deep"), [
+    ("[" * 4, 3, True),  # never closed: counted all the same
+    ("[][[[", 3, False),
+    ("[][[[[", 3, True),
+    ("[{[{}]}]", 3, True),  # both kinds count
+    ("[" + ",".join(["[" * 9 + "]" * 9] * 50) + "]", 10, False),  # teeth past the passes
+    ("[" + ",".join(["[" * 9 + "]" * 9] * 50) + "]", 9, True),
+    ("[" + ",".join(["[" * 9 + "]" * 9] * 50 + ["[" * 30 + "]" * 30]) + "]", 30, True),
+])
+def test_nesting_is_counted_exactly_whatever_the_shape(text: str, limit: int,
+                                                       deep: bool) -> None:
+    assert jsoncodec.too_deep(text, limit) is deep
