@@ -79,11 +79,12 @@ else \
 fi
 endef
 
-# Argo CD (its application controller and repo-server, one multi-call binary), for the Argo
-# CD tests (tests/argocd/): built once from the pinned Go module in devkit/envtest/argocd into
-# the user cache with the CRDs beside it (controlplane/argocd.py). v3.6 needs Go 1.27: that
-# build alone sets GOTOOLCHAIN=go1.27.3, which the go command fetches from the module proxy.
-# Argo CD keeps its cache in Redis: Debian's redis-server.
+# Argo CD (its application controller and repo-server, one binary from
+# devkit/envtest/argocd/main.go), for the Argo CD tests (tests/argocd/): built once from the
+# pinned Go module in devkit/envtest/argocd into the user cache with the CRDs beside it
+# (controlplane/argocd.py). v3.6 needs Go 1.27: that build alone sets GOTOOLCHAIN=go1.27.3,
+# which the go command fetches from the module proxy. Argo CD keeps its cache in Redis:
+# Debian's redis-server.
 argocd: binaries
 	$(call apt-install-quiet,redis-server,redis-server,the Argo CD tests,redis-server)
 	$(BIN)/python -m inference_devkit.controlplane.argocd

@@ -1,7 +1,8 @@
-"""Argo CD's multi-call binary and the CRDs its application controller serves, for the
-Argo CD tests (tests/argocd/): built once from the pinned Go module in
-``devkit/envtest/argocd`` into the cache, like the control-plane binaries (binaries.py),
-with Go 1.27 fetched for that build alone; the CRDs copied from the same module's source.
+"""The Argo CD components the tests run (one binary: ``devkit/envtest/argocd/main.go``) and
+the CRDs its application controller serves, for the Argo CD tests (tests/argocd/): built
+once from the pinned Go module in ``devkit/envtest/argocd`` into the cache, like the
+control-plane binaries (binaries.py), with Go 1.27 fetched for that build alone; the CRDs
+copied from the same module's source.
 
 ``python -m inference_devkit.controlplane.argocd`` builds what is missing (``make argocd``)
 and prints the paths, or says why it cannot (then the Argo CD tests skip)."""

@@ -39,13 +39,15 @@ NODE_BINARY_NAMES = ("kubelet", "kube-proxy", "kube-scheduler")
 # binary, so it is built static; also only for a real node.
 COREDNS = "coredns"
 FLUX_BINARY_NAMES = ("source-controller", "kustomize-controller")
-# Argo CD's multi-call binary (ARGOCD_BINARY_NAME picks the component), for tests/argocd/.
+# The Argo CD components the tests run, one binary (ARGOCD_BINARY_NAME picks the
+# component), built from devkit/envtest/argocd/main.go for tests/argocd/.
 ARGOCD = "argocd"
 
 
 @dataclass(frozen=True)
 class GoTool:
-    """One binary: the Go module folder that pins it and the package to build."""
+    """One binary: the Go module folder that pins it and the package to build (``.``:
+    the folder's own main package)."""
 
     name: str
     module_dir: str
@@ -108,8 +110,7 @@ TOOLS: dict[str, GoTool] = {
         *(GoTool(name, "flux", f"github.com/fluxcd/{name}", f"github.com/fluxcd/{name}",
                  static=True) for name in FLUX_BINARY_NAMES),
         # Argo CD, for the Argo CD tests only (controlplane/argocd.py).
-        GoTool(ARGOCD, "argocd", "github.com/argoproj/argo-cd/v3",
-               "github.com/argoproj/argo-cd/v3/cmd", static=True,
+        GoTool(ARGOCD, "argocd", "github.com/argoproj/argo-cd/v3", ".", static=True,
                version_variable="github.com/argoproj/argo-cd/v3/common.version",
                toolchain="go1.27.3"),
     )
@@ -142,9 +143,13 @@ def pinned_version(tool: GoTool, sources: Path) -> str:
 
 
 def cached_path(tool: GoTool, sources: Path) -> Path:
-    """Keyed by the pinned version and the build flags: a change of either builds anew."""
+    """Keyed by the pinned version, the build flags and the Go sources of a main package
+    kept beside the pin (Argo CD's): a change of any builds anew."""
     version = pinned_version(tool, sources)
-    recipe = hashlib.sha256(tool.recipe(version).encode()).hexdigest()[:8]
+    key = hashlib.sha256(tool.recipe(version).encode())
+    for source in sorted((sources / tool.module_dir).glob("*.go")):
+        key.update(source.read_bytes())
+    recipe = key.hexdigest()[:8]
     return cache_root() / f"{tool.module_dir}-{version}-{recipe}" / tool.name
 
 
