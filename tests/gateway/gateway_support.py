@@ -144,11 +144,11 @@ class Gateways:
 
     async def start(self, *, config: GatewayConfig | None = None,
                     kube: Callable[[], Awaitable[Any]] | None = None,
-                    **overrides: Any) -> RunningGateway:
+                    tracer_provider: Any = None, **overrides: Any) -> RunningGateway:
         """``config``: instead of ``gateway_config(upstream, **overrides)``; ``kube``: how
-        it reaches the API server (GatewayServer's)."""
+        it reaches the API server, ``tracer_provider``: where its spans go (GatewayServer's)."""
         server = GatewayServer(config or gateway_config(self._upstream_url, **overrides),
-                               kube=kube)
+                               kube=kube, tracer_provider=tracer_provider)
         await server.start()
         if self._session is None:
             self._session = aiohttp.ClientSession()

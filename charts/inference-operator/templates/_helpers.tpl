@@ -216,6 +216,31 @@ app.kubernetes.io/instance: {{ .Release.Name }}
     - --caller-metrics-accounts={{ $.Values.gateway.auth.callerMetricsAccounts }}
     - --caller-metrics-accounts-per-namespace={{ $.Values.gateway.auth.callerMetricsAccountsPerNamespace }}
     {{- end }}
+    {{- if and $.Values.tracing.endpoint $.Values.tracing.propagateUpstream }}
+    - --trace-upstream
+    {{- end }}
+  {{- with $.Values.tracing }}
+  {{- if .endpoint }}
+  # Tracing, configured by the OpenTelemetry SDK's own variables (docs/operations.md).
+  env:
+    - name: OTEL_EXPORTER_OTLP_ENDPOINT
+      value: {{ .endpoint | quote }}
+    - name: OTEL_EXPORTER_OTLP_PROTOCOL
+      value: http/protobuf
+    - name: OTEL_SERVICE_NAME
+      value: inference-gateway
+    - name: OTEL_TRACES_SAMPLER
+      value: {{ .sampler | quote }}
+    {{- with .samplerArg }}
+    - name: OTEL_TRACES_SAMPLER_ARG
+      value: {{ . | quote }}
+    {{- end }}
+    {{- with .resourceAttributes }}
+    - name: OTEL_RESOURCE_ATTRIBUTES
+      value: {{ . | quote }}
+    {{- end }}
+  {{- end }}
+  {{- end }}
   ports:
     - name: http
       containerPort: {{ $.Values.gateway.port }}

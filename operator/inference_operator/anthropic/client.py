@@ -115,24 +115,27 @@ class Client:
         self._slots = slots
         self._key_slots = slots.for_key(api_key)
 
-    async def create(self, body: bytes) -> dict[str, Any]:
+    async def create(self, body: bytes, headers: dict[str, str] | None = None
+                     ) -> dict[str, Any]:
         """``POST /v1/messages`` of ``encode(params)``: the Message, as JSON. Encoded
-        before the call, since the bytes are all a queued request keeps."""
+        before the call, since the bytes are all a queued request keeps. ``headers``:
+        more to send (the trace context, when propagated)."""
         release = await self._take_slot()
         try:
-            response = await self._send(body)
+            response = await self._send(body, headers)
             async with response:
                 raw = await _read(response)
         finally:
             release()
         return json_object(raw, "the answer")
 
-    async def stream(self, body: bytes) -> MessageStream:
+    async def stream(self, body: bytes, headers: dict[str, str] | None = None
+                     ) -> MessageStream:
         """``POST /v1/messages`` of ``encode(params, stream=True)``, open once the status
         is 200; its connection is given back when the stream is closed."""
         release = await self._take_slot()
         try:
-            return MessageStream(await self._send(body), release)
+            return MessageStream(await self._send(body, headers), release)
         except BaseException:
             release()
             raise
@@ -143,10 +146,12 @@ class Client:
         except NoSlot as full:
             raise NoConnection(str(full), self._slots.wait) from None
 
-    async def _send(self, body: bytes) -> aiohttp.ClientResponse:
+    async def _send(self, body: bytes, extra: dict[str, str] | None) -> aiohttp.ClientResponse:
+        # Ours last: nothing extra replaces the key or the version.
+        headers = {**extra, **self._headers} if extra else self._headers
         # Never follow a redirect: it would resend the key and the prompt to wherever
         # the Location points. A 3xx is a StatusError instead.
-        return await _open(self._session.post(self._url, data=body, headers=self._headers,
+        return await _open(self._session.post(self._url, data=body, headers=headers,
                                               allow_redirects=False))
 
 

@@ -156,6 +156,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=_default("caller_metrics_accounts_per_namespace"), metavar="N",
                         help="with --caller-metrics-service-account: accounts with a label "
                              "of their own per namespace; later ones count as _other")
+    parser.add_argument("--trace-upstream", action="store_true",
+                        default=_default("trace_upstream"),
+                        help="with tracing on (an OTLP endpoint in OTEL_EXPORTER_OTLP_ENDPOINT): "
+                             "send each upstream attempt's W3C trace context to Anthropic too")
     add_log_level(parser)
 
 

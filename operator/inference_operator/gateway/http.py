@@ -33,11 +33,12 @@ from inference_operator.gateway.keys import (
     INFERENCE_ID,
     PROBES,
     ROUTE,
+    TRACE,
     UNIFIED,
     USAGE,
 )
 from inference_operator.gateway.metrics import Usage
-from inference_operator.gateway.middlewares import MIDDLEWARES
+from inference_operator.gateway.middlewares import MIDDLEWARES, traced
 from inference_operator.gateway.probes import probes
 from inference_operator.gateway.request_body import check_length, read_body
 from inference_operator.gateway.request_memory import Held
@@ -75,7 +76,10 @@ def build_app(gateway: Gateway, *, admin_token: str | None = None,
     limits = limits or Limits()
     # Bodies are read by _body, which stops them at the limit; client_max_size does the
     # same for any reader of aiohttp's own (request.read()).
-    app = web.Application(client_max_size=limits.max_body_size, middlewares=MIDDLEWARES)
+    # The spans' middleware only when tracing is on: off, it costs no request anything.
+    app = web.Application(client_max_size=limits.max_body_size,
+                          middlewares=MIDDLEWARES if gateway.tracing is None
+                          else (traced, *MIDDLEWARES))
     app[GATEWAY] = gateway
     app[LIMITS] = limits
     app[ACCESS_LOG] = access_log
@@ -289,7 +293,11 @@ def _translate(request: web.Request, gateway: Gateway, route: Route, task: Trans
         # stream, as Elasticsearch's SSE listener does.
         request[EVENTS] = web.StreamResponse(headers=SSE_HEADERS)
     endpoint = _resolve(request, gateway, route)
-    return endpoint, encode(task.params(endpoint, body), stream=stream)
+    params = task.params(endpoint, body)
+    trace = request.get(TRACE)
+    if trace is not None:
+        trace.params(params, stream=stream)
+    return endpoint, encode(params, stream=stream)
 
 
 async def _infer(request: web.Request, gateway: Gateway, route: Route) -> web.Response:
@@ -297,7 +305,8 @@ async def _infer(request: web.Request, gateway: Gateway, route: Route) -> web.Re
     with _reserve(request, gateway, route) as held:
         endpoint, body = _prepare(request, gateway, route, task, held, await _body(request))
         usage = request[USAGE] = Usage()
-        message = await gateway.pipeline.complete(endpoint, task, body, timeout, usage)
+        message = await gateway.pipeline.complete(endpoint, task, body, timeout, usage,
+                                                  request.get(TRACE))
         return json_response(task.answer(message))
 
 
@@ -308,7 +317,8 @@ async def _open_stream(request: web.Request, gateway: Gateway, route: Route, tas
         endpoint, body = _prepare(request, gateway, route, task, held, await _body(request),
                                   stream=True)
         usage = request[USAGE] = Usage()
-        return endpoint, await gateway.pipeline.stream(endpoint, task, body, time_limit, usage)
+        return endpoint, await gateway.pipeline.stream(endpoint, task, body, time_limit, usage,
+                                                       request.get(TRACE))
 
 
 async def _stream(request: web.Request, gateway: Gateway, route: Route) -> web.StreamResponse:

@@ -11,6 +11,7 @@ from inference_operator.gateway.auth.caller import Access, Caller
 from inference_operator.gateway.metrics import Usage
 from inference_operator.gateway.routes import Route
 from inference_operator.gateway.service import Gateway
+from inference_operator.gateway.tracing import RequestTrace
 
 GATEWAY = web.AppKey("gateway", Gateway)
 ADMIN_TOKEN = web.AppKey("admin_token", str)  # only on the admin listener
@@ -31,6 +32,9 @@ INFERENCE_ID = web.RequestKey("inference_id", str)
 USAGE = web.RequestKey("usage", Usage)
 EVENTS = web.RequestKey("events", web.StreamResponse)
 UNIFIED = web.RequestKey("unified", bool)
+# The request's spans, when tracing is on: started and ended by a middleware, added to by
+# the handler and the pipeline.
+TRACE = web.RequestKey("trace", RequestTrace)
 # What the middlewares tell each other: the status of the error an answer was made of
 # (not the error: its traceback would hold the request's frames in a cycle); the status
 # the request was answered with (499 until one is made).

@@ -1,6 +1,7 @@
 """The listeners' middlewares, one job each, outermost first (``MIDDLEWARES``): the
 access log, the request metrics, the status a request was answered with (499 when its
-client went away), and every failure answered in the Elasticsearch shape."""
+client went away), and every failure answered in the Elasticsearch shape; outside them
+all when tracing is on, the request's spans (``traced``)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from inference_operator.gateway.keys import (
     PROBES,
     ROUTE,
     STATUS,
+    TRACE,
     UNIFIED,
     USAGE,
 )
@@ -34,6 +36,22 @@ log = logging.getLogger(__name__)
 CLIENT_CLOSED = 499  # nginx's code for "the client went away", used as a metrics label
 # The routes whose requests are measured, with their metrics' "stream" label.
 _STREAM_LABEL = {Action.INFER: "false", Action.STREAM: "true"}
+
+
+@web.middleware
+async def traced(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The request's SERVER span (gateway/tracing.py), ended once it is answered: a
+    stream's after its last event. The probes are not traced."""
+    tracing = request.app[GATEWAY].tracing
+    assert tracing is not None  # only installed when tracing is on (http.build_app)
+    if request.path in request.app[PROBES]:
+        return await handler(request)
+    trace = request[TRACE] = tracing.request(request)
+    try:
+        return await handler(request)
+    finally:
+        trace.end(request.get(STATUS, CLIENT_CLOSED), request.get(ROUTE), request.get(CALLER),
+                  request.get(INFERENCE_ID))
 
 
 @web.middleware

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from inference_operator import telemetry
 from inference_operator.anthropic import ANTHROPIC_API_URL
 from inference_operator.anthropic.client import CONNECTION_WAIT, MAX_CONNECTIONS_PER_KEY, Upstream
 from inference_operator.api.gateway_config import DEFAULT_SHARDS, Shards
@@ -40,9 +41,11 @@ from inference_operator.gateway.request_memory import (
 from inference_operator.gateway.retry import RetryPolicy
 from inference_operator.gateway.service import Gateway
 from inference_operator.gateway.state import StateFile
+from inference_operator.gateway.tracing import Tracing
 
 if TYPE_CHECKING:  # lightkube (~6 MiB) is imported only when the cluster is used
     from lightkube import AsyncClient
+    from opentelemetry.sdk.trace import TracerProvider  # only when tracing is on
 
 log = logging.getLogger(__name__)
 # After answering a request whose body was not read (413, a stalled body's 408, 401/405
@@ -148,12 +151,19 @@ class GatewayConfig:
     # ... within a budget of accounts with a label of their own (beyond: "_other").
     caller_metrics_accounts: int = DEFAULT_CALLER_ACCOUNTS
     caller_metrics_accounts_per_namespace: int = DEFAULT_CALLER_ACCOUNTS_PER_NAMESPACE
+    # Tracing is on when an OTLP endpoint is set (OTEL_EXPORTER_OTLP_ENDPOINT, telemetry.py);
+    # then this sends each upstream attempt's trace context to Anthropic too (off: the
+    # caller's trace ids never leave the cluster).
+    trace_upstream: bool = False
 
 
 class GatewayServer:
     def __init__(self, config: GatewayConfig, limiter: Limiter | None = None,
-                 kube: Callable[[], Awaitable[AsyncClient]] | None = None) -> None:
-        """``kube``: how to reach the API server (default: ``kubeclient.connect``)."""
+                 kube: Callable[[], Awaitable[AsyncClient]] | None = None,
+                 tracer_provider: TracerProvider | None = None) -> None:
+        """``kube``: how to reach the API server (default: ``kubeclient.connect``);
+        ``tracer_provider``: where spans go (default: the OTEL_* variables', when they
+        turn tracing on)."""
         shards: list[str] = []
         if config.config_secret:
             if config.admin_token or config.state_file:
@@ -173,6 +183,11 @@ class GatewayServer:
             raise ValueError(problem)
         if config.stream_write_timeout <= 0:
             raise ValueError("the stream write timeout must be positive")
+        problem = telemetry.config_problem()
+        if problem is not None:
+            raise ValueError(problem)
+        if tracer_provider is None and telemetry.tracing_enabled():
+            tracer_provider = telemetry.tracer_provider("inference-gateway")
         self.config = config
         self.namespace = config.namespace or pod_namespace()
         self.gateway = Gateway(
@@ -190,6 +205,9 @@ class GatewayServer:
             request_memory=RequestMemory(
                 config.request_memory or default_budget(memory_limit()),
                 config.request_memory_endpoint_share),
+            tracing=None if tracer_provider is None else Tracing(
+                tracer_provider, config.anthropic_base_url,
+                propagate_upstream=config.trace_upstream),
         )
         self.access: Access | None = None
         if config.auth == modes.API_KEYS:

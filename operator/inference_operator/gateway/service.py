@@ -1,9 +1,11 @@
 """A gateway's parts, put together once: the endpoint registry, in config mode the shards
-that fill it, readiness, rate-limit sharing, request memory and the inference pipeline.
+that fill it, readiness, rate-limit sharing, request memory, the inference pipeline and,
+when on, tracing.
 Each part is a module of its own; this holds them and starts and stops what needs it."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +21,7 @@ from inference_operator.gateway.request_memory import RequestMemory, default_bud
 from inference_operator.gateway.retry import RetryPolicy
 from inference_operator.gateway.shards import ShardSet
 from inference_operator.gateway.state import StateFile
+from inference_operator.gateway.tracing import Tracing
 
 
 class Gateway:
@@ -32,9 +35,12 @@ class Gateway:
         shards: Sequence[str] = (),
         metrics: GatewayMetrics | None = None,
         request_memory: RequestMemory | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
-        """``shards``: config mode's configuration shards (none: standalone)."""
+        """``shards``: config mode's configuration shards (none: standalone);
+        ``tracing``: none, tracing off."""
         self.upstream = upstream
+        self.tracing = tracing
         self.limiter = limiter or Limiter()
         self.metrics = metrics or GatewayMetrics()
         self.request_memory = request_memory or RequestMemory(default_budget(memory_limit()))
@@ -54,6 +60,8 @@ class Gateway:
 
     async def close(self) -> None:
         await self.upstream.close()
+        if self.tracing is not None:  # what is queued is exported, off the event loop
+            await asyncio.to_thread(self.tracing.shutdown)
 
     def health(self) -> dict[str, Any]:
         health: dict[str, Any] = {"status": "ok", "endpoints": len(self.registry),
