@@ -1,6 +1,6 @@
 """The chart's tracing values as rendered: the OpenTelemetry SDK's own variables on the
-gateway container, read by the gateway's own check (telemetry.py), the collector's port
-opened by the NetworkPolicy, and nothing of it by default."""
+gateway and operator containers, read by the product's own check (telemetry.py), the
+collector's port opened by the NetworkPolicy, and nothing of it by default."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from inference_operator import telemetry
 ENDPOINT = "--set=tracing.endpoint=http://otel-collector.observability:4318"
 
 
-def gateway_env(rendered: list[dict]) -> dict[str, str]:
+def container_env(rendered: list[dict], name: str = "gateway") -> dict[str, str]:
     for deployment in objects(rendered, "Deployment").values():
         for container in deployment["spec"]["template"]["spec"]["containers"]:
-            if container["name"] == "gateway":
+            if container["name"] == name:
                 return {e["name"]: e["value"] for e in container.get("env", [])}
-    raise AssertionError("no gateway container")
+    raise AssertionError(f"no {name} container")
 
 
 def egress_ports(policy: dict) -> set[int]:
@@ -27,20 +27,22 @@ def egress_ports(policy: dict) -> set[int]:
 
 def test_tracing_is_off_by_default() -> None:
     rendered = render("--set=networkPolicy.enabled=true")
-    assert not telemetry.tracing_enabled(gateway_env(rendered))
+    assert not telemetry.tracing_enabled(container_env(rendered))
+    assert not telemetry.tracing_enabled(container_env(rendered, "operator"))
     assert "--trace-upstream" not in args_of(rendered, "gateway")
     assert all(4318 not in egress_ports(p) for p in objects(rendered, "NetworkPolicy").values())
 
 
 @pytest.mark.parametrize("mode", [[], [SIDECAR]], ids=["fleet", "sidecar"])
-def test_an_endpoint_turns_the_gateways_tracing_on_with_the_sdks_variables(
-        mode: list[str]) -> None:
+def test_an_endpoint_turns_tracing_on_with_the_sdks_variables(mode: list[str]) -> None:
     rendered = render(*mode, ENDPOINT, "--set=tracing.sampler=parentbased_traceidratio",
                       "--set-string=tracing.samplerArg=0.1",
                       "--set=tracing.resourceAttributes=deployment.environment.name=prod",
                       "--set=networkPolicy.enabled=true")
-    env = gateway_env(rendered)
+    env = container_env(rendered)
     assert telemetry.tracing_enabled(env) and telemetry.config_problem(env) is None
+    assert container_env(rendered, "operator") == {
+        **env, "OTEL_SERVICE_NAME": "inference-operator"}
     assert env == {
         "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector.observability:4318",
         "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",

@@ -211,8 +211,9 @@ class World:
     """A controller over fakes, with kopf's three indices kept as kopf keeps them."""
 
     def __init__(self, *, verifier: FakeVerifier | None = None, clock: Clock = SYSTEM_CLOCK,
-                 **publisher_options: Any) -> None:
-        """``publisher_options``: ``ConfigPublisher``'s limits."""
+                 tracing: Any = None, **publisher_options: Any) -> None:
+        """``tracing``: the controller's spans (none: off); ``publisher_options``:
+        ``ConfigPublisher``'s limits."""
         self.kube = FakeKube()
         shards = Shards("gateway-config", 2)
         self.config = FakeConfigStore(shards)
@@ -221,7 +222,8 @@ class World:
         self.verifier = verifier
         self.controller = Controller(
             OperatorConfig(gateway_public_url="http://gw:9200"), self.kube,  # type: ignore[arg-type]
-            self.publisher, self.fleet, self.verifier, clock=clock)  # type: ignore[arg-type]
+            self.publisher, self.fleet, self.verifier, clock=clock,  # type: ignore[arg-type]
+            tracing=tracing)
         self.bodies: dict[tuple[str, str], dict[str, Any]] = {}
         self._index()
 

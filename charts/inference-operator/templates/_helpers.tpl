@@ -170,6 +170,32 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   readOnly: true
 {{- end }}
 
+{{/* Tracing, configured by the OpenTelemetry SDK's own variables (docs/operations.md),
+     when tracing.endpoint is set; called with (dict "root" $ "service" name). */}}
+{{- define "inference-operator.tracingEnv" -}}
+{{- with .root.Values.tracing }}
+{{- if .endpoint }}
+env:
+  - name: OTEL_EXPORTER_OTLP_ENDPOINT
+    value: {{ .endpoint | quote }}
+  - name: OTEL_EXPORTER_OTLP_PROTOCOL
+    value: http/protobuf
+  - name: OTEL_SERVICE_NAME
+    value: {{ $.service }}
+  - name: OTEL_TRACES_SAMPLER
+    value: {{ .sampler | quote }}
+  {{- with .samplerArg }}
+  - name: OTEL_TRACES_SAMPLER_ARG
+    value: {{ . | quote }}
+  {{- end }}
+  {{- with .resourceAttributes }}
+  - name: OTEL_RESOURCE_ATTRIBUTES
+    value: {{ . | quote }}
+  {{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* The gateway container, in config mode (it watches the shard Secrets), for both modes;
      called with (dict "root" $ "fleet" bool). */}}
 {{- define "inference-operator.gatewayContainer" -}}
@@ -219,27 +245,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
     {{- if and $.Values.tracing.endpoint $.Values.tracing.propagateUpstream }}
     - --trace-upstream
     {{- end }}
-  {{- with $.Values.tracing }}
-  {{- if .endpoint }}
-  # Tracing, configured by the OpenTelemetry SDK's own variables (docs/operations.md).
-  env:
-    - name: OTEL_EXPORTER_OTLP_ENDPOINT
-      value: {{ .endpoint | quote }}
-    - name: OTEL_EXPORTER_OTLP_PROTOCOL
-      value: http/protobuf
-    - name: OTEL_SERVICE_NAME
-      value: inference-gateway
-    - name: OTEL_TRACES_SAMPLER
-      value: {{ .sampler | quote }}
-    {{- with .samplerArg }}
-    - name: OTEL_TRACES_SAMPLER_ARG
-      value: {{ . | quote }}
-    {{- end }}
-    {{- with .resourceAttributes }}
-    - name: OTEL_RESOURCE_ATTRIBUTES
-      value: {{ . | quote }}
-    {{- end }}
-  {{- end }}
+  {{- with include "inference-operator.tracingEnv" (dict "root" $ "service" "inference-gateway") | trim }}
+  {{- . | nindent 2 }}
   {{- end }}
   ports:
     - name: http

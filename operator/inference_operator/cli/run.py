@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import logging
 import socket
+import sys
 
+from inference_operator import telemetry
 from inference_operator.cli.options import add_log_level, config_default, config_from_args
 from inference_operator.controller.config import OperatorConfig
 
@@ -83,6 +85,10 @@ def run(args: argparse.Namespace) -> int:
     from inference_operator.controller import handlers, lifecycle, login  # noqa: F401
 
     config = operator_config(args)
+    problem = telemetry.config_problem()
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     # kopf's own setup (root logger, its format); DEBUG is kopf's verbose mode.
     kopf.configure(verbose=args.log_level == "debug",
                    quiet=args.log_level not in ("debug", "info"),

@@ -13,6 +13,7 @@ import kopf
 from httpx2 import TransportError
 from lightkube import ApiError
 
+from inference_operator import telemetry
 from inference_operator.api.gateway_config import Shards
 from inference_operator.api.models import GROUP
 from inference_operator.controller.config import OperatorConfig
@@ -21,6 +22,7 @@ from inference_operator.controller.kube import Kube
 from inference_operator.controller.metrics import MetricsServer, OperatorMetrics
 from inference_operator.controller.publisher import ConfigPublisher
 from inference_operator.controller.reconciler import Controller
+from inference_operator.controller.tracing import ReconcileTracing
 from inference_operator.controller.upstream import UpstreamVerifier
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,8 @@ async def startup(
     if "metrics" not in memo:
         memo.metrics = OperatorMetrics()
         memo.metrics_server = await _serve_metrics(config, memo.metrics)
+        memo.tracing = ReconcileTracing(telemetry.tracer_provider("inference-operator")) if (
+            telemetry.tracing_enabled()) else None
     kube = await Kube.connect()
     publisher = ConfigPublisher(kube, config.gateway_config_namespace,
                                 Shards(config.gateway_config_secret, config.gateway_config_shards),
@@ -92,7 +96,8 @@ async def startup(
     verifier = UpstreamVerifier(config.anthropic_base_url) if config.verify_upstream else None
     if verifier is not None:
         await verifier.start()
-    controller = Controller(config, kube, publisher, fleet, verifier, memo.metrics)
+    controller = Controller(config, kube, publisher, fleet, verifier, memo.metrics,
+                            tracing=memo.tracing)
     fleet.on_change = controller.fleet_changed
     controller.indices.endpoints = endpoints
     controller.indices.claims = claims
@@ -114,6 +119,8 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     await controller.kube.close()
     if memo.metrics_server is not None:
         await memo.metrics_server.close()
+    if controller.tracing is not None:  # what is queued is exported, off the event loop
+        await asyncio.to_thread(controller.tracing.shutdown)
 
 
 async def _serve_metrics(config: OperatorConfig, metrics: OperatorMetrics) -> MetricsServer | None:

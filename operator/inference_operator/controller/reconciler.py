@@ -7,6 +7,7 @@ wrong ends in a status, an Event and, for trouble that passes, a retry with back
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -18,6 +19,7 @@ from lightkube import ApiError
 from inference_operator.api.models import Reason
 from inference_operator.api.validation import spec_warnings
 from inference_operator.clock import SYSTEM_CLOCK, Clock
+from inference_operator.controller import tracing as spans
 from inference_operator.controller.claims import Claim, effective_inference_id, holder
 from inference_operator.controller.conditions import (
     Outcome,
@@ -113,9 +115,11 @@ class Controller:
     def __init__(
         self, config: OperatorConfig, kube: Kube, publisher: ConfigPublisher, fleet: Fleet,
         verifier: UpstreamVerifier | None, metrics: OperatorMetrics | None = None,
-        clock: Clock = SYSTEM_CLOCK,
+        clock: Clock = SYSTEM_CLOCK, tracing: spans.ReconcileTracing | None = None,
     ) -> None:
+        """``tracing``: none, tracing off."""
         self.config = config
+        self.tracing = tracing
         self.clock = clock
         self.kube = kube
         self.publisher = publisher
@@ -140,7 +144,7 @@ class Controller:
         key = key_of(body)
         tracked = self._tracked.setdefault(key, Tracked())
         # Pending from here: waiting for this resource's lock counts as queued work.
-        with self.metrics.pending.track_inprogress():
+        with self._reconcile_span(key) as span, self.metrics.pending.track_inprogress():
             async with tracked.lock:
                 started = self.clock.now()
                 # Whatever triggered this may hold an older body than kopf's index, which
@@ -166,6 +170,8 @@ class Controller:
                     log.exception("status of %s/%s not written", *key)
                     outcome = _failed(error)
                 self._measured(tracked, outcome, started)
+                if span is not None:
+                    self._traced(span, body, outcome, started - arrived)
         self._requeue(key, tracked, outcome)
 
     def is_status_echo(self, body: Body) -> bool:
@@ -309,7 +315,8 @@ class Controller:
             self._checking[pair] = check
             check.add_done_callback(lambda _: self._checking.pop(pair, None))
         # Shielded: one waiter cancelled (its resource deleted) cancels nobody else's.
-        problem = await asyncio.shield(check)
+        with self._span(spans.VERIFY):
+            problem = await asyncio.shield(check)
         if problem is None:
             self.verified.remember(key, model_id)
         return problem
@@ -330,7 +337,9 @@ class Controller:
         first = holder(self.indices.claimants(inference_id))
         if first is not None and (first.namespace, first.name) != key:
             return
-        if await self.publisher.delete_endpoint(inference_id):
+        with self._span(spans.WITHDRAW):
+            withdrawn = await self.publisher.delete_endpoint(inference_id)
+        if withdrawn:
             self._room_made(key[0])
 
     def _room_made(self, namespace: str | None) -> None:
@@ -361,9 +370,11 @@ class Controller:
         # Claimed before the write, so a concurrent full sync keeps it even while the
         # write is in flight and does not remove what is about to be served.
         tracked.serving_id = inference_id
-        tracked.placement = await self.publisher.put_endpoint(
-            inference_id, spec.get("task_type") or "completion", body, owner=key)
-        tracked.coverage = await self.fleet.wait_for(tracked.placement, PUBLISH_WAIT)
+        with self._span(spans.PUBLISH):
+            tracked.placement = await self.publisher.put_endpoint(
+                inference_id, spec.get("task_type") or "completion", body, owner=key)
+        with self._span(spans.GATEWAYS):
+            tracked.coverage = await self.fleet.wait_for(tracked.placement, PUBLISH_WAIT)
         return tracked.coverage
 
     # -- reporting ---------------------------------------------------------------------
@@ -383,22 +394,41 @@ class Controller:
         }
         if _without_none(status) == _without_none({k: old.get(k) for k in status}):
             return
-        # Events first: a crash between the two then repeats an Event after restart
-        # instead of losing it (the status read back would hide the transition).
-        before = ready_condition(old)
-        if before is None or (before.get("status"), before.get("reason")) != (
-            "True" if outcome.ready else "False", outcome.reason
-        ):
-            healthy = outcome.ready or (outcome.reconciling and outcome.reason != (
-                Reason.RECONCILE_FAILED))
-            await self.kube.post_event(body, "Normal" if healthy else "Warning",
-                                       outcome.reason, outcome.message)
-            log.info("%s/%s: %s (%s)", *key_of(body), outcome.reason, outcome.message)
-        if old.get("observedGeneration") != generation:
-            for warning in spec_warnings(body.get("spec") or {}):
-                await self.kube.post_event(body, "Warning", "SpecWarning", str(warning))
-        await self.kube.patch_status(metadata["namespace"], metadata["name"], status)
+        with self._span(spans.STATUS):
+            # Events first: a crash between the two then repeats an Event after restart
+            # instead of losing it (the status read back would hide the transition).
+            before = ready_condition(old)
+            if before is None or (before.get("status"), before.get("reason")) != (
+                "True" if outcome.ready else "False", outcome.reason
+            ):
+                healthy = outcome.ready or (outcome.reconciling and outcome.reason != (
+                    Reason.RECONCILE_FAILED))
+                await self.kube.post_event(body, "Normal" if healthy else "Warning",
+                                           outcome.reason, outcome.message)
+                log.info("%s/%s: %s (%s)", *key_of(body), outcome.reason, outcome.message)
+            if old.get("observedGeneration") != generation:
+                for warning in spec_warnings(body.get("spec") or {}):
+                    await self.kube.post_event(body, "Warning", "SpecWarning", str(warning))
+            await self.kube.patch_status(metadata["namespace"], metadata["name"], status)
         tracked.written = status
+
+    # -- tracing -----------------------------------------------------------------------
+
+    def _reconcile_span(self, key: Key) -> contextlib.AbstractContextManager[Any]:
+        if self.tracing is None:
+            return contextlib.nullcontext()
+        return self.tracing.reconcile(*key)
+
+    def _span(self, name: str) -> contextlib.AbstractContextManager[Any]:
+        """A step's span under the reconcile's, when tracing is on."""
+        return contextlib.nullcontext() if self.tracing is None else self.tracing.step(name)
+
+    def _traced(self, span: Any, body: Body, outcome: Outcome, waited: float) -> None:
+        span.set_attributes({spans.GENERATION: body["metadata"].get("generation", 0),
+                             spans.QUEUE_WAIT: waited, spans.REASON: str(outcome.reason),
+                             spans.READY: outcome.ready})
+        if outcome.reason == Reason.RECONCILE_FAILED and self.tracing is not None:
+            self.tracing.failed(span, outcome.reason)
 
     # -- metrics -----------------------------------------------------------------------
 
