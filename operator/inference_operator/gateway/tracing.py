@@ -126,9 +126,8 @@ class RequestTrace:
                                       REQUEST_STREAM: stream}
         for name, attribute in _REQUEST_PARAMETERS.items():
             value = params.get(name)
-            # Numbers as the conventions type them; anything else (a caller's model id
-            # is a string) as it is. Integers past 64 bits are valid JSON but no
-            # attribute: left out.
+            # Strings and numbers only; an integer past 64 bits is valid JSON (so a
+            # valid max_tokens) but cannot be an attribute: left out.
             if isinstance(value, str) or (isinstance(value, int | float)
                                           and not isinstance(value, bool)
                                           and abs(value) < 2**63):
