@@ -27,7 +27,7 @@ binaries: $(STAMP)
 
 # The whole suite, the end-to-end tests on a local node included (they skip, saying why,
 # where no node can run).
-test: binaries node prometheus-packages flux argocd
+test: binaries node prometheus-packages flux argocd jaeger
 	$(BIN)/ruff check --no-cache operator devkit tests bench
 	INFERENCE_OPERATOR_E2E=1 $(BIN)/pytest $(PYTEST_ARGS)
 
@@ -89,6 +89,12 @@ argocd: binaries
 	$(call apt-install-quiet,redis-server,redis-server,the Argo CD tests,redis-server)
 	$(BIN)/python -m inference_devkit.controlplane.argocd
 
+# Jaeger v2 (its OTLP receiver and in-memory query API), the trace receiver of the tracing
+# tests (tests/tracing/): built once from the pinned Go module in devkit/envtest/jaeger into
+# the user cache (controlplane/jaeger.py).
+jaeger: binaries
+	$(BIN)/python -m inference_devkit.controlplane.jaeger
+
 # promtool, for the alert and dashboard tests (tests/observability/): Debian's prometheus.
 prometheus-packages:
 	$(call apt-install-quiet,prometheus,promtool,the alert and dashboard tests,prometheus)
@@ -137,4 +143,4 @@ image: $(STAMP) node-packages
 e2e: node
 	INFERENCE_OPERATOR_E2E=1 $(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
-.PHONY: argocd cluster image e2e flux node node-packages prometheus-packages
+.PHONY: argocd cluster image e2e flux jaeger node node-packages prometheus-packages

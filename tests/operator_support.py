@@ -98,18 +98,20 @@ def event_counts(kubectl: Kubectl, namespace: str) -> collections.Counter[tuple[
 
 
 @contextmanager
-def restarted_with(service: Service, *extra: str) -> Iterator[Service]:
-    """Run ``service`` with extra flags (later flags win in argparse), then put the
-    original back, so the session's other tests see the stack they expect."""
-    original = list(service.argv)
+def restarted_with(service: Service, *extra: str,
+                   env: Mapping[str, str | None] | None = None) -> Iterator[Service]:
+    """Run ``service`` with extra flags (later flags win in argparse) and environment,
+    then put the original back, so the session's other tests see the stack they expect."""
+    original, original_env = list(service.argv), dict(service.env)
     service.stop()
     service.argv = [*original, *extra]
+    service.env.update(env or {})
     service.start()
     try:
         yield service
     finally:
         service.stop()
-        service.argv = original
+        service.argv, service.env = original, original_env
         service.start()
 
 

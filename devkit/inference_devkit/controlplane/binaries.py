@@ -42,6 +42,8 @@ FLUX_BINARY_NAMES = ("source-controller", "kustomize-controller")
 # The Argo CD components the tests run, one binary (ARGOCD_BINARY_NAME picks the
 # component), built from devkit/envtest/argocd/main.go for tests/argocd/.
 ARGOCD = "argocd"
+# Jaeger v2, the real OTLP receiver of the tracing tests (tests/tracing/).
+JAEGER = "jaeger"
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,9 @@ TOOLS: dict[str, GoTool] = {
         GoTool(ARGOCD, "argocd", "github.com/argoproj/argo-cd/v3", ".", static=True,
                version_variable="github.com/argoproj/argo-cd/v3/common.version",
                toolchain="go1.27.3"),
+        # Jaeger, for the tracing tests only (controlplane/jaeger.py).
+        GoTool(JAEGER, "jaeger", "github.com/jaegertracing/jaeger",
+               "github.com/jaegertracing/jaeger/cmd/jaeger", static=True),
     )
 }
 
