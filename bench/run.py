@@ -19,7 +19,7 @@ from bench.harness import ROOT
 
 BENCHMARKS = {"gateway": "bench.gateway", "operator": "bench.operator", "fleet": "bench.fleet",
               "auth": "bench.auth", "fleet-throughput": "bench.throughput",
-              "chat": "bench.chat"}
+              "chat": "bench.chat", "tracing": "bench.tracing"}
 
 
 def main(argv: list[str] | None = None) -> int:
