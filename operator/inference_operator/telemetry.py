@@ -16,6 +16,11 @@ ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_
 PROTOCOL_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
 # The one exporter shipped: gRPC's would add a large native dependency for no gain.
 PROTOCOL = "http/protobuf"
+# The GenAI instrumentations' opt-in for prompts and answers in spans; the older "true"
+# is taken too. Off unless set: they are the users' data.
+CONTENT_VARIABLE = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+_CONTENT_ON = frozenset({"SPAN_ONLY", "SPAN_AND_EVENT", "TRUE"})
+_CONTENT_OFF = frozenset({"", "NO_CONTENT", "FALSE"})
 
 
 def tracing_enabled(environ: Mapping[str, str] = os.environ) -> bool:
@@ -30,6 +35,11 @@ def config_problem(environ: Mapping[str, str] = os.environ) -> str | None:
     rather than found when the first span is exported."""
     if not tracing_enabled(environ):
         return None
+    content = environ.get(CONTENT_VARIABLE, "").strip().upper()
+    if content not in _CONTENT_ON | _CONTENT_OFF:
+        return (f"{CONTENT_VARIABLE}={environ[CONTENT_VARIABLE]} is not supported: "
+                "SPAN_ONLY (or SPAN_AND_EVENT, true) records prompts and answers on spans "
+                "(there are no GenAI events), NO_CONTENT (the default) does not")
     for name in PROTOCOL_VARIABLES:  # the traces' own variable first, as the SDK reads them
         value = environ.get(name, "").strip()
         if value:
@@ -37,6 +47,11 @@ def config_problem(environ: Mapping[str, str] = os.environ) -> str | None:
                 return f"{name}={value} is not supported: tracing exports {PROTOCOL} only"
             return None
     return None
+
+
+def capture_content(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether the user opted in to prompts and answers on spans."""
+    return environ.get(CONTENT_VARIABLE, "").strip().upper() in _CONTENT_ON
 
 
 def tracer_provider(service_name: str) -> TracerProvider:

@@ -31,7 +31,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from inference_devkit.waiting import poll_async
 from inference_operator import telemetry
-from inference_operator.gateway import tracing
+from inference_operator.gateway import trace_content, tracing
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
@@ -225,6 +225,29 @@ async def test_no_key_and_no_caller_token_in_any_span(
         assert secret not in text
 
 
+@pytest.mark.parametrize("setting", ["SPAN_ONLY", "true"])
+async def test_the_prompt_and_the_answer_are_recorded_only_when_opted_in(
+        make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch, setting: str) -> None:
+    monkeypatch.setenv(telemetry.CONTENT_VARIABLE, setting)
+    traced = await _traced(make_gateway)
+    for path in (CHAT, CHAT + "/_stream"):
+        traced.exporter.clear()
+        status, _ = await traced.post(path, {"messages": [
+            {"role": "system", "content": "be brief"}, {"role": "user", "content": PROMPT}]})
+        assert status == 200
+        (client,) = traced.clients()
+        attributes = dict(client.attributes or {})
+        assert json.loads(attributes[trace_content.SYSTEM_INSTRUCTIONS]) == [
+            {"type": "text", "content": "be brief"}]
+        assert json.loads(attributes[trace_content.INPUT_MESSAGES]) == [
+            {"role": "user", "parts": [{"type": "text", "content": PROMPT}]}]
+        (answer,) = json.loads(attributes[trace_content.OUTPUT_MESSAGES])
+        assert answer["role"] == "assistant" and answer["finish_reason"] == "end_turn"
+        assert answer["parts"][0]["type"] == "text" and answer["parts"][0]["content"]
+        # On the attempt's span only, as the conventions place them.
+        assert PROMPT not in traced.server().to_json()
+
+
 def test_tracing_is_on_only_with_an_endpoint_and_not_disabled() -> None:
     assert not telemetry.tracing_enabled({})
     assert telemetry.tracing_enabled({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"})
@@ -242,6 +265,10 @@ def test_tracing_is_on_only_with_an_endpoint_and_not_disabled() -> None:
     ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
       "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf"}, None),
     ({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, None),  # off: nothing to say
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318",
+      telemetry.CONTENT_VARIABLE: "EVENT_ONLY"}, "EVENT_ONLY is not supported"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318",
+      telemetry.CONTENT_VARIABLE: "no_content"}, None),
 ])
 def test_an_unsupported_protocol_is_said_before_start(environ: dict[str, str],
                                                       problem: str | None) -> None:

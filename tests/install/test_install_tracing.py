@@ -57,6 +57,12 @@ def test_an_endpoint_turns_tracing_on_with_the_sdks_variables(mode: list[str]) -
     assert any(4318 in egress_ports(policy) for policy in policies)
 
 
+def test_content_is_recorded_only_when_asked() -> None:
+    assert not telemetry.capture_content(container_env(render(ENDPOINT)))
+    env = container_env(render(ENDPOINT, "--set=tracing.captureContent=true"))
+    assert telemetry.capture_content(env) and telemetry.config_problem(env) is None
+
+
 def test_propagation_upstream_is_its_own_choice() -> None:
     assert "--trace-upstream" in args_of(
         render(ENDPOINT, "--set=tracing.propagateUpstream=true"), "gateway")

@@ -3,6 +3,7 @@ and stream events become, and what the request parameters become (gateway/tracin
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 from typing import Any
 
@@ -12,7 +13,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from inference_operator.gateway import tracing
+from inference_operator.gateway import trace_content, tracing
 
 
 @pytest.mark.parametrize(("message", "attributes"), [
@@ -97,3 +98,59 @@ def test_a_stream_is_put_together_from_its_events() -> None:
         assert attributes[tracing.FINISH_REASONS] == ("end_turn",)
         assert (attributes[tracing.INPUT_TOKENS], attributes[tracing.OUTPUT_TOKENS]) == (12, 40)
         assert attributes[tracing.TIME_TO_FIRST_CHUNK] >= 0
+
+
+def test_the_prompt_becomes_the_conventions_messages_with_nothing_copied_but_text() -> None:
+    params = {"system": [{"type": "text", "text": "be brief"}], "messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": [
+            {"type": "tool_use", "id": "t1", "name": "f", "input": {"x": 1}}]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "t1", "content": [{"type": "text",
+                                                                      "text": "42"}]},
+            {"type": "image", "source": {"type": "base64", "data": "SECRETPIXELS"}}]}]}
+    attributes = trace_content.input_attributes(params)
+    assert json.loads(attributes[trace_content.SYSTEM_INSTRUCTIONS]) == [
+        {"type": "text", "content": "be brief"}]
+    assert json.loads(attributes[trace_content.INPUT_MESSAGES]) == [
+        {"role": "user", "parts": [{"type": "text", "content": "hi"}]},
+        {"role": "assistant", "parts": [{"type": "tool_call", "id": "t1", "name": "f",
+                                         "arguments": '{"x":1}'}]},
+        {"role": "user", "parts": [
+            {"type": "tool_call_response", "id": "t1",
+             "response": [{"type": "text", "content": "42"}]},
+            {"type": "image"}]}]
+    assert trace_content.TRUNCATED not in attributes
+
+
+def test_a_long_text_is_cut_and_the_json_stays_whole() -> None:
+    long = "x" * (trace_content.MAX_TEXT + 10)
+    attributes = trace_content.output_attributes([{"type": "text", "text": long}], "max_tokens")
+    (message,) = json.loads(attributes[trace_content.OUTPUT_MESSAGES])
+    assert message["finish_reason"] == "max_tokens"
+    assert message["parts"][0]["content"] == "x" * trace_content.MAX_TEXT + "…"
+    assert attributes[trace_content.TRUNCATED] is True
+
+
+def test_a_streamed_answer_is_put_together_from_its_blocks() -> None:
+    streamed = trace_content.StreamedContent()
+    for event in (
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text",
+                                                                       "text": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta",
+                                                              "text": "Hel"}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta",
+                                                              "text": "lo"}},
+        {"type": "content_block_start", "index": 1,
+         "content_block": {"type": "tool_use", "id": "t", "name": "f", "input": {}}},
+        {"type": "content_block_delta", "index": 1,
+         "delta": {"type": "input_json_delta", "partial_json": '{"a":'}},
+        {"type": "content_block_delta", "index": 1,
+         "delta": {"type": "input_json_delta", "partial_json": "1}"}},
+    ):
+        streamed.add(event)
+    (message,) = json.loads(trace_content.output_attributes(
+        streamed.blocks(), "tool_use")[trace_content.OUTPUT_MESSAGES])
+    assert message["parts"] == [{"type": "text", "content": "Hello"},
+                                {"type": "tool_call", "id": "t", "name": "f",
+                                 "arguments": '{"a":1}'}]

@@ -192,6 +192,10 @@ env:
   - name: OTEL_RESOURCE_ATTRIBUTES
     value: {{ . | quote }}
   {{- end }}
+  {{- if .captureContent }}
+  - name: OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT
+    value: SPAN_ONLY
+  {{- end }}
 {{- end }}
 {{- end }}
 {{- end }}

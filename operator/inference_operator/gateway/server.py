@@ -207,7 +207,8 @@ class GatewayServer:
                 config.request_memory_endpoint_share),
             tracing=None if tracer_provider is None else Tracing(
                 tracer_provider, config.anthropic_base_url,
-                propagate_upstream=config.trace_upstream),
+                propagate_upstream=config.trace_upstream,
+                capture_content=telemetry.capture_content()),
         )
         self.access: Access | None = None
         if config.auth == modes.API_KEYS:

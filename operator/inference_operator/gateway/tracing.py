@@ -2,9 +2,10 @@
 request, a child of the caller's W3C trace context when it sends one, and a CLIENT span
 per upstream attempt under it, so retries show. Both carry the OpenTelemetry GenAI
 semantic conventions' attributes (v1.41 names, the last released) and ours under
-``inference_gateway.``. No prompt or completion text, no key and no caller token is ever
-an attribute; the trace context reaches Anthropic only when ``propagate_upstream`` says
-so. A stream's spans end with its last event."""
+``inference_gateway.``. No key and no caller token is ever an attribute, and the prompt
+and the answer only when ``capture_content`` says so (trace_content.py); the trace context
+reaches Anthropic only when ``propagate_upstream`` says so. A stream's spans end with its
+last event."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from inference_operator.gateway import trace_content
 from inference_operator.gateway.auth.caller import Caller
 from inference_operator.gateway.routes import PREFIX, Action, Route
 
@@ -68,7 +70,7 @@ class Tracing:
     the tests' in-memory one)."""
 
     def __init__(self, provider: TracerProvider, upstream_url: str, *,
-                 propagate_upstream: bool = False) -> None:
+                 propagate_upstream: bool = False, capture_content: bool = False) -> None:
         from opentelemetry import propagate, trace
 
         self._provider = provider
@@ -76,6 +78,7 @@ class Tracing:
         self._propagate = propagate
         self._trace = trace
         self.propagate_upstream = propagate_upstream
+        self.capture_content = capture_content
         url = urllib.parse.urlsplit(upstream_url)
         self.server = {SERVER_ADDRESS: url.hostname or "",
                        SERVER_PORT: url.port or (443 if url.scheme == "https" else 80)}
@@ -117,6 +120,7 @@ class RequestTrace:
         self._tracing = tracing
         self.span = span
         self._request: dict[str, Any] = {}
+        self._content: dict[str, Any] = {}  # the prompt, when captured
         self._queue_wait = 0.0
         self.stream: Attempt | None = None  # a stream's attempt, open until its last event
 
@@ -134,13 +138,15 @@ class RequestTrace:
                 attributes[attribute] = value
         self._request = attributes
         self.span.set_attributes(attributes)
+        if self._tracing.capture_content:  # on the attempts' spans only, as the conventions
+            self._content = trace_content.input_attributes(params)
 
     def admission(self, outcome: str, waited: float) -> None:
         self._queue_wait += waited
         self.span.set_attributes({ADMISSION: outcome, QUEUE_WAIT: self._queue_wait})
 
     def attempt(self) -> Attempt:
-        return self._tracing.attempt(self.span, self._request)
+        return self._tracing.attempt(self.span, {**self._request, **self._content})
 
     def end(self, status: int, route: Route | None, caller: Caller | None,
             inference_id: str | None) -> None:
@@ -177,10 +183,14 @@ class Attempt:
         self._started = time.monotonic()
         self._first_chunk = False
         self._message: dict[str, Any] = {}
+        self._streamed = trace_content.StreamedContent() if tracing.capture_content else None
 
     def answered(self, message: Mapping[str, Any]) -> None:
         """A Message: the response's attributes, and the end of the attempt."""
         self._set(response_attributes(message))
+        if self._tracing.capture_content:
+            self.span.set_attributes(trace_content.output_attributes(
+                message.get("content"), message.get("stop_reason")))
         self.span.end()
 
     def event(self, event: Mapping[str, Any]) -> None:
@@ -188,6 +198,8 @@ class Attempt:
         ``message_start`` and the ``message_delta`` that carries the stop reason and the
         output tokens so far."""
         kind = event.get("type")
+        if self._streamed is not None:
+            self._streamed.add(event)
         if kind == "message_start":
             message = event.get("message")
             self._message = dict(message) if isinstance(message, Mapping) else {}
@@ -208,6 +220,9 @@ class Attempt:
     def end(self, error_type: str | None = None) -> None:
         """A stream's end: what it reported, and the error that cut it, if one did."""
         self._set(response_attributes(self._message))
+        if self._streamed is not None:
+            self.span.set_attributes(trace_content.output_attributes(
+                self._streamed.blocks(), self._message.get("stop_reason")))
         if error_type is not None:
             self._tracing.failed(self.span, error_type)
         self.span.end()
