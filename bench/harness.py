@@ -34,15 +34,13 @@ from typing import Any
 
 from inference_devkit.controlplane import launcher
 from inference_devkit.devstack.processes import Service, Stack
-from inference_devkit.loopback import free_port
+from inference_devkit.loopback import DIRECT, free_port
 from inference_devkit.waiting import poll
 from inference_operator.api.gateway_config import Record, Shard, Shards
 
 ROOT = Path(__file__).resolve().parents[1]
 START_SECONDS = 60.0
 ADMIN_TOKEN = "bench-admin-token"
-# Direct, never through a proxy from the environment (as the process supervisor does).
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def step(text: str) -> None:
@@ -269,7 +267,7 @@ class Gateway:
 
     def _get(self, path: str) -> dict[str, Any] | None:
         try:
-            with _DIRECT.open(self.url + path, timeout=2) as response:
+            with DIRECT.open(self.url + path, timeout=2) as response:
                 return json.loads(response.read())
         except (urllib.error.URLError, OSError, ValueError):
             return None

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import socket
+import urllib.request
+
+# For loopback URLs: never through a proxy from the environment.
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def free_port() -> int:

@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import Span
 
+ERROR_TYPE = "error.type"
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 PROTOCOL_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
 # The one exporter shipped: gRPC's would add a large native dependency for no gain.
@@ -69,3 +71,23 @@ def tracer_provider(service_name: str) -> TracerProvider:
         resource=Resource.create({} if named else {SERVICE_NAME: service_name}))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     return provider
+
+
+class SpanMaker:
+    """One part's tracer (the gateway's, the operator's) on its provider: what both do
+    with spans besides making their own."""
+
+    def __init__(self, provider: TracerProvider, scope: str) -> None:
+        from opentelemetry import trace
+
+        self._provider = provider
+        self._tracer = provider.get_tracer(scope)
+        self._trace = trace
+
+    def failed(self, span: Span, error_type: str) -> None:
+        span.set_attribute(ERROR_TYPE, error_type)
+        span.set_status(self._trace.StatusCode.ERROR)
+
+    def shutdown(self) -> None:
+        """Exports what is queued (blocking: run it off the event loop)."""
+        self._provider.shutdown()

@@ -21,7 +21,7 @@ from pathlib import Path
 from inference_devkit.controlplane import binaries
 from inference_devkit.controlplane.binaries import JAEGER
 from inference_devkit.devstack.processes import Service
-from inference_devkit.loopback import free_port
+from inference_devkit.loopback import DIRECT, free_port
 
 CONFIG = """\
 service:
@@ -61,8 +61,6 @@ exporters:
   jaeger_storage_exporter:
     trace_storage: memory
 """
-# Loopback: never through a proxy from the environment.
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 @dataclass(frozen=True)
@@ -90,7 +88,7 @@ class RunningJaeger:
     def get(self, path: str) -> str | None:
         """The query API's answer to ``path``; None for a 404 (nothing stored yet)."""
         try:
-            with _DIRECT.open(self.query_url + path, timeout=5) as answer:
+            with DIRECT.open(self.query_url + path, timeout=5) as answer:
                 return answer.read().decode()
         except urllib.error.HTTPError as error:
             if error.code == 404:

@@ -20,13 +20,11 @@ from inference_devkit.controlplane import binaries
 from inference_devkit.controlplane.harnessstate import Harness
 from inference_devkit.controlplane.kubectl import Kubectl
 from inference_devkit.controlplane.launcher import tail
-from inference_devkit.loopback import free_port
+from inference_devkit.loopback import DIRECT, free_port
 from inference_devkit.waiting import poll
 from inference_operator.api.gateway_config import Shards, empty_secret
 
 CLI = (sys.executable, "-m", "inference_operator.cli.main")
-# Health URLs are on loopback: never through a proxy from the environment.
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 class ProcessFailed(RuntimeError):
@@ -73,7 +71,7 @@ class Service:
                 raise ProcessFailed(
                     f"{self.name} exited with {self.popen.returncode}\n{self.log_tail()}")
             try:
-                with _DIRECT.open(url, timeout=1) as response:
+                with DIRECT.open(url, timeout=1) as response:
                     return response.status == 200
             except (urllib.error.URLError, OSError):
                 return False

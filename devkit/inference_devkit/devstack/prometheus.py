@@ -19,12 +19,10 @@ from typing import Any
 import yaml
 
 from inference_devkit.devstack.processes import Service
-from inference_devkit.loopback import free_port
+from inference_devkit.loopback import DIRECT, free_port
 
 INSTALL_HINT = ("Prometheus is not installed: `make prometheus-packages` installs Debian's "
                 "package (as root), or put a `prometheus` binary on PATH")
-# Loopback only: never through a proxy from the environment.
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def binary() -> str | None:
@@ -69,7 +67,7 @@ def query(server: Service, expression: str) -> list[dict[str, Any]]:
     ValueError with Prometheus' message when it does not parse or evaluate."""
     target = f"{url(server)}/api/v1/query?" + urllib.parse.urlencode({"query": expression})
     try:
-        with _DIRECT.open(target, timeout=10) as response:
+        with DIRECT.open(target, timeout=10) as response:
             answer = json.load(response)
     except urllib.error.HTTPError as error:
         answer = json.load(error)

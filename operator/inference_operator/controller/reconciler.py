@@ -427,7 +427,8 @@ class Controller:
         span.set_attributes({spans.GENERATION: body["metadata"].get("generation", 0),
                              spans.QUEUE_WAIT: waited, spans.REASON: str(outcome.reason),
                              spans.READY: outcome.ready})
-        if outcome.reason == Reason.RECONCILE_FAILED and self.tracing is not None:
+        if outcome.reason == Reason.RECONCILE_FAILED:
+            assert self.tracing is not None  # a span is made only when tracing is on
             self.tracing.failed(span, outcome.reason)
 
     # -- metrics -----------------------------------------------------------------------

@@ -10,6 +10,8 @@ import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from inference_operator import telemetry
+
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.trace import Span
@@ -20,7 +22,7 @@ GENERATION = "inference_operator.endpoint.generation"
 QUEUE_WAIT = "inference_operator.queue.wait"  # seconds waiting for the endpoint's lock
 REASON = "inference_operator.reason"  # the Ready condition's reason the reconcile reached
 READY = "inference_operator.ready"
-ERROR_TYPE = "error.type"
+ERROR_TYPE = telemetry.ERROR_TYPE
 RECONCILE = "reconcile InferenceEndpoint"
 # The steps' span names.
 VERIFY = "verify key"
@@ -30,13 +32,9 @@ WITHDRAW = "withdraw"
 STATUS = "write status"
 
 
-class ReconcileTracing:
+class ReconcileTracing(telemetry.SpanMaker):
     def __init__(self, provider: TracerProvider) -> None:
-        from opentelemetry import trace
-
-        self._provider = provider
-        self._tracer = provider.get_tracer("inference_operator.controller")
-        self._error = trace.StatusCode.ERROR
+        super().__init__(provider, "inference_operator.controller")
 
     @contextlib.contextmanager
     def reconcile(self, namespace: str, name: str) -> Iterator[Span]:
@@ -48,11 +46,3 @@ class ReconcileTracing:
 
     def step(self, name: str) -> contextlib.AbstractContextManager[Any]:
         return self._tracer.start_as_current_span(name, record_exception=False)
-
-    def failed(self, span: Span, error_type: str) -> None:
-        span.set_attribute(ERROR_TYPE, error_type)
-        span.set_status(self._error)
-
-    def shutdown(self) -> None:
-        """Exports what is queued (blocking: run it off the event loop)."""
-        self._provider.shutdown()

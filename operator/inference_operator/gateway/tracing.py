@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from inference_operator import telemetry
+from inference_operator.anthropic.replies import object_at
 from inference_operator.gateway import trace_content
 from inference_operator.gateway.auth.caller import Caller
 from inference_operator.gateway.routes import PREFIX, Action, Route
@@ -42,7 +44,7 @@ OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
 CACHE_READ_TOKENS = "gen_ai.usage.cache_read.input_tokens"
 CACHE_CREATION_TOKENS = "gen_ai.usage.cache_creation.input_tokens"
 # General and HTTP semantic conventions (stable).
-ERROR_TYPE = "error.type"
+ERROR_TYPE = telemetry.ERROR_TYPE
 SERVER_ADDRESS = "server.address"
 SERVER_PORT = "server.port"
 HTTP_METHOD = "http.request.method"
@@ -65,18 +67,16 @@ _REQUEST_PARAMETERS = {"model": REQUEST_MODEL, "max_tokens": REQUEST_MAX_TOKENS,
                        "top_k": REQUEST_TOP_K}
 
 
-class Tracing:
+class Tracing(telemetry.SpanMaker):
     """Made once per gateway, from its tracer provider (telemetry.tracer_provider, or
     the tests' in-memory one)."""
 
     def __init__(self, provider: TracerProvider, upstream_url: str, *,
                  propagate_upstream: bool = False, capture_content: bool = False) -> None:
-        from opentelemetry import propagate, trace
+        from opentelemetry import propagate
 
-        self._provider = provider
-        self._tracer = provider.get_tracer("inference_operator.gateway")
+        super().__init__(provider, "inference_operator.gateway")
         self._propagate = propagate
-        self._trace = trace
         self.propagate_upstream = propagate_upstream
         self.capture_content = capture_content
         url = urllib.parse.urlsplit(upstream_url)
@@ -103,14 +103,6 @@ class Tracing:
         if self.propagate_upstream:
             self._propagate.inject(headers, context=self._trace.set_span_in_context(span))
         return Attempt(self, span, parent, headers)
-
-    def failed(self, span: Span, error_type: str) -> None:
-        span.set_attribute(ERROR_TYPE, error_type)
-        span.set_status(self._trace.StatusCode.ERROR)
-
-    def shutdown(self) -> None:
-        """Exports what is queued (blocking: run it off the event loop)."""
-        self._provider.shutdown()
 
 
 class RequestTrace:
@@ -187,11 +179,7 @@ class Attempt:
 
     def answered(self, message: Mapping[str, Any]) -> None:
         """A Message: the response's attributes, and the end of the attempt."""
-        self._set(response_attributes(message))
-        if self._tracing.capture_content:
-            self.span.set_attributes(trace_content.output_attributes(
-                message.get("content"), message.get("stop_reason")))
-        self.span.end()
+        self._finish(message, message.get("content"), None)
 
     def event(self, event: Mapping[str, Any]) -> None:
         """A stream's event: its Message is put together as Anthropic's SDK does, from
@@ -201,34 +189,35 @@ class Attempt:
         if self._streamed is not None:
             self._streamed.add(event)
         if kind == "message_start":
-            message = event.get("message")
-            self._message = dict(message) if isinstance(message, Mapping) else {}
+            self._message = dict(object_at(event, "message"))
             return
         if not self._first_chunk:
             self._first_chunk = True
             self._set({TIME_TO_FIRST_CHUNK: time.monotonic() - self._started})
         if kind == "message_delta":
-            delta = event.get("delta")
-            if isinstance(delta, Mapping) and delta.get("stop_reason"):
-                self._message["stop_reason"] = delta["stop_reason"]
-            usage = event.get("usage")
-            if isinstance(usage, Mapping):
-                known = self._message.get("usage")
-                self._message["usage"] = {**(known if isinstance(known, Mapping) else {}),
-                                          **usage}
+            stop_reason = object_at(event, "delta").get("stop_reason")
+            if stop_reason:
+                self._message["stop_reason"] = stop_reason
+            self._message["usage"] = {**object_at(self._message, "usage"),
+                                      **object_at(event, "usage")}
 
     def end(self, error_type: str | None = None) -> None:
         """A stream's end: what it reported, and the error that cut it, if one did."""
-        self._set(response_attributes(self._message))
-        if self._streamed is not None:
-            self.span.set_attributes(trace_content.output_attributes(
-                self._streamed.blocks(), self._message.get("stop_reason")))
-        if error_type is not None:
-            self._tracing.failed(self.span, error_type)
-        self.span.end()
+        self._finish(self._message,
+                     None if self._streamed is None else self._streamed.blocks(), error_type)
 
     def failed(self, error_type: str) -> None:
         self._tracing.failed(self.span, error_type)
+        self.span.end()
+
+    def _finish(self, message: Mapping[str, Any], content: Any,
+                error_type: str | None) -> None:
+        self._set(response_attributes(message))
+        if self._tracing.capture_content:
+            self.span.set_attributes(trace_content.output_attributes(
+                content, message.get("stop_reason")))
+        if error_type is not None:
+            self._tracing.failed(self.span, error_type)
         self.span.end()
 
     def _set(self, attributes: Mapping[str, Any]) -> None:
@@ -245,10 +234,7 @@ def response_attributes(message: Mapping[str, Any]) -> dict[str, Any]:
             attributes[attribute] = message[key]
     if isinstance(message.get("stop_reason"), str):
         attributes[FINISH_REASONS] = (message["stop_reason"],)
-    usage = message.get("usage")
-    if not isinstance(usage, Mapping):
-        return attributes
-    counts = {key: value for key, value in usage.items()
+    counts = {key: value for key, value in object_at(message, "usage").items()
               if isinstance(value, int) and not isinstance(value, bool) and value >= 0}
     cache_read = counts.get("cache_read_input_tokens", 0)
     cache_creation = counts.get("cache_creation_input_tokens", 0)
