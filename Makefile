@@ -26,8 +26,10 @@ binaries: $(STAMP)
 	$(CLI) controlplane --build-only
 
 # The whole suite, the end-to-end tests on a local node included (they skip, saying why,
-# where no node can run).
-test: binaries node prometheus-packages flux argocd jaeger
+# where no node can run). Flux, Argo CD and Jaeger, which only some tests need, are built
+# by the session in the background while the tests that need none run (tests/conftest.py,
+# controlplane/prebuild.py); `make flux argocd jaeger` builds them ahead instead.
+test: binaries node prometheus-packages argocd-packages
 	$(BIN)/ruff check --no-cache operator devkit tests bench
 	INFERENCE_OPERATOR_E2E=1 $(BIN)/pytest $(PYTEST_ARGS)
 
@@ -85,9 +87,11 @@ endef
 # (controlplane/argocd.py). v3.6 needs Go 1.27: that build alone sets GOTOOLCHAIN=go1.27.3,
 # which the go command fetches from the module proxy. Argo CD keeps its cache in Redis:
 # Debian's redis-server.
-argocd: binaries
-	$(call apt-install-quiet,redis-server,redis-server,the Argo CD tests,redis-server)
+argocd: binaries argocd-packages
 	$(BIN)/python -m inference_devkit.controlplane.argocd
+
+argocd-packages:
+	$(call apt-install-quiet,redis-server,redis-server,the Argo CD tests,redis-server)
 
 # Jaeger v2 (its OTLP receiver and in-memory query API), the trace receiver of the tracing
 # tests (tests/tracing/): built once from the pinned Go module in devkit/envtest/jaeger into
@@ -143,4 +147,5 @@ image: $(STAMP) node-packages
 e2e: node
 	INFERENCE_OPERATOR_E2E=1 $(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
-.PHONY: argocd cluster image e2e flux jaeger node node-packages prometheus-packages
+.PHONY: argocd argocd-packages cluster image e2e flux jaeger node node-packages \
+	prometheus-packages

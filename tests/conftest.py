@@ -8,6 +8,7 @@ cluster (kind, ...); ``KUBEBUILDER_ASSETS`` supplies prebuilt binaries.
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
-from inference_devkit.controlplane import binaries, launcher
+from inference_devkit.controlplane import binaries, launcher, prebuild
 from inference_devkit.controlplane.kubeconfig import write_token_kubeconfig
 from inference_devkit.controlplane.kubectl import Kubectl
 from inference_devkit.devstack.processes import Stack
@@ -26,6 +27,33 @@ REPO = Path(__file__).resolve().parents[1]
 
 _planes: list[launcher.ControlPlane] = []  # running now: their logs go into failure reports
 _started: list[launcher.ControlPlane] = []  # for the closing summary
+
+# The tests that need a tool the session builds in the background (controlplane/prebuild.py)
+# when it is missing; testpaths (pyproject.toml) runs them after those that need none.
+NEEDS_TOOL = {"tests/gitops/": "flux", "tests/argocd/": "argocd",
+              "tests/e2e/test_e2e_argocd.py": "argocd", "tests/tracing/": "jaeger"}
+PREBUILD_LOG = binaries.cache_root() / "prebuild.log"
+_prebuilding: list[subprocess.Popen[bytes]] = []
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    paths = {item.path.relative_to(REPO).as_posix() for item in session.items
+             if item.path.is_relative_to(REPO)}
+    needed = dict.fromkeys(tool for prefix, tool in NEEDS_TOOL.items()
+                           if any(path.startswith(prefix) for path in paths))
+    missing = prebuild.unbuilt(needed)
+    if not missing:
+        return
+    PREBUILD_LOG.parent.mkdir(parents=True, exist_ok=True)
+    _prebuilding.append(prebuild.start(missing, PREBUILD_LOG))
+    session.config.pluginmanager.get_plugin("terminalreporter").write_line(
+        f"building {', '.join(missing)} in the background at idle priority while the tests "
+        f"that need none run (log: {PREBUILD_LOG})")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    for process in _prebuilding:
+        prebuild.stop(process)
 
 
 @pytest.fixture(scope="session")
@@ -122,6 +150,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
+    if _prebuilding:
+        terminalreporter.write_line(f"background build ({PREBUILD_LOG}):")
+        for line in PREBUILD_LOG.read_text(errors="replace").splitlines():
+            if not line.startswith("  ... "):  # the heartbeats
+                terminalreporter.write_line(f"  {line}")
     for plane in _started:
         terminalreporter.write_line(
             f"control plane: ready in {plane.startup_seconds:.1f}s at {plane.server}"

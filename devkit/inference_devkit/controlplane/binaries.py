@@ -11,7 +11,9 @@ Resolution order:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -22,7 +24,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,9 @@ class GoTool:
     # A module that needs a newer Go than the machine's: GOTOOLCHAIN for its build only
     # (the go command fetches that toolchain from the module proxy).
     toolchain: str | None = None
+    # Compiled without optimizations (Go's debug build, -N -l): faster to build, for the
+    # tools only tests run, whose speed no test measures.
+    unoptimized: bool = False
 
     def ldflags(self, version: str) -> str:
         flags = ["-s", "-w"]
@@ -83,7 +88,11 @@ class GoTool:
         """What besides the version changes the binary; the cache key hashes it. A tool
         that is not static hashes its ldflags alone, as before (its cache stays valid)."""
         return (self.ldflags(version) + (" CGO_ENABLED=0" if self.static else "")
-                + (f" GOTOOLCHAIN={self.toolchain}" if self.toolchain else ""))
+                + (f" GOTOOLCHAIN={self.toolchain}" if self.toolchain else "")
+                + (f" -gcflags={self.gcflags()}" if self.unoptimized else ""))
+
+    def gcflags(self) -> str:
+        return "all=-N -l" if self.unoptimized else ""
 
     def build_env(self) -> dict[str, str]:
         """The caller's environment (proxy, SSL_CERT_FILE, GOPROXY... reach `go` as
@@ -110,14 +119,14 @@ TOOLS: dict[str, GoTool] = {
                static=True),
         # Flux's controllers, for the GitOps tests only (controlplane/flux.py).
         *(GoTool(name, "flux", f"github.com/fluxcd/{name}", f"github.com/fluxcd/{name}",
-                 static=True) for name in FLUX_BINARY_NAMES),
+                 static=True, unoptimized=True) for name in FLUX_BINARY_NAMES),
         # Argo CD, for the Argo CD tests only (controlplane/argocd.py).
         GoTool(ARGOCD, "argocd", "github.com/argoproj/argo-cd/v3", ".", static=True,
                version_variable="github.com/argoproj/argo-cd/v3/common.version",
-               toolchain="go1.27.3"),
+               toolchain="go1.27.3", unoptimized=True),
         # Jaeger, for the tracing tests only (controlplane/jaeger.py).
         GoTool(JAEGER, "jaeger", "github.com/jaegertracing/jaeger",
-               "github.com/jaegertracing/jaeger/cmd/jaeger", static=True),
+               "github.com/jaegertracing/jaeger/cmd/jaeger", static=True, unoptimized=True),
     )
 }
 
@@ -190,7 +199,10 @@ def copied_from_module(name: str, folder: str, files: tuple[str, ...],
     source = module_source(name) / folder
     target.mkdir(parents=True, exist_ok=True)
     for path in wanted:
-        shutil.copyfile(source / path.name, path)
+        # Whole or absent: the background build (prebuild.py) and a test may copy at once.
+        partial = path.with_name(f".{path.name}.{os.getpid()}")
+        shutil.copyfile(source / path.name, partial)
+        partial.replace(path)
     return wanted
 
 
@@ -224,11 +236,33 @@ def _report_progress(name: str, log: Path, done: threading.Event, out) -> None:
         )
 
 
+@contextlib.contextmanager
+def _build_lock(target: Path, out) -> Iterator[None]:
+    """One build of a binary at a time: a test that needs what the background build
+    (prebuild.py) is making waits for it rather than compiling it a second time."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with (target.parent / f".{target.name}.lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for the build of {target.name} under way elsewhere",
+                  file=out, flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def build(tool: GoTool, sources: Path, out=sys.stderr) -> Path:
     """Build one binary into the cache, atomically; returns its path."""
     target = cached_path(tool, sources)
     if target.exists():
         return target
+    with _build_lock(target, out):
+        if target.exists():  # built while this one waited
+            return target
+        return _compile(tool, sources, target, out)
+
+
+def _compile(tool: GoTool, sources: Path, target: Path, out) -> Path:
     go = shutil.which("go")
     if go is None:
         raise BinaryUnavailable(
@@ -236,7 +270,6 @@ def build(tool: GoTool, sources: Path, out=sys.stderr) -> Path:
             "install Go or set KUBEBUILDER_ASSETS to a folder holding "
             + ", ".join(BINARY_NAMES)
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
     print(
         f"building {tool.name} {pinned_version(tool, sources)} from its Go module "
         f"(first time only; several minutes on 2 cores) -> {target}",
@@ -254,7 +287,7 @@ def build(tool: GoTool, sources: Path, out=sys.stderr) -> Path:
         with log.open("w") as log_file:
             result = subprocess.run(
                 [go, "build", "-v", f"-ldflags={tool.ldflags(pinned_version(tool, sources))}",
-                 "-o", str(partial), tool.package],
+                 f"-gcflags={tool.gcflags()}", "-o", str(partial), tool.package],
                 cwd=sources / tool.module_dir,
                 env=tool.build_env(),
                 stdout=log_file,
