@@ -6,11 +6,18 @@ import argparse
 import logging
 
 from aiohttp import web
+from pydantic import ValidationError
 
 from inference_operator.cli.options import add_log_level, config_default
 from inference_operator.cli.serving import run_until_signal, setup_logging
 from inference_operator.emulator.app import Emulator, build_app
+from inference_operator.emulator.limits import OrgLimits
 from inference_operator.emulator.script import Latency, Script
+
+# The organisation limit options (docs/emulator.md "Organisation rate limits"): any of them
+# turns the limits on; an unset per-minute limit is not enforced.
+ORG_OPTIONS = {"requests_per_minute": int, "input_tokens_per_minute": int,
+               "output_tokens_per_minute": int, "other_user_share": float}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token-latency", type=float,
                         default=config_default(Latency, "per_token"),
                         help="seconds between text deltas")
+    for name, kind in ORG_OPTIONS.items():
+        parser.add_argument(f"--org-{name.replace('_', '-')}", type=kind, default=None,
+                            help=OrgLimits.model_fields[name].description
+                            or f"the organisation's {name.replace('_', ' ')}, per model class")
+    parser.add_argument("--org-spend-limit-reached", action="store_true",
+                        help=OrgLimits.model_fields["spend_limit_reached"].description)
     parser.add_argument("--access-log", action="store_true", help="log every request")
     add_log_level(parser)
 
@@ -36,18 +49,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def emulator(args: argparse.Namespace) -> Emulator:
     """The emulator the parsed options describe; no option given: ``Emulator()``'s
     settings (tests/unit/test_cli_defaults.py)."""
+    org = {name: value for name in ORG_OPTIONS
+           if (value := getattr(args, f"org_{name}")) is not None}
+    if args.org_spend_limit_reached:
+        org["spend_limit_reached"] = True
     return Emulator(
         api_keys=tuple(args.api_key),
         models=tuple(args.model),
         script=Script(Latency(first_token=args.first_token_latency,
                               per_token=args.token_latency)),
+        limits=OrgLimits(**org) if org else config_default(Emulator, "limits"),
     )
 
 
 def run(args: argparse.Namespace) -> int:
     log = logging.getLogger("inference_operator.emulator")
     setup_logging(args.log_level)
-    runner = web.AppRunner(build_app(emulator(args)), handler_cancellation=True,
+    try:
+        configured = emulator(args)
+    except ValidationError as error:
+        log.error("invalid organisation limits: %s", "; ".join(
+            f"--org-{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}"
+            for e in error.errors()))
+        return 2
+    runner = web.AppRunner(build_app(configured), handler_cancellation=True,
                            access_log=log if args.access_log else None)
 
     async def start() -> None:

@@ -16,6 +16,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from inference_operator.emulator import wire
+from inference_operator.emulator.limits import Admission, Organisation, OrgLimits
 from inference_operator.emulator.script import (
     FAULTS,
     DropFault,
@@ -54,7 +55,17 @@ class Emulator:
     models: Sequence[str] = ()
     script: Script = field(default_factory=lambda: Script(Latency()))
     log: deque[LoggedRequest] = field(default_factory=lambda: deque(maxlen=LOG_LIMIT))
+    limits: OrgLimits | None = None  # None: nothing is rate limited
+    organisation: Organisation | None = field(init=False, default=None)
     _seq: int = 0
+
+    def __post_init__(self) -> None:
+        self.set_limits(self.limits)
+
+    def set_limits(self, limits: OrgLimits | None) -> None:
+        """New limits, every bucket full."""
+        self.limits = limits
+        self.organisation = Organisation(limits) if limits is not None else None
 
     def knows_model(self, model_id: str) -> bool:
         # With no --model list every Claude-looking id exists, so examples just work.
@@ -130,6 +141,16 @@ async def messages(request: web.Request) -> web.StreamResponse:
     if not emulator.knows_model(body.model):
         entry.outcome = "404"
         return _error(404, f"model: {body.model}")
+    reply = wire.Reply.for_request(body)
+    admission = None
+    if emulator.organisation is not None:
+        decision = emulator.organisation.admit(body.model, reply.input_tokens, body.max_tokens)
+        if not isinstance(decision, Admission):
+            entry.outcome = str(decision.status)
+            return web.json_response(decision.body, status=decision.status, headers={
+                "request-id": decision.body["request_id"], **decision.headers})
+        admission = decision
+    limit_headers = admission.headers if admission is not None else {}
 
     fault = emulator.script.take()
     latency = emulator.script.latency
@@ -137,7 +158,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(latency.first_token)
         if isinstance(fault, ErrorFault):
             entry.outcome = str(fault.status)
-            headers = dict(fault.headers)
+            headers = {**limit_headers, **fault.headers}
             if fault.retry_after is not None:
                 headers["retry-after"] = fault.retry_after
             return _error(fault.status, fault.message, fault.error_type, headers)
@@ -148,12 +169,12 @@ async def messages(request: web.Request) -> web.StreamResponse:
             entry.outcome = "malformed"
             return web.Response(body=fault.body.encode(), content_type=fault.content_type,
                                 headers={"request-id": wire.next_id("req")})
-        reply = wire.Reply.for_request(body)
         if not body.stream:
             await asyncio.sleep(latency.per_token * reply.output_tokens)
             entry.outcome = "200"
-            return web.json_response(reply.message(), headers={"request-id": wire.next_id("req")})
-        return await _stream(request, entry, reply, latency, fault)
+            return web.json_response(reply.message(), headers={
+                "request-id": wire.next_id("req"), **limit_headers})
+        return await _stream(request, entry, reply, latency, fault, limit_headers)
     except asyncio.CancelledError:
         # The client went away (handler cancellation is on): tests assert on this.
         if entry.outcome == "pending":
@@ -161,16 +182,20 @@ async def messages(request: web.Request) -> web.StreamResponse:
         raise
     finally:
         entry.finished_at = time.monotonic()
+        if admission is not None:
+            # What was not generated is refunded (a failed answer: all of it).
+            admission.settle(reply.output_tokens if entry.outcome == "200" else 0)
 
 
 async def _stream(request: web.Request, entry: LoggedRequest, reply: wire.Reply,
                   latency: Latency,
-                  fault: StreamErrorFault | StreamDropFault | StreamTruncateFault | None
-                  ) -> web.StreamResponse:
+                  fault: StreamErrorFault | StreamDropFault | StreamTruncateFault | None,
+                  limit_headers: dict[str, str]) -> web.StreamResponse:
     response = web.StreamResponse(headers={
         "Content-Type": "text/event-stream; charset=utf-8",
         "Cache-Control": "no-cache",
         "request-id": wire.next_id("req"),
+        **limit_headers,
     })
     await response.prepare(request)
     await response.write(b"".join(reply.stream_head()))
@@ -283,6 +308,28 @@ async def set_latency(request: web.Request) -> web.Response:
     return web.json_response(latency.model_dump())
 
 
+async def get_limits(request: web.Request) -> web.Response:
+    emulator = request.app[EMULATOR]
+    if emulator.organisation is None:
+        return web.json_response({"limits": None, "classes": {}})
+    return web.json_response({"limits": emulator.organisation.limits.model_dump(),
+                              "classes": emulator.organisation.state()})
+
+
+async def set_limits(request: web.Request) -> web.Response:
+    try:
+        limits = OrgLimits.model_validate(await request.json())
+    except (json.JSONDecodeError, ValidationError) as error:
+        return web.json_response({"error": _describe(error)}, status=400)
+    request.app[EMULATOR].set_limits(limits)
+    return await get_limits(request)
+
+
+async def clear_limits(request: web.Request) -> web.Response:
+    request.app[EMULATOR].set_limits(None)
+    return await get_limits(request)
+
+
 async def get_requests(request: web.Request) -> web.Response:
     return web.json_response([asdict(entry) for entry in request.app[EMULATOR].log])
 
@@ -296,6 +343,7 @@ async def reset(request: web.Request) -> web.Response:
     emulator = request.app[EMULATOR]
     emulator.script = Script(Latency())
     emulator.log.clear()
+    emulator.set_limits(emulator.limits)  # the same limits, every bucket full again
     return web.json_response({"reset": True})
 
 
@@ -309,6 +357,9 @@ def build_app(emulator: Emulator) -> web.Application:
     app.router.add_delete("/_emulator/faults", clear_faults)
     app.router.add_get("/_emulator/latency", get_latency)
     app.router.add_put("/_emulator/latency", set_latency)
+    app.router.add_get("/_emulator/limits", get_limits)
+    app.router.add_put("/_emulator/limits", set_limits)
+    app.router.add_delete("/_emulator/limits", clear_limits)
     app.router.add_get("/_emulator/requests", get_requests)
     app.router.add_delete("/_emulator/requests", clear_requests)
     app.router.add_post("/_emulator/reset", reset)
