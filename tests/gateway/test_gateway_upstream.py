@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from gateway_support import RunningEmulator, RunningGateway, seed_body
 
+from inference_operator.emulator.limits import OrgLimits
 from inference_operator.gateway.retry import RetryPolicy
 
 COMPLETION = "/_inference/completion/anthropic_completion"
@@ -102,6 +103,25 @@ async def test_not_retried(fast: RunningGateway, emulator: RunningEmulator, faul
     got, _, payload = await fast.call("POST", COMPLETION, {"input": "x"})
     assert got == status
     assert payload["error"]["reason"] == reason and payload["status"] == status
+    assert len(emulator.requests()) == 1
+
+
+async def test_the_spend_limit_is_answered_at_once_without_retry_after(
+        fast: RunningGateway, emulator: RunningEmulator) -> None:
+    emulator.state.set_limits(OrgLimits(spend_limit_reached=True))
+    status, headers, payload = await fast.call("POST", COMPLETION, {"input": "x"})
+    assert status == 429 and "Retry-After" not in headers
+    assert payload["error"]["reason"].startswith(
+        "Received a spend limit status code (the organization's monthly spend limit is "
+        f"reached; not retried) {PREFIX} status [429]. Error message: [You have reached")
+    assert len(emulator.requests()) == 1
+
+
+async def test_x_should_retry_false_is_obeyed(fast: RunningGateway,
+                                             emulator: RunningEmulator) -> None:
+    emulator.fail({"kind": "error", "status": 529, "headers": {"x-should-retry": "false"}})
+    got, _, _ = await fast.call("POST", COMPLETION, {"input": "x"})
+    assert got == 502
     assert len(emulator.requests()) == 1
 
 

@@ -52,6 +52,22 @@ CASES = [
     (StatusError(429, {"retry-after-ms": "300", "retry-after": "2",
                        "anthropic-ratelimit-requests-limit": "50"}, ""), 429,
      f"{RATE_LIMITED} {FOR} status [429]", {"Retry-After": "1"}, "429", Verdict(True, 0.3)),
+    # The monthly spend limit: no wait cures it, so no Retry-After and no retry, with or
+    # without Anthropic's x-should-retry: false.
+    *((StatusError(429, headers, {"type": "error", "error": {
+        "type": "rate_limit_error", "message": "monthly limit",
+        "details": {"error_code": "enforced_spend_limit_reached"}}}), 429,
+       "Received a spend limit status code (the organization's monthly spend limit is "
+       f"reached; not retried) {FOR} status [429]. Error message: [monthly limit]", {}, "429",
+       NOT_RETRIED) for headers in ({}, {"x-should-retry": "false"})),
+    # Anthropic's x-should-retry decides first, as in the SDK.
+    (StatusError(529, {"x-should-retry": "false", "retry-after": "3"},
+                 anthropic_error("overloaded_error", "Overloaded")), 502,
+     f"Received an Anthropic server is temporarily overloaded status code {FOR} "
+     "status [529]. Error message: [Overloaded]", {}, "529", NOT_RETRIED),
+    (StatusError(409, {"x-should-retry": "true"}, anthropic_error("conflict", "again")), 409,
+     f"Received an unsuccessful status code {FOR} status [409]. Error message: [again]", {},
+     "409", Verdict(True)),
     (StatusError(307, {"location": "https://elsewhere"}, ""), 502,
      f"Received a redirect status code {FOR} status [307]", {}, "307", NOT_RETRIED),
     (StatusError(500, {}, anthropic_error("api_error", "boom")), 502,

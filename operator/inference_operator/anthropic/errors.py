@@ -11,6 +11,8 @@ from typing import Any
 
 # What the SDK retries, of what Anthropic answers.
 RETRYABLE_STATUSES = frozenset({429, 500, 529})
+# A 429 that no wait cures: the organisation's monthly spend limit (error.details.error_code).
+SPEND_LIMIT_CODE = "enforced_spend_limit_reached"
 # Status an error inside a 200 stream stands for, by Anthropic error type (as
 # Elasticsearch's AnthropicStreamingProcessor reads it); anything else is a server error.
 _STREAM_ERROR_STATUS = {
@@ -50,11 +52,18 @@ class StatusError(AnthropicError):
             error = {}
         self.error_type = str(error.get("type", ""))
         self.message = str(error.get("message", ""))
+        details = error.get("details")
+        self.spend_limit = (isinstance(details, dict)
+                            and details.get("error_code") == SPEND_LIMIT_CODE)
         # An in-stream error: the status its type stands for.
         self.failure_status = (status if status >= 300
                                else _STREAM_ERROR_STATUS.get(self.error_type, 500))
         hint = retry_after(headers)
-        retryable = self.failure_status in RETRYABLE_STATUSES
+        retryable = self.failure_status in RETRYABLE_STATUSES and not self.spend_limit
+        # Anthropic's own word on it comes first, as the SDK reads it.
+        should_retry = headers.get("x-should-retry")
+        if should_retry in ("true", "false"):
+            retryable = should_retry == "true"
         super().__init__(str(self.failure_status), self.message, retryable=retryable,
                          retry_after=hint if retryable else None)
 

@@ -48,7 +48,7 @@ def _described(error: AnthropicError) -> tuple[str, str, int, dict[str, str]]:
             detail += f". Error message: [{error.message}]"
         headers = ({"Retry-After": str(max(1, round(error.retry_after)))}
                    if status == 429 and error.retry_after is not None else {})
-        return (_status_words(status, error.headers), detail,
+        return (_status_words(error), detail,
                 status if 400 <= status < 500 else 502, headers)
     if isinstance(error, NoConnection):
         # The caller may retry a little later: by then a connection may be free.
@@ -61,7 +61,11 @@ def _described(error: AnthropicError) -> tuple[str, str, int, dict[str, str]]:
     return what, f": [{error.cause}]", 502, {}
 
 
-def _status_words(status: int, headers: Mapping[str, str]) -> str:
+def _status_words(error: StatusError) -> str:
+    status, headers = error.failure_status, error.headers
+    if error.spend_limit:
+        return ("Received a spend limit status code (the organization's monthly spend "
+                "limit is reached; not retried)")
     if status == 429:
         return _rate_limit_prefix(headers)
     what = _STATUS_WORDS.get(status, "a server error" if status >= 500
