@@ -31,17 +31,19 @@ _started: list[launcher.ControlPlane] = []  # for the closing summary
 # The tests that need a tool the session builds in the background (controlplane/prebuild.py)
 # when it is missing; testpaths (pyproject.toml) runs them after those that need none.
 NEEDS_TOOL = {"tests/gitops/": "flux", "tests/argocd/": "argocd",
-              "tests/e2e/test_e2e_argocd.py": "argocd", "tests/tracing/": "jaeger"}
+              "tests/e2e/test_e2e_argocd.py": "argocd", "tests/tracing/": "jaeger",
+              "tests/bench/": "jaeger"}
 PREBUILD_LOG = binaries.cache_root() / "prebuild.log"
 _prebuilding: list[subprocess.Popen[bytes]] = []
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    paths = {item.path.relative_to(REPO).as_posix() for item in session.items
-             if item.path.is_relative_to(REPO)}
-    needed = dict.fromkeys(tool for prefix, tool in NEEDS_TOOL.items()
-                           if any(path.startswith(prefix) for path in paths))
-    missing = prebuild.unbuilt(needed)
+    # In the order the tests will first need them.
+    needed = dict.fromkeys(
+        tool for item in session.items if item.path.is_relative_to(REPO)
+        for prefix, tool in NEEDS_TOOL.items()
+        if item.path.relative_to(REPO).as_posix().startswith(prefix))
+    missing = prebuild.unbuilt(list(needed))
     if not missing:
         return
     PREBUILD_LOG.parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,9 @@ from typing import Any
 
 import pytest
 
+from inference_devkit.controlplane import jaeger
+from inference_devkit.controlplane.binaries import BinaryUnavailable
+
 REPO = Path(__file__).resolve().parents[2]
 # bench/run.py's list, read in a process of its own: bench is importable from the root.
 BENCHMARKS: dict[str, str] = json.loads(subprocess.run(
@@ -24,6 +27,12 @@ BENCHMARKS: dict[str, str] = json.loads(subprocess.run(
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[Path, Any]]]:
     out = tmp_path_factory.mktemp("bench-quick")
+    # The tracing benchmark's receiver, built (or its background build waited for) here,
+    # before the clock of any run starts; where it cannot be, that run says why.
+    try:
+        jaeger.resolve()
+    except BinaryUnavailable:
+        pass
     started = {}
     for name, module in BENCHMARKS.items():
         folder = out / name
