@@ -16,6 +16,10 @@ from pathlib import Path
 from inference_devkit.controlplane import binaries
 from inference_devkit.controlplane.binaries import ARGOCD
 
+# What resolve() builds, and who needs it (prebuild.py, make test's background build).
+BINARIES = (ARGOCD,)
+NEEDED_BY = "the Argo CD tests (tests/argocd/)"
+
 # The ApplicationSet CRD is only for its own controller, which the tests do not run.
 CRDS = ("application-crd.yaml", "appproject-crd.yaml")
 # The repo-server runs this script of Argo CD's image (from its PATH) for every revision
@@ -41,4 +45,4 @@ def resolve(out=sys.stderr) -> ArgoCD:
 
 
 if __name__ == "__main__":
-    binaries.print_or_skip("argocd", "the Argo CD tests (tests/argocd/)", resolve)
+    binaries.print_or_skip("argocd", NEEDED_BY, resolve)

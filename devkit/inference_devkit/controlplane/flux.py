@@ -16,6 +16,10 @@ from pathlib import Path
 from inference_devkit.controlplane import binaries
 from inference_devkit.controlplane.binaries import FLUX_BINARY_NAMES
 
+# What resolve() builds, and who needs it (prebuild.py, make test's background build).
+BINARIES = FLUX_BINARY_NAMES
+NEEDED_BY = "the GitOps tests (tests/gitops/)"
+
 # Each controller's config/crd/bases: every kind a controller watches must be served, or it
 # exits at start ("no matches for kind HelmRepository"), though the tests use only two.
 CRDS = {
@@ -43,4 +47,4 @@ def resolve(out=sys.stderr) -> Flux:
 
 
 if __name__ == "__main__":
-    binaries.print_or_skip("flux", "the GitOps tests (tests/gitops/)", resolve)
+    binaries.print_or_skip("flux", NEEDED_BY, resolve)

@@ -23,6 +23,10 @@ from inference_devkit.controlplane.binaries import JAEGER
 from inference_devkit.devstack.processes import Service
 from inference_devkit.loopback import DIRECT, free_port
 
+# What resolve() builds, and who needs it (prebuild.py, make test's background build).
+BINARIES = (JAEGER,)
+NEEDED_BY = "the tracing tests (tests/tracing/)"
+
 CONFIG = """\
 service:
   extensions: [jaeger_storage, jaeger_query]
@@ -114,4 +118,4 @@ def running_jaeger(work_dir: Path) -> Iterator[RunningJaeger]:
 
 
 if __name__ == "__main__":
-    binaries.print_or_skip("jaeger", "the tracing tests (tests/tracing/)", resolve)
+    binaries.print_or_skip("jaeger", NEEDED_BY, resolve)

@@ -15,18 +15,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from inference_devkit.controlplane import argocd, binaries, flux, jaeger
 
-# What each tool's resolve() builds, for telling whether it is built without building it.
-TOOLS: dict[str, tuple[tuple[str, ...], Callable[..., Any], str]] = {
-    "flux": (binaries.FLUX_BINARY_NAMES, flux.resolve, "the GitOps tests (tests/gitops/)"),
-    "argocd": ((binaries.ARGOCD,), argocd.resolve, "the Argo CD tests (tests/argocd/)"),
-    "jaeger": ((binaries.JAEGER,), jaeger.resolve, "the tracing tests (tests/tracing/)"),
-}
+# Each tool's module: its BINARIES, NEEDED_BY and resolve().
+TOOLS = {"flux": flux, "argocd": argocd, "jaeger": jaeger}
 
 
 def unbuilt(names: Sequence[str]) -> list[str]:
@@ -35,7 +30,7 @@ def unbuilt(names: Sequence[str]) -> list[str]:
     missing = []
     for name in names:
         try:
-            for binary in TOOLS[name][0]:
+            for binary in TOOLS[name].BINARIES:
                 binaries.resolve(binary, build_missing=False)
         except binaries.BinaryUnavailable:
             missing.append(name)
@@ -76,9 +71,8 @@ def main(names: Sequence[str]) -> None:
     # SIGTERM unwinds like Ctrl-C: the half-built binary's scratch folder is removed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     for name in names:
-        _, resolve, tests = TOOLS[name]
         started = time.monotonic()
-        binaries.print_or_skip(name, tests, resolve)
+        binaries.print_or_skip(name, TOOLS[name].NEEDED_BY, TOOLS[name].resolve)
         print(f"{name}: done in {time.monotonic() - started:.0f}s", flush=True)
 
 
