@@ -20,16 +20,21 @@ WALL = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 
 
 class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
+    """Stepped by the test (``at``); the buckets only read it."""
 
-    def __call__(self) -> float:
-        return self.now
+    def __init__(self) -> None:
+        self.at = 0.0
+
+    def now(self) -> float:
+        return self.at
+
+    async def sleep(self, seconds: float) -> None:
+        raise AssertionError("the buckets never sleep")
 
 
 def organisation(clock: Clock, **limits) -> Organisation:
     return Organisation(OrgLimits(round_remaining=False, **limits), clock=clock,
-                        wall_clock=lambda: WALL + clock.now)
+                        wall_clock=lambda: WALL + clock.at)
 
 
 @pytest.mark.parametrize(("model", "expected"), [
@@ -68,7 +73,7 @@ def test_the_buckets_refill_continuously_not_at_the_minute():
     refused = org.admit("claude-haiku-4-5", 1, 1)
     assert isinstance(refused, Refusal)
     assert refused.headers["retry-after"] == "1"  # one request a second comes back
-    clock.now = 1.0
+    clock.at = 1.0
     assert isinstance(org.admit("claude-haiku-4-5", 1, 1), Admission)
     assert isinstance(org.admit("claude-haiku-4-5", 1, 1), Refusal)
 
@@ -133,7 +138,7 @@ def test_an_unseen_other_user_takes_its_share_of_the_refill():
     org = organisation(clock, requests_per_minute=60, other_user_share=0.5)
     for _ in range(60):
         assert isinstance(org.admit("claude-sonnet-4-5", 1, 1), Admission)
-    clock.now = 10.0  # 10 requests' worth refilled, half of it the other user's
+    clock.at = 10.0  # 10 requests' worth refilled, half of it the other user's
     admitted = [isinstance(org.admit("claude-sonnet-4-5", 1, 1), Admission)
                 for _ in range(10)]
     assert admitted == [True] * 5 + [False] * 5

@@ -25,6 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from inference_operator.clock import SYSTEM_CLOCK, Clock
 from inference_operator.emulator.wire import error_body
 
 DOCS = "https://docs.claude.com/en/api/rate-limits"
@@ -117,7 +118,7 @@ class Admission:
     headers: dict[str, str]
     _output: Bucket | None
     _reserved: int
-    _clock: Callable[[], float]
+    _clock: Clock
     _settled: bool = False
 
     def settle(self, output_tokens: int) -> None:
@@ -126,7 +127,7 @@ class Admission:
         if self._settled or self._output is None:
             return
         self._settled = True
-        self._output.refill(self._clock())
+        self._output.refill(self._clock.now())
         self._output.level = min(self._output.limit,
                                  self._output.level + max(0, self._reserved - output_tokens))
 
@@ -134,7 +135,8 @@ class Admission:
 @dataclass
 class Organisation:
     limits: OrgLimits
-    clock: Callable[[], float] = time.monotonic
+    clock: Clock = SYSTEM_CLOCK
+    # Only for the reset headers' RFC 3339 times.
     wall_clock: Callable[[], float] = time.time
     _buckets: dict[str, dict[str, Bucket]] = field(default_factory=dict)
 
@@ -142,7 +144,7 @@ class Organisation:
         """The buckets of model class ``name`` that are limited, by header name, refilled
         to now."""
         buckets = self._buckets.get(name)
-        now = self.clock()
+        now = self.clock.now()
         if buckets is None:
             rates = self.limits.rates(name)
             share = 1 - self.limits.other_user_share
