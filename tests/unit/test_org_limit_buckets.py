@@ -6,6 +6,7 @@ server."""
 from __future__ import annotations
 
 import pytest
+from controller_fakes import FakeClock
 
 from inference_operator.emulator.limits import (
     SPEND_LIMIT_CODE,
@@ -19,22 +20,11 @@ from inference_operator.emulator.limits import (
 WALL = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 
 
-class Clock:
-    """Stepped by the test (``at``); the buckets only read it."""
-
-    def __init__(self) -> None:
-        self.at = 0.0
-
-    def now(self) -> float:
-        return self.at
-
-    async def sleep(self, seconds: float) -> None:
-        raise AssertionError("the buckets never sleep")
-
-
-def organisation(clock: Clock, **limits) -> Organisation:
+def organisation(clock: FakeClock, **limits) -> Organisation:
+    """Its wall clock reads WALL when the test starts and moves with ``clock``."""
+    start = clock.time
     return Organisation(OrgLimits(round_remaining=False, **limits), clock=clock,
-                        wall_clock=lambda: WALL + clock.at)
+                        wall_clock=lambda: WALL + clock.time - start)
 
 
 @pytest.mark.parametrize(("model", "expected"), [
@@ -52,7 +42,7 @@ def test_models_of_one_family_and_major_version_share_limits(model: str, expecte
 
 
 def test_max_tokens_is_reserved_and_the_unused_part_refunded_at_the_end():
-    clock = Clock()
+    clock = FakeClock()
     org = organisation(clock, output_tokens_per_minute=1000)
     first = org.admit("claude-sonnet-4-5", 10, 600)
     assert isinstance(first, Admission)
@@ -66,20 +56,20 @@ def test_max_tokens_is_reserved_and_the_unused_part_refunded_at_the_end():
 
 
 def test_the_buckets_refill_continuously_not_at_the_minute():
-    clock = Clock()
+    clock = FakeClock()
     org = organisation(clock, requests_per_minute=60)
     for _ in range(60):
         assert isinstance(org.admit("claude-haiku-4-5", 1, 1), Admission)
     refused = org.admit("claude-haiku-4-5", 1, 1)
     assert isinstance(refused, Refusal)
     assert refused.headers["retry-after"] == "1"  # one request a second comes back
-    clock.at = 1.0
+    clock.time += 1.0
     assert isinstance(org.admit("claude-haiku-4-5", 1, 1), Admission)
     assert isinstance(org.admit("claude-haiku-4-5", 1, 1), Refusal)
 
 
 def test_a_429_names_the_binding_limit_and_retry_after_is_when_the_request_fits():
-    clock = Clock()
+    clock = FakeClock()
     org = organisation(clock, input_tokens_per_minute=6000, output_tokens_per_minute=600)
     assert isinstance(org.admit("claude-sonnet-4-5", 5000, 100), Admission)
     # Input short by 4,000 (40 s at 100/s), output fits: input binds.
@@ -95,7 +85,7 @@ def test_a_429_names_the_binding_limit_and_retry_after_is_when_the_request_fits(
 
 
 def test_every_answer_says_limit_remaining_and_when_it_is_full_again():
-    clock = Clock()
+    clock = FakeClock()
     org = organisation(clock, requests_per_minute=50, input_tokens_per_minute=30_000,
                        output_tokens_per_minute=8_000)
     admitted = org.admit("claude-opus-4-1", 3_000, 4_000)
@@ -115,14 +105,14 @@ def test_every_answer_says_limit_remaining_and_when_it_is_full_again():
 
 
 def test_token_remaining_is_rounded_to_the_thousand_as_anthropic_sends_it():
-    org = Organisation(OrgLimits(input_tokens_per_minute=40_000), clock=Clock())
+    org = Organisation(OrgLimits(input_tokens_per_minute=40_000), clock=FakeClock())
     admitted = org.admit("claude-sonnet-4-5", 1_700, 1)
     assert isinstance(admitted, Admission)
     assert admitted.headers["anthropic-ratelimit-input-tokens-remaining"] == "38000"
 
 
 def test_each_model_class_has_its_own_buckets_and_a_class_can_have_its_own_limits():
-    clock = Clock()
+    clock = FakeClock()
     org = organisation(clock, requests_per_minute=1,
                        classes={"haiku-4": {"requests_per_minute": 2}})
     assert isinstance(org.admit("claude-sonnet-4-5", 1, 1), Admission)
@@ -134,18 +124,18 @@ def test_each_model_class_has_its_own_buckets_and_a_class_can_have_its_own_limit
 
 
 def test_an_unseen_other_user_takes_its_share_of_the_refill():
-    clock = Clock()
+    clock = FakeClock()
     org = organisation(clock, requests_per_minute=60, other_user_share=0.5)
     for _ in range(60):
         assert isinstance(org.admit("claude-sonnet-4-5", 1, 1), Admission)
-    clock.at = 10.0  # 10 requests' worth refilled, half of it the other user's
+    clock.time += 10.0  # 10 requests' worth refilled, half of it the other user's
     admitted = [isinstance(org.admit("claude-sonnet-4-5", 1, 1), Admission)
                 for _ in range(10)]
     assert admitted == [True] * 5 + [False] * 5
 
 
 def test_the_spend_limit_is_a_429_with_no_retry_after_and_no_retry():
-    org = organisation(Clock(), requests_per_minute=100, spend_limit_reached=True)
+    org = organisation(FakeClock(), requests_per_minute=100, spend_limit_reached=True)
     refused = org.admit("claude-sonnet-4-5", 1, 1)
     assert isinstance(refused, Refusal)
     assert refused.status == 429
@@ -155,7 +145,7 @@ def test_the_spend_limit_is_a_429_with_no_retry_after_and_no_retry():
 
 
 def test_a_request_larger_than_the_limit_is_refused_and_told_to_wait_for_a_full_bucket():
-    clock = Clock()
+    clock = FakeClock()
     org = organisation(clock, output_tokens_per_minute=3_000)
     assert isinstance(org.admit("claude-sonnet-4-5", 1, 2_000), Admission)
     refused = org.admit("claude-sonnet-4-5", 1, 4_000)
