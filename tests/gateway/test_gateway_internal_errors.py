@@ -94,9 +94,9 @@ async def test_odd_usage_numbers_from_upstream_are_not_a_failure(
     await gateway.put()
     original = Client.create
 
-    async def odd_usage(self: Client, body: bytes,
-                        headers: dict[str, str] | None = None) -> dict[str, Any]:
-        message = await original(self, body, headers)
+    async def odd_usage(self: Client, body: bytes, headers: dict[str, str] | None = None,
+                        on_headers: Any = None) -> dict[str, Any]:
+        message = await original(self, body, headers, on_headers)
         return {**message, "usage": {"input_tokens": -3, "output_tokens": "many"}}
 
     monkeypatch.setattr(Client, "create", odd_usage)

@@ -24,7 +24,8 @@ def endpoint(**settings: Any) -> Endpoint:
     return Endpoint(inference_id="chat", task_type="chat_completion", model_id="claude-x",
                     requests_per_minute=50,
                     task_settings=TaskSettings(**{"max_tokens": 100, **settings}),
-                    api_key=SecretStr("k"), client=None, bucket=None)  # type: ignore[arg-type]
+                    api_key=SecretStr("k"), client=None, bucket=None,  # type: ignore[arg-type]
+                    budget=None)  # type: ignore[arg-type]
 
 
 def params(body: dict[str, Any], **settings: Any) -> dict[str, Any]:

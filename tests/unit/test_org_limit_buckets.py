@@ -8,13 +8,13 @@ from __future__ import annotations
 import pytest
 from controller_fakes import FakeClock
 
+from inference_operator.anthropic.model_classes import model_class
 from inference_operator.emulator.limits import (
     SPEND_LIMIT_CODE,
     Admission,
     Organisation,
     OrgLimits,
     Refusal,
-    model_class,
 )
 
 WALL = 1_800_000_000.0  # 2027-01-15T08:00:00Z

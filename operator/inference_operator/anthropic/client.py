@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import urllib.parse
 import urllib.request
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -44,6 +44,7 @@ MAX_CONNECTIONS = 1000  # the SDK's default pool size
 # A quarter of the pool: four keys must be saturated together before a fifth waits.
 MAX_CONNECTIONS_PER_KEY = 250
 CONNECTION_WAIT = 1.0  # seconds for a free connection, then 503
+HeadersCallback = Callable[[Mapping[str, str]], None]
 
 
 class Upstream:
@@ -115,27 +116,28 @@ class Client:
         self._slots = slots
         self._key_slots = slots.for_key(api_key)
 
-    async def create(self, body: bytes, headers: dict[str, str] | None = None
-                     ) -> dict[str, Any]:
+    async def create(self, body: bytes, headers: dict[str, str] | None = None,
+                     on_headers: HeadersCallback | None = None) -> dict[str, Any]:
         """``POST /v1/messages`` of ``encode(params)``: the Message, as JSON. Encoded
         before the call, since the bytes are all a queued request keeps. ``headers``:
-        more to send (the trace context, when propagated)."""
+        more to send (the trace context, when propagated); ``on_headers``: told the
+        answer's headers (its rate-limit state) once its status is 200."""
         release = await self._take_slot()
         try:
-            response = await self._send(body, headers)
+            response = await self._send(body, headers, on_headers)
             async with response:
                 raw = await _read(response)
         finally:
             release()
         return json_object(raw, "the answer")
 
-    async def stream(self, body: bytes, headers: dict[str, str] | None = None
-                     ) -> MessageStream:
+    async def stream(self, body: bytes, headers: dict[str, str] | None = None,
+                     on_headers: HeadersCallback | None = None) -> MessageStream:
         """``POST /v1/messages`` of ``encode(params, stream=True)``, open once the status
         is 200; its connection is given back when the stream is closed."""
         release = await self._take_slot()
         try:
-            return MessageStream(await self._send(body, headers), release)
+            return MessageStream(await self._send(body, headers, on_headers), release)
         except BaseException:
             release()
             raise
@@ -146,13 +148,17 @@ class Client:
         except NoSlot as full:
             raise NoConnection(str(full), self._slots.wait) from None
 
-    async def _send(self, body: bytes, extra: dict[str, str] | None) -> aiohttp.ClientResponse:
+    async def _send(self, body: bytes, extra: dict[str, str] | None,
+                    on_headers: HeadersCallback | None) -> aiohttp.ClientResponse:
         # Ours last: nothing extra replaces the key or the version.
         headers = {**extra, **self._headers} if extra else self._headers
         # Never follow a redirect: it would resend the key and the prompt to wherever
         # the Location points. A 3xx is a StatusError instead.
-        return await _open(self._session.post(self._url, data=body, headers=headers,
-                                              allow_redirects=False))
+        response = await _open(self._session.post(self._url, data=body, headers=headers,
+                                                  allow_redirects=False))
+        if on_headers is not None:
+            on_headers(response.headers)
+        return response
 
 
 def encode(params: dict[str, Any], *, stream: bool = False) -> bytes:

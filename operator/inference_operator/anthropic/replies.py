@@ -27,10 +27,19 @@ def event_usage(event: dict[str, Any]) -> tuple[Any, Any] | None:
     event of another type."""
     kind = event.get("type")
     if kind == "message_start":
-        return object_at(object_at(event, "message"), "usage").get("input_tokens"), None
+        return usage_object(event).get("input_tokens"), None
     if kind == "message_delta":
-        return None, object_at(event, "usage").get("output_tokens")
+        return None, usage_object(event).get("output_tokens")
     return None
+
+
+def usage_object(event: dict[str, Any]) -> dict[str, Any]:
+    """The whole ``usage`` a stream event carries (``message_start``: input, cache and
+    output so far; ``message_delta``: output so far), else an empty one."""
+    kind = event.get("type")
+    if kind == "message_start":
+        return object_at(object_at(event, "message"), "usage")
+    return object_at(event, "usage") if kind == "message_delta" else {}
 
 
 def json_object(raw: bytes | str, what: str) -> dict[str, Any]:

@@ -16,7 +16,6 @@ offline against the real rules:
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from inference_operator.anthropic.model_classes import model_class
 from inference_operator.clock import SYSTEM_CLOCK, Clock
 from inference_operator.emulator.wire import error_body
 
@@ -58,20 +58,6 @@ class OrgLimits(Rates):
 
     def rates(self, model_class: str) -> Rates:
         return self.classes.get(model_class, self)
-
-
-_CLASS = (re.compile(r"^claude-(opus|sonnet|haiku)-(\d+)(?:\D|$)"),  # claude-sonnet-4-5-2025...
-          re.compile(r"^claude-(\d+)(?:-\d)?-(opus|sonnet|haiku)"))  # claude-3-5-haiku-2024...
-
-
-def model_class(model: str) -> str:
-    """Models that share one set of limits: a family and its major version (Sonnet 4 and
-    4.5 share, Opus 4, 4.1 and 4.5 share); an unrecognised id is a class of its own."""
-    if match := _CLASS[0].match(model):
-        return f"{match[1]}-{match[2]}"
-    if match := _CLASS[1].match(model):
-        return f"{match[2]}-{match[1]}"
-    return model
 
 
 @dataclass

@@ -1,13 +1,16 @@
 """Admission: whether, and when, a request may make its next upstream attempt. The
-pipeline asks before every attempt, retries included (pipeline.py, ``Admission``); this
-one is the endpoint's request-rate bucket and its queue."""
+pipeline asks before every attempt, retries included (pipeline.py, ``Admission``): first
+the endpoint's request-rate bucket and its queue (ratelimit.py), then the organisation
+budget its key shares with every endpoint on that key and model class (org_limits.py)."""
 
 from __future__ import annotations
 
 from inference_operator.clock import Clock
+from inference_operator.gateway import errors
 from inference_operator.gateway.endpoints import Endpoint
 from inference_operator.gateway.errors import ESError
 from inference_operator.gateway.metrics import GatewayMetrics
+from inference_operator.gateway.org_limits import Cost, Ticket, TooLarge
 from inference_operator.gateway.ratelimit import QueueFull
 
 
@@ -16,19 +19,38 @@ class RateAdmission:
         self._metrics = metrics
         self._clock = clock
 
-    async def admit(self, endpoint: Endpoint, *, priority: bool) -> None:
-        """A token of the endpoint's bucket, at once or after a wait in its queue
-        (``priority``: a retry, ahead of new requests); 429 when the queue is full."""
+    async def admit(self, endpoint: Endpoint, *, priority: bool, body_bytes: int,
+                    max_tokens: int) -> Ticket:
+        """A token of the endpoint's bucket and a reservation of its organisation budget,
+        at once or after waits in their queues (``priority``: a retry, ahead of new
+        requests); 429 when a queue is full, 400 for what Anthropic would never admit."""
+        budget = endpoint.budget
+        cost = budget.cost(body_bytes, max_tokens)
+        try:
+            budget.check(cost)
+            if endpoint.bucket.try_acquire():
+                ticket = budget.try_reserve(cost, body_bytes)
+                if ticket is not None:
+                    # No wait: the gauge would go up and down with no await in between,
+                    # which no scrape can see, so it is left alone.
+                    self._metrics.queue_wait.labels(endpoint.inference_id).observe(0.0)
+                    return ticket
+                return await self._wait(endpoint, False, priority, cost, body_bytes)
+            return await self._wait(endpoint, True, priority, cost, body_bytes)
+        except TooLarge as error:
+            raise errors.bad_request(f"{error} (inference id [{endpoint.inference_id}])"
+                                     ) from None
+
+    async def _wait(self, endpoint: Endpoint, for_bucket: bool, priority: bool, cost: Cost,
+                    body_bytes: int) -> Ticket:
+        """Wait for the bucket's token (unless taken already), then for the budget."""
         queued = self._metrics.queued.labels(endpoint.inference_id)  # its series exists
-        if endpoint.bucket.try_acquire():
-            # No wait: the gauge would go up and down with no await in between, which no
-            # scrape can see, so it is left alone.
-            self._metrics.queue_wait.labels(endpoint.inference_id).observe(0.0)
-            return
         started = self._clock.now()
         queued.inc()
         try:
-            await endpoint.bucket.acquire(priority=priority)
+            if for_bucket:
+                await endpoint.bucket.acquire(priority=priority)
+            ticket = await endpoint.budget.reserve(cost, body_bytes, priority=priority)
         except QueueFull as full:
             raise ESError(
                 429, "es_rejected_execution_exception",
@@ -40,3 +62,4 @@ class RateAdmission:
             queued.dec()
         self._metrics.queue_wait.labels(endpoint.inference_id).observe(
             self._clock.now() - started)
+        return ticket

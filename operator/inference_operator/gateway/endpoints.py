@@ -15,6 +15,7 @@ from inference_operator.api.elasticsearch_body import TaskSettingsOverride
 from inference_operator.api.gateway_config import OWNER_KEY
 from inference_operator.api.settings import Service, TaskSettings
 from inference_operator.gateway import errors
+from inference_operator.gateway.org_limits import OrgBudget
 from inference_operator.gateway.ratelimit import Bucket
 
 
@@ -48,6 +49,7 @@ class Endpoint:
     api_key: SecretStr = field(repr=False)
     client: Client = field(repr=False)
     bucket: Bucket = field(repr=False)
+    budget: OrgBudget = field(repr=False)  # the organisation's, shared by the key's endpoints
     owner: Owner | None = None  # none: not made by the operator (the admin API)
 
     def public(self) -> dict[str, Any]:

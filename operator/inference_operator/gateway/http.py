@@ -39,6 +39,7 @@ from inference_operator.gateway.keys import (
 )
 from inference_operator.gateway.metrics import Usage
 from inference_operator.gateway.middlewares import MIDDLEWARES, traced
+from inference_operator.gateway.pipeline import UpstreamRequest
 from inference_operator.gateway.probes import probes
 from inference_operator.gateway.request_body import check_length, read_body
 from inference_operator.gateway.request_memory import Held
@@ -272,20 +273,20 @@ def _reserve(request: web.Request, gateway: Gateway, route: Route) -> Held:
 
 def _prepare(request: web.Request, gateway: Gateway, route: Route, task: Translator,
              held: Held,
-             raw: bytes, *, stream: bool = False) -> tuple[Endpoint, bytes]:
+             raw: bytes, *, stream: bool = False) -> tuple[Endpoint, UpstreamRequest]:
     """The body parsed, checked and translated into the upstream request's bytes, which
     are all the request keeps from here on (and what ``held`` counts): neither the body
     nor its parsed form waits in the queue."""
     with jsoncodec.no_collection():
         # Translated in a call of its own, so the parsed body and the parameters are freed
         # before the collector is back: its first run would walk every object they hold.
-        endpoint, encoded = _translate(request, gateway, route, task, raw, stream=stream)
-    held.resize(len(encoded))
-    return endpoint, encoded
+        endpoint, upstream = _translate(request, gateway, route, task, raw, stream=stream)
+    held.resize(len(upstream.body))
+    return endpoint, upstream
 
 
 def _translate(request: web.Request, gateway: Gateway, route: Route, task: Translator,
-               raw: bytes, *, stream: bool) -> tuple[Endpoint, bytes]:
+               raw: bytes, *, stream: bool) -> tuple[Endpoint, UpstreamRequest]:
     body = task.parse(raw)
     if stream:
         # From here on failures are events: request parsing fails as plain JSON, like
@@ -297,7 +298,7 @@ def _translate(request: web.Request, gateway: Gateway, route: Route, task: Trans
     trace = request.get(TRACE)
     if trace is not None:
         trace.params(params, stream=stream)
-    return endpoint, encode(params, stream=stream)
+    return endpoint, UpstreamRequest(encode(params, stream=stream), params["max_tokens"])
 
 
 async def _infer(request: web.Request, gateway: Gateway, route: Route) -> web.Response:

@@ -5,10 +5,13 @@ key ids), never anything from a key or a credential."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from inference_operator.labelled_metrics import Labelled
 
@@ -156,6 +159,12 @@ class GatewayMetrics:
             "inference_gateway_client_connections", "Open client connections, by listener.",
             ["listener"], registry=r)
 
+    def watch_org_limits(self, source: OrgLimitsSource) -> None:
+        """Export, read at scrape time, each endpoint's organisation limits as learned
+        (by ``source``: inference id, and per limit its per-minute value and the share in
+        use); they leave with the endpoint, as nothing keeps them."""
+        self.registry.register(_OrgLimits(source))
+
     def forget(self, inference_id: str) -> None:
         """An endpoint left the gateway: its series leave ``/metrics`` (kept, a cluster
         that churns endpoints would grow them without bound). Requests for it from now
@@ -189,3 +198,29 @@ class GatewayMetrics:
             self.caller_tokens.labels(inference_id, *who, "input").inc(usage.input_tokens)
         if usage.output_tokens:
             self.caller_tokens.labels(inference_id, *who, "output").inc(usage.output_tokens)
+
+
+# (inference id, {limit name: (per minute, share in use)}) per endpoint.
+OrgLimitsSource = Callable[[], Iterable[tuple[str, dict[str, tuple[int, float]]]]]
+
+
+class _OrgLimits(Collector):
+    def __init__(self, source: OrgLimitsSource) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        per_minute = GaugeMetricFamily(
+            "inference_gateway_org_limit_per_minute",
+            "The organisation's limit for the endpoint's key and model class, as Anthropic's "
+            "answers tell it (limit: requests, input-tokens, output-tokens).",
+            labels=["inference_id", "limit"])
+        used = GaugeMetricFamily(
+            "inference_gateway_org_limit_used_ratio",
+            "Share of that limit in use: reserved by requests in flight, or spent and not "
+            "refilled yet.", labels=["inference_id", "limit"])
+        for inference_id, limits in self._source():
+            for name, (limit, share) in limits.items():
+                per_minute.add_metric([inference_id, name], limit)
+                used.add_metric([inference_id, name], share)
+        yield per_minute
+        yield used

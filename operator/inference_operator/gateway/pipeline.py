@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from inference_operator.anthropic.errors import AnthropicError
+from inference_operator.anthropic.replies import usage_object
 from inference_operator.anthropic.stream import MessageStream
 from inference_operator.clock import Clock
 from inference_operator.gateway import errors
 from inference_operator.gateway.endpoints import Endpoint
 from inference_operator.gateway.errors import ESError
 from inference_operator.gateway.metrics import GatewayMetrics, Usage
+from inference_operator.gateway.org_limits import Ticket
 from inference_operator.gateway.retry import RetryPolicy, run_with_retries
 from inference_operator.gateway.timeunits import TimeValue
 from inference_operator.gateway.tracing import RequestTrace
@@ -29,9 +31,20 @@ T = TypeVar("T")
 
 
 class Admission(Protocol):
-    async def admit(self, endpoint: Endpoint, *, priority: bool) -> None:
-        """Return when the endpoint's next attempt may be made (``priority``: a retry);
-        ESError to refuse the request instead."""
+    async def admit(self, endpoint: Endpoint, *, priority: bool, body_bytes: int,
+                    max_tokens: int) -> Ticket:
+        """Return when the endpoint's next attempt may be made (``priority``: a retry),
+        with what it reserved to be settled from the answer; ESError to refuse the
+        request instead."""
+
+
+@dataclass(frozen=True)
+class UpstreamRequest:
+    """An encoded Messages API request (``client.encode``), all a request keeps while it
+    waits, and the ``max_tokens`` it asks for (what admission reserves)."""
+
+    body: bytes
+    max_tokens: int
 
 
 @dataclass(frozen=True)
@@ -41,36 +54,37 @@ class Pipeline:
     metrics: GatewayMetrics
     clock: Clock
 
-    async def complete(self, endpoint: Endpoint, translator: Translator, body: bytes,
-                       time_limit: TimeValue, usage: Usage | None = None,
+    async def complete(self, endpoint: Endpoint, translator: Translator,
+                       request: UpstreamRequest, time_limit: TimeValue,
+                       usage: Usage | None = None,
                        trace: RequestTrace | None = None) -> dict[str, Any]:
-        """The Message for an encoded Messages API request (``client.encode``): all a
-        request keeps while it waits. ``usage``: where this request's token counts are
+        """The Message for a request. ``usage``: where this request's token counts are
         added (the caller's metrics, the access log); ``trace``: its spans, when tracing
         is on."""
-        message = await self._within(time_limit,
-                                     self._call(endpoint, body, False, time_limit, trace))
+        message, _ = await self._within(
+            time_limit, self._call(endpoint, request, False, time_limit, trace))
         self.metrics.count_tokens(endpoint.inference_id, *translator.usage(message), usage)
         return message
 
-    async def stream(self, endpoint: Endpoint, translator: Translator, body: bytes,
-                     time_limit: TimeValue, usage: Usage | None = None,
-                     trace: RequestTrace | None = None
+    async def stream(self, endpoint: Endpoint, translator: Translator,
+                     request: UpstreamRequest, time_limit: TimeValue,
+                     usage: Usage | None = None, trace: RequestTrace | None = None
                      ) -> AsyncGenerator[dict[str, Any], None]:
-        """Open the upstream stream of an encoded request (``client.encode(...,
-        stream=True)``) within the timeout (errors raise here), then return its events as
-        they arrive; later failures raise ESError from the iterator."""
-        upstream = await self._within(time_limit,
-                                      self._call(endpoint, body, True, time_limit, trace))
-        return self._events(endpoint, translator, upstream, usage, trace)
+        """Open the upstream stream of a request (encoded with ``stream=True``) within
+        the timeout (errors raise here), then return its events as they arrive; later
+        failures raise ESError from the iterator."""
+        upstream, ticket = await self._within(
+            time_limit, self._call(endpoint, request, True, time_limit, trace))
+        return self._events(endpoint, translator, upstream, ticket, usage, trace)
 
     async def _events(self, endpoint: Endpoint, translator: Translator,
-                      upstream: MessageStream, usage: Usage | None,
+                      upstream: MessageStream, ticket: Ticket, usage: Usage | None,
                       trace: RequestTrace | None) -> AsyncGenerator[dict[str, Any], None]:
         attempt = None if trace is None else trace.stream
         failure = None
         try:
             async for event in upstream.events():
+                ticket.usage(usage_object(event))
                 reported = translator.event_usage(event)
                 if reported is not None:
                     self.metrics.count_tokens(endpoint.inference_id, *reported, usage)
@@ -80,6 +94,7 @@ class Pipeline:
         except AnthropicError as error:
             self.metrics.upstream.labels(endpoint.inference_id, error.label).inc()
             failure = error.label
+            ticket.failed(error)
             raise self._failure(endpoint, error) from None
         except BaseException:  # the client went away, or a bug
             failure = "cancelled"
@@ -87,23 +102,36 @@ class Pipeline:
         finally:
             # Also runs when the client went away: closing drops the upstream connection.
             upstream.close()
+            ticket.ended()
             if attempt is not None and trace is not None:
                 trace.stream = None
                 attempt.end(failure)
 
-    async def _call(self, endpoint: Endpoint, body: bytes, stream: bool,
-                    time_limit: TimeValue, trace: RequestTrace | None) -> Any:
+    async def _call(self, endpoint: Endpoint, request: UpstreamRequest, stream: bool,
+                    time_limit: TimeValue, trace: RequestTrace | None) -> tuple[Any, Ticket]:
+        """The answer (a Message, or an open stream) and the reservation behind it."""
         clock = self.clock
         deadline = None if time_limit.seconds is None else clock.now() + time_limit.seconds
         inference_id = endpoint.inference_id
-        await self._admit(endpoint, False, trace)
+        body = request.body
+        ticket = await self._admit(endpoint, False, request, trace)
 
         async def attempt() -> Any:
+            try:
+                return await traced_attempt()
+            except AnthropicError as error:
+                ticket.failed(error)
+                raise
+            except BaseException:  # the request's timeout, or its client went away
+                ticket.ended()
+                raise
+
+        async def traced_attempt() -> Any:
             if trace is None:
-                return await self._attempt(endpoint, body, stream)
+                return await self._attempt(endpoint, ticket, body, stream)
             traced = trace.attempt()
             try:
-                result = await self._attempt(endpoint, body, stream, traced.headers)
+                result = await self._attempt(endpoint, ticket, body, stream, traced.headers)
             except AnthropicError as error:
                 traced.failed(error.label)
                 raise
@@ -117,37 +145,47 @@ class Pipeline:
             return result
 
         async def before_retry(error: AnthropicError, delay: float) -> None:
+            nonlocal ticket
             self.metrics.retries.labels(inference_id, error.label).inc()
             log.info("retrying [%s] after upstream %s in %.2fs", inference_id, error.label,
                      delay)
             await asyncio.sleep(delay)
-            await self._admit(endpoint, True, trace)
+            ticket = await self._admit(endpoint, True, request, trace)
 
         try:
-            return await run_with_retries(self.retry, attempt, retry_on=AnthropicError,
-                                          judge=verdict, before_retry=before_retry,
-                                          now=clock.now, deadline=deadline)
+            result = await run_with_retries(self.retry, attempt, retry_on=AnthropicError,
+                                            judge=verdict, before_retry=before_retry,
+                                            now=clock.now, deadline=deadline)
         except AnthropicError as error:
             raise self._failure(endpoint, error) from None
+        return result, ticket
 
-    async def _attempt(self, endpoint: Endpoint, body: bytes, stream: bool,
+    async def _attempt(self, endpoint: Endpoint, ticket: Ticket, body: bytes, stream: bool,
                        headers: dict[str, str] | None = None) -> Any:
         try:
-            result = await (endpoint.client.stream(body, headers) if stream
-                            else endpoint.client.create(body, headers))
+            if stream:
+                return_value: Any = await endpoint.client.stream(body, headers,
+                                                                 ticket.answered)
+            else:
+                return_value = await endpoint.client.create(body, headers, ticket.answered)
+                ticket.usage(return_value.get("usage"))
+                ticket.ended()
         except AnthropicError as error:
             self.metrics.upstream.labels(endpoint.inference_id, error.label).inc()
             raise
         self.metrics.upstream.labels(endpoint.inference_id, "200").inc()
-        return result
+        return return_value
 
-    async def _admit(self, endpoint: Endpoint, priority: bool,
-                     trace: RequestTrace | None) -> None:
+    async def _admit(self, endpoint: Endpoint, priority: bool, request: UpstreamRequest,
+                     trace: RequestTrace | None) -> Ticket:
+        admit = self.admission.admit(endpoint, priority=priority,
+                                     body_bytes=len(request.body),
+                                     max_tokens=request.max_tokens)
         if trace is None:
-            return await self.admission.admit(endpoint, priority=priority)
+            return await admit
         started = self.clock.now()
         try:
-            await self.admission.admit(endpoint, priority=priority)
+            ticket = await admit
         except ESError as refused:
             trace.admission(refused.type, self.clock.now() - started)
             raise
@@ -155,6 +193,7 @@ class Pipeline:
             trace.admission("cancelled", self.clock.now() - started)
             raise
         trace.admission("admitted", self.clock.now() - started)
+        return ticket
 
     @staticmethod
     def _failure(endpoint: Endpoint, error: AnthropicError) -> ESError:
@@ -175,3 +214,4 @@ class Pipeline:
             if limit.expired():
                 raise errors.timed_out(time_limit.text) from None
             raise
+

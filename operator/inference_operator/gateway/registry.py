@@ -17,6 +17,7 @@ from inference_operator.api.settings import TaskSettings
 from inference_operator.gateway import errors, validation
 from inference_operator.gateway.endpoints import Endpoint, Owner
 from inference_operator.gateway.metrics import GatewayMetrics
+from inference_operator.gateway.org_limits import OrgBudgets
 from inference_operator.gateway.ratelimit import Limiter
 from inference_operator.gateway.state import StateFile
 
@@ -24,11 +25,13 @@ log = logging.getLogger(__name__)
 
 
 class Registry:
-    def __init__(self, upstream: Upstream, limiter: Limiter, metrics: GatewayMetrics,
-                 state: StateFile | None = None) -> None:
-        """``upstream`` and ``limiter`` give each endpoint its client and bucket."""
+    def __init__(self, upstream: Upstream, limiter: Limiter, budgets: OrgBudgets,
+                 metrics: GatewayMetrics, state: StateFile | None = None) -> None:
+        """``upstream``, ``limiter`` and ``budgets`` give each endpoint its client, bucket
+        and organisation budget."""
         self._upstream = upstream
         self._limiter = limiter
+        self._budgets = budgets
         self._metrics = metrics
         self._state = state
         self._endpoints: dict[str, Endpoint] = {}
@@ -176,7 +179,8 @@ class Registry:
             inference_id=inference_id, task_type=task_type, model_id=model_id,
             requests_per_minute=requests_per_minute, task_settings=task_settings,
             api_key=api_key, client=self._upstream.client(key),
-            bucket=self._limiter.bucket(key, model_id, requests_per_minute), owner=owner,
+            bucket=self._limiter.bucket(key, model_id, requests_per_minute),
+            budget=self._budgets.budget(key, model_id), owner=owner,
         )
 
     async def _persist(self) -> None:

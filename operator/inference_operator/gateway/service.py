@@ -12,6 +12,7 @@ from typing import Any
 from inference_operator.anthropic.client import Upstream
 from inference_operator.gateway.admission import RateAdmission
 from inference_operator.gateway.metrics import GatewayMetrics
+from inference_operator.gateway.org_limits import OrgBudgets
 from inference_operator.gateway.pipeline import Pipeline
 from inference_operator.gateway.rate_sharing import RateSharing
 from inference_operator.gateway.ratelimit import Limiter
@@ -47,7 +48,10 @@ class Gateway:
         self.metrics.request_memory.set_function(lambda: self.request_memory.held)
         self.metrics.request_memory_limit.set(self.request_memory.budget)
         self.metrics.queue_capacity.set(self.limiter.queue_capacity)
-        self.registry = Registry(upstream, self.limiter, self.metrics, state)
+        self.budgets = OrgBudgets(self.limiter.clock, self.limiter.queue_capacity)
+        self.registry = Registry(upstream, self.limiter, self.budgets, self.metrics, state)
+        self.metrics.watch_org_limits(lambda: (
+            (e.inference_id, e.budget.utilisation()) for e in self.registry.select(None, None)))
         self.readiness = Readiness(self.metrics.ready, shards)
         self.shards = ShardSet(shards, self.registry, self.readiness, self.metrics)
         self.sharing = RateSharing(self.limiter, self.readiness, self.metrics)

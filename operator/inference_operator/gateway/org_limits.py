@@ -1,0 +1,387 @@
+"""The organisation limits of one API key and model class, as the gateway learns them from
+Anthropic's answers, shared by every endpoint on that key (docs/gateway.md "Organisation
+limits").
+
+Anthropic admits a request when each of its token buckets covers it (one request, the
+input tokens, ``max_tokens`` reserved against output), refills them continuously up to
+the per-minute limit, and refunds the unused output at the end. The gateway does the same
+one step ahead, so that Anthropic has nothing to refuse:
+
+- the limits come from the ``anthropic-ratelimit-*-limit`` headers; until an answer tells
+  them, requests go unchecked (as before this budget existed: holding them back until the
+  first answer would hold every request on the key behind one long generation);
+- each answer clamps the local level to its ``-remaining``, moved on by the refill since
+  the request was sent: other users of the organisation show there;
+- input is estimated from the request's size times a ratio learned from ``usage``, and
+  corrected when ``usage`` arrives; output is reserved whole and the unused part refunded;
+- a safety factor on every limit shrinks on a 429 and recovers slowly;
+- a 429's ``retry-after`` pauses the budget for everyone, and a 529 too (a jittered,
+  growing pause that leaves the limits alone: overload is Anthropic's, not ours).
+
+Waiters are served first come, first served (retries first), as the endpoint's own
+request-rate bucket (ratelimit.py) serves them."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+import random
+import weakref
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from inference_operator.anthropic.errors import AnthropicError, NoConnection, StatusError
+from inference_operator.anthropic.model_classes import model_class
+from inference_operator.clock import Clock
+from inference_operator.gateway.ratelimit import QueueFull
+
+log = logging.getLogger(__name__)
+
+REQUESTS, INPUT, OUTPUT = "requests", "input-tokens", "output-tokens"
+LIMITS = (REQUESTS, INPUT, OUTPUT)
+# A first guess on the safe side (English runs nearer 4 bytes a token); the ratio of what
+# usage reports to it is learned per budget.
+BYTES_PER_TOKEN = 3
+# How fast the learned input ratio follows lower observations (a higher one is taken at
+# once): a few dozen answers.
+RATIO_DECAY = 0.95
+SAFETY_SHRINK = 0.8  # the factor on every limit after a 429
+SAFETY_FLOOR = 0.5
+SAFETY_RECOVERY = 0.05  # per minute without a 429, up to 1
+OVERLOAD_PAUSE = (1.0, 8.0)  # a 529's pause: from 1 s, doubling per 529 in a row, at most 8 s
+
+
+class TooLarge(Exception):
+    """A request Anthropic would never admit: it reserves more output than a minute holds."""
+
+    def __init__(self, need: int, limit: int, model_class: str) -> None:
+        super().__init__(
+            f"max_tokens [{need}] is more than the organisation's limit of {limit:,} output "
+            f"tokens per minute for model class [{model_class}]: Anthropic would refuse it")
+
+
+@dataclass(frozen=True)
+class Cost:
+    requests: int
+    input_tokens: int
+    output_tokens: int
+
+    def of(self, limit: str) -> int:
+        return {REQUESTS: self.requests, INPUT: self.input_tokens,
+                OUTPUT: self.output_tokens}[limit]
+
+
+@dataclass(eq=False)
+class Waiter:
+    cost: Cost
+    body_bytes: int
+    future: asyncio.Future[Ticket]
+
+
+@dataclass
+class Level:
+    """One per-minute limit as a token bucket, held at ``factor`` of the limit."""
+
+    limit: int
+    level: float
+    at: float
+
+    def refill(self, now: float, factor: float) -> None:
+        capacity = self.limit * factor
+        self.level = min(capacity, self.level + self.per_second(factor) * (now - self.at))
+        self.at = now
+
+    def per_second(self, factor: float) -> float:
+        return self.limit * factor / 60
+
+    def wait_for(self, cost: int, factor: float) -> float:
+        """Seconds until ``cost`` fits (one larger than the bucket: until it is full)."""
+        need = min(cost, self.limit * factor)
+        return max(0.0, need - self.level) / self.per_second(factor)
+
+
+class OrgBudget:
+    def __init__(self, name: str, model_class: str, clock: Clock, queue_capacity: int,
+                 jitter: Callable[[], float] = random.random) -> None:
+        self.name = name  # shown in errors and logs: never derived from the key
+        self.model_class = model_class
+        self._clock = clock
+        self._capacity = queue_capacity
+        self._jitter = jitter
+        self.levels: dict[str, Level] = {}  # the limits learned so far
+        self.safety = 1.0
+        self._safety_at = clock.now()
+        self._paused_until = -math.inf
+        self._overloads = 0  # 529s in a row
+        self._input_ratio = 1.0
+        self._waiters: deque[Waiter] = deque()
+        self._dispatcher: asyncio.Task[None] | None = None
+
+    def cost(self, body_bytes: int, max_tokens: int) -> Cost:
+        return Cost(1, max(1, math.ceil(body_bytes / BYTES_PER_TOKEN * self._input_ratio)),
+                    max_tokens)
+
+    def queued(self) -> int:
+        return len(self._waiters)
+
+    def utilisation(self) -> dict[str, tuple[int, float]]:
+        """Each learned limit and the share of it in use (reserved, or not refilled yet)."""
+        self._refill(self._clock.now())
+        return {name: (level.limit, 1 - max(0.0, level.level) / level.limit)
+                for name, level in self.levels.items()}
+
+    def try_reserve(self, cost: Cost, body_bytes: int) -> Ticket | None:
+        """A reservation at once if the cost fits and nobody waits; never waits."""
+        if self._waiters or self._delay(cost, self._clock.now()) > 0:
+            return None
+        return self._grant(cost, body_bytes)
+
+    async def reserve(self, cost: Cost, body_bytes: int, *, priority: bool = False) -> Ticket:
+        """Wait until ``cost`` fits; ``priority`` (a retry) goes to the head of the queue
+        and is never refused. TooLarge for a cost no minute holds."""
+        ticket = self.try_reserve(cost, body_bytes)
+        if ticket is not None:
+            return ticket
+        if not priority and 0 < self._capacity <= len(self._waiters):
+            raise QueueFull(self.name, max(1, math.ceil(self._delay(cost, self._clock.now()))))
+        entry = Waiter(cost, body_bytes, asyncio.get_running_loop().create_future())
+        if priority:
+            self._waiters.appendleft(entry)
+        else:
+            self._waiters.append(entry)
+        self._wake()
+        try:
+            return await entry.future
+        except asyncio.CancelledError:
+            if entry.future.done() and not entry.future.cancelled():  # granted meanwhile
+                entry.future.result().release()
+            raise
+        finally:
+            if entry in self._waiters:
+                self._waiters.remove(entry)
+
+    def check(self, cost: Cost) -> None:
+        """TooLarge for what no minute of the learned limits holds."""
+        output = self.levels.get(OUTPUT)
+        if output is not None and cost.output_tokens > output.limit:
+            raise TooLarge(cost.output_tokens, output.limit, self.model_class)
+
+    def _delay(self, cost: Cost, now: float) -> float:
+        """Seconds until ``cost`` fits."""
+        if now < self._paused_until:
+            return self._paused_until - now
+        self._refill(now)
+        return max((level.wait_for(cost.of(name), self.safety)
+                    for name, level in self.levels.items()), default=0.0)
+
+    def _refill(self, now: float) -> None:
+        if self.safety < 1:
+            self.safety = min(1.0, self.safety + SAFETY_RECOVERY * (now - self._safety_at) / 60)
+        self._safety_at = now
+        for level in self.levels.values():
+            level.refill(now, self.safety)
+
+    def _grant(self, cost: Cost, body_bytes: int) -> Ticket:
+        for name, level in self.levels.items():
+            level.level -= cost.of(name)
+        return Ticket(self, cost, body_bytes, self._clock.now(), frozenset(self.levels))
+
+    def _wake(self) -> None:
+        """(Re)start the dispatcher: something changed that may let the head in sooner.
+        It is only ever cancelled while asleep."""
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+        if self._waiters:
+            self._dispatcher = asyncio.create_task(self._dispatch(), name=f"budget {self.name}")
+
+    async def _dispatch(self) -> None:
+        try:
+            while self._waiters:
+                head = self._waiters[0]
+                if head.future.done():
+                    self._waiters.popleft()
+                    continue
+                try:
+                    self.check(head.cost)  # limits learned while it waited
+                except TooLarge as error:
+                    self._waiters.popleft()
+                    head.future.set_exception(error)
+                    continue
+                delay = self._delay(head.cost, self._clock.now())
+                if delay > 0:
+                    await self._clock.sleep(delay)
+                    continue
+                self._waiters.popleft()
+                head.future.set_result(self._grant(head.cost, head.body_bytes))
+        finally:
+            if self._dispatcher is asyncio.current_task():
+                self._dispatcher = None
+
+    # What an answer tells (Ticket calls these).
+
+    def observe(self, headers: Mapping[str, str], sent_at: float) -> None:
+        """Learn the limits from an answer's headers and clamp each level to what
+        Anthropic says remains, moved on by the refill since ``sent_at``."""
+        now = self._clock.now()
+        self._refill(now)
+        for name in LIMITS:
+            limit = _header_int(headers, f"anthropic-ratelimit-{name}-limit")
+            remaining = _header_int(headers, f"anthropic-ratelimit-{name}-remaining")
+            if limit is None or limit < 1 or remaining is None:
+                continue
+            level = self.levels.get(name)
+            if level is None:
+                level = self.levels[name] = Level(limit, float(limit), now)
+                log.info("organisation limit for [%s]: %d %s per minute", self.name, limit,
+                         name.replace("-", " "))
+            elif level.limit != limit:
+                log.info("organisation limit for [%s] changed: %d %s per minute (was %d)",
+                         self.name, limit, name.replace("-", " "), level.limit)
+                level.limit = limit
+            level.level = min(level.level, limit * self.safety,
+                              remaining + level.per_second(self.safety) * (now - sent_at))
+        self._wake()
+
+    def answered(self, headers: Mapping[str, str], sent_at: float) -> None:
+        self.observe(headers, sent_at)
+        self._overloads = 0
+
+    def rate_limited(self, retry_after: float | None) -> None:
+        """Anthropic refused for a limit: everyone waits its ``retry-after``, and every
+        limit is held lower for a while."""
+        now = self._clock.now()
+        self._refill(now)
+        self.safety = max(SAFETY_FLOOR, self.safety * SAFETY_SHRINK)
+        self._paused_until = max(self._paused_until, now + (retry_after or 1.0))
+        log.warning("Anthropic refused a request of [%s] for a rate limit: every request of "
+                    "its budget waits %.1fs, and its limits are held at %.0f%%", self.name,
+                    self._paused_until - now, self.safety * 100)
+
+    def overloaded(self) -> None:
+        """A 529: everyone backs off together, jittered, longer for each in a row."""
+        self._overloads += 1
+        bound = min(OVERLOAD_PAUSE[0] * 2 ** (self._overloads - 1), OVERLOAD_PAUSE[1])
+        pause = bound / 2 + self._jitter() * bound / 2
+        self._paused_until = max(self._paused_until, self._clock.now() + pause)
+
+    def refund(self, name: str, tokens: float) -> None:
+        """Give back (or, negative, charge) ``tokens`` of a limit."""
+        level = self.levels.get(name)
+        if level is not None and tokens:
+            level.refill(self._clock.now(), self.safety)
+            level.level = min(level.limit * self.safety, level.level + tokens)
+            self._wake()
+
+    def learn_input(self, body_bytes: int, actual: int, charged: int | None) -> None:
+        """``actual`` input tokens of a request of ``body_bytes``: the ratio learned, and
+        what was ``charged`` for it (None: nothing) corrected."""
+        if body_bytes > 0:
+            observed = actual * BYTES_PER_TOKEN / body_bytes
+            self._input_ratio = (observed if observed > self._input_ratio else
+                                 RATIO_DECAY * self._input_ratio + (1 - RATIO_DECAY) * observed)
+        if charged is not None:
+            self.refund(INPUT, charged - actual)
+
+
+@dataclass(eq=False)
+class Ticket:
+    """One attempt's reservation, settled once from what its answer says. ``charged``:
+    the limits it was charged against (none before any was known)."""
+
+    budget: OrgBudget
+    cost: Cost
+    body_bytes: int
+    sent_at: float
+    charged: frozenset[str]
+    _answered: bool = field(default=False, init=False)
+    _input_settled: bool = field(default=False, init=False)
+    _output: int = field(default=0, init=False)  # generated so far, as the answer reports
+    _ended: bool = field(default=False, init=False)
+
+    def answered(self, headers: Mapping[str, str]) -> None:
+        """The answer's status (200) and headers arrived: a Message, or a stream opening."""
+        self._answered = True
+        self.budget.answered(headers, self.sent_at)
+
+    def usage(self, usage: Any) -> None:
+        """A ``usage`` the answer reported (the Message's, or a stream's ``message_start``
+        and ``message_delta``): the input estimate corrected once, and the output so far."""
+        if not isinstance(usage, dict):
+            return
+        self._output = max(self._output, _int(usage.get("output_tokens")))
+        actual = _int(usage.get("input_tokens")) + _int(usage.get("cache_creation_input_tokens"))
+        if actual and not self._input_settled:
+            self._input_settled = True
+            self.budget.learn_input(self.body_bytes, actual,
+                                    self.cost.input_tokens if INPUT in self.charged else None)
+
+    def ended(self) -> None:
+        """The answer ended, broke off or was abandoned: what of ``max_tokens`` it did not
+        generate comes back, as Anthropic refunds it (also for a request let in before the
+        limits were known: its reservation is in the remaining its answer reported)."""
+        if not self._ended:
+            self._ended = True
+            self.budget.refund(OUTPUT, self.cost.output_tokens - self._output)
+
+    def failed(self, error: AnthropicError) -> None:
+        """The attempt failed. A refusal (429, 529) was charged nothing, and pauses
+        everyone unless it is the spend limit's (no wait cures that); after any other
+        failure only the unused output comes back, since Anthropic may have counted the
+        request and its input."""
+        if isinstance(error, StatusError):
+            if any(h.lower().startswith("anthropic-ratelimit-") for h in error.headers):
+                self.budget.observe(error.headers, self.sent_at)
+            if error.failure_status == 429 and not error.spend_limit:
+                self.budget.rate_limited(error.retry_after)
+            elif error.failure_status == 529:
+                self.budget.overloaded()
+            if error.failure_status in (429, 529) and not self._answered:
+                return self.release()
+        if isinstance(error, NoConnection):  # never sent
+            return self.release()
+        self.ended()
+
+    def release(self) -> None:
+        """Give back all it was charged: the attempt was never made, or refused before
+        Anthropic counted it."""
+        if self._ended:
+            return
+        self._ended = True
+        for name in self.charged:
+            self.budget.refund(name, self.cost.of(name))
+
+
+def _header_int(headers: Mapping[str, str], name: str) -> int | None:
+    try:
+        return int(headers[name])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and value > 0 else 0
+
+
+class OrgBudgets:
+    """Hands out the shared budget of an (API key, model class). Budgets are held by the
+    endpoints that use them (and by requests in flight) and vanish with the last one."""
+
+    def __init__(self, clock: Clock, queue_capacity: int) -> None:
+        self._clock = clock
+        self._capacity = queue_capacity
+        self._budgets: weakref.WeakValueDictionary[tuple[str, str], OrgBudget] = (
+            weakref.WeakValueDictionary())
+        self._ordinal = itertools.count(1)
+
+    def budget(self, api_key: str, model_id: str) -> OrgBudget:
+        group = (api_key, model_class(model_id))
+        budget = self._budgets.get(group)
+        if budget is None:
+            budget = OrgBudget(f"{group[1]}#{next(self._ordinal)}", group[1], self._clock,
+                               self._capacity)
+            self._budgets[group] = budget
+        return budget

@@ -1,0 +1,120 @@
+"""The organisation budget end to end: endpoints on one key and model class, against the
+emulator enforcing an organisation's limits as Anthropic does. After the first answer
+tells the limits, the gateway keeps every request within them (Anthropic refuses none)
+while using nearly all of the binding one; a request no minute holds is refused at
+once."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import time
+from typing import Any
+
+import aiohttp
+from gateway_support import GatewayFactory, RunningEmulator, RunningGateway, metric, seed_body
+
+from inference_operator.emulator.limits import OrgLimits
+
+OUTPUT_PER_MINUTE = 6_000  # 100 a second: the binding limit
+MEASURED = 10.0  # seconds
+# (endpoint, model, max_tokens): Sonnet 4 and 4.5 share one set of limits.
+ENDPOINTS = [("team-a", "claude-sonnet-4-5", 40), ("team-b", "claude-sonnet-4-20250514", 80),
+             ("team-c", "claude-sonnet-4-5", 120)]
+
+
+async def setup(emulator: RunningEmulator, make_gateway: GatewayFactory,
+                **limits: Any) -> RunningGateway:
+    emulator.state.set_limits(OrgLimits(**{
+        "requests_per_minute": 100_000, "input_tokens_per_minute": 10_000_000,
+        "output_tokens_per_minute": OUTPUT_PER_MINUTE, **limits}))
+    emulator.latency(per_token=0.001)  # streams hold their reservation a while
+    gateway = await make_gateway()
+    for inference_id, model, max_tokens in ENDPOINTS:
+        body = seed_body(requests_per_minute=100_000)
+        body["service_settings"]["model_id"] = model
+        body["task_settings"]["max_tokens"] = max_tokens
+        await gateway.put(inference_id, body)
+    return gateway
+
+
+def output_level(emulator: RunningEmulator) -> float:
+    """What the emulator's organisation has left of its output limit now, exactly."""
+    assert emulator.state.organisation is not None
+    return emulator.state.organisation.buckets("sonnet-4")["output-tokens"].level
+
+
+async def load(gateway: RunningGateway, session: aiohttp.ClientSession, workers: int,
+               statuses: list[int], stop: asyncio.Event) -> None:
+    """``workers`` callers, each sending its next request as soon as the last is
+    answered, until ``stop``: every endpoint, streamed or not, prompts of 5 to 200 words
+    (short ones leave part of max_tokens unused, to be refunded)."""
+    rng = random.Random(7)
+    requests = itertools.count()
+
+    async def caller() -> None:
+        while not stop.is_set():
+            n = next(requests)
+            inference_id = ENDPOINTS[n % len(ENDPOINTS)][0]
+            stream = "/_stream" if n % 2 else ""
+            prompt = " ".join(["word"] * rng.randint(5, 200))
+            async with session.post(
+                    f"{gateway.public}/_inference/completion/{inference_id}{stream}",
+                    json={"input": prompt}) as answer:
+                await answer.read()
+                statuses.append(answer.status)
+
+    await asyncio.gather(*(caller() for _ in range(workers)))
+
+
+async def test_endpoints_sharing_a_key_use_its_limit_and_anthropic_refuses_none(
+        emulator: RunningEmulator, make_gateway: GatewayFactory) -> None:
+    gateway = await setup(emulator, make_gateway)
+    status, _, _ = await gateway.call("POST", "/_inference/completion/team-a",
+                                      {"input": "hi"})  # the first answer tells the limits
+    assert status == 200
+    statuses: list[int] = []
+    stop = asyncio.Event()
+    async with aiohttp.ClientSession() as session:
+        callers = asyncio.create_task(load(gateway, session, 16, statuses, stop))
+        # The bucket starts full (a minute's worth): drained first, then measured.
+        for _ in range(300):
+            if output_level(emulator) < 500:
+                break
+            await asyncio.sleep(0.1)
+        level, started = output_level(emulator), time.monotonic()
+        await asyncio.sleep(MEASURED)
+        elapsed = time.monotonic() - started
+        # Used: what the level lost, plus what refilled meanwhile (reserved counts).
+        used = level - output_level(emulator) + OUTPUT_PER_MINUTE / 60 * elapsed
+        stop.set()
+        await callers
+    outcomes = [r.outcome for r in emulator.requests()]
+    assert "429" not in outcomes, f"{outcomes.count('429')} upstream 429s of {len(outcomes)}"
+    assert set(statuses) == {200}
+    assert used >= 0.9 * OUTPUT_PER_MINUTE / 60 * elapsed, (
+        f"{used / elapsed:.0f} output tokens a second of {OUTPUT_PER_MINUTE / 60:.0f}")
+    # What the gateway learned, per endpoint (never the key).
+    for inference_id, _, _ in ENDPOINTS:
+        labels = f'inference_id="{inference_id}",limit="output-tokens"'
+        assert await metric(gateway.session, gateway.metrics,
+                            "inference_gateway_org_limit_per_minute", labels) == 6_000
+        assert 0 <= await metric(gateway.session, gateway.metrics,
+                                 "inference_gateway_org_limit_used_ratio", labels) <= 1
+
+
+async def test_max_tokens_no_minute_holds_is_refused_at_once(
+        emulator: RunningEmulator, make_gateway: GatewayFactory) -> None:
+    gateway = await setup(emulator, make_gateway, output_tokens_per_minute=100)
+    status, _, _ = await gateway.call("POST", "/_inference/completion/team-a",
+                                      {"input": "hi"})  # 40 of 100: learns the limits
+    assert status == 200
+    status, _, payload = await gateway.call(
+        "POST", "/_inference/completion/team-a",
+        {"input": "hi", "task_settings": {"max_tokens": 101}})
+    assert status == 400
+    assert payload["error"]["reason"] == (
+        "max_tokens [101] is more than the organisation's limit of 100 output tokens per "
+        "minute for model class [sonnet-4]: Anthropic would refuse it (inference id [team-a])")
+    assert len(emulator.requests()) == 1
