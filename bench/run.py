@@ -19,7 +19,7 @@ from bench.harness import ROOT
 
 BENCHMARKS = {"gateway": "bench.gateway", "operator": "bench.operator", "fleet": "bench.fleet",
               "auth": "bench.auth", "fleet-throughput": "bench.throughput",
-              "chat": "bench.chat", "tracing": "bench.tracing"}
+              "chat": "bench.chat", "tracing": "bench.tracing", "admission": "bench.admission"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ import time
 import pytest
 from gateway_support import API_KEY, GatewayFactory, RunningEmulator, seed_body
 
+from inference_operator.emulator.limits import OrgLimits
 from inference_operator.gateway.ratelimit import Limiter, QueueFull
 from inference_operator.gateway.timeunits import parse_time_value
 
@@ -122,10 +123,12 @@ async def test_queue_full_is_429_with_retry_after(make_gateway: GatewayFactory) 
     gateway = await make_gateway(queue_capacity=2)
     await gateway.put(body=seed_body(requests_per_minute=1))
     assert (await gateway.call("POST", COMPLETION, {"input": "x"}))[0] == 200
-    queued = [asyncio.create_task(gateway.call("POST", COMPLETION, {"input": "x"}))
-              for _ in range(2)]
+    # No timeout: they wait their turns (minutes away at 1 rpm).
+    queued = [asyncio.create_task(gateway.call("POST", COMPLETION + "?timeout=-1",
+                                               {"input": "x"})) for _ in range(2)]
     await asyncio.sleep(0.2)
-    status, headers, payload = await gateway.call("POST", COMPLETION, {"input": "x"})
+    status, headers, payload = await gateway.call("POST", COMPLETION + "?timeout=-1",
+                                                  {"input": "x"})
     assert status == 429 and headers["Retry-After"] == "60"
     assert payload["error"]["type"] == "es_rejected_execution_exception"
     assert payload["error"]["reason"].startswith(
@@ -138,13 +141,38 @@ async def test_queue_full_is_429_with_retry_after(make_gateway: GatewayFactory) 
     await asyncio.gather(*queued, return_exceptions=True)
 
 
-async def test_queued_request_past_its_timeout_gets_408(make_gateway: GatewayFactory,
-                                                        emulator: RunningEmulator) -> None:
+async def test_a_request_whose_turn_comes_after_its_timeout_is_refused_at_once(
+        make_gateway: GatewayFactory, emulator: RunningEmulator) -> None:
     gateway = await make_gateway()
     await gateway.put(body=seed_body(requests_per_minute=1))
     assert (await gateway.call("POST", COMPLETION, {"input": "x"}))[0] == 200
     started = time.monotonic()
-    status, _, payload = await gateway.call("POST", COMPLETION + "?timeout=300ms", {"input": "x"})
+    status, headers, payload = await gateway.call("POST", COMPLETION + "?timeout=2s",
+                                                  {"input": "x"})
+    assert time.monotonic() - started < 2  # not after waiting out its timeout
+    assert status == 429
+    assert 55 <= int(headers["Retry-After"]) <= 60  # when the next token is there
+    reason = payload["error"]["reason"]
+    assert reason.startswith(
+        "Failed to execute task for inference id [anthropic_completion] because the request "
+        "service [claude-sonnet-4-5/1rpm#"), reason
+    assert reason.endswith("] cannot admit it within its timeout [2s]: its turn comes in "
+                           f"{headers['Retry-After']}s"), reason
+    assert payload["error"]["type"] == "es_rejected_execution_exception"
+    assert len(emulator.requests()) == 1  # the refused request never went upstream
+
+
+async def test_a_request_waiting_for_the_organisation_budget_past_its_timeout_gets_408(
+        make_gateway: GatewayFactory, emulator: RunningEmulator) -> None:
+    emulator.state.set_limits(OrgLimits(output_tokens_per_minute=100))  # 1 token in 0.6 s
+    gateway = await make_gateway()
+    body = seed_body(requests_per_minute=100_000)
+    body["task_settings"]["max_tokens"] = 100  # the whole minute's worth
+    await gateway.put("whole-minute", body)
+    path = "/_inference/completion/whole-minute"
+    assert (await gateway.call("POST", path, {"input": "x"}))[0] == 200  # learns the limits
+    started = time.monotonic()
+    status, _, payload = await gateway.call("POST", path + "?timeout=300ms", {"input": "x"})
     assert time.monotonic() - started < 5
     assert status == 408
     reason = "Request timed out after [300ms]"
@@ -152,7 +180,7 @@ async def test_queued_request_past_its_timeout_gets_408(make_gateway: GatewayFac
                                  "type": "status_exception", "reason": reason}, "status": 408}
     assert len(emulator.requests()) == 1  # the timed-out request never went upstream
     _, _, metrics = await gateway.call("GET", "/metrics")
-    assert 'inference_gateway_queued_requests{inference_id="anthropic_completion"} 0.0' in metrics
+    assert 'inference_gateway_queued_requests{inference_id="whole-minute"} 0.0' in metrics
 
 
 async def test_timeout_covers_the_upstream_call(make_gateway: GatewayFactory,

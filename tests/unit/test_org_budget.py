@@ -319,3 +319,13 @@ async def test_one_budget_per_key_and_model_class() -> None:
     assert budgets.budget("key-b", "claude-sonnet-4-5-20250929") is not sonnet
     assert budgets.budget("key-a", "claude-haiku-4-5") is not sonnet
     assert "key" not in sonnet.name
+
+
+async def test_a_budget_told_not_to_learn_admits_everything() -> None:
+    """``--no-org-limits``: each endpoint's requests_per_minute only."""
+    org = OrgBudget("sonnet-4#1", "sonnet-4", FakeClock(), 10, learn=False)
+    ticket = org.try_reserve(Cost(1, 1, 1_000), 3)
+    assert ticket is not None
+    ticket.answered(limits(output_tokens=1_000, output_tokens_remaining=0))
+    assert org.levels == {}
+    assert org.try_reserve(Cost(1, 1, 1_000), 3) is not None

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from inference_operator.gateway.ratelimit import Bucket, Limiter
+from inference_operator.gateway.ratelimit import Bucket, Limiter, TurnTooLate
 
 
 class ManualClock:
@@ -130,3 +130,41 @@ async def test_spacing_over_many_grants_is_exact(replicas: int, spacing: float) 
     await clock.advance(100)
 
     assert granted == pytest.approx([n * spacing for n in range(20)])
+
+
+@pytest.mark.parametrize(("queued", "seconds", "refused_for"), [
+    # One token a second, the next at 1: the 4th waiter's turn is at 4.
+    (3, 4.0, None),
+    (3, 3.9, 4),
+    (0, 0.5, 1),
+    (0, 1.0, None),
+])
+async def test_a_request_whose_turn_comes_after_its_deadline_is_refused_at_once(
+        queued: int, seconds: float, refused_for: int | None) -> None:
+    clock = ManualClock()
+    bucket = Limiter(clock).bucket("k", "m", 60)
+    await bucket.acquire()  # at 0
+    _, waiters = _queue(bucket, clock, queued)
+    await clock.advance(0)
+    late = asyncio.create_task(bucket.acquire(deadline=clock.now() + seconds))
+    await clock.advance(0)
+    if refused_for is None:
+        assert not late.done()
+        await clock.advance(seconds)
+        assert late.done() and late.exception() is None
+    else:
+        with pytest.raises(TurnTooLate) as refused:
+            await late
+        assert refused.value.retry_after == refused_for
+        assert bucket.queued() == queued
+    for waiter in waiters:
+        waiter.cancel()
+
+
+async def test_a_retry_is_never_refused_for_its_deadline() -> None:
+    clock = ManualClock()
+    bucket = Limiter(clock).bucket("k", "m", 60)
+    await bucket.acquire()
+    retry = asyncio.create_task(bucket.acquire(priority=True, deadline=clock.now() + 0.1))
+    await clock.advance(1)
+    assert retry.done() and retry.exception() is None

@@ -47,6 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="persist endpoints (with their keys) here, mode 0600")
     parser.add_argument("--queue-capacity", type=int, default=_default("queue_capacity"),
                         help="requests that may wait per rate-limit group (0: unbounded)")
+    parser.add_argument("--org-limits", action=argparse.BooleanOptionalAction,
+                        default=_default("org_limits"),
+                        help="learn each API key's organisation limits (requests, input and "
+                             "output tokens per minute, per model class) from Anthropic's "
+                             "answers and admit within them; --no-org-limits: each "
+                             "endpoint's requests_per_minute only")
     parser.add_argument("--retry-initial-delay", type=float,
                         default=config_default(RetryPolicy, "initial_delay"),
                         help="seconds; first backoff bound")

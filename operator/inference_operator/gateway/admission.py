@@ -11,7 +11,8 @@ from inference_operator.gateway.endpoints import Endpoint
 from inference_operator.gateway.errors import ESError
 from inference_operator.gateway.metrics import GatewayMetrics
 from inference_operator.gateway.org_limits import Cost, Ticket, TooLarge
-from inference_operator.gateway.ratelimit import QueueFull
+from inference_operator.gateway.ratelimit import QueueFull, TurnTooLate
+from inference_operator.gateway.timeunits import Deadline
 
 
 class RateAdmission:
@@ -20,37 +21,50 @@ class RateAdmission:
         self._clock = clock
 
     async def admit(self, endpoint: Endpoint, *, priority: bool, body_bytes: int,
-                    max_tokens: int) -> Ticket:
+                    max_tokens: int, deadline: Deadline | None = None) -> Ticket:
         """A token of the endpoint's bucket and a reservation of its organisation budget,
         at once or after waits in their queues (``priority``: a retry, ahead of new
-        requests); 429 when a queue is full, 400 for what Anthropic would never admit."""
+        requests); 429 when a queue is full or the bucket's turn would come after the
+        request's ``deadline``, 400 for what Anthropic would never admit."""
         budget = endpoint.budget
         cost = budget.cost(body_bytes, max_tokens)
         try:
             budget.check(cost)
-            if endpoint.bucket.try_acquire():
-                ticket = budget.try_reserve(cost, body_bytes)
-                if ticket is not None:
-                    # No wait: the gauge would go up and down with no await in between,
-                    # which no scrape can see, so it is left alone.
-                    self._metrics.queue_wait.labels(endpoint.inference_id).observe(0.0)
-                    return ticket
-                return await self._wait(endpoint, False, priority, cost, body_bytes)
-            return await self._wait(endpoint, True, priority, cost, body_bytes)
+            if not endpoint.bucket.try_acquire():
+                return await self._wait(endpoint, priority, cost, body_bytes,
+                                        token=True, deadline=deadline)
+            ticket = budget.try_reserve(cost, body_bytes)
+            if ticket is None:
+                return await self._wait(endpoint, priority, cost, body_bytes)
+            # No wait: the gauge would go up and down with no await in between, which no
+            # scrape can see, so it is left alone.
+            self._metrics.queue_wait.labels(endpoint.inference_id).observe(0.0)
+            return ticket
         except TooLarge as error:
             raise errors.bad_request(f"{error} (inference id [{endpoint.inference_id}])"
                                      ) from None
 
-    async def _wait(self, endpoint: Endpoint, for_bucket: bool, priority: bool, cost: Cost,
-                    body_bytes: int) -> Ticket:
-        """Wait for the bucket's token (unless taken already), then for the budget."""
+    async def _wait(self, endpoint: Endpoint, priority: bool, cost: Cost, body_bytes: int, *,
+                    token: bool = False, deadline: Deadline | None = None) -> Ticket:
+        """Wait for the bucket's ``token`` (unless taken already; refused at once when its
+        turn comes after the ``deadline``), then for the budget."""
         queued = self._metrics.queued.labels(endpoint.inference_id)  # its series exists
         started = self._clock.now()
         queued.inc()
         try:
-            if for_bucket:
-                await endpoint.bucket.acquire(priority=priority)
+            if token:
+                await endpoint.bucket.acquire(
+                    priority=priority, deadline=None if deadline is None else deadline.at)
             ticket = await endpoint.budget.reserve(cost, body_bytes, priority=priority)
+        except TurnTooLate as late:
+            assert deadline is not None
+            raise ESError(
+                429, "es_rejected_execution_exception",
+                f"Failed to execute task for inference id [{endpoint.inference_id}] because "
+                f"the request service [{late.group}] cannot admit it within its timeout "
+                f"[{deadline.written}]: its turn comes in {late.retry_after}s",
+                headers={"Retry-After": str(late.retry_after)},
+            ) from None
         except QueueFull as full:
             raise ESError(
                 429, "es_rejected_execution_exception",

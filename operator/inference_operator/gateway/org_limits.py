@@ -106,8 +106,10 @@ class Level:
 
 class OrgBudget:
     def __init__(self, name: str, model_class: str, clock: Clock, queue_capacity: int,
-                 jitter: Callable[[], float] = random.random) -> None:
+                 jitter: Callable[[], float] = random.random, *, learn: bool = True) -> None:
+        """``learn`` False: no limit is ever learned, so the budget admits everything."""
         self.name = name  # shown in errors and logs: never derived from the key
+        self._learn = learn
         self.model_class = model_class
         self._clock = clock
         self._capacity = queue_capacity
@@ -226,6 +228,8 @@ class OrgBudget:
     def observe(self, headers: Mapping[str, str], sent_at: float) -> None:
         """Learn the limits from an answer's headers and clamp each level to what
         Anthropic says remains, moved on by the refill since ``sent_at``."""
+        if not self._learn:
+            return
         now = self._clock.now()
         self._refill(now)
         for name in LIMITS:
@@ -370,9 +374,10 @@ class OrgBudgets:
     """Hands out the shared budget of an (API key, model class). Budgets are held by the
     endpoints that use them (and by requests in flight) and vanish with the last one."""
 
-    def __init__(self, clock: Clock, queue_capacity: int) -> None:
+    def __init__(self, clock: Clock, queue_capacity: int, *, learn: bool = True) -> None:
         self._clock = clock
         self._capacity = queue_capacity
+        self._learn = learn
         self._budgets: weakref.WeakValueDictionary[tuple[str, str], OrgBudget] = (
             weakref.WeakValueDictionary())
         self._ordinal = itertools.count(1)
@@ -382,6 +387,6 @@ class OrgBudgets:
         budget = self._budgets.get(group)
         if budget is None:
             budget = OrgBudget(f"{group[1]}#{next(self._ordinal)}", group[1], self._clock,
-                               self._capacity)
+                               self._capacity, learn=self._learn)
             self._budgets[group] = budget
         return budget

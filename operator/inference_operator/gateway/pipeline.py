@@ -21,7 +21,7 @@ from inference_operator.gateway.errors import ESError
 from inference_operator.gateway.metrics import GatewayMetrics, Usage
 from inference_operator.gateway.org_limits import Ticket
 from inference_operator.gateway.retry import RetryPolicy, run_with_retries
-from inference_operator.gateway.timeunits import TimeValue
+from inference_operator.gateway.timeunits import Deadline, TimeValue
 from inference_operator.gateway.tracing import RequestTrace
 from inference_operator.gateway.translators.base import Translator
 from inference_operator.gateway.upstream_failures import es_error, verdict
@@ -32,10 +32,10 @@ T = TypeVar("T")
 
 class Admission(Protocol):
     async def admit(self, endpoint: Endpoint, *, priority: bool, body_bytes: int,
-                    max_tokens: int) -> Ticket:
+                    max_tokens: int, deadline: Deadline | None) -> Ticket:
         """Return when the endpoint's next attempt may be made (``priority``: a retry),
         with what it reserved to be settled from the answer; ESError to refuse the
-        request instead."""
+        request instead (at once when it cannot be admitted before ``deadline``)."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,8 @@ class Pipeline:
         deadline = None if time_limit.seconds is None else clock.now() + time_limit.seconds
         inference_id = endpoint.inference_id
         body = request.body
-        ticket = await self._admit(endpoint, False, request, trace)
+        first = None if deadline is None else Deadline(deadline, time_limit.text)
+        ticket = await self._admit(endpoint, False, request, trace, first)
 
         async def attempt() -> Any:
             try:
@@ -177,10 +178,11 @@ class Pipeline:
         return return_value
 
     async def _admit(self, endpoint: Endpoint, priority: bool, request: UpstreamRequest,
-                     trace: RequestTrace | None) -> Ticket:
+                     trace: RequestTrace | None, deadline: Deadline | None = None) -> Ticket:
+        """``deadline``: the first attempt's (a retry is never refused for it)."""
         admit = self.admission.admit(endpoint, priority=priority,
                                      body_bytes=len(request.body),
-                                     max_tokens=request.max_tokens)
+                                     max_tokens=request.max_tokens, deadline=deadline)
         if trace is None:
             return await admit
         started = self.clock.now()

@@ -33,6 +33,15 @@ class QueueFull(Exception):
         self.retry_after = retry_after
 
 
+class TurnTooLate(Exception):
+    """The queue's turn for a request would come after its deadline, in ``wait`` s."""
+
+    def __init__(self, group: str, wait: float) -> None:
+        super().__init__(group)
+        self.group = group
+        self.retry_after = max(1, math.ceil(wait))
+
+
 class Bucket:
     def __init__(self, name: str, requests_per_minute: int, capacity: int, clock: Clock,
                  replicas: int = 1) -> None:
@@ -73,14 +82,20 @@ class Bucket:
             return True
         return False
 
-    async def acquire(self, *, priority: bool = False) -> None:
+    async def acquire(self, *, priority: bool = False, deadline: float | None = None) -> None:
         """Wait for a token. ``priority`` (for retries) goes to the head of the queue and
-        is never refused: the request was already admitted once."""
+        is never refused: the request was already admitted once. Otherwise TurnTooLate at
+        once when its turn would come after ``deadline`` (a waiter ahead that leaves only
+        brings it sooner), rather than a wait that ends in a timeout."""
         now = self._clock.now()
         if self._take(now):
             return
-        if not priority and 0 < self._capacity <= len(self._waiters):
-            raise QueueFull(self.name, max(1, math.ceil(self.interval)))
+        if not priority:
+            if 0 < self._capacity <= len(self._waiters):
+                raise QueueFull(self.name, max(1, math.ceil(self.interval)))
+            turn = max(self._next_token, now) + len(self._waiters) * self.interval
+            if deadline is not None and turn > deadline:
+                raise TurnTooLate(self.name, turn - now)
         entry = (now, asyncio.get_running_loop().create_future())
         if priority:
             self._waiters.appendleft(entry)

@@ -105,6 +105,9 @@ class GatewayConfig:
     metrics_port: int | None = None
     state_file: Path | None = None
     queue_capacity: int = DEFAULT_QUEUE_CAPACITY
+    # Learn each key's organisation limits from Anthropic's answers and admit within them
+    # (gateway/org_limits.py); off: each endpoint's requests_per_minute only.
+    org_limits: bool = True
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     access_log: bool = True  # one JSON line per request (gateway/accesslog.py)
     max_body_size: int = Limits.max_body_size
@@ -196,6 +199,7 @@ class GatewayServer:
                      connection_wait=config.upstream_connection_wait),
             limiter=limiter or Limiter(queue_capacity=config.queue_capacity),
             retry=config.retry,
+            org_limits=config.org_limits,
             state=StateFile(config.state_file) if config.state_file else None,
             shards=shards,
             metrics=GatewayMetrics(

@@ -32,14 +32,16 @@ class Gateway:
         *,
         limiter: Limiter | None = None,
         retry: RetryPolicy | None = None,
+        org_limits: bool = True,
         state: StateFile | None = None,
         shards: Sequence[str] = (),
         metrics: GatewayMetrics | None = None,
         request_memory: RequestMemory | None = None,
         tracing: Tracing | None = None,
     ) -> None:
-        """``shards``: config mode's configuration shards (none: standalone);
-        ``tracing``: none, tracing off."""
+        """``org_limits``: learn each key's organisation limits and admit within them;
+        ``shards``: config mode's configuration shards (none: standalone); ``tracing``:
+        none, tracing off."""
         self.upstream = upstream
         self.tracing = tracing
         self.limiter = limiter or Limiter()
@@ -48,7 +50,8 @@ class Gateway:
         self.metrics.request_memory.set_function(lambda: self.request_memory.held)
         self.metrics.request_memory_limit.set(self.request_memory.budget)
         self.metrics.queue_capacity.set(self.limiter.queue_capacity)
-        self.budgets = OrgBudgets(self.limiter.clock, self.limiter.queue_capacity)
+        self.budgets = OrgBudgets(self.limiter.clock, self.limiter.queue_capacity,
+                                  learn=org_limits)
         self.registry = Registry(upstream, self.limiter, self.budgets, self.metrics, state)
         self.metrics.watch_org_limits(lambda: (
             (e.inference_id, e.budget.utilisation()) for e in self.registry.select(None, None)))

@@ -24,6 +24,14 @@ class TimeValue:
 DEFAULT_TIMEOUT = TimeValue(30.0, "30s")
 
 
+@dataclass(frozen=True)
+class Deadline:
+    """When a request's timeout ends, on the gateway's clock, and the timeout as written."""
+
+    at: float
+    written: str
+
+
 def parse_time_value(text: str | None, setting: str = "timeout",
                      default: TimeValue = DEFAULT_TIMEOUT) -> TimeValue:
     if text is None or text == "":
