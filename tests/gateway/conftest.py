@@ -5,6 +5,7 @@ server."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from gateway_support import (
     RunningGateway,
     start_emulator,
 )
-from kube_support import ShardWriter, connect_as
+from kube_support import BASE, SHARDS, ShardWriter, connect_as
 from lightkube import AsyncClient
 
 from inference_devkit.devstack.processes import Stack
@@ -65,3 +66,19 @@ async def admin(control_plane: Any) -> AsyncIterator[AsyncClient]:
 @pytest.fixture
 def shards(admin: AsyncClient, namespace: str) -> ShardWriter:
     return ShardWriter(admin, namespace)
+
+
+@pytest.fixture
+async def config_gateway(emulator: RunningEmulator, control_plane: Any,
+                         namespace: str) -> AsyncIterator[GatewayFactory]:
+    """Factory: a gateway in config mode on ``namespace``'s shards, as the cluster admin
+    unless given another kubeconfig."""
+    async with Gateways(emulator.url) as gateways:
+        async def start(kubeconfig: Path | None = None, **overrides: Any) -> RunningGateway:
+            return await gateways.start(
+                kube=functools.partial(connect_as, kubeconfig or control_plane.kubeconfig),
+                admin_token="", config_secret=BASE, config_shards=SHARDS.count,
+                namespace=namespace, **overrides)
+
+        yield start
+

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from gateway_support import Gateways, RunningEmulator, RunningGateway, gateway_process, metric
+from gateway_support import GatewayFactory, RunningEmulator, RunningGateway, gateway_process, metric
 from kube_support import BASE, KEY_A, KEY_B, SHARDS, ShardWriter, connect_as, record, shard_reader
 from lightkube import ApiError, AsyncClient
 from lightkube.resources import core_v1
@@ -35,24 +34,6 @@ COMPLETION = "/_inference/completion/{}"
 
 
 
-GatewayStarter = Callable[..., Awaitable[RunningGateway]]
-
-
-@pytest.fixture
-async def config_gateway(emulator: RunningEmulator, control_plane: Any,
-                         namespace: str) -> AsyncIterator[GatewayStarter]:
-    """Factory: a gateway in config mode on ``namespace``'s shards, as the cluster admin
-    unless given another kubeconfig."""
-    async with Gateways(emulator.url) as gateways:
-        async def start(kubeconfig: Path | None = None, **overrides: Any) -> RunningGateway:
-            return await gateways.start(
-                kube=functools.partial(connect_as, kubeconfig or control_plane.kubeconfig),
-                admin_token="", config_secret=BASE, config_shards=SHARDS.count,
-                namespace=namespace, **overrides)
-
-        yield start
-
-
 async def eventually(check: Callable[[], Coroutine[Any, Any, Any]], seconds: float = 5.0,
                      message: str = "condition not met") -> Any:
     return await poll_async(check, timeout=seconds, interval=0.05, message=message)
@@ -64,7 +45,7 @@ async def complete(gateway: RunningGateway, inference_id: str) -> int:
 
 
 async def test_ready_once_every_shard_exists_then_serves_and_follows_changes(
-        config_gateway: GatewayStarter, shards: ShardWriter, emulator: RunningEmulator) -> None:
+        config_gateway: GatewayFactory, shards: ShardWriter, emulator: RunningEmulator) -> None:
     emulator.state.api_keys = (KEY_A, KEY_B)
     await shards.write(0, 1, record("alpha"), record("beta"))
     gateway = await config_gateway()
@@ -104,7 +85,7 @@ async def test_ready_once_every_shard_exists_then_serves_and_follows_changes(
 
 
 async def test_a_deleted_or_malformed_shard_keeps_what_was_served(
-        config_gateway: GatewayStarter, shards: ShardWriter,
+        config_gateway: GatewayFactory, shards: ShardWriter,
         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     await shards.write(0, 1, record("alpha"))
@@ -179,7 +160,7 @@ async def test_the_command_in_config_mode(shards: ShardWriter, control_plane: An
 
 
 async def test_resource_names_are_enough_and_nothing_else_is_readable(
-        config_gateway: GatewayStarter, shards: ShardWriter, kubectl: Kubectl, namespace: str,
+        config_gateway: GatewayFactory, shards: ShardWriter, kubectl: Kubectl, namespace: str,
         service_account_kubeconfig: Callable[[str, str], Path],
         caplog: pytest.LogCaptureFixture) -> None:
     await shards.write(0, 1, record("alpha"))
@@ -218,7 +199,7 @@ async def test_resource_names_are_enough_and_nothing_else_is_readable(
 
 
 async def test_peers_share_the_rate_limit_by_ready_endpoints(
-        config_gateway: GatewayStarter, admin: AsyncClient, shards: ShardWriter,
+        config_gateway: GatewayFactory, admin: AsyncClient, shards: ShardWriter,
         namespace: str) -> None:
     await shards.write(0, 1, record("alpha"))
     await shards.write(1, 1)

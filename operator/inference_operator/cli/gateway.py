@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
 import sys
 
 from inference_operator.cli.options import (
@@ -107,6 +108,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--peers-service", default=_default("peers_service"), metavar="NAME",
                         help="the gateways' Service: each gateway allows rpm / its ready "
                              "endpoints, so together they allow rpm (none: rpm each)")
+    parser.add_argument("--peer-port", type=int, default=_default("peer_port"), metavar="PORT",
+                        help="peer admission: each rate-limit group's one owner among the "
+                             "ready peers admits for the whole fleet, the others ask it on "
+                             "this port (needs --peers-service, whose EndpointSlices name "
+                             "the port 'peer', and --peer-token-file; none: each allows "
+                             "rpm / ready peers)")
+    parser.add_argument("--peer-token-file", type=optional_path,
+                        default=_default("peer_token_file"), metavar="FILE",
+                        help="peer admission: this gateway's ServiceAccount token for "
+                             "the audience inference-operator.dev/gateway-peers (a projected "
+                             "token, read again at every link); peers must present one of "
+                             "the same ServiceAccount")
+    parser.add_argument("--peer-address",
+                        default=os.environ.get("POD_IP") or _default("peer_address"),
+                        metavar="IP",
+                        help="peer admission: this replica's address in the peers' "
+                             "EndpointSlices (default: $POD_IP)")
     parser.add_argument("--shutdown-delay", type=float, default=_default("shutdown_delay"),
                         metavar="SECONDS",
                         help="seconds still serving after SIGTERM, not ready and closing "

@@ -1,6 +1,7 @@
 """Admission: whether, and when, a request may make its next upstream attempt. The
 pipeline asks before every attempt, retries included (pipeline.py, ``Admission``): first
-the endpoint's request-rate bucket and its queue (ratelimit.py), then the organisation
+the endpoint's request-rate bucket and its queue (ratelimit.py; or its owner's, with peer
+admission on: peering/routing.py), then the organisation
 budget its key shares with every endpoint on that key and model class (org_limits.py)."""
 
 from __future__ import annotations
@@ -11,14 +12,16 @@ from inference_operator.gateway.endpoints import Endpoint
 from inference_operator.gateway.errors import ESError
 from inference_operator.gateway.metrics import GatewayMetrics
 from inference_operator.gateway.org_limits import Cost, Ticket, TooLarge
+from inference_operator.gateway.peering.routing import RateRouting
 from inference_operator.gateway.ratelimit import QueueFull, TurnTooLate
 from inference_operator.gateway.timeunits import Deadline
 
 
 class RateAdmission:
-    def __init__(self, metrics: GatewayMetrics, clock: Clock) -> None:
+    def __init__(self, metrics: GatewayMetrics, clock: Clock, routing: RateRouting) -> None:
         self._metrics = metrics
         self._clock = clock
+        self._routing = routing
 
     async def admit(self, endpoint: Endpoint, *, priority: bool, body_bytes: int,
                     max_tokens: int, deadline: Deadline | None = None) -> Ticket:
@@ -30,7 +33,7 @@ class RateAdmission:
         cost = budget.cost(body_bytes, max_tokens)
         try:
             budget.check(cost)
-            if not endpoint.bucket.try_acquire():
+            if not self._routing.try_acquire(endpoint.bucket):
                 return await self._wait(endpoint, priority, cost, body_bytes,
                                         token=True, deadline=deadline)
             ticket = budget.try_reserve(cost, body_bytes)
@@ -53,8 +56,9 @@ class RateAdmission:
         queued.inc()
         try:
             if token:
-                await endpoint.bucket.acquire(
-                    priority=priority, deadline=None if deadline is None else deadline.at)
+                await self._routing.acquire(
+                    endpoint.bucket, priority=priority,
+                    deadline=None if deadline is None else deadline.at)
             ticket = await endpoint.budget.reserve(cost, body_bytes, priority=priority)
         except TurnTooLate as late:
             assert deadline is not None

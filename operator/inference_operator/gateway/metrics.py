@@ -150,6 +150,18 @@ class GatewayMetrics:
             "inference_gateway_replicas",
             "Ready gateways sharing each rate limit (1 without --peers-service).", registry=r)
         self.replicas.set(1)
+        # Peer admission (--peer-port): how each rate-limit admission was decided.
+        self.peer_admissions = Labelled(Counter(
+            "inference_gateway_peer_admissions",
+            "Rate-limit admissions with peer admission on, by route: owner (this replica "
+            "owns the group), peer (its owner was asked), fallback (the owner could not be "
+            "asked: rpm/N here).", ["route"], registry=r))
+        self.owner_changes = Counter(
+            "inference_gateway_owner_changes",
+            "Rate-limit groups that became, or stopped being, this replica's own.", registry=r)
+        self.peer_links = Gauge(
+            "inference_gateway_peer_links",
+            "This replica's links to its peers, by state (up, down).", ["state"], registry=r)
         # Both read at scrape time (set_function), for spotting leaks: after a burst they
         # return to where they were (tests/gateway/test_gateway_faults.py).
         self.tasks = Gauge(

@@ -7,7 +7,10 @@ waiter that times out leaves the queue and uses no token.
 With N gateway replicas behind one Service (``--peers-service``), each enforces its share:
 rpm/N, i.e. one token every ``60 * N / rpm`` seconds, so the cluster as a whole stays
 within rpm when the load is spread evenly (a Service spreads connections, not requests;
-see docs/gateway.md). When N changes, every bucket's interval changes at once.
+see docs/gateway.md). When N changes, every bucket's interval changes at once. With peer
+admission on (gateway/peering/), a group's one owner holds its whole rpm (less the shares
+of peers it cannot hear from) and the others ask it; what each bucket divides its rpm by
+is then the owners' business (``Limiter.divisor``).
 
 A queued request is granted at the instant its token exists, and the next token is
 counted from that instant, not from when the event loop got round to waking up: timer
@@ -20,8 +23,10 @@ import itertools
 import math
 import weakref
 from collections import deque
+from collections.abc import Callable
 
 from inference_operator.clock import Clock, MonotonicClock
+from inference_operator.gateway.peering import owners
 
 DEFAULT_QUEUE_CAPACITY = 2000
 
@@ -44,8 +49,9 @@ class TurnTooLate(Exception):
 
 class Bucket:
     def __init__(self, name: str, requests_per_minute: int, capacity: int, clock: Clock,
-                 replicas: int = 1) -> None:
+                 replicas: float = 1, group_id: str = "") -> None:
         self.name = name
+        self.group_id = group_id  # what peers call it (gateway/peering/owners.py)
         self.requests_per_minute = requests_per_minute
         self.interval = 60.0 * replicas / requests_per_minute
         self._capacity = capacity
@@ -58,12 +64,14 @@ class Bucket:
     def queued(self) -> int:
         return len(self._waiters)
 
-    def reshare(self, replicas: int) -> None:
+    def reshare(self, replicas: float) -> None:
         """Enforce rpm/replicas from now on. The next token moves by the change of the
         interval only, so it is the last grant plus the new interval, as if this share had
         always applied: never a burst (still one token at most), never a grant sooner
         than the new share allows."""
         interval = 60.0 * replicas / self.requests_per_minute
+        if interval == self.interval:
+            return
         self._next_token += interval - self.interval  # -inf (never used) stays -inf
         self.interval = interval
         if self._dispatcher is not None:
@@ -71,6 +79,11 @@ class Bucket:
             # new one. The old one is cancelled while asleep, never in between a grant.
             self._dispatcher.cancel()
             self._dispatcher = asyncio.create_task(self._dispatch(), name=f"bucket {self.name}")
+
+    def start_empty(self) -> None:
+        """No token before one interval from now: a group's new owner, whose old owner
+        may have granted one a moment ago."""
+        self._next_token = max(self._next_token, self._clock.now() + self.interval)
 
     def try_acquire(self) -> bool:
         """Take a token if one is there and nobody waits for it; never waits."""
@@ -137,17 +150,31 @@ class Limiter:
         self._buckets: weakref.WeakValueDictionary[tuple[str, str, int], Bucket] = (
             weakref.WeakValueDictionary()
         )
+        self._groups: weakref.WeakValueDictionary[str, Bucket] = weakref.WeakValueDictionary()
         self._ordinal = itertools.count(1)
         # How many gateways share each group's rpm (set from --peers-service).
         self.replicas = 1
+        # What a group's bucket divides its rpm by: the replicas, unless peer admission
+        # (gateway/peering/routing.py) says otherwise group by group.
+        self.divisor: Callable[[str], float] = lambda group_id: self.replicas
 
     def set_replicas(self, replicas: int) -> None:
         replicas = max(1, replicas)
         if replicas == self.replicas:
             return
         self.replicas = replicas
-        for bucket in list(self._buckets.values()):
-            bucket.reshare(replicas)
+        self.reshare()
+
+    def reshare(self) -> None:
+        """Every bucket to its divisor, after a change of what ``divisor`` answers."""
+        for bucket in self.buckets():
+            bucket.reshare(self.divisor(bucket.group_id))
+
+    def buckets(self) -> list[Bucket]:
+        return list(self._buckets.values())
+
+    def by_group(self, group_id: str) -> Bucket | None:
+        return self._groups.get(group_id)
 
     def bucket(self, api_key: str, model_id: str, requests_per_minute: int) -> Bucket:
         group = (api_key, model_id, requests_per_minute)
@@ -155,7 +182,8 @@ class Limiter:
         if bucket is None:
             # The name is shown in errors and logs, so it must not derive from the key.
             name = f"{model_id}/{requests_per_minute}rpm#{next(self._ordinal)}"
+            group_id = owners.group_id(api_key, model_id, requests_per_minute)
             bucket = Bucket(name, requests_per_minute, self.queue_capacity, self.clock,
-                            self.replicas)
-            self._buckets[group] = bucket
+                            self.divisor(group_id), group_id)
+            self._buckets[group] = self._groups[group_id] = bucket
         return bucket

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -30,6 +31,11 @@ from inference_operator.gateway.metrics import (
     DEFAULT_CALLER_ACCOUNTS_PER_NAMESPACE,
     GatewayMetrics,
 )
+from inference_operator.gateway.peering import owners
+from inference_operator.gateway.peering.identity import AUDIENCE as PEER_AUDIENCE
+from inference_operator.gateway.peering.identity import PeerIdentity, account_of, read_token
+from inference_operator.gateway.peering.links import Links
+from inference_operator.gateway.peering.server import PeerServer
 from inference_operator.gateway.probes import build_metrics_app
 from inference_operator.gateway.ratelimit import DEFAULT_QUEUE_CAPACITY, Limiter
 from inference_operator.gateway.request_memory import (
@@ -78,6 +84,28 @@ def _listening_socket(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def _peer_account(config: GatewayConfig) -> str | None:
+    """With peer admission on, the ServiceAccount its peers must be (its own token's);
+    ValueError for what is missing."""
+    if config.peer_port is None:
+        return None
+    if not config.peers_service:
+        raise ValueError("peer admission (--peer-port) needs --peers-service: the peers "
+                         "are its ready endpoints")
+    if not config.peer_address:
+        raise ValueError("peer admission (--peer-port) needs this replica's address "
+                         "(--peer-address, or $POD_IP)")
+    if config.peer_token_file is None:
+        raise ValueError("peer admission (--peer-port) needs --peer-token-file: the "
+                         "gateway's ServiceAccount token for the audience "
+                         f"{PEER_AUDIENCE}, which only its peers accept")
+    try:
+        return account_of(read_token(config.peer_token_file))
+    except OSError as error:
+        raise ValueError(f"the peer token file {config.peer_token_file}: "
+                         f"{error.strerror}") from None
 
 
 def pod_namespace() -> str:
@@ -134,6 +162,14 @@ class GatewayConfig:
     config_shards: int = DEFAULT_SHARDS
     namespace: str | None = None  # of the shards and the peers' Service; None: pod_namespace()
     peers_service: str | None = None  # None: this gateway alone enforces each rate limit
+    # Peer admission (gateway/peering/): each rate-limit group's one owner admits for the
+    # whole fleet; peers link to each other on this port (None: off, each allows rpm/N),
+    # presenting the ServiceAccount token (audience peering.identity.AUDIENCE) in this
+    # file; this replica is known by this address (None: $POD_IP) and the port as the
+    # peers' EndpointSlices give them.
+    peer_port: int | None = None
+    peer_token_file: Path | None = None
+    peer_address: str | None = None
     # On SIGTERM: not ready at once, but serving for shutdown_delay seconds more (the time
     # kube-proxy and load balancers take to stop sending new connections here), then no
     # more listening and up to shutdown_timeout seconds for requests in flight.
@@ -186,6 +222,7 @@ class GatewayServer:
             raise ValueError(problem)
         if config.stream_write_timeout <= 0:
             raise ValueError("the stream write timeout must be positive")
+        self._peer_account = _peer_account(config)
         problem = telemetry.config_problem()
         if problem is not None:
             raise ValueError(problem)
@@ -221,12 +258,14 @@ class GatewayServer:
             assert config.api_keys_file is not None
             self.access = ApiKeyAccess(load(config.api_keys_file))
         self._kube = kube
+        self._links: Links | None = None
         self._api: AsyncClient | None = None
         self._watches: list[asyncio.Task[None]] = []
         self._runners: list[web.AppRunner] = []
         self.port = config.port
         self.admin_port = config.admin_port
         self.metrics_port = config.metrics_port
+        self.peer_port = config.peer_port
 
     async def start(self) -> None:
         try:
@@ -262,6 +301,8 @@ class GatewayServer:
             build_app(self.gateway, limits=limits, access=self.access,
                       access_log=self.config.access_log),
             self.config.host, self.config.port, "public")
+        if self._peer_account is not None:
+            await self._start_peering(self._peer_account)
         if uses_cluster:
             self._watch_cluster()
         # Computed when /metrics is scraped, never per request: what a leak would grow.
@@ -284,6 +325,21 @@ class GatewayServer:
             log.warning("--auth none on %s: anybody who reaches this address may call every "
                         "endpoint and spend its key (--auth api-keys or kubernetes checks "
                         "callers)", self.config.host)
+
+    async def _start_peering(self, account: str) -> None:
+        config, gateway = self.config, self.gateway
+        assert config.peer_port is not None and config.peer_address is not None
+        assert config.peer_token_file is not None and self._api is not None
+        identity = PeerIdentity(self._api, gateway.metrics, account)
+        self.peer_port = await self._listen(
+            PeerServer(gateway.limiter, gateway.routing, identity, gateway.limiter.clock).app(),
+            config.host, config.peer_port, "peer")
+        member = owners.member(config.peer_address, self.peer_port)
+        self._links = Links(member, functools.partial(read_token, config.peer_token_file),
+                            gateway.limiter.clock, gateway.metrics)
+        gateway.routing.enable(member, self._links)
+        log.info("peer admission on as %s (%s): each rate-limit group's owner among the "
+                 "ready peers of %s admits for all", member, account, config.peers_service)
 
     def _callers(self) -> str:
         config = self.config
@@ -321,7 +377,7 @@ class GatewayServer:
                                           self.gateway.metrics).start()
         if self.config.peers_service:
             self._watches.append(Peers(self._api, self.namespace, self.config.peers_service,
-                                       self.gateway.sharing).start())
+                                       self.gateway.sharing, self.gateway.routing).start())
 
     async def shutdown(self) -> None:
         """The graceful stop (SIGTERM): not ready at once; serving, every answer with
@@ -346,6 +402,9 @@ class GatewayServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._watches.clear()
+        if self._links is not None:
+            await self._links.close()
+            self._links = None
         if self._api is not None:
             await self._api.close()
             self._api = None

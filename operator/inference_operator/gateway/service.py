@@ -13,6 +13,7 @@ from inference_operator.anthropic.client import Upstream
 from inference_operator.gateway.admission import RateAdmission
 from inference_operator.gateway.metrics import GatewayMetrics
 from inference_operator.gateway.org_limits import OrgBudgets
+from inference_operator.gateway.peering.routing import RateRouting
 from inference_operator.gateway.pipeline import Pipeline
 from inference_operator.gateway.rate_sharing import RateSharing
 from inference_operator.gateway.ratelimit import Limiter
@@ -58,7 +59,8 @@ class Gateway:
         self.readiness = Readiness(self.metrics.ready, shards)
         self.shards = ShardSet(shards, self.registry, self.readiness, self.metrics)
         self.sharing = RateSharing(self.limiter, self.readiness, self.metrics)
-        self.pipeline = Pipeline(RateAdmission(self.metrics, self.limiter.clock),
+        self.routing = RateRouting(self.limiter, self.metrics)
+        self.pipeline = Pipeline(RateAdmission(self.metrics, self.limiter.clock, self.routing),
                                  retry or RetryPolicy(), self.metrics, self.limiter.clock)
 
     async def start(self) -> None:
@@ -73,6 +75,8 @@ class Gateway:
     def health(self) -> dict[str, Any]:
         health: dict[str, Any] = {"status": "ok", "endpoints": len(self.registry),
                                   "replicas": self.limiter.replicas}
+        if self.routing.member is not None:
+            health["peer"] = self.routing.member
         if self.shards.names:
             health["config"] = self.shards.generations()
         return health

@@ -73,12 +73,19 @@ def _expiry(payload: Any) -> float | None:
     return seconds if math.isfinite(seconds) else None
 
 
+def jwt_claims(token: str) -> dict[str, Any]:
+    """A JWT's claims, read without checking the signature (so never to trust the token);
+    empty when it is no JWT."""
+    parts = token.split(".")
+    claims = _segment(parts[1]) if len(parts) == 3 else None
+    return claims if isinstance(claims, dict) else {}
+
+
 def jwt_expiry(token: str) -> float | None:
     """The ``exp`` of a JWT's payload (seconds since the epoch), read without checking the
     signature: only ever used to keep a decision for less time, never to trust the token.
     None when the token is not a JWT or has no usable ``exp``."""
-    parts = token.split(".")
-    return _expiry(_segment(parts[1])) if len(parts) == 3 else None
+    return _expiry(jwt_claims(token))
 
 
 def unusable(token: str, audience: str, now: float) -> str | None:

@@ -1,0 +1,126 @@
+"""The owning side of peer admission: the peer listener's one route, a WebSocket per
+asking peer, on which each acquire waits in the owner's own bucket, in the same FIFO as
+this replica's own requests (so the queue, its capacity and its 429s are the fleet's)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from inference_operator.clock import Clock
+from inference_operator.gateway.peering import wire
+from inference_operator.gateway.peering.identity import PeerIdentity
+from inference_operator.gateway.peering.routing import RateRouting
+from inference_operator.gateway.ratelimit import Limiter, QueueFull, TurnTooLate
+
+log = logging.getLogger(__name__)
+
+
+class _Pending:
+    def __init__(self, socket: web.WebSocketResponse, request: wire.Acquire) -> None:
+        self.socket, self.request = socket, request
+        self.task: asyncio.Task[None] | None = None
+
+
+class PeerServer:
+    def __init__(self, limiter: Limiter, routing: RateRouting, identity: PeerIdentity,
+                 clock: Clock) -> None:
+        self._limiter = limiter
+        self._routing = routing
+        self._identity = identity
+        self._clock = clock
+        self._pending: dict[tuple[int, int], _Pending] = {}  # (socket, id) -> acquire
+        routing.on_change(self._moved)
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get(wire.PATH, self._link)
+        return app
+
+    async def _link(self, request: web.Request) -> web.StreamResponse:
+        if request.headers.get(wire.PROTOCOL_HEADER) != wire.PROTOCOL:
+            return web.json_response(
+                {"error": f"peer protocol {wire.PROTOCOL} only"}, status=426)
+        if not await self._identity.is_peer(request.headers.get("Authorization")):
+            return web.json_response({"error": "not a gateway of this fleet"}, status=401)
+        peer = request.headers.get(wire.MEMBER_HEADER, "")
+        socket = web.WebSocketResponse(heartbeat=wire.HEARTBEAT, max_msg_size=wire.MAX_MESSAGE)
+        await socket.prepare(request)
+        self._routing.inbound_opened(peer)
+        try:
+            async for message in socket:
+                if message.type != WSMsgType.TEXT:
+                    break
+                self._received(socket, json.loads(message.data))
+        except ValueError:
+            log.warning("peer %s sent what is not the peer protocol: link closed", peer)
+        finally:
+            for key in [k for k in self._pending if k[0] == id(socket)]:
+                pending = self._pending.pop(key)
+                if pending.task is not None:
+                    pending.task.cancel()
+            self._routing.inbound_closed(peer)
+            await socket.close()
+        return socket
+
+    def _received(self, socket: web.WebSocketResponse, message: Any) -> None:
+        if not isinstance(message, dict):
+            raise ValueError("not an object")
+        if message.get("op") == "cancel":
+            pending = self._pending.pop((id(socket), message.get("id")), None)  # type: ignore[arg-type]
+            if pending is not None and pending.task is not None:
+                pending.task.cancel()
+            return
+        if message.get("op") != "acquire":
+            raise ValueError("unknown op")
+        request = wire.Acquire.parse(message)
+        pending = _Pending(socket, request)
+        self._pending[(id(socket), request.id)] = pending
+        pending.task = asyncio.create_task(self._admit(pending), name="peer acquire")
+
+    async def _admit(self, pending: _Pending) -> None:
+        request = pending.request
+        reply: dict[str, Any] = {"id": request.id}
+        try:
+            bucket = self._limiter.by_group(request.group)
+            if not self._routing.owns(request.group):
+                reply["result"] = wire.MOVED
+            elif bucket is None or bucket.requests_per_minute != request.rpm:
+                reply["result"] = wire.UNKNOWN
+            else:
+                deadline = (None if request.timeout is None
+                            else self._clock.now() + request.timeout)
+                try:
+                    await bucket.acquire(priority=request.priority, deadline=deadline)
+                    reply["result"] = wire.GRANTED
+                except QueueFull as full:
+                    reply.update(result=wire.QUEUE_FULL, retry_after=full.retry_after)
+                except TurnTooLate as late:
+                    reply.update(result=wire.TOO_LATE, retry_after=late.retry_after)
+        finally:
+            self._pending.pop((id(pending.socket), request.id), None)
+        if not pending.socket.closed:
+            with contextlib.suppress(ConnectionError):
+                await pending.socket.send_json(reply)
+
+    def _moved(self) -> None:
+        """Acquires waiting for groups this replica no longer owns: answered ``moved``,
+        so they ask the new owner."""
+        for key, pending in list(self._pending.items()):
+            if not self._routing.owns(pending.request.group) and pending.task is not None:
+                del self._pending[key]
+                pending.task.cancel()
+                socket, request_id = pending.socket, pending.request.id
+                if not socket.closed:
+                    asyncio.get_running_loop().create_task(self._send(
+                        socket, {"id": request_id, "result": wire.MOVED}))
+
+    @staticmethod
+    async def _send(socket: web.WebSocketResponse, reply: dict[str, Any]) -> None:
+        with contextlib.suppress(ConnectionError):
+            await socket.send_json(reply)
