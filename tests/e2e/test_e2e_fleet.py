@@ -46,7 +46,8 @@ from inference_devkit.install import (
     pods,
 )
 from inference_devkit.waiting import poll
-from resources import endpoint, secret
+from inference_operator.gateway.peering import owners
+from resources import MODEL, endpoint, secret
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("USE_EXISTING_CLUSTER", "").lower() == "true",
@@ -57,6 +58,7 @@ KEYS = ("sk-ant-fleet-first", "sk-ant-fleet-second")  # the emulator's --api-key
 GATEWAY_PORT = 9200
 RATE_LIMIT = 120
 PROPAGATION = 5.0  # seconds: rotation and deletion reach every replica within this
+PINNED_RATE_LIMIT = 60  # peer admission: what one client pinned to one replica gets
 
 
 def _post(url: str, body: dict[str, Any], timeout: float = 10) -> tuple[int, Any]:
@@ -278,6 +280,84 @@ def test_the_rate_limit_holds_across_the_fleet(kubectl: Kubectl, fleet: Fleet, t
     # The limit plus the one token each replica's bucket starts with; 5 % below at worst.
     assert busiest <= RATE_LIMIT + REPLICAS
     assert first_minute >= RATE_LIMIT * 0.95
+
+
+async def _pinned_client(url: str, seconds: float, answered: list[float],
+                         failed: Counter[str]) -> None:
+    """One connection, kept alive, one request after the other: what a pooled client gets
+    through the Service, whose connection kube-proxy pins to one replica."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1),
+                                     headers=CALLER) as session:
+        for sent in range(1, 10_000):
+            if loop.time() >= deadline:
+                return
+            try:
+                async with session.post(url, json={"input": f"pinned {sent}"},
+                                        timeout=aiohttp.ClientTimeout(total=30)) as response:
+                    await response.read()
+                    if response.status == 200:
+                        answered.append(time.monotonic())
+                    else:
+                        failed[str(response.status)] += 1
+            except (TimeoutError, aiohttp.ClientError) as error:
+                failed[type(error).__name__] += 1
+
+
+def test_a_pinned_client_gets_the_whole_limit_and_the_owners_death_costs_seconds(
+    kubectl: Kubectl, fleet: Fleet, team: str, installation: Installation,
+):
+    """Peer admission on the real node (the chart's default): a keep-alive client on a
+    replica that does not own the endpoint's group gets the whole limit, not rpm/3, and
+    when the owner Pod is killed halfway the client loses a few seconds, no request."""
+    kubectl.apply(secret("pinned-creds", KEYS[0]), team)
+    iid = f"{team}-pinned"
+    kubectl.apply(endpoint("pinned", "pinned-creds", inference_id=iid,
+                           rpm=PINNED_RATE_LIMIT), team)
+    _ready(kubectl, team, "pinned")
+    by_member = {_get(f"{base}/healthz")["peer"]: (name, base)
+                 for name, base in fleet.replicas().items()}
+    assert len(by_member) == REPLICAS, by_member
+    # The test computes the owner as every gateway does, to pin the client elsewhere: a
+    # client pinned to the owner would be served by its own bucket, peers or not.
+    group = owners.group_id(KEYS[0], MODEL, PINNED_RATE_LIMIT)
+    owner_pod = by_member[owners.owner(group, by_member)][0]
+    pinned_base = next(base for name, base in by_member.values() if name != owner_pod)
+    answered: list[float] = []
+    failed: Counter[str] = Counter()
+    started = time.monotonic()
+
+    async def run() -> float:
+        client = asyncio.create_task(
+            _pinned_client(_inference_url(pinned_base, iid), 60.0, answered, failed))
+        await asyncio.sleep(30.0)
+        killed = time.monotonic()
+        # At once, no graceful stop: the owner's links break under the other replicas.
+        await asyncio.to_thread(kubectl.run, "delete", "pod", owner_pod, "-n",
+                                installation.namespace, "--grace-period=0", "--force")
+        await client
+        return killed
+
+    killed = asyncio.run(run())
+    time.sleep(2)  # a call admitted at the very end reaches the emulator
+    before_kill = sum(1 for at in answered if at < killed)
+    gaps = [b - a for a, b in zip([started, *answered], answered, strict=False)]
+    received = sorted(c["received_at"] for c in fleet.upstream_calls("pinned "))
+    busiest = max(bisect.bisect_left(received, at + 60.0) - i for i, at in enumerate(received))
+    print(f"[e2e] one keep-alive client on a non-owner of {PINNED_RATE_LIMIT} rpm: "
+          f"{before_kill} answers in the 30 s before the owner was killed, {len(answered)} "
+          f"in 60 s, longest wait {max(gaps):.1f} s, failed {dict(failed)}; the upstream "
+          f"saw {busiest} in its busiest 60 s", flush=True)
+    assert not failed, failed
+    assert before_kill >= PINNED_RATE_LIMIT * 0.95 / 2 - 1  # 95 % of 30 s, first token aside
+    # At most 5 s below the limit for the owner's death: 5 answers of 60.
+    assert len(answered) >= PINNED_RATE_LIMIT * 0.95 - 5
+    assert max(gaps) <= 6.0
+    # The limit, plus 1 per ownership change: the kill, and the replacement joining.
+    assert busiest <= PINNED_RATE_LIMIT + 2
+    poll(lambda: len(fleet.replicas()) == REPLICAS, timeout=120, interval=1,
+         message="no replacement for the killed gateway turned Ready")
 
 
 def test_the_gateways_serve_on_without_the_operator(

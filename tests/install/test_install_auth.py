@@ -33,6 +33,7 @@ MODES = {"sidecar": ["--set=gateway.mode=sidecar"], "fleet": []}  # fleet: the d
 INVOKE_RULE = {"apiGroups": ["inference-operator.dev"], "resources": ["inferenceendpoints"],
                "verbs": ["invoke"]}
 DELEGATOR = "inference-operator-gateway-auth-delegator"
+TOKEN_REVIEWER = "inference-operator-gateway-token-reviewer"
 INVOKER = "inference-operator-invoker"
 IEP = "inferenceendpoints"
 AUDIENCE = "inference-operator"
@@ -130,6 +131,16 @@ def test_auth_none_is_an_explicit_opt_out_without_the_delegator_binding(mode: st
     assert "--auth=none" in args
     assert not [a for a in args if a.startswith("--auth-")]
     assert DELEGATOR not in objects(rendered, "ClusterRoleBinding")
+    # Fleet gateways still review each other's tokens (peer admission), nothing else.
+    reviewer = objects(rendered, "ClusterRole").get(TOKEN_REVIEWER)
+    if mode == "fleet":
+        assert reviewer is not None and reviewer["rules"] == [
+            {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"],
+             "verbs": ["create"]}]
+        binding = objects(rendered, "ClusterRoleBinding")[TOKEN_REVIEWER]
+        assert binding["subjects"][0]["name"] == gateway_pod(rendered)["serviceAccountName"]
+    else:
+        assert reviewer is None
     assert INVOKER in objects(rendered, "ClusterRole")  # grants can be made ahead
     pod = helm_test_pod(*MODES[mode], "--set=gateway.auth.mode=none")["spec"]
     assert "volumes" not in pod
@@ -280,14 +291,20 @@ def test_the_gateway_identity_reviews_tokens_and_access_as_the_gateway_does(
                 timeout=10, interval=0.2, message="the RoleBinding never allowed invoke")
 
 
-def test_with_auth_none_the_gateway_identity_reviews_nothing(
+def test_with_auth_none_the_gateway_identity_reviews_only_its_peers_tokens(
     chart_rbac, kubectl: Kubectl, namespace: str, release: str,
 ) -> None:
-    chart_rbac("--set=gateway.mode=fleet", "--set=gateway.auth.mode=none")
+    """Peer admission (fleet mode's default) needs TokenReviews for the peers' tokens; no
+    SubjectAccessReview, and without peer admission no review at all."""
     gateway = Operator(kubectl.kubeconfig,
                        service_account(namespace, f"{release}-inference-operator-gateway"))
+    chart_rbac("--set=gateway.mode=fleet", "--set=gateway.auth.mode=none",
+               "--set=gateway.peerAdmission.enabled=false")
     for resource in AUTH_DELEGATOR:
         assert not gateway.can("create", resource), resource
+    chart_rbac("--set=gateway.mode=fleet", "--set=gateway.auth.mode=none")
+    assert gateway.can("create", "tokenreviews.authentication.k8s.io")
+    assert not gateway.can("create", "subjectaccessreviews.authorization.k8s.io")
 
 
 def test_the_invoker_bound_in_a_namespace_lets_call_its_endpoints_and_none_elsewhere(

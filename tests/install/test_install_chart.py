@@ -319,9 +319,11 @@ def test_the_service_monitor_scrapes_the_gateways_and_the_operator_once_each(mod
                 <= service["metadata"]["labels"].items()}
     ports = {name: [p["name"] for p in s["spec"]["ports"]] for name, s in selected.items()}
     # The gateways' Service keeps its one port: the operator reads replicas from its first.
+    # The fleet's peers Service has no port of the monitor's: it is never scraped.
+    peers = {f"{chart.RELEASE}-gateway-peers": ["peer"]} if mode == "fleet" else {}
     assert ports == {f"{chart.RELEASE}-gateway": ["http"],
                      f"{chart.RELEASE}-gateway-metrics": ["gateway-metrics"],
-                     f"{chart.RELEASE}-operator-metrics": ["metrics"]}
+                     f"{chart.RELEASE}-operator-metrics": ["metrics"], **peers}
     # Each port name is on one Service only, so each process is scraped once.
     gateway_metrics = selected[f"{chart.RELEASE}-gateway-metrics"]
     assert gateway_metrics["spec"]["selector"] == selected[f"{chart.RELEASE}-gateway"][

@@ -10,17 +10,20 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_install_auth import gateway_pod
 
 from inference_devkit import chart
 from inference_devkit.chart import documents, helm_template
 from inference_operator.api.gateway_config import DEFAULT_SECRET_NAME, DEFAULT_SHARDS, Shards
 from inference_operator.cli.main import build_parser
+from inference_operator.gateway.peering.identity import AUDIENCE as PEER_AUDIENCE
 
 ROOT = Path(__file__).resolve().parents[2]
 VALUES = yaml.safe_load((ROOT / chart.CHART / "values.yaml").read_text())
 FLEET = "--set=gateway.mode=fleet"  # the default, said where a test is about fleet mode
 SIDECAR = "--set=gateway.mode=sidecar"
 MODES = {"sidecar": [SIDECAR], "fleet": []}
+DELEGATOR = "inference-operator-gateway-auth-delegator"
 
 
 def render(*values: str) -> list[dict]:
@@ -96,8 +99,11 @@ def test_the_service_selects_exactly_the_pods_that_serve(mode: str) -> None:
     service = services["inference-operator-gateway"]
     serving = "inference-operator-gateway" if mode == "fleet" else "inference-operator"
 
-    assert sorted(services) == ["inference-operator-gateway", "inference-operator-gateway-metrics",
-                                "inference-operator-operator-metrics"]
+    # In fleet mode also the gateways' own, for peer admission.
+    peers = ["inference-operator-gateway-peers"] if mode == "fleet" else []
+    assert sorted(services) == sorted([
+        "inference-operator-gateway", "inference-operator-gateway-metrics",
+        "inference-operator-operator-metrics", *peers])
     assert selected(service["spec"]["selector"], rendered) == {serving}
     # Callers' Service: the public port only; the gateways' metrics have a Service of
     # their own, on the same pods.
@@ -261,3 +267,52 @@ def test_the_network_policies_let_the_operator_poll_every_gateway() -> None:
         # The gateways reach DNS, the API server (the shards) and Anthropic.
         ports = {p["port"] for rule in policies[serving]["spec"]["egress"] for p in rule["ports"]}
         assert ports >= {53, 443, 6443}
+
+
+def test_peer_admission_is_on_by_default_with_its_service_token_and_policy() -> None:
+    """Gateways find each other through a headless Service that names the peer port, hold
+    a token only peers accept, may review each other's (whatever the caller auth mode) and,
+    with policies on, reach each other on that port and nothing else does."""
+    rendered = render("--set=gateway.auth.mode=none", "--set=networkPolicy.enabled=true")
+    pod = gateway_pod(rendered)
+    (container,) = pod["containers"]
+    gateway = build_parser().parse_args(container["args"])
+    peers = objects(rendered, "Service")[gateway.peers_service]
+    assert peers["spec"]["clusterIP"] == "None"
+    assert selected(peers["spec"]["selector"], rendered) == {"inference-operator-gateway"}
+    assert [(p["name"], p["port"], p["targetPort"]) for p in peers["spec"]["ports"]] == [
+        ("peer", gateway.peer_port, "peer")]
+    assert {"name": "peer", "containerPort": gateway.peer_port} in container["ports"]
+    assert {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}} in (
+        container["env"])
+
+    (mount,) = (m for m in container["volumeMounts"]
+                if str(gateway.peer_token_file).startswith(m["mountPath"] + "/"))
+    (volume,) = (v for v in pod["volumes"] if v["name"] == mount["name"])
+    (source,) = volume["projected"]["sources"]
+    assert source["serviceAccountToken"]["audience"] == PEER_AUDIENCE
+    assert gateway.peer_token_file.name == source["serviceAccountToken"]["path"]
+
+    # With auth none, a binding for the peers' TokenReviews alone.
+    binding = objects(rendered, "ClusterRoleBinding")["inference-operator-gateway-token-reviewer"]
+    assert binding["subjects"][0]["name"] == pod["serviceAccountName"]
+
+    policy = objects(rendered, "NetworkPolicy")["inference-operator-gateway"]["spec"]
+    (inbound,) = (r for r in policy["ingress"] if r["ports"][0]["port"] == "peer")
+    (outbound,) = (r for r in policy["egress"] if "to" in r)
+    assert outbound["ports"] == [{"port": gateway.peer_port, "protocol": "TCP"}]
+    for rule in (inbound["from"], outbound["to"]):
+        (peer,) = rule
+        assert selected(peer["podSelector"]["matchLabels"], rendered) == {
+            "inference-operator-gateway"}
+
+
+def test_without_peer_admission_the_gateways_share_each_limit_by_the_service() -> None:
+    rendered = render("--set=gateway.peerAdmission.enabled=false", "--set=gateway.auth.mode=none")
+    (container,) = gateway_pod(rendered)["containers"]
+    gateway = build_parser().parse_args(container["args"])
+    assert gateway.peer_port is None
+    assert gateway.peers_service == "inference-operator-gateway"
+    assert "inference-operator-gateway-peers" not in objects(rendered, "Service")
+    assert DELEGATOR not in objects(rendered, "ClusterRoleBinding")
+    assert "env" not in container

@@ -107,11 +107,12 @@ def test_no_admin_listener_and_no_state_on_disk(values: list[str]) -> None:
     parser = build_parser()
     for container in containers(values).values():
         assert not [a for a in container["args"] if "admin" in a or "state" in a], container
+        # "peer": fleet gateways' links to each other (peer admission), checked by token.
         assert {p["name"] for p in container["ports"]} <= {"http", "health", "metrics",
-                                                            "gateway-metrics"}
+                                                            "gateway-metrics", "peer"}
     for deployment in deployments(values).values():
         volumes = deployment["spec"]["template"]["spec"]["volumes"]
-        assert {v["name"] for v in volumes} == {"tmp", "kube-api-access"}
+        assert {v["name"] for v in volumes} - {"peer-token"} == {"tmp", "kube-api-access"}
     gateway = gateway_config(parser.parse_args(containers(values)["gateway"]["args"]))
     assert gateway.config_secret and gateway.state_file is None and not gateway.admin_token
     for container in containers(values).values():
@@ -157,7 +158,8 @@ def test_container_arguments_are_what_the_cli_accepts(values: list[str]) -> None
     assert operator.gateway_config_shards == gateway.config_shards
     assert operator.gateway_config_namespace == gateway.namespace == "inference-operator"
     assert operator.gateway_service == "inference-operator-gateway"
-    assert gateway.peers_service == (operator.gateway_service if fleet else None)
+    # Fleet gateways find their peers through the headless Service of peer admission.
+    assert gateway.peers_service == ("inference-operator-gateway-peers" if fleet else None)
     assert operator.gateway_status_urls == []  # found through the Service's EndpointSlices
     assert operator.anthropic_base_url == gateway.anthropic_base_url
     assert operator.gateway_public_url == "http://inference-operator-gateway.inference-operator.svc:9200"

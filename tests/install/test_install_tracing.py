@@ -17,7 +17,8 @@ def container_env(rendered: list[dict], name: str = "gateway") -> dict[str, str]
     for deployment in objects(rendered, "Deployment").values():
         for container in deployment["spec"]["template"]["spec"]["containers"]:
             if container["name"] == name:
-                return {e["name"]: e["value"] for e in container.get("env", [])}
+                # Not the downward API's (the gateways' POD_IP for peer admission).
+                return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
     raise AssertionError(f"no {name} container")
 
 

@@ -28,6 +28,21 @@
 {{- if eq .Values.gateway.mode "fleet" }}true{{ end }}
 {{- end }}
 
+{{/* Peer admission (gateway.peerAdmission): fleet mode only, a sidecar has no peers. */}}
+{{- define "inference-operator.peerAdmission" -}}
+{{- if and (include "inference-operator.fleet" .) .Values.gateway.peerAdmission.enabled }}true{{ end }}
+{{- end }}
+
+{{/* The headless Service whose EndpointSlices name the ready gateways and their peer port. */}}
+{{- define "inference-operator.peersServiceName" -}}
+{{- printf "%s-peers" (include "inference-operator.gatewayServiceName" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The audience of the token gateways present to each other (gateway/peering/identity.py). */}}
+{{- define "inference-operator.peerTokenAudience" -}}
+inference-operator.dev/gateway-peers
+{{- end }}
+
 {{/* The shard Secrets the operator writes and every gateway reads
      (api/gateway_config.py): <fullname>-gateway-config-0 .. -<configShards - 1>. */}}
 {{- define "inference-operator.configSecret" -}}
@@ -171,31 +186,31 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/* Tracing, configured by the OpenTelemetry SDK's own variables (docs/operations.md),
-     when tracing.endpoint is set; called with (dict "root" $ "service" name). */}}
+     when tracing.endpoint is set: items of a container's env; called with
+     (dict "root" $ "service" name). */}}
 {{- define "inference-operator.tracingEnv" -}}
 {{- with .root.Values.tracing }}
 {{- if .endpoint }}
-env:
-  - name: OTEL_EXPORTER_OTLP_ENDPOINT
-    value: {{ .endpoint | quote }}
-  - name: OTEL_EXPORTER_OTLP_PROTOCOL
-    value: http/protobuf
-  - name: OTEL_SERVICE_NAME
-    value: {{ $.service }}
-  - name: OTEL_TRACES_SAMPLER
-    value: {{ .sampler | quote }}
-  {{- with .samplerArg }}
-  - name: OTEL_TRACES_SAMPLER_ARG
-    value: {{ . | quote }}
-  {{- end }}
-  {{- with .resourceAttributes }}
-  - name: OTEL_RESOURCE_ATTRIBUTES
-    value: {{ . | quote }}
-  {{- end }}
-  {{- if .captureContent }}
-  - name: OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT
-    value: SPAN_ONLY
-  {{- end }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ .endpoint | quote }}
+- name: OTEL_EXPORTER_OTLP_PROTOCOL
+  value: http/protobuf
+- name: OTEL_SERVICE_NAME
+  value: {{ $.service }}
+- name: OTEL_TRACES_SAMPLER
+  value: {{ .sampler | quote }}
+{{- with .samplerArg }}
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ . | quote }}
+{{- end }}
+{{- with .resourceAttributes }}
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: {{ . | quote }}
+{{- end }}
+{{- if .captureContent }}
+- name: OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT
+  value: SPAN_ONLY
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
@@ -216,7 +231,11 @@ env:
     - --config-secret={{ include "inference-operator.configSecret" $ }}
     - --config-shards={{ $.Values.gateway.configShards }}
     - --namespace={{ $.Release.Namespace }}
-    {{- if .fleet }}
+    {{- if include "inference-operator.peerAdmission" $ }}
+    - --peers-service={{ include "inference-operator.peersServiceName" $ }}
+    - --peer-port={{ $.Values.gateway.peerAdmission.port }}
+    - --peer-token-file=/var/run/secrets/inference-operator.dev/peer/token
+    {{- else if .fleet }}
     - --peers-service={{ include "inference-operator.gatewayServiceName" $ }}
     {{- end }}
     - --shutdown-delay={{ $.Values.gateway.shutdownDelaySeconds }}
@@ -249,8 +268,19 @@ env:
     {{- if and $.Values.tracing.endpoint $.Values.tracing.propagateUpstream }}
     - --trace-upstream
     {{- end }}
-  {{- with include "inference-operator.tracingEnv" (dict "root" $ "service" "inference-gateway") | trim }}
-  {{- . | nindent 2 }}
+  {{- $tracing := include "inference-operator.tracingEnv" (dict "root" $ "service" "inference-gateway") | trim }}
+  {{- if or $tracing (include "inference-operator.peerAdmission" $) }}
+  env:
+    {{- if include "inference-operator.peerAdmission" $ }}
+    # The address its peers know it by in the EndpointSlices (--peer-address).
+    - name: POD_IP
+      valueFrom:
+        fieldRef:
+          fieldPath: status.podIP
+    {{- end }}
+    {{- with $tracing }}
+    {{- . | nindent 4 }}
+    {{- end }}
   {{- end }}
   ports:
     - name: http
@@ -258,6 +288,10 @@ env:
     # Not "metrics": in sidecar mode the operator's container in the same pod has that one.
     - name: gateway-metrics
       containerPort: {{ $.Values.gateway.metricsPort }}
+    {{- if include "inference-operator.peerAdmission" $ }}
+    - name: peer
+      containerPort: {{ $.Values.gateway.peerAdmission.port }}
+    {{- end }}
   livenessProbe:
     httpGet:
       path: /healthz
@@ -283,6 +317,11 @@ env:
     {{- include "inference-operator.kubeApiAccessMount" $ | nindent 4 }}
     - name: tmp
       mountPath: /tmp
+    {{- if include "inference-operator.peerAdmission" $ }}
+    - name: peer-token
+      mountPath: /var/run/secrets/inference-operator.dev/peer
+      readOnly: true
+    {{- end }}
 {{- end }}
 
 {{/* Values that the schema cannot check across keys; every workload template includes it. */}}
