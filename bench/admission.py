@@ -188,8 +188,9 @@ def section(result: dict[str, Any]) -> str:
         f"**Added latency**: sequential `POST /_inference/completion/team-a` on one "
         f"keep-alive connection per gateway, limits far away, {lat['rounds']} rounds of "
         f"{lat['per_round']} requests, the order rotated each round. Every request here is "
-        "admitted by the gateway that holds the budget (one replica); with a fleet, a "
-        "request another replica must admit (issue #26) is not measured yet.", "",
+        "admitted by the gateway that holds the budget (one replica); what a request "
+        "another replica must admit pays is in \"Peer admission: asking the owner\" "
+        "below.", "",
         *table(("mode", "requests", "errors", "p50 ms", "p99 ms", "added p50", "added p99"),
                ((label, s["requests"] + s["errors"], s["errors"],
                  *(f"{s[f'p{q}_ms']:.3f}" for q in (50, 99)),

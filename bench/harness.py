@@ -258,6 +258,7 @@ class Gateway:
     service: Service
     url: str
     started_at: float  # perf_counter just before the process was started
+    metrics_url: str = ""
 
     def health(self) -> dict[str, Any] | None:
         return self._get("/healthz")
@@ -301,7 +302,7 @@ def start_gateway(base: Stack, config_secret: str, name: str, *extra: str,
         service.env["KUBECONFIG"] = str(kubeconfig)
     started_at = time.perf_counter()
     base.start(service)
-    return Gateway(service, stack.gateway_url, started_at)
+    return Gateway(service, stack.gateway_url, started_at, stack.gateway_metrics_url)
 
 
 def record(inference_id: str, key: str, *, rpm: int, model: str = "claude-sonnet-4-5",

@@ -19,7 +19,8 @@ from bench.harness import ROOT
 
 BENCHMARKS = {"gateway": "bench.gateway", "operator": "bench.operator", "fleet": "bench.fleet",
               "auth": "bench.auth", "fleet-throughput": "bench.throughput",
-              "chat": "bench.chat", "tracing": "bench.tracing", "admission": "bench.admission"}
+              "chat": "bench.chat", "tracing": "bench.tracing", "admission": "bench.admission",
+              "peers": "bench.peers"}
 
 
 def main(argv: list[str] | None = None) -> int:
