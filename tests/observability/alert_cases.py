@@ -100,6 +100,30 @@ CASES: list[Case] = [
         'inference_gateway_upstream_requests_total{inference_id="team-a",status="200"}':
             "0+80x30",
     }, "25m"),
+    Case("InferenceGatewayPeerAdmissionFallback", "g-1 cannot reach the owners, g-2 can", {
+        'inference_gateway_peer_admissions_total{namespace="inference",pod="g-1",'
+        'route="fallback"}': "0+30x30",
+        'inference_gateway_peer_admissions_total{namespace="inference",pod="g-1",'
+        'route="owner"}': "0+30x30",
+        'inference_gateway_peer_admissions_total{namespace="inference",pod="g-2",'
+        'route="peer"}': "0+60x30",
+        'inference_gateway_peer_admissions_total{namespace="inference",pod="g-2",'
+        'route="fallback"}': "0x30",
+    }, "25m", (Firing({"namespace": "inference", "pod": "g-1"},
+                      "Gateway inference/g-1 admits 50% of its requests without the groups' "
+                      "owners"),)),
+    Case("InferenceGatewayPeerAdmissionFallback", "a few minutes of fallback (an upgrade)", {
+        'inference_gateway_peer_admissions_total{namespace="inference",pod="g-1",'
+        'route="fallback"}': "0x10 0+30x5 150x15",
+        'inference_gateway_peer_admissions_total{namespace="inference",pod="g-1",'
+        'route="peer"}': "0+30x30",
+    }, "25m"),
+    Case("InferenceGatewayPeerAdmissionFallback", "peer admission off: all zero", {
+        'inference_gateway_peer_admissions_total{namespace="inference",pod="g-1",'
+        'route="fallback"}': "0x30",
+        'inference_gateway_peer_admissions_total{namespace="inference",pod="g-1",'
+        'route="owner"}': "0x30",
+    }, "25m"),
     Case("InferenceGatewayNotReady", "one gateway not ready for 15m", {
         f'inference_gateway_ready{{{GATEWAY},pod="g-1"}}': "0x20",
         f'inference_gateway_ready{{{GATEWAY},pod="g-2"}}': "1x20",

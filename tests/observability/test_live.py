@@ -57,10 +57,25 @@ def _fault(stack: Stack, fault: dict[str, Any]) -> None:
     assert _post(f"{stack.emulator_url}/_emulator/faults", [fault]) == 200
 
 
+# The emulator's organisation limits, far away: its answers then carry Anthropic's
+# rate-limit headers, which the gateway learns its budget from.
+FAR_LIMITS = {"requests_per_minute": 1_000_000, "input_tokens_per_minute": 100_000_000,
+              "output_tokens_per_minute": 100_000_000}
+
+
+def _limits(stack: Stack, method: str, body: Any = None) -> None:
+    request = urllib.request.Request(
+        f"{stack.emulator_url}/_emulator/limits", method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        response.read()
+
+
 def _exercise(stack: Stack, kubectl: Any, namespace: str) -> None:
     """What every panel and alert looks at: a Ready endpoint called (completion, stream
-    and chat), Anthropic's 429, 529 and 401, and endpoints Ready=False for a missing Secret
-    and for a key Anthropic refuses."""
+    and chat) under an organisation's limits, Anthropic's 429, 529 and 401, and endpoints
+    Ready=False for a missing Secret and for a key Anthropic refuses."""
     iid = f"{namespace}-live"
     kubectl.apply([secret("anthropic"), secret("refused", REJECTED_KEY),
                    endpoint("live", inference_id=iid),
@@ -71,7 +86,11 @@ def _exercise(stack: Stack, kubectl: Any, namespace: str) -> None:
     wait_reason(kubectl, namespace, "refused", "UpstreamAuthFailed")
     wait_reason(kubectl, namespace, "orphan", "SecretNotFound")
     base = f"{stack.gateway_url}/_inference/completion/{iid}"
-    assert _post(base, {"input": "hello"}) == 200
+    _limits(stack, "PUT", FAR_LIMITS)
+    try:
+        assert _post(base, {"input": "hello"}) == 200
+    finally:
+        _limits(stack, "DELETE")
     assert _post(base + "/_stream", {"input": "hello"}) == 200
     _fault(stack, {"kind": "error", "status": 529})  # retried, then answered
     assert _post(base, {"input": "hello"}) == 200

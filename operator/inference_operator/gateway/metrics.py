@@ -162,6 +162,12 @@ class GatewayMetrics:
         self.peer_links = Gauge(
             "inference_gateway_peer_links",
             "This replica's links to its peers, by state (up, down).", ["state"], registry=r)
+        # Every route and state at 0 from the start, so a rate or a share over them reads
+        # 0, not nothing, where peer admission is off or has not been used yet.
+        for route in ("owner", "peer", "fallback"):
+            self.peer_admissions.labels(route)
+        for state in ("up", "down"):
+            self.peer_links.labels(state)
         # Both read at scrape time (set_function), for spotting leaks: after a burst they
         # return to where they were (tests/gateway/test_gateway_faults.py).
         self.tasks = Gauge(

@@ -79,6 +79,12 @@ _UPSTREAM_REFUSALS = ('sum by (inference_id, status) (rate('
 _QUEUE_SHARE = ("max by (inference_id) (inference_gateway_queued_requests\n"
                 "  / ignoring (inference_id) group_left ()\n"
                 "  clamp_min(inference_gateway_queue_capacity, 1))")
+# Per gateway pod: the share of its admissions made on rpm/N because a group's owner could
+# not be asked.
+_PEER_FALLBACK_SHARE = (
+    'sum by (namespace, pod) (rate(inference_gateway_peer_admissions_total{route="fallback"}'
+    '[5m]))\n  / clamp_min(sum by (namespace, pod) ('
+    'rate(inference_gateway_peer_admissions_total[5m])), 1e-9)')
 _RECONCILE_FAILURES = (
     'sum(rate(inference_operator_reconciles_total{outcome="ReconcileFailed"}[5m]))')
 ALERTS: list[Alert] = [
@@ -170,6 +176,23 @@ ALERTS: list[Alert] = [
             "{{ $labels.inference_id }} have been answered 529 overloaded_error. Nothing in "
             "the cluster causes it; retries add latency and some requests fail."),
         runbook="inferenceupstreamoverloaded",
+    ),
+    Alert(
+        name="InferenceGatewayPeerAdmissionFallback",
+        group=GATEWAY_GROUP,
+        expr=f"{_PEER_FALLBACK_SHARE} > 0.1",
+        signal=_PEER_FALLBACK_SHARE,
+        for_="15m",
+        severity="warning",
+        summary=("Gateway {{ $labels.namespace }}/{{ $labels.pod }} admits "
+                 "{{ $value | humanizePercentage }} of its requests without the groups' owners"),
+        description=(
+            "For 15 minutes more than 10 % of the rate-limit admissions of gateway "
+            "{{ $labels.namespace }}/{{ $labels.pod }} were made on its own share (rpm / "
+            "replicas) because the group's owner could not be asked over a peer link: its "
+            "pinned clients get a fraction of their endpoints' limits. A rolling upgrade "
+            "between peer protocol versions does this for its duration only."),
+        runbook="inferencegatewaypeeradmissionfallback",
     ),
     Alert(
         name="InferenceGatewayNotReady",

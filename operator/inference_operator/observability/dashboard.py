@@ -100,6 +100,32 @@ ROWS: list[Row] = [
         Panel("Queue wait", _quantiles("inference_gateway_queue_wait_seconds"), "s",
               "Time requests waited for a rate-limit token (0 for those that did not)."),
     )),
+    Row("Admission", (
+        Panel("Organisation limits in use", (
+            Query(f"max by (limit) (inference_gateway_org_limit_used_ratio{{{ENDPOINT}}})",
+                  "{{limit}}"),
+        ), "percentunit", "The share of the organisation's per-minute limits (requests, "
+                          "input and output tokens) in use for the endpoints' key and model "
+                          "class, as the gateway's budget sees it (learned from Anthropic's "
+                          "rate-limit headers; 100 %: requests wait for the budget)."),
+        Panel("Organisation limits", (
+            Query(f"max by (limit) (inference_gateway_org_limit_per_minute{{{ENDPOINT}}})",
+                  "{{limit}} per minute"),
+        ), "short", "The organisation's per-minute limits for the endpoints' key and model "
+                    "class, as Anthropic's answers tell them."),
+        Panel("Peer admission by route", (
+            Query("sum by (route) "
+                  f"({_rate('inference_gateway_peer_admissions_total', '')})", "{{route}}"),
+            Query(f"sum({_rate('inference_gateway_owner_changes_total', '')})",
+                  "owner changes"),
+        ), "ops", "Fleet mode: rate-limit admissions decided by this replica as a group's "
+                  "owner, by the owner asked over a peer link, or on rpm/N because the "
+                  "owner could not be asked (fallback); and groups changing owner."),
+        Panel("Peer links", (
+            Query("sum by (state) (inference_gateway_peer_links)", "{{state}}"),
+        ), "short", "Fleet mode: the gateways' links to each other, up or down (a peer of "
+                    "another version refuses the link)."),
+    )),
     Row("Latency", (
         Panel("Request duration",
               _quantiles("inference_gateway_request_duration_seconds", by="stream",
