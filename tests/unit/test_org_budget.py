@@ -329,3 +329,37 @@ async def test_a_budget_told_not_to_learn_admits_everything() -> None:
     ticket.answered(limits(output_tokens=1_000, output_tokens_remaining=0))
     assert org.levels == {}
     assert org.try_reserve(Cost(1, 1, 1_000), 3) is not None
+
+
+async def test_ready_gateways_each_hold_their_share_of_every_limit() -> None:
+    """Two gateways: each starts with half of what remains and refills at half the rate,
+    so together they never exceed the organisation's limit."""
+    clock = FakeClock()
+    budgets = OrgBudgets(clock, 10)
+    budgets.reshare(2)
+    org = budgets.budget("key-a", "claude-sonnet-4-5")
+    ticket = org.try_reserve(Cost(1, 1, 1), 3)
+    assert ticket is not None
+    ticket.answered(limits(output_tokens=6_000, output_tokens_remaining=5_000))
+    assert level(org, OUTPUT) == 2_500
+    assert org.try_reserve(Cost(1, 1, 2_500), 3) is not None
+    waiter = asyncio.create_task(org.reserve(Cost(1, 1, 100), 3))
+    assert await clock.next_sleep() == pytest.approx(2.0, abs=0.02)  # 50 a second
+    await clock.advance(2.01)
+    assert (await waiter).charged == {REQUESTS, INPUT, OUTPUT}
+
+
+async def test_a_change_of_ready_gateways_reshares_the_budgets_there_are() -> None:
+    clock = FakeClock()
+    budgets = OrgBudgets(clock, 10)
+    org = budgets.budget("key-a", "claude-sonnet-4-5")
+    ticket = org.try_reserve(Cost(1, 1, 1), 3)
+    assert ticket is not None
+    ticket.answered(limits(output_tokens=6_000))
+    ticket.ended()
+    budgets.reshare(3)
+    assert level(org, OUTPUT) == pytest.approx(2_000)  # what is above the share goes
+    assert org.utilisation()[OUTPUT] == (6_000, pytest.approx(0.0))  # of the share
+    budgets.reshare(1)
+    await clock.advance(10)
+    assert level(org, OUTPUT) == pytest.approx(3_000)  # back to 100 a second

@@ -16,7 +16,10 @@ one step ahead, so that Anthropic has nothing to refuse:
   corrected when ``usage`` arrives; output is reserved whole and the unused part refunded;
 - a safety factor on every limit shrinks on a 429 and recovers slowly;
 - a 429's ``retry-after`` pauses the budget for everyone, and a 529 too (a jittered,
-  growing pause that leaves the limits alone: overload is Anthropic's, not ours).
+  growing pause that leaves the limits alone: overload is Anthropic's, not ours);
+- with N ready gateways (``--peers-service``) each holds 1/N of every limit, so that
+  together they stay within it: each learns the whole limit and clamps to the whole
+  ``remaining``, but spends only its share.
 
 Waiters are served first come, first served (retries first), as the endpoint's own
 request-rate bucket (ratelimit.py) serves them."""
@@ -116,6 +119,7 @@ class OrgBudget:
         self._jitter = jitter
         self.levels: dict[str, Level] = {}  # the limits learned so far
         self.safety = 1.0
+        self.share = 1.0  # of every limit, this gateway's: 1 / the ready gateways
         self._safety_at = clock.now()
         self._paused_until = -math.inf
         self._overloads = 0  # 529s in a row
@@ -130,10 +134,22 @@ class OrgBudget:
     def queued(self) -> int:
         return len(self._waiters)
 
+    @property
+    def _factor(self) -> float:
+        """What every limit is held at here: the safety factor, of this gateway's share."""
+        return self.safety * self.share
+
+    def reshare(self, share: float) -> None:
+        """Hold ``share`` of every limit from now on (levels above it fall to it)."""
+        self._refill(self._clock.now())
+        self.share = share
+        self._refill(self._clock.now())
+        self._wake()
+
     def utilisation(self) -> dict[str, tuple[int, float]]:
         """Each learned limit and the share of it in use (reserved, or not refilled yet)."""
         self._refill(self._clock.now())
-        return {name: (level.limit, 1 - max(0.0, level.level) / level.limit)
+        return {name: (level.limit, 1 - max(0.0, level.level) / (level.limit * self.share))
                 for name, level in self.levels.items()}
 
     def try_reserve(self, cost: Cost, body_bytes: int) -> Ticket | None:
@@ -177,7 +193,7 @@ class OrgBudget:
         if now < self._paused_until:
             return self._paused_until - now
         self._refill(now)
-        return max((level.wait_for(cost.of(name), self.safety)
+        return max((level.wait_for(cost.of(name), self._factor)
                     for name, level in self.levels.items()), default=0.0)
 
     def _refill(self, now: float) -> None:
@@ -185,7 +201,7 @@ class OrgBudget:
             self.safety = min(1.0, self.safety + SAFETY_RECOVERY * (now - self._safety_at) / 60)
         self._safety_at = now
         for level in self.levels.values():
-            level.refill(now, self.safety)
+            level.refill(now, self._factor)
 
     def _grant(self, cost: Cost, body_bytes: int) -> Ticket:
         for name, level in self.levels.items():
@@ -239,14 +255,18 @@ class OrgBudget:
                 continue
             level = self.levels.get(name)
             if level is None:
-                level = self.levels[name] = Level(limit, float(limit), now)
+                # This gateway's share of what remains: the others start with theirs.
+                level = self.levels[name] = Level(limit, remaining * self.share, now)
                 log.info("organisation limit for [%s]: %d %s per minute", self.name, limit,
                          name.replace("-", " "))
             elif level.limit != limit:
                 log.info("organisation limit for [%s] changed: %d %s per minute (was %d)",
                          self.name, limit, name.replace("-", " "), level.limit)
                 level.limit = limit
-            level.level = min(level.level, limit * self.safety,
+            # Anthropic's remaining is the whole organisation's, refilled at the whole
+            # rate: what the other gateways and users spent shows there, so it bounds
+            # this share as it is.
+            level.level = min(level.level, limit * self._factor,
                               remaining + level.per_second(self.safety) * (now - sent_at))
         self._wake()
 
@@ -276,8 +296,8 @@ class OrgBudget:
         """Give back (or, negative, charge) ``tokens`` of a limit."""
         level = self.levels.get(name)
         if level is not None and tokens:
-            level.refill(self._clock.now(), self.safety)
-            level.level = min(level.limit * self.safety, level.level + tokens)
+            level.refill(self._clock.now(), self._factor)
+            level.level = min(level.limit * self._factor, level.level + tokens)
             self._wake()
 
     def learn_input(self, body_bytes: int, actual: int, charged: int | None) -> None:
@@ -381,6 +401,13 @@ class OrgBudgets:
         self._budgets: weakref.WeakValueDictionary[tuple[str, str], OrgBudget] = (
             weakref.WeakValueDictionary())
         self._ordinal = itertools.count(1)
+        self.share = 1.0
+
+    def reshare(self, replicas: int) -> None:
+        """``replicas`` ready gateways share every organisation's limits from now on."""
+        self.share = 1 / max(1, replicas)
+        for budget in list(self._budgets.values()):
+            budget.reshare(self.share)
 
     def budget(self, api_key: str, model_id: str) -> OrgBudget:
         group = (api_key, model_class(model_id))
@@ -388,5 +415,6 @@ class OrgBudgets:
         if budget is None:
             budget = OrgBudget(f"{group[1]}#{next(self._ordinal)}", group[1], self._clock,
                                self._capacity, learn=self._learn)
+            budget.share = self.share
             self._budgets[group] = budget
         return budget

@@ -1,10 +1,13 @@
-"""Rate limits shared by the ready gateways (``--peers-service``): each allows rpm/N."""
+"""Rate limits shared by the ready gateways (``--peers-service``): each allows rpm/N of
+every endpoint (where peer admission does not decide instead) and 1/N of every
+organisation's limits."""
 
 from __future__ import annotations
 
 import logging
 
 from inference_operator.gateway.metrics import GatewayMetrics
+from inference_operator.gateway.org_limits import OrgBudgets
 from inference_operator.gateway.ratelimit import Limiter
 from inference_operator.gateway.readiness import Readiness
 
@@ -12,8 +15,10 @@ log = logging.getLogger(__name__)
 
 
 class RateSharing:
-    def __init__(self, limiter: Limiter, readiness: Readiness, metrics: GatewayMetrics) -> None:
+    def __init__(self, limiter: Limiter, budgets: OrgBudgets, readiness: Readiness,
+                 metrics: GatewayMetrics) -> None:
         self._limiter = limiter
+        self._budgets = budgets
         self._readiness = readiness
         self._metrics = metrics
 
@@ -27,6 +32,8 @@ class RateSharing:
         before = self._limiter.replicas
         self._limiter.set_replicas(replicas)
         if self._limiter.replicas != before:
-            log.info("%d ready gateway(s) share each rate limit: this one allows rpm/%d",
+            self._budgets.reshare(self._limiter.replicas)
+            log.info("%d ready gateway(s) share each rate limit: this one allows rpm/%d "
+                     "and 1/%d of each organisation's limits", self._limiter.replicas,
                      self._limiter.replicas, self._limiter.replicas)
         self._metrics.replicas.set(self._limiter.replicas)

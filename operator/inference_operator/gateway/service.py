@@ -58,7 +58,7 @@ class Gateway:
             (e.inference_id, e.budget.utilisation()) for e in self.registry.select(None, None)))
         self.readiness = Readiness(self.metrics.ready, shards)
         self.shards = ShardSet(shards, self.registry, self.readiness, self.metrics)
-        self.sharing = RateSharing(self.limiter, self.readiness, self.metrics)
+        self.sharing = RateSharing(self.limiter, self.budgets, self.readiness, self.metrics)
         self.routing = RateRouting(self.limiter, self.metrics)
         self.pipeline = Pipeline(RateAdmission(self.metrics, self.limiter.clock, self.routing),
                                  retry or RetryPolicy(), self.metrics, self.limiter.clock)
