@@ -11,9 +11,10 @@ import pytest
 from gateway_support import RunningEmulator
 from test_emulator_wire import MESSAGES, sdk
 
+from inference_operator.anthropic.errors import SPEND_LIMIT_CODE
 from inference_operator.cli import emulator as emulator_cli
 from inference_operator.cli.main import build_parser
-from inference_operator.emulator.limits import SPEND_LIMIT_CODE, OrgLimits
+from inference_operator.emulator.limits import OrgLimits
 
 MODEL = "claude-sonnet-4-5"
 

@@ -24,12 +24,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from inference_operator.anthropic.errors import SPEND_LIMIT_CODE
 from inference_operator.anthropic.model_classes import model_class
 from inference_operator.clock import SYSTEM_CLOCK, Clock
 from inference_operator.emulator.wire import error_body
 
 DOCS = "https://docs.claude.com/en/api/rate-limits"
-SPEND_LIMIT_CODE = "enforced_spend_limit_reached"
 
 
 class Rates(BaseModel):
