@@ -13,9 +13,11 @@ import time
 from typing import Any
 
 import aiohttp
+import pytest
 from gateway_support import GatewayFactory, RunningEmulator, RunningGateway, metric, seed_body
 
 from inference_operator.emulator.limits import OrgLimits
+from inference_operator.gateway.org_limits import OUTPUT, Ceiling
 
 OUTPUT_PER_MINUTE = 6_000  # 100 a second: the binding limit
 MEASURED = 10.0  # seconds
@@ -27,12 +29,12 @@ ENDPOINTS = [("team-a", "claude-sonnet-4-5", 40), ("team-b", "claude-sonnet-4-20
 
 
 async def setup(emulator: RunningEmulator, make_gateway: GatewayFactory,
-                **limits: Any) -> RunningGateway:
+                ceilings: tuple[Ceiling, ...] = (), **limits: Any) -> RunningGateway:
     emulator.state.set_limits(OrgLimits(**{
         "requests_per_minute": 100_000, "input_tokens_per_minute": 10_000_000,
         "output_tokens_per_minute": OUTPUT_PER_MINUTE, **limits}))
     emulator.latency(per_token=0.001)  # streams hold their reservation a while
-    gateway = await make_gateway()
+    gateway = await make_gateway(org_limit_ceilings=ceilings)
     for inference_id, model, max_tokens in ENDPOINTS:
         body = seed_body(requests_per_minute=100_000)
         body["service_settings"]["model_id"] = model
@@ -154,3 +156,27 @@ async def test_replicas_on_one_key_share_its_limit_and_anthropic_refuses_none(
     assert "429" not in outcomes, f"{outcomes.count('429')} upstream 429s of {len(outcomes)}"
     assert set(statuses) == {200}
     assert used >= 0.9, f"{used:.0%} of the output limit used"
+
+
+@pytest.mark.parametrize("declared", [False, True], ids=["learned", "declared ahead"])
+async def test_a_burst_before_any_answer_keeps_within_a_limit_declared_ahead(
+        emulator: RunningEmulator, make_gateway: GatewayFactory, declared: bool) -> None:
+    """40 requests at once on a fresh gateway, reserving 4,800 output tokens of an
+    organisation allowing 3,000 a minute: learned only, the burst goes unchecked and
+    Anthropic refuses part of it; declared ahead (``--org-limit``), none."""
+    ceilings = (Ceiling("sonnet-4", OUTPUT, 3_000),) if declared else ()
+    gateway = await setup(emulator, make_gateway, ceilings, output_tokens_per_minute=3_000)
+    # Each answer holds its reservation half a second: no refund lands inside the burst.
+    emulator.latency(first_token=0.5)
+    async with aiohttp.ClientSession() as session:
+        async def one() -> int:
+            async with session.post(f"{gateway.public}/_inference/completion/team-c",
+                                    json={"input": "hello"}) as answer:
+                await answer.read()
+                return answer.status
+        statuses = await asyncio.gather(*(one() for _ in range(40)))
+    refused = [r.outcome for r in emulator.requests()].count("429")
+    if declared:
+        assert refused == 0 and set(statuses) == {200}, (refused, statuses)
+    else:
+        assert refused > 0, "the burst should have outrun a limit nobody declared"

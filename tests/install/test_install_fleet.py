@@ -316,3 +316,22 @@ def test_without_peer_admission_the_gateways_share_each_limit_by_the_service() -
     assert "inference-operator-gateway-peers" not in objects(rendered, "Service")
     assert DELEGATOR not in objects(rendered, "ClusterRoleBinding")
     assert "env" not in container
+
+
+def test_declared_organisation_limits_reach_every_gateway_as_options() -> None:
+    ceilings = {"sonnet-4": {"output-tokens": 80_000, "input-tokens": 400_000},
+                "opus-4": {"requests": 50}}
+    for extra in MODES.values():
+        rendered = render(*extra, f"--set-json=gateway.orgLimitCeilings={json.dumps(ceilings)}")
+        gateway = build_parser().parse_args(args_of(rendered, "gateway"))
+        assert {(c.model_class, c.limit, c.per_minute) for c in gateway.org_limit_ceilings} == {
+            ("sonnet-4", "output-tokens", 80_000), ("sonnet-4", "input-tokens", 400_000),
+            ("opus-4", "requests", 50)}
+    assert build_parser().parse_args(args_of(render(), "gateway")).org_limit_ceilings == []
+
+
+def test_a_declared_limit_that_is_no_limit_fails_the_render() -> None:
+    for ceilings in ({"sonnet-4": {"tokens": 5}}, {"sonnet-4": {"requests": 0}}):
+        result = helm_template(f"--set-json=gateway.orgLimitCeilings={json.dumps(ceilings)}",
+                               check=False)
+        assert result.returncode != 0 and "orgLimitCeilings" in result.stderr, result.stderr

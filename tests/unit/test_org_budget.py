@@ -23,6 +23,7 @@ from inference_operator.gateway.org_limits import (
     INPUT,
     OUTPUT,
     REQUESTS,
+    Ceiling,
     Cost,
     OrgBudget,
     OrgBudgets,
@@ -363,3 +364,51 @@ async def test_a_change_of_ready_gateways_reshares_the_budgets_there_are() -> No
     budgets.reshare(1)
     await clock.advance(10)
     assert level(org, OUTPUT) == pytest.approx(3_000)  # back to 100 a second
+
+
+async def test_a_declared_ceiling_holds_from_the_first_request_and_caps_what_is_learned() -> None:
+    clock = FakeClock()
+    budgets = OrgBudgets(clock, 10, ceilings=[Ceiling("sonnet-4", OUTPUT, 1_200)])
+    org = budgets.budget("key-a", "claude-sonnet-4-5")
+    haiku = budgets.budget("key-a", "claude-haiku-4-5")
+    assert haiku.levels == {}  # another class: nothing declared, nothing checked yet
+    first = org.try_reserve(Cost(1, 1, 1_200), 3)  # before any answer: the ceiling's
+    assert first is not None
+    assert org.try_reserve(Cost(1, 1, 100), 3) is None
+    waiter = asyncio.create_task(org.reserve(Cost(1, 1, 100), 3))
+    assert await clock.next_sleep() == pytest.approx(5.0, abs=0.02)  # 20 a second
+    await clock.advance(5.01)
+    (await waiter).ended()
+    first.answered(limits(output_tokens=6_000))  # Anthropic allows more: still 1,200
+    assert org.levels[OUTPUT].limit == 1_200
+    with pytest.raises(TooLarge):
+        org.check(Cost(1, 1, 1_201))
+    first.answered(limits(output_tokens=600, output_tokens_remaining=600))  # less: 600
+    assert org.levels[OUTPUT].limit == 600
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("sonnet-4:output-tokens=80000", None),
+    ("sonnet-4:output-tokens", "expected CLASS:LIMIT=N"),
+    (":requests=5", "expected CLASS:LIMIT=N"),
+    ("sonnet-4:tokens=5", "the limit is one of requests, input-tokens, output-tokens"),
+    ("sonnet-4:requests=0", "a whole number from 1"),
+    ("sonnet-4:requests=1.5", "a whole number from 1"),
+])
+def test_a_ceiling_is_class_limit_and_a_positive_whole_number(text: str,
+                                                              problem: str | None) -> None:
+    if problem is None:
+        assert Ceiling.parse(text) == Ceiling("sonnet-4", OUTPUT, 80_000)
+    else:
+        with pytest.raises(ValueError, match=problem):
+            Ceiling.parse(text)
+
+
+@pytest.mark.parametrize(("ceilings", "learn", "problem"), [
+    ([Ceiling("sonnet-4", OUTPUT, 1), Ceiling("sonnet-4", OUTPUT, 2)], True, "twice"),
+    ([Ceiling("sonnet-4", OUTPUT, 1)], False, "--no-org-limits turns off"),
+])
+def test_ceilings_that_cannot_hold_are_refused_at_start(ceilings: list[Ceiling], learn: bool,
+                                                        problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        OrgBudgets(FakeClock(), 10, learn=learn, ceilings=ceilings)

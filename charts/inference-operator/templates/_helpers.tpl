@@ -242,6 +242,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
     - --shutdown-timeout={{ $.Values.gateway.shutdownTimeoutSeconds }}
     - --anthropic-base-url={{ $.Values.anthropicBaseUrl }}
     - --queue-capacity={{ $.Values.gateway.queueCapacity }}
+    {{- range $class, $limits := $.Values.gateway.orgLimitCeilings }}
+    {{- range $limit, $perMinute := $limits }}
+    - --org-limit={{ $class }}:{{ $limit }}={{ int64 $perMinute }}
+    {{- end }}
+    {{- end }}
     - --stream-write-timeout={{ $.Values.gateway.streamWriteTimeoutSeconds }}
     - --upstream-connections-per-key={{ $.Values.gateway.upstreamConnectionsPerKey }}
     - --upstream-connection-wait={{ $.Values.gateway.upstreamConnectionWaitSeconds }}

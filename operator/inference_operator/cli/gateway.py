@@ -15,6 +15,7 @@ from inference_operator.cli.options import (
     optional_path,
 )
 from inference_operator.gateway import auth
+from inference_operator.gateway.org_limits import Ceiling
 from inference_operator.gateway.retry import RetryPolicy
 from inference_operator.gateway.server import GatewayConfig
 
@@ -54,6 +55,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "output tokens per minute, per model class) from Anthropic's "
                              "answers and admit within them; --no-org-limits: each "
                              "endpoint's requests_per_minute only")
+    parser.add_argument("--org-limit", action="append", dest="org_limit_ceilings",
+                        type=_ceiling, default=list(_default("org_limit_ceilings")),
+                        metavar="CLASS:LIMIT=N",
+                        help="an organisation limit declared ahead (repeatable), e.g. "
+                             "sonnet-4:output-tokens=80000 (LIMIT: requests, input-tokens or "
+                             "output-tokens per minute; CLASS: a model family and major "
+                             "version): held from the first request, before any answer "
+                             "tells the limits, and never learned higher")
     parser.add_argument("--retry-initial-delay", type=float,
                         default=config_default(RetryPolicy, "initial_delay"),
                         help="seconds; first backoff bound")
@@ -260,6 +269,13 @@ def _admin_token(args: argparse.Namespace) -> tuple[str | None, str]:
     if not token:
         return f"{args.admin_token_file} is empty", ""
     return None, token
+
+
+def _ceiling(text: str) -> Ceiling:
+    try:
+        return Ceiling.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def gateway_config(args: argparse.Namespace, admin_token: str = "") -> GatewayConfig:

@@ -19,7 +19,9 @@ one step ahead, so that Anthropic has nothing to refuse:
   growing pause that leaves the limits alone: overload is Anthropic's, not ours);
 - with N ready gateways (``--peers-service``) each holds 1/N of every limit, so that
   together they stay within it: each learns the whole limit and clamps to the whole
-  ``remaining``, but spends only its share.
+  ``remaining``, but spends only its share;
+- a limit declared ahead (``--org-limit``, a ``Ceiling``) holds from the start, before
+  any answer, and a learned one is never taken above it.
 
 Waiters are served first come, first served (retries first), as the endpoint's own
 request-rate bucket (ratelimit.py) serves them."""
@@ -33,7 +35,7 @@ import math
 import random
 import weakref
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +80,31 @@ class Cost:
                 OUTPUT: self.output_tokens}[limit]
 
 
+@dataclass(frozen=True)
+class Ceiling:
+    """An organisation limit declared before any answer tells it: one model class's
+    requests, input or output tokens per minute."""
+
+    model_class: str
+    limit: str
+    per_minute: int
+
+    @classmethod
+    def parse(cls, text: str) -> Ceiling:
+        """``CLASS:LIMIT=N``, e.g. ``sonnet-4:output-tokens=80000``; ValueError saying
+        what is wrong otherwise."""
+        model_class, _, rest = text.partition(":")
+        limit, _, number = rest.partition("=")
+        if not model_class or not number:
+            raise ValueError(f"{text!r}: expected CLASS:LIMIT=N, e.g. "
+                             "sonnet-4:output-tokens=80000")
+        if limit not in LIMITS:
+            raise ValueError(f"{text!r}: the limit is one of {', '.join(LIMITS)}")
+        if not number.isdigit() or int(number) < 1:
+            raise ValueError(f"{text!r}: the limit per minute is a whole number from 1")
+        return cls(model_class, limit, int(number))
+
+
 @dataclass(eq=False)
 class Waiter:
     cost: Cost
@@ -109,17 +136,24 @@ class Level:
 
 class OrgBudget:
     def __init__(self, name: str, model_class: str, clock: Clock, queue_capacity: int,
-                 jitter: Callable[[], float] = random.random, *, learn: bool = True) -> None:
-        """``learn`` False: no limit is ever learned, so the budget admits everything."""
+                 jitter: Callable[[], float] = random.random, *, learn: bool = True,
+                 share: float = 1.0, ceilings: Mapping[str, int] | None = None) -> None:
+        """``learn`` False: no limit is ever learned, so the budget admits everything;
+        ``share``: of every limit, this gateway's; ``ceilings``: per limit, what it is
+        until an answer tells it, and at most after."""
         self.name = name  # shown in errors and logs: never derived from the key
         self._learn = learn
         self.model_class = model_class
         self._clock = clock
         self._capacity = queue_capacity
         self._jitter = jitter
-        self.levels: dict[str, Level] = {}  # the limits learned so far
         self.safety = 1.0
-        self.share = 1.0  # of every limit, this gateway's: 1 / the ready gateways
+        self.share = share  # of every limit, this gateway's: 1 / the ready gateways
+        self._ceilings = dict(ceilings or {})
+        # The limits known so far: declared, then learned.
+        self.levels: dict[str, Level] = {
+            name: Level(per_minute, per_minute * self._factor, clock.now())
+            for name, per_minute in self._ceilings.items()}
         self._safety_at = clock.now()
         self._paused_until = -math.inf
         self._overloads = 0  # 529s in a row
@@ -253,6 +287,7 @@ class OrgBudget:
             remaining = _header_int(headers, f"anthropic-ratelimit-{name}-remaining")
             if limit is None or limit < 1 or remaining is None:
                 continue
+            limit = min(limit, self._ceilings.get(name, limit))
             level = self.levels.get(name)
             if level is None:
                 # This gateway's share of what remains: the others start with theirs.
@@ -394,7 +429,19 @@ class OrgBudgets:
     """Hands out the shared budget of an (API key, model class). Budgets are held by the
     endpoints that use them (and by requests in flight) and vanish with the last one."""
 
-    def __init__(self, clock: Clock, queue_capacity: int, *, learn: bool = True) -> None:
+    def __init__(self, clock: Clock, queue_capacity: int, *, learn: bool = True,
+                 ceilings: Sequence[Ceiling] = ()) -> None:
+        """ValueError for ceilings without learning, or one declared twice."""
+        if ceilings and not learn:
+            raise ValueError("--org-limit declares organisation limits, which "
+                             "--no-org-limits turns off")
+        self._ceilings: dict[str, dict[str, int]] = {}
+        for ceiling in ceilings:
+            declared = self._ceilings.setdefault(ceiling.model_class, {})
+            if ceiling.limit in declared:
+                raise ValueError(f"--org-limit declares {ceiling.model_class}:"
+                                 f"{ceiling.limit} twice")
+            declared[ceiling.limit] = ceiling.per_minute
         self._clock = clock
         self._capacity = queue_capacity
         self._learn = learn
@@ -414,7 +461,7 @@ class OrgBudgets:
         budget = self._budgets.get(group)
         if budget is None:
             budget = OrgBudget(f"{group[1]}#{next(self._ordinal)}", group[1], self._clock,
-                               self._capacity, learn=self._learn)
-            budget.share = self.share
+                               self._capacity, learn=self._learn, share=self.share,
+                               ceilings=self._ceilings.get(group[1]))
             self._budgets[group] = budget
         return budget

@@ -31,6 +31,7 @@ from inference_operator.gateway.metrics import (
     DEFAULT_CALLER_ACCOUNTS_PER_NAMESPACE,
     GatewayMetrics,
 )
+from inference_operator.gateway.org_limits import Ceiling
 from inference_operator.gateway.peering import owners
 from inference_operator.gateway.peering.identity import AUDIENCE as PEER_AUDIENCE
 from inference_operator.gateway.peering.identity import PeerIdentity, account_of, read_token
@@ -136,6 +137,9 @@ class GatewayConfig:
     # Learn each key's organisation limits from Anthropic's answers and admit within them
     # (gateway/org_limits.py); off: each endpoint's requests_per_minute only.
     org_limits: bool = True
+    # Organisation limits declared ahead, per model class: held from the start, never
+    # learned higher.
+    org_limit_ceilings: tuple[Ceiling, ...] = ()
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     access_log: bool = True  # one JSON line per request (gateway/accesslog.py)
     max_body_size: int = Limits.max_body_size
@@ -237,6 +241,7 @@ class GatewayServer:
             limiter=limiter or Limiter(queue_capacity=config.queue_capacity),
             retry=config.retry,
             org_limits=config.org_limits,
+            org_limit_ceilings=config.org_limit_ceilings,
             state=StateFile(config.state_file) if config.state_file else None,
             shards=shards,
             metrics=GatewayMetrics(

@@ -12,7 +12,7 @@ from typing import Any
 from inference_operator.anthropic.client import Upstream
 from inference_operator.gateway.admission import RateAdmission
 from inference_operator.gateway.metrics import GatewayMetrics
-from inference_operator.gateway.org_limits import OrgBudgets
+from inference_operator.gateway.org_limits import Ceiling, OrgBudgets
 from inference_operator.gateway.peering.routing import RateRouting
 from inference_operator.gateway.pipeline import Pipeline
 from inference_operator.gateway.rate_sharing import RateSharing
@@ -34,13 +34,15 @@ class Gateway:
         limiter: Limiter | None = None,
         retry: RetryPolicy | None = None,
         org_limits: bool = True,
+        org_limit_ceilings: Sequence[Ceiling] = (),
         state: StateFile | None = None,
         shards: Sequence[str] = (),
         metrics: GatewayMetrics | None = None,
         request_memory: RequestMemory | None = None,
         tracing: Tracing | None = None,
     ) -> None:
-        """``org_limits``: learn each key's organisation limits and admit within them;
+        """``org_limits``: learn each key's organisation limits and admit within them
+        (``org_limit_ceilings``: some declared ahead, never learned higher);
         ``shards``: config mode's configuration shards (none: standalone); ``tracing``:
         none, tracing off."""
         self.upstream = upstream
@@ -52,7 +54,7 @@ class Gateway:
         self.metrics.request_memory_limit.set(self.request_memory.budget)
         self.metrics.queue_capacity.set(self.limiter.queue_capacity)
         self.budgets = OrgBudgets(self.limiter.clock, self.limiter.queue_capacity,
-                                  learn=org_limits)
+                                  learn=org_limits, ceilings=org_limit_ceilings)
         self.registry = Registry(upstream, self.limiter, self.budgets, self.metrics, state)
         self.metrics.watch_org_limits(lambda: (
             (e.inference_id, e.budget.utilisation()) for e in self.registry.select(None, None)))
