@@ -140,19 +140,11 @@ async def measure(args: argparse.Namespace, gateways: dict[str, Stack]) -> dict[
         # Unloaded: limits far away, answers at once; what admission costs a request.
         await emulator(session, some, "POST", "reset")
         await emulator(session, some, "PUT", "limits", UNBOUND)
-        sessions = {mode: aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1))
-                    for mode in gateways}
-        targets = {mode: Target(mode, f"{stack.gateway_url}/_inference/completion/team-a",
-                                {"input": "What is Elastic?"})
-                   for mode, stack in gateways.items()}
         per_round = args.requests // args.rounds
-        try:
-            rounds = await loadgen.alternate(tuple(MODES), args.rounds, lambda mode: (
-                loadgen.closed_loop(sessions[mode], targets[mode], requests=per_round,
-                                    concurrency=1, time_limit=args.time_limit)))
-        finally:
-            for each in sessions.values():
-                await each.close()
+        rounds = await loadgen.sequential_rounds(
+            {mode: Target(mode, f"{gateways[mode].gateway_url}/_inference/completion/team-a",
+                          {"input": "What is Elastic?"}) for mode in MODES},
+            rounds=args.rounds, per_round=per_round, time_limit=args.time_limit)
     return {"load": loaded, "latency": {
         "rounds": args.rounds, "per_round": per_round,
         "modes": {mode: loadgen.merged(samples).summary() for mode, samples in rounds.items()},

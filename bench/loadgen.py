@@ -131,6 +131,21 @@ async def closed_loop(session: aiohttp.ClientSession, target: Target, *, request
     return phase.done()
 
 
+async def sequential_rounds(targets: dict[str, Target], *, rounds: int, per_round: int,
+                            time_limit: float) -> dict[str, list[Sample]]:
+    """Each target alone on a keep-alive connection of its own: ``rounds`` rounds of
+    ``per_round`` sequential requests, alternated between the targets (``alternate``)."""
+    sessions = {name: aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1))
+                for name in targets}
+    try:
+        return await alternate(tuple(targets), rounds, lambda name: closed_loop(
+            sessions[name], targets[name], requests=per_round, concurrency=1,
+            time_limit=time_limit))
+    finally:
+        for session in sessions.values():
+            await session.close()
+
+
 async def time_to_first_delta(session: aiohttp.ClientSession, target: Target, *,
                               requests: int, time_limit: float) -> Sample:
     """Streams one at a time; the latency is the time until the first chunk holding a

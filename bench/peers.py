@@ -15,7 +15,6 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from kubernetes import client, config
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -127,19 +126,12 @@ def start(base: Stack, work: Path, key: str) -> dict[str, Gateway]:
 
 
 async def measure(args: argparse.Namespace, gateways: dict[str, Gateway]) -> dict[str, Any]:
-    sessions = {mode: aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1))
-                for mode in gateways}
-    targets = {mode: Target(mode, f"{g.url}/_inference/completion/{ENDPOINT_ID}",
-                            {"input": "What is Elastic?"}) for mode, g in gateways.items()}
     per_round = args.requests // args.rounds
     routed_before = peer_routed(gateways["non-owner"])
-    try:
-        rounds = await loadgen.alternate(tuple(MODES), args.rounds, lambda mode: (
-            loadgen.closed_loop(sessions[mode], targets[mode], requests=per_round,
-                                concurrency=1, time_limit=args.time_limit)))
-    finally:
-        for session in sessions.values():
-            await session.close()
+    rounds = await loadgen.sequential_rounds(
+        {mode: Target(mode, f"{gateways[mode].url}/_inference/completion/{ENDPOINT_ID}",
+                      {"input": "What is Elastic?"}) for mode in MODES},
+        rounds=args.rounds, per_round=per_round, time_limit=args.time_limit)
     summaries = {mode: loadgen.merged(samples).summary() for mode, samples in rounds.items()}
     return {"rounds": args.rounds, "per_round": per_round, "modes": summaries,
             "added_ms": {mode: loadgen.added(rounds, mode, "alone")
