@@ -146,9 +146,7 @@ def section(result: dict[str, Any]) -> str:
     within = {q: asking[q] <= bound for q, bound in ADDED_BOUND.items()}
     answered = modes["non-owner"]["requests"]
     routed = result["non_owner_asked_owner"] >= answered
-    # A smoke run (--quick) shares a busy machine with the others: its latencies bind
-    # nothing, only the route does.
-    timed = all(within.values()) or result["run"]["args"]["quick"]
+    timed = harness.bound(all(within.values()), result["run"])
     result["failed"] = not (timed and routed and not modes["non-owner"]["errors"])
     return "\n".join([
         harness.machine_line(result["run"]), "",
