@@ -313,6 +313,24 @@ async def test_what_a_failure_gives_back(error: Exception, output_back: int,
     assert org.safety == 1.0 and org._paused_until == -math.inf  # the spend limit: no pause
 
 
+@pytest.mark.parametrize("learn", [True, False])
+async def test_the_spend_limit_is_reached_from_its_429_to_the_next_answer(learn: bool) -> None:
+    """What the operator shows as the SpendLimitReached condition, with --no-org-limits
+    too; other refusals say nothing of it."""
+    org = OrgBudget("sonnet-4#1", "sonnet-4", FakeClock(), 10, learn=learn)
+    spend = status_error(429, {"x-should-retry": "false"}, "rate_limit_error",
+                         {"error_code": SPEND_LIMIT_CODE})
+    for error, reached in [(status_error(429, {"retry-after": "1"}, "rate_limit_error"), False),
+                           (status_error(529, {}, "overloaded_error"), False),
+                           (spend, True), (status_error(500, {}, "api_error"), True),
+                           (spend, True)]:
+        # A ticket of its own for each: the 429 and the 529 pause the budget.
+        Ticket(org, Cost(1, 1, 10), 3, 0.0, frozenset()).failed(error)
+        assert org.spend_limit_reached is reached, error
+    Ticket(org, Cost(1, 1, 10), 3, 0.0, frozenset()).answered(limits())
+    assert org.spend_limit_reached is False
+
+
 async def test_one_budget_per_key_and_model_class() -> None:
     budgets = OrgBudgets(FakeClock(), 10)
     sonnet = budgets.budget("key-a", "claude-sonnet-4-5-20250929")

@@ -24,6 +24,10 @@
 {{- printf "%s-gateway" (include "inference-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{- define "inference-operator.gatewayMetricsServiceName" -}}
+{{- printf "%s-metrics" (include "inference-operator.gatewayServiceName" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "inference-operator.fleet" -}}
 {{- if eq .Values.gateway.mode "fleet" }}true{{ end }}
 {{- end }}

@@ -227,6 +227,7 @@ class Stack:
             ["run", "--gateway-config-secret", self.config_secret,
              "--gateway-config-namespace", self.config_namespace,
              "--gateway-status-url", self.gateway_url,
+             "--gateway-metrics-url", f"http://127.0.0.1:{self.gateway_metrics_port}",
              "--gateway-public-url", self.gateway_url,
              "--anthropic-base-url", self.anthropic_base_url or self.emulator_url,
              "--resync-seconds", "30", "--metrics-address", "127.0.0.1",

@@ -23,6 +23,12 @@ PRINTER_COLUMNS = [
     {"name": "Inference-ID", "type": "string", "jsonPath": ".status.inference_id"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {"name": "Message", "type": "string", "jsonPath": f"{_READY}.message", "priority": 1},
+    {"name": "Org-Output-TPM", "type": "integer", "priority": 1,
+     "jsonPath": ".status.organisation_limits.output_tokens_per_minute",
+     "description": "The organisation's output tokens per minute for the key and model class"},
+    {"name": "Org-Used-Pct", "type": "integer", "priority": 1,
+     "jsonPath": ".status.organisation_limits.used_percent",
+     "description": "Share of the most used organisation limit in use, in percent"},
 ]
 
 

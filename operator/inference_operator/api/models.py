@@ -138,6 +138,9 @@ class ConditionType(StrEnum):
     READY = "Ready"
     RECONCILING = "Reconciling"
     STALLED = "Stalled"
+    # Beside the three: whether Anthropic refuses the key's requests for the
+    # organisation's spend limit (once the gateways have said anything of it).
+    SPEND_LIMIT_REACHED = "SpendLimitReached"
 
 
 class Reason(StrEnum):
@@ -159,6 +162,9 @@ class Reason(StrEnum):
     MODEL_NOT_FOUND = "ModelNotFound"
     UPSTREAM_UNAVAILABLE = "UpstreamUnavailable"
     RECONCILE_FAILED = "ReconcileFailed"
+    # The SpendLimitReached condition's.
+    SPEND_LIMIT_REACHED = "SpendLimitReached"
+    WITHIN_SPEND_LIMIT = "WithinSpendLimit"
 
 
 class Condition(_Strict):
@@ -169,8 +175,9 @@ class Condition(_Strict):
         max_length=316,
         pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
         r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$",
-        description="Condition type: Ready (summary), Reconciling (work in flight) or "
-        "Stalled (needs a human).",
+        description="Condition type: Ready (summary), Reconciling (work in flight), "
+        "Stalled (needs a human) or SpendLimitReached (Anthropic refuses the key's "
+        "requests for the organisation's spend limit).",
     )
     status: Literal["True", "False", "Unknown"] = Field(
         description="True, False or Unknown."
@@ -188,6 +195,24 @@ class Condition(_Strict):
         default=None, ge=0, alias="observedGeneration",
         description="metadata.generation the condition was computed from.",
     )
+
+
+class OrganisationLimits(_Strict):
+    """The organisation limits of the endpoint's API key and model class, as the gateways
+    learned them from Anthropic's answers (never the key)."""
+
+    model_class: str = Field(description="The model class the limits are Anthropic's for, "
+                             "e.g. sonnet-4.")
+    requests_per_minute: int | None = Field(
+        default=None, ge=1, description="Requests per minute, once an answer told it.")
+    input_tokens_per_minute: int | None = Field(
+        default=None, ge=1, description="Input tokens per minute, once an answer told it.")
+    output_tokens_per_minute: int | None = Field(
+        default=None, ge=1, description="Output tokens per minute, once an answer told it.")
+    used_percent: int = Field(
+        ge=0, le=100, description="Share of the most used of those limits in use (reserved "
+        "by requests in flight, or spent and not refilled yet) across the gateway "
+        "replicas, in steps of 10, as of the last read (every 30 s by default).")
 
 
 class InferenceEndpointStatus(_Strict):
@@ -215,3 +240,6 @@ class InferenceEndpointStatus(_Strict):
         description="resourceVersion of the Secret whose key the gateway is using "
         "(never the key or a hash of it).",
     )
+    organisation_limits: OrganisationLimits | None = Field(
+        default=None, description="The organisation limits the gateways learned for the "
+        "endpoint's key and model class, once a request has been answered.")

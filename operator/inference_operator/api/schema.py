@@ -35,7 +35,7 @@ def _inline(node: Any, defs: dict[str, Schema]) -> Any:
             del node["anyOf"]
             if node.get("default", ...) is None:
                 del node["default"]
-            node = {**rest[0], **node}
+            node = {**_inline(rest[0], defs), **node}  # the branch may be a $ref
     node.pop("title", None)
     if "description" in node:  # docstrings arrive wrapped; kubectl explain re-wraps them
         node["description"] = " ".join(node["description"].split())

@@ -39,6 +39,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="URL", default=list(_default("gateway_status_urls")),
                         help="a gateway replica at a fixed URL (repeatable), instead of the "
                              "Service's endpoints: a gateway outside a cluster")
+    parser.add_argument("--gateway-metrics-service", default=_default("gateway_metrics_service"),
+                        help="the Service of the gateways' metrics listeners: the operator "
+                             "reads the organisation limits they learned from its ready "
+                             "endpoints into each endpoint's status")
+    parser.add_argument("--gateway-metrics-url", action="append", dest="gateway_metrics_urls",
+                        metavar="URL", default=list(_default("gateway_metrics_urls")),
+                        help="a gateway replica's metrics listener at a fixed URL (repeatable), "
+                             "with --gateway-status-url")
+    parser.add_argument("--org-limits-poll-seconds", type=float,
+                        default=_default("org_limits_poll_seconds"),
+                        help="how often the gateways' organisation limits are read")
     parser.add_argument("--gateway-public-url", default=_default("gateway_public_url"),
                         help="base URL clients use, written into status.url")
     parser.add_argument("--anthropic-base-url", default=_default("anthropic_base_url"),

@@ -59,9 +59,12 @@ def _now() -> str:
 
 
 def build_conditions(
-    outcome: Outcome, generation: int, previous: Sequence[Mapping[str, Any]] | None
+    outcome: Outcome, generation: int, previous: Sequence[Mapping[str, Any]] | None,
+    spend_limit_reached: bool | None = None,
 ) -> list[dict[str, Any]]:
-    """Ready, Reconciling and Stalled, always all three, so kstatus never guesses."""
+    """Ready, Reconciling and Stalled, always all three, so kstatus never guesses; and
+    SpendLimitReached once the gateways have said whether it is (``spend_limit_reached``
+    not None)."""
     by_type = {c.get("type"): c for c in previous or ()}
     statuses = {
         ConditionType.READY: outcome.ready,
@@ -69,24 +72,47 @@ def build_conditions(
         ConditionType.STALLED: outcome.stalled,
     }
     now = _now()
-    conditions = []
-    for condition_type, value in statuses.items():
-        status = "True" if value else "False"
-        old = by_type.get(condition_type, {})
-        transition = old.get("lastTransitionTime") if old.get("status") == status else None
-        conditions.append({
-            "type": str(condition_type),
-            "status": status,
-            "reason": str(outcome.reason),
-            "message": outcome.message,
-            "lastTransitionTime": transition or now,
-            "observedGeneration": generation,
-        })
+    conditions = [_condition(condition_type, value, outcome.reason, outcome.message,
+                             generation, by_type.get(condition_type, {}), now)
+                  for condition_type, value in statuses.items()]
+    if spend_limit_reached is not None:
+        condition_type = ConditionType.SPEND_LIMIT_REACHED
+        conditions.append(_condition(
+            condition_type, spend_limit_reached,
+            *(SPEND_LIMIT_WORDS if spend_limit_reached else WITHIN_SPEND_LIMIT_WORDS),
+            generation, by_type.get(condition_type, {}), now))
     return conditions
 
 
-def ready_condition(status: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
-    for condition in (status or {}).get("conditions") or ():
-        if condition.get("type") == ConditionType.READY:
-            return condition
+SPEND_LIMIT_WORDS = (
+    Reason.SPEND_LIMIT_REACHED,
+    "Anthropic refuses this endpoint's requests: the organisation's monthly spend limit is "
+    "reached (raise it in the Anthropic Console); callers get 429, not retried")
+WITHIN_SPEND_LIMIT_WORDS = (Reason.WITHIN_SPEND_LIMIT,
+                            "Anthropic answers this endpoint's requests")
+
+
+def _condition(condition_type: str, value: bool, reason: str, message: str,
+               generation: int, old: Mapping[str, Any], now: str) -> dict[str, Any]:
+    status = "True" if value else "False"
+    transition = old.get("lastTransitionTime") if old.get("status") == status else None
+    return {
+        "type": str(condition_type),
+        "status": status,
+        "reason": str(reason),
+        "message": message,
+        "lastTransitionTime": transition or now,
+        "observedGeneration": generation,
+    }
+
+
+def condition(status: Mapping[str, Any] | None, condition_type: str
+              ) -> Mapping[str, Any] | None:
+    for item in (status or {}).get("conditions") or ():
+        if item.get("type") == condition_type:
+            return item
     return None
+
+
+def ready_condition(status: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    return condition(status, ConditionType.READY)

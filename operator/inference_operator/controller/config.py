@@ -19,6 +19,12 @@ class OperatorConfig:
     # status counts; or fixed replica URLs instead (a gateway outside a cluster).
     gateway_service: str = "inference-operator-gateway"
     gateway_status_urls: tuple[str, ...] = field(default_factory=tuple)
+    # Where the gateways' metrics listeners are, for the organisation limits in each
+    # endpoint's status (controller/org_limits.py): the ready addresses of this Service,
+    # or fixed URLs (with gateway_status_urls: none, no organisation limits in status).
+    gateway_metrics_service: str = "inference-operator-gateway-metrics"
+    gateway_metrics_urls: tuple[str, ...] = field(default_factory=tuple)
+    org_limits_poll_seconds: float = 30.0
     # What clients use; written into each endpoint's status.url.
     gateway_public_url: str = "http://inference-operator-gateway:9200"
     anthropic_base_url: str = ANTHROPIC_API_URL

@@ -20,6 +20,7 @@ from inference_operator.controller.config import OperatorConfig
 from inference_operator.controller.fleet import Fleet, static_addresses
 from inference_operator.controller.kube import Kube
 from inference_operator.controller.metrics import MetricsServer, OperatorMetrics
+from inference_operator.controller.org_limits import OrgLimitsReader
 from inference_operator.controller.publisher import ConfigPublisher
 from inference_operator.controller.reconciler import Controller
 from inference_operator.controller.tracing import ReconcileTracing
@@ -85,7 +86,11 @@ async def startup(
     fleet = Fleet(static_addresses(config.gateway_status_urls) if config.gateway_status_urls
                   else lambda: kube.ready_addresses(config.gateway_config_namespace,
                                                     config.gateway_service))
-    # Both before kopf's first events: the first reconciles then find the statuses they
+    org_limits = OrgLimitsReader(
+        static_addresses(config.gateway_metrics_urls) if config.gateway_status_urls
+        else lambda: kube.ready_addresses(config.gateway_config_namespace,
+                                          config.gateway_metrics_service))
+    # All three before kopf's first events: the first reconciles then find the statuses they
     # would write already there, so a restarted operator changes no resource. In sidecar
     # mode the gateway restarts with the operator and is ready a few seconds later:
     # without the wait, every status would say "no gateway replica" for that moment.
@@ -93,11 +98,12 @@ async def startup(
     if not await fleet.wait_for_replica(FIRST_REPLICA_WAIT_SECONDS):
         log.warning("no gateway replica ready after %.0fs; statuses will say so",
                     FIRST_REPLICA_WAIT_SECONDS)
+    await org_limits.refresh()
     verifier = UpstreamVerifier(config.anthropic_base_url) if config.verify_upstream else None
     if verifier is not None:
         await verifier.start()
     controller = Controller(config, kube, publisher, fleet, verifier, memo.metrics,
-                            tracing=memo.tracing)
+                            tracing=memo.tracing, org_limits=org_limits)
     fleet.on_change = controller.fleet_changed
     controller.indices.endpoints = endpoints
     controller.indices.claims = claims
@@ -105,15 +111,18 @@ async def startup(
     memo.controller = controller
     memo.watcher = asyncio.create_task(watch_fleet(controller))
     memo.resync = asyncio.create_task(resync(controller))
+    memo.org_watcher = asyncio.create_task(watch_org_limits(controller))
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     memo.watcher.cancel()
     memo.resync.cancel()
+    memo.org_watcher.cancel()
     controller: Controller = memo.controller
     await controller.close()
     await controller.fleet.close()
+    await controller.org_limits.close()
     if controller.verifier is not None:
         await controller.verifier.close()
     await controller.kube.close()
@@ -143,6 +152,8 @@ async def fleet_watcher_alive(memo: kopf.Memo, **_: Any) -> str:
         raise RuntimeError("the fleet watcher has stopped")
     if memo.resync.done():
         raise RuntimeError("the periodic resync has stopped")
+    if memo.org_watcher.done():
+        raise RuntimeError("the organisation limits watcher has stopped")
     controller: Controller = memo.controller
     await controller.kube.endpoint_keys(controller.config.namespaces, first_only=True)
     return "ok"
@@ -168,6 +179,14 @@ async def watch_fleet(controller: Controller) -> None:
     while True:
         await _survived("fleet watcher", controller.fleet.refresh())
         await controller.clock.sleep(controller.config.gateway_poll_seconds)
+
+
+async def watch_org_limits(controller: Controller) -> None:
+    """Read what the gateways learned of the organisation limits; the endpoints whose
+    figures changed get their status rewritten."""
+    while True:
+        await controller.clock.sleep(controller.config.org_limits_poll_seconds)
+        await _survived("organisation limits watcher", controller.org_limits_changed())
 
 
 async def resync(controller: Controller) -> None:

@@ -16,22 +16,26 @@ from typing import Any
 from httpx2 import TransportError
 from lightkube import ApiError
 
-from inference_operator.api.models import Reason
+from inference_operator.anthropic.model_classes import model_class
+from inference_operator.api.models import ConditionType, Reason
 from inference_operator.api.validation import spec_warnings
 from inference_operator.clock import SYSTEM_CLOCK, Clock
 from inference_operator.controller import tracing as spans
 from inference_operator.controller.claims import Claim, effective_inference_id, holder
 from inference_operator.controller.conditions import (
+    SPEND_LIMIT_WORDS,
     Outcome,
     Requeue,
     build_conditions,
+    condition,
     ready_condition,
 )
 from inference_operator.controller.config import OperatorConfig
-from inference_operator.controller.fleet import Coverage, Fleet
+from inference_operator.controller.fleet import Coverage, Fleet, static_addresses
 from inference_operator.controller.gates import Context, evaluate
 from inference_operator.controller.kube import Kube, SecretValue
 from inference_operator.controller.metrics import OperatorMetrics, ReadyState, ready_state
+from inference_operator.controller.org_limits import OrgLimitsReader
 from inference_operator.controller.publisher import ConfigPublisher, Placement
 from inference_operator.controller.secrets import (
     ResolvedKey,
@@ -116,8 +120,10 @@ class Controller:
         self, config: OperatorConfig, kube: Kube, publisher: ConfigPublisher, fleet: Fleet,
         verifier: UpstreamVerifier | None, metrics: OperatorMetrics | None = None,
         clock: Clock = SYSTEM_CLOCK, tracing: spans.ReconcileTracing | None = None,
+        org_limits: OrgLimitsReader | None = None,
     ) -> None:
-        """``tracing``: none, tracing off."""
+        """``tracing``: none, tracing off; ``org_limits``: none, no organisation limits
+        in status."""
         self.config = config
         self.tracing = tracing
         self.clock = clock
@@ -125,6 +131,7 @@ class Controller:
         self.publisher = publisher
         self.fleet = fleet
         self.verifier = verifier
+        self.org_limits = org_limits or OrgLimitsReader(static_addresses(()))
         self.indices = Indices()
         self.secrets = SecretCache(kube)
         self.verified = VerifiedKeys(clock)
@@ -231,6 +238,13 @@ class Controller:
                 self._bulk.release()
 
         await asyncio.gather(*map(bounded, keys))
+
+    async def org_limits_changed(self) -> None:
+        """Read the gateways' organisation limits; revisit the endpoints whose figures
+        changed, a bounded number at a time."""
+        changed = await self.org_limits.refresh()
+        await self._reconcile_all([key for key, tracked in self._tracked.items()
+                                   if tracked.serving_id in changed])
 
     def secret_changed(self, namespace: str, name: str, value: SecretValue | None) -> None:
         """A Secret's watch event (``None``: deleted). Only referenced Secrets are kept,
@@ -385,12 +399,18 @@ class Controller:
         metadata = body["metadata"]
         generation = metadata.get("generation", 0)
         old = tracked.written or body.get("status") or {}
+        # What the gateways learned of its organisation limits, while it is served.
+        org = (self.org_limits.report(published.inference_id)
+               if tracked.serving_id == published.inference_id else None)
         status = {
             "observedGeneration": generation,
-            "conditions": build_conditions(outcome, generation, old.get("conditions")),
+            "conditions": build_conditions(outcome, generation, old.get("conditions"),
+                                           None if org is None else org.spend_limit_reached),
             "inference_id": published.inference_id,
             "url": published.url,
             "secret_resource_version": published.secret_resource_version,
+            "organisation_limits": None if org is None else org.status(model_class(
+                body["spec"]["service_settings"]["model_id"])),
         }
         if _without_none(status) == _without_none({k: old.get(k) for k in status}):
             return
@@ -406,6 +426,9 @@ class Controller:
                 await self.kube.post_event(body, "Normal" if healthy else "Warning",
                                            outcome.reason, outcome.message)
                 log.info("%s/%s: %s (%s)", *key_of(body), outcome.reason, outcome.message)
+            spend = condition(old, ConditionType.SPEND_LIMIT_REACHED) or {}
+            if org is not None and org.spend_limit_reached and spend.get("status") != "True":
+                await self.kube.post_event(body, "Warning", *SPEND_LIMIT_WORDS)
             if old.get("observedGeneration") != generation:
                 for warning in spec_warnings(body.get("spec") or {}):
                     await self.kube.post_event(body, "Warning", "SpecWarning", str(warning))

@@ -179,8 +179,10 @@ class GatewayMetrics:
 
     def watch_org_limits(self, source: OrgLimitsSource) -> None:
         """Export, read at scrape time, each endpoint's organisation limits as learned
-        (by ``source``: inference id, and per limit its per-minute value and the share in
-        use); they leave with the endpoint, as nothing keeps them."""
+        (by ``source``: inference id, per limit its per-minute value and the share in use,
+        and whether the spend limit refuses it); they leave with the endpoint, as nothing
+        keeps them. The operator reads them too, for the endpoints' status
+        (controller/org_limits.py)."""
         self.registry.register(_OrgLimits(source))
 
     def forget(self, inference_id: str) -> None:
@@ -218,8 +220,11 @@ class GatewayMetrics:
             self.caller_tokens.labels(inference_id, *who, "output").inc(usage.output_tokens)
 
 
-# (inference id, {limit name: (per minute, share in use)}) per endpoint.
-OrgLimitsSource = Callable[[], Iterable[tuple[str, dict[str, tuple[int, float]]]]]
+# (inference id, {limit name: (per minute, share in use)}, spend limit reached) per endpoint.
+OrgLimitsSource = Callable[[], Iterable[tuple[str, dict[str, tuple[int, float]], bool]]]
+ORG_LIMIT_PER_MINUTE = "inference_gateway_org_limit_per_minute"
+ORG_LIMIT_USED = "inference_gateway_org_limit_used_ratio"
+ORG_SPEND_LIMIT = "inference_gateway_org_spend_limit_reached"
 
 
 class _OrgLimits(Collector):
@@ -228,17 +233,25 @@ class _OrgLimits(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         per_minute = GaugeMetricFamily(
-            "inference_gateway_org_limit_per_minute",
+            ORG_LIMIT_PER_MINUTE,
             "The organisation's limit for the endpoint's key and model class, as Anthropic's "
             "answers tell it (limit: requests, input-tokens, output-tokens).",
             labels=["inference_id", "limit"])
         used = GaugeMetricFamily(
-            "inference_gateway_org_limit_used_ratio",
+            ORG_LIMIT_USED,
             "Share of that limit in use: reserved by requests in flight, or spent and not "
             "refilled yet.", labels=["inference_id", "limit"])
-        for inference_id, limits in self._source():
+        spend_limit = GaugeMetricFamily(
+            ORG_SPEND_LIMIT,
+            "1 while Anthropic refuses the endpoint's requests for the organisation's spend "
+            "limit (from such a 429 to the next answer); absent otherwise.",
+            labels=["inference_id"])
+        for inference_id, limits, spend_limited in self._source():
             for name, (limit, share) in limits.items():
                 per_minute.add_metric([inference_id, name], limit)
                 used.add_metric([inference_id, name], share)
+            if spend_limited:
+                spend_limit.add_metric([inference_id], 1)
         yield per_minute
         yield used
+        yield spend_limit

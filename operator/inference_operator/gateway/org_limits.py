@@ -158,6 +158,8 @@ class OrgBudget:
         self._paused_until = -math.inf
         self._overloads = 0  # 529s in a row
         self._input_ratio = 1.0
+        # Anthropic's last word was the spend-limit 429, and no answer came since.
+        self.spend_limit_reached = False
         self._waiters: deque[Waiter] = deque()
         self._dispatcher: asyncio.Task[None] | None = None
 
@@ -308,6 +310,18 @@ class OrgBudget:
     def answered(self, headers: Mapping[str, str], sent_at: float) -> None:
         self.observe(headers, sent_at)
         self._overloads = 0
+        if self.spend_limit_reached:
+            self.spend_limit_reached = False
+            log.info("Anthropic answers requests of [%s] again: its spend limit no longer "
+                     "refuses them", self.name)
+
+    def spend_limited(self) -> None:
+        """Anthropic refused for the organisation's spend limit: shown (metrics, and the
+        endpoints' status through the operator) until an answer comes again."""
+        if not self.spend_limit_reached:
+            self.spend_limit_reached = True
+            log.warning("Anthropic refuses requests of [%s]: the organisation's spend limit "
+                        "is reached", self.name)
 
     def rate_limited(self, retry_after: float | None) -> None:
         """Anthropic refused for a limit: everyone waits its ``retry-after``, and every
@@ -394,7 +408,9 @@ class Ticket:
         if isinstance(error, StatusError):
             if any(h.lower().startswith("anthropic-ratelimit-") for h in error.headers):
                 self.budget.observe(error.headers, self.sent_at)
-            if error.failure_status == 429 and not error.spend_limit:
+            if error.spend_limit:
+                self.budget.spend_limited()
+            elif error.failure_status == 429:
                 self.budget.rate_limited(error.retry_after)
             elif error.failure_status == 529:
                 self.budget.overloaded()

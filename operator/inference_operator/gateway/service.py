@@ -57,7 +57,8 @@ class Gateway:
                                   learn=org_limits, ceilings=org_limit_ceilings)
         self.registry = Registry(upstream, self.limiter, self.budgets, self.metrics, state)
         self.metrics.watch_org_limits(lambda: (
-            (e.inference_id, e.budget.utilisation()) for e in self.registry.select(None, None)))
+            (e.inference_id, e.budget.utilisation(), e.budget.spend_limit_reached)
+            for e in self.registry.select(None, None)))
         self.readiness = Readiness(self.metrics.ready, shards)
         self.shards = ShardSet(shards, self.registry, self.readiness, self.metrics)
         self.sharing = RateSharing(self.limiter, self.budgets, self.readiness, self.metrics)
