@@ -156,7 +156,8 @@ def test_get_shows_ready_reason_model_and_id_and_wide_shows_the_message(
     kubectl: Kubectl, ns: str
 ) -> None:
     kubectl.run("apply", "-n", ns, "-f", str(ROOT / "examples"))
-    patch = yaml.safe_dump({"status": _ready_status(1)})
+    patch = yaml.safe_dump({"status": {**_ready_status(1), "organisation_limits": {
+        "model_class": "sonnet-4", "output_tokens_per_minute": 80_000, "used_percent": 40}}})
     kubectl.run("patch", "iep", "anthropic-completion", "-n", ns, "--subresource=status",
                 "--type=merge", "-p", patch)
 
@@ -170,9 +171,10 @@ def test_get_shows_ready_reason_model_and_id_and_wide_shows_the_message(
         "anthropic_completion"
     ]
     assert wide[0].split() == [
-        "NAME", "READY", "REASON", "TASK-TYPE", "MODEL", "INFERENCE-ID", "AGE", "MESSAGE"
+        "NAME", "READY", "REASON", "TASK-TYPE", "MODEL", "INFERENCE-ID", "AGE", "MESSAGE",
+        "ORG-OUTPUT-TPM", "ORG-USED-PCT"
     ]
-    assert wide[1].endswith("serving at the gateway")
+    assert wide[1].split("serving at the gateway")[1].split() == ["80000", "40"]
 
 
 def test_status_is_a_subresource_that_does_not_bump_generation(

@@ -116,6 +116,9 @@ def test_the_service_selects_exactly_the_pods_that_serve(mode: str) -> None:
     gateway = build_parser().parse_args(args_of(rendered, "gateway"))
     assert gateway.metrics_port == VALUES["gateway"]["metricsPort"] == 9202
     assert gateway.metrics_host == "0.0.0.0"  # Prometheus scrapes the pod's address
+    # The operator reads the organisation limits from the same Service's endpoints.
+    operator = build_parser().parse_args(args_of(rendered, "operator"))
+    assert operator.gateway_metrics_service == "inference-operator-gateway-metrics"
     # The operator's metrics Service: the operator's pod in both modes.
     metrics = services["inference-operator-operator-metrics"]
     assert selected(metrics["spec"]["selector"], rendered) == {"inference-operator"}
@@ -260,10 +263,18 @@ def test_the_network_policies_let_the_operator_poll_every_gateway() -> None:
         assert gateway_metrics in policies[serving]["spec"]["ingress"]
         if mode == "fleet":
             assert operator["ingress"] == [metrics]
+        # The operator to every gateway's /healthz and metrics listener (the organisation
+        # limits for status), whatever metricsFrom allows.
         (to_gateways,) = (rule for rule in operator["egress"] if "to" in rule)
         (target,) = to_gateways["to"]
         assert selected(target["podSelector"]["matchLabels"], rendered) == {serving}
-        assert to_gateways["ports"] == [{"port": 9200, "protocol": "TCP"}]
+        assert to_gateways["ports"] == [{"port": 9200, "protocol": "TCP"},
+                                        {"port": 9202, "protocol": "TCP"}]
+        (from_operator,) = (rule for rule in policies[serving]["spec"]["ingress"]
+                            if rule["ports"] == gateway_metrics["ports"]
+                            and rule.get("from") != [scraper])
+        (source,) = from_operator["from"]
+        assert selected(source["podSelector"]["matchLabels"], rendered) == {"inference-operator"}
         # The gateways reach DNS, the API server (the shards) and Anthropic.
         ports = {p["port"] for rule in policies[serving]["spec"]["egress"] for p in rule["ports"]}
         assert ports >= {53, 443, 6443}

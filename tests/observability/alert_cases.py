@@ -100,6 +100,17 @@ CASES: list[Case] = [
         'inference_gateway_upstream_requests_total{inference_id="team-a",status="200"}':
             "0+80x30",
     }, "25m"),
+    Case("InferenceSpendLimitReached", "team-a refused on one of two pods", {
+        'inference_gateway_org_spend_limit_reached{pod="g-1",inference_id="team-a"}': "1x20",
+        'inference_gateway_org_limit_per_minute{pod="g-2",inference_id="team-a",'
+        'limit="output-tokens"}': "8000x20",
+    }, "10m", (Firing({"inference_id": "team-a"},
+                      "Anthropic refuses every call for team-a: the organisation's spend limit "
+                      "is reached"),)),
+    Case("InferenceSpendLimitReached", "refused for 3 minutes, then answered again", {
+        'inference_gateway_org_spend_limit_reached{pod="g-1",inference_id="team-a"}':
+            "1x3 _x17",
+    }, "10m"),
     Case("InferenceGatewayPeerAdmissionFallback", "g-1 cannot reach the owners, g-2 can", {
         'inference_gateway_peer_admissions_total{namespace="inference",pod="g-1",'
         'route="fallback"}': "0+30x30",

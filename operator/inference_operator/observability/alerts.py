@@ -178,6 +178,22 @@ ALERTS: list[Alert] = [
         runbook="inferenceupstreamoverloaded",
     ),
     Alert(
+        name="InferenceSpendLimitReached",
+        group=GATEWAY_GROUP,
+        expr="max by (inference_id) (inference_gateway_org_spend_limit_reached) == 1",
+        signal="max by (inference_id) (inference_gateway_org_spend_limit_reached)",
+        for_="5m",
+        severity="critical",
+        summary=("Anthropic refuses every call for {{ $labels.inference_id }}: the "
+                 "organisation's spend limit is reached"),
+        description=(
+            "For 5 minutes Anthropic has answered the calls for {{ $labels.inference_id }} "
+            "with the monthly spend limit's 429 (enforced_spend_limit_reached), and none "
+            "since with an answer: every caller gets 429 until the organisation's spend "
+            "limit is raised. The endpoint's SpendLimitReached condition says the same."),
+        runbook="inferencespendlimitreached",
+    ),
+    Alert(
         name="InferenceGatewayPeerAdmissionFallback",
         group=GATEWAY_GROUP,
         expr=f"{_PEER_FALLBACK_SHARE} > 0.1",
