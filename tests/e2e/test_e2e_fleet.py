@@ -59,6 +59,8 @@ GATEWAY_PORT = 9200
 RATE_LIMIT = 120
 PROPAGATION = 5.0  # seconds: rotation and deletion reach every replica within this
 PINNED_RATE_LIMIT = 60  # peer admission: what one client pinned to one replica gets
+ORG_LIMITS = {"requests_per_minute": 100_000, "input_tokens_per_minute": 10_000_000,
+              "output_tokens_per_minute": 2_000_000, "round_remaining": False}
 
 
 def _post(url: str, body: dict[str, Any], timeout: float = 10) -> tuple[int, Any]:
@@ -69,6 +71,12 @@ def _post(url: str, body: dict[str, Any], timeout: float = 10) -> tuple[int, Any
             return response.status, json.load(response)
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()
+
+
+def _put(url: str, body: dict[str, Any]) -> None:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="PUT",
+                                     headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=10).close()
 
 
 def _get(url: str) -> Any:
@@ -173,9 +181,23 @@ def test_every_replica_serves_an_endpoint_and_the_status_counts_them(
     kubectl.apply(endpoint("a", "creds", inference_id=iid), team)
     ready = _ready(kubectl, team, "a")
     assert f"on {REPLICAS}/{REPLICAS} gateway replicas" in ready["message"]
-    for name, base in fleet.replicas().items():
-        status, body = _post(_inference_url(base, iid), {"input": f"hello {name}"})
-        assert status == 200, (name, body)
+    limits_url = f"{fleet.emulator_url()}/_emulator/limits"
+    _put(limits_url, ORG_LIMITS)  # far above what the module's tests spend
+    try:
+        for name, base in fleet.replicas().items():
+            status, body = _post(_inference_url(base, iid), {"input": f"hello {name}"})
+            assert status == 200, (name, body)
+        # What the replicas learned, read by the operator from their metrics listeners
+        # (their Service, through the NetworkPolicy) into the status, within a poll period.
+        learned = poll(lambda: (kubectl.get("iep", "a", team).get("status") or {}).get(
+            "organisation_limits"), timeout=45, interval=1,
+            message="no organisation limits in the endpoint's status")
+        assert learned == {"model_class": "sonnet-4", "requests_per_minute": 100_000,
+                           "input_tokens_per_minute": 10_000_000,
+                           "output_tokens_per_minute": 2_000_000, "used_percent": 0}
+    finally:
+        urllib.request.urlopen(urllib.request.Request(limits_url, method="DELETE"),
+                               timeout=10).close()
     # The operator alone in its pod: the gateways are a Deployment of their own.
     # Not a pod of the previous module's release (same name) still in its
     # graceful termination: the uninstall does not wait for that.
