@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +20,12 @@ from kube_support import ShardWriter, record
 from lightkube import AsyncClient
 from lightkube.resources import core_v1
 from lightkube.resources.discovery_v1 import EndpointSlice
+from test_gateway_org_limits import ENDPOINTS, OUTPUT_PER_MINUTE, drive
 
 from inference_devkit.controlplane.kubectl import Kubectl
 from inference_devkit.waiting import poll_async
+from inference_operator.emulator.limits import OrgLimits
+from inference_operator.gateway.org_limits import OUTPUT
 from inference_operator.gateway.peering import identity, wire
 
 RPM = 600  # one token every 0.1 s for the fleet
@@ -78,30 +80,35 @@ async def peer_token(kubectl: Kubectl, namespace: str, tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-async def fleet(config_gateway: GatewayFactory, admin: AsyncClient, shards: ShardWriter,
-                namespace: str, emulator: RunningEmulator, peer_token: Path
-                ) -> AsyncIterator[Fleet]:
-    alpha = record("alpha")
-    alpha["service_settings"]["rate_limit"]["requests_per_minute"] = RPM
-    await shards.write(0, 1, alpha)
-    await shards.write(1, 1)
+async def form(config_gateway: GatewayFactory, admin: AsyncClient, namespace: str,
+               peer_token: Path, count: int) -> Fleet:
+    """``count`` gateways of a fleet on the shards written, linked up and ready."""
     await admin.create(core_v1.Service.from_dict({
         "apiVersion": "v1", "kind": "Service", "metadata": {"name": SERVICE},
         "spec": {"ports": [{"name": "http", "port": 9200}]}}), namespace=namespace)
     gateways = [await config_gateway(peers_service=SERVICE, peer_port=0,
                                      peer_address="127.0.0.1", peer_token_file=peer_token)
-                for _ in range(3)]
+                for _ in range(count)]
     fleet = Fleet(gateways, admin, namespace)
-    await fleet.publish([True, True, True])
+    await fleet.publish([True] * count)
 
     async def formed() -> bool:
-        return all([await links_up(g) == 2 for g in gateways]
-                   + [g.server.gateway.limiter.replicas == 3 for g in gateways]
+        return all([await links_up(g) == count - 1 for g in gateways]
+                   + [g.server.gateway.limiter.replicas == count for g in gateways]
                    + [(await g.call("GET", "/readyz"))[0] == 200 for g in gateways])
 
     await poll_async(formed, timeout=10, interval=0.05, message="the fleet never linked up")
-    yield fleet
+    return fleet
+
+
+@pytest.fixture
+async def fleet(config_gateway: GatewayFactory, admin: AsyncClient, shards: ShardWriter,
+                namespace: str, emulator: RunningEmulator, peer_token: Path) -> Fleet:
+    alpha = record("alpha")
+    alpha["service_settings"]["rate_limit"]["requests_per_minute"] = RPM
+    await shards.write(0, 1, alpha)
+    await shards.write(1, 1)
+    return await form(config_gateway, admin, namespace, peer_token, 3)
 
 
 async def pinned(gateway: RunningGateway, seconds: float) -> dict[int, int]:
@@ -223,3 +230,85 @@ async def test_the_peer_listener_admits_only_gateways_of_its_account_and_version
     assert got == status
 
 
+
+
+@pytest.fixture
+async def org_fleet(config_gateway: GatewayFactory, admin: AsyncClient, shards: ShardWriter,
+                    namespace: str, emulator: RunningEmulator, peer_token: Path) -> Fleet:
+    """Two gateways of a fleet serving test_gateway_org_limits' endpoints on one key, the
+    emulator enforcing its organisation's limits."""
+    emulator.state.set_limits(OrgLimits(requests_per_minute=100_000,
+                                        input_tokens_per_minute=10_000_000,
+                                        output_tokens_per_minute=OUTPUT_PER_MINUTE))
+    emulator.latency(per_token=0.001)  # streams hold their reservation a while
+    records = []
+    for inference_id, model, max_tokens in ENDPOINTS:
+        written = record(inference_id)
+        written["service_settings"].update(model_id=model,
+                                           rate_limit={"requests_per_minute": 100_000})
+        written["task_settings"]["max_tokens"] = max_tokens
+        records.append(written)
+    await shards.write(0, 1, *records)
+    await shards.write(1, 1)
+    return await form(config_gateway, admin, namespace, peer_token, 2)
+
+
+async def test_a_load_on_a_replica_that_does_not_own_the_budget_gets_the_whole_org_limit(
+        org_fleet: Fleet, emulator: RunningEmulator) -> None:
+    """The organisation budget decided by its owner: a load pinned to the other replica
+    reserves from it, so it uses nearly all of the binding limit (on its own share it
+    would use half) and Anthropic refuses none."""
+    first = org_fleet.gateways[0].server.gateway
+    owner = first.routing.owner_of(first.registry.resolve("team-a", None).budget.group_id)
+    loaded = next(g for g in org_fleet.gateways if g.server.gateway.routing.member != owner)
+    outcomes, statuses, used = await drive(emulator, [loaded], 16)
+    assert "429" not in outcomes, f"{outcomes.count('429')} upstream 429s of {len(outcomes)}"
+    assert set(statuses) == {200}
+    assert used >= 0.9, f"{used:.0%} of the output limit used"
+    # Each attempt reserved from the owner; none on the local share.
+    async def reservations(route: str) -> float:
+        return await metric(loaded.session, loaded.metrics,
+                            "inference_gateway_peer_reservations_total", f'route="{route}"')
+    assert await reservations("peer") >= len(outcomes)
+    assert await reservations("fallback") == 0
+
+
+async def test_the_owner_settles_a_peers_reservation_as_it_says_and_keeps_a_dropped_ones(
+        org_fleet: Fleet, peer_token: Path) -> None:
+    """On the wire: a reservation's unused output comes back when its peer says it ended;
+    one whose link closed before it was settled stays spent (its attempt may have run)."""
+    first = org_fleet.gateways[0].server.gateway
+    owner = next(g for g in org_fleet.gateways if g.server.gateway.routing.member
+                 == first.routing.owner_of(first.registry.resolve("team-a", None)
+                                           .budget.group_id))
+    status, _, _ = await owner.call("POST", "/_inference/completion/team-a", {"input": "hi"})
+    assert status == 200  # the limits learned
+    budget = owner.server.gateway.registry.resolve("team-a", None).budget
+
+    def output_level() -> float:
+        budget.utilisation()  # refilled to now
+        return budget.levels[OUTPUT].level
+
+    async def refilled_to(level: float) -> bool:
+        return output_level() > level
+
+    await poll_async(lambda: refilled_to(OUTPUT_PER_MINUTE - 100), timeout=10)
+    headers = {"Authorization": f"Bearer {await asyncio.to_thread(peer_token.read_text)}",
+               wire.MEMBER_HEADER: "127.0.0.1:1", wire.PROTOCOL_HEADER: wire.PROTOCOL}
+    url = f"http://127.0.0.1:{owner.server.peer_port}{wire.PATH}"
+    reserve = wire.Reserve(1, budget.group_id, (1, 10, 3_000), 30, False).message()
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(url, headers=headers) as socket:
+            await socket.send_json(reserve)
+            assert await socket.receive_json(timeout=5) == {"id": 1, "result": "granted"}
+            assert output_level() < OUTPUT_PER_MINUTE - 2_500
+            await socket.send_json({"op": "settle", "id": 1, "event": "usage",
+                                    "usage": {"output_tokens": 100}})
+            await socket.send_json({"op": "settle", "id": 1, "event": "ended"})
+            await poll_async(lambda: refilled_to(OUTPUT_PER_MINUTE - 300), timeout=2,
+                             message="the unused output never came back")
+            await socket.send_json({**reserve, "id": 2})
+            assert (await socket.receive_json(timeout=5))["result"] == "granted"
+        after_close = output_level()
+        await asyncio.sleep(0.2)
+        assert after_close < OUTPUT_PER_MINUTE - 2_500  # nothing given back for it

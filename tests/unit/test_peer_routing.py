@@ -1,6 +1,7 @@
 """Peer admission's decisions, on virtual time: who owns a group (rendezvous hashing),
-what each replica's bucket for it allows (the owner the whole rpm less the shares of peers
-it cannot hear from; the others rpm/N), and a new owner's empty start."""
+what each replica's bucket or organisation budget for it allows (the owner the whole rpm
+or limit less the shares of peers it cannot hear from; the others 1/N), and a new owner's
+empty start."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from controller_fakes import FakeClock
 
 from inference_operator.gateway.metrics import GatewayMetrics
+from inference_operator.gateway.org_limits import OrgBudgets
 from inference_operator.gateway.peering import owners
 from inference_operator.gateway.peering.routing import RateRouting
 from inference_operator.gateway.ratelimit import Limiter
@@ -57,13 +59,16 @@ class StandingLinks:
 
 
 def routing_as(member: str, clock: FakeClock, linked_to_me: set[str],
-               metrics: GatewayMetrics | None = None) -> tuple[RateRouting, Limiter]:
+               metrics: GatewayMetrics | None = None,
+               budgets: OrgBudgets | None = None) -> tuple[RateRouting, Limiter]:
     limiter = Limiter(clock)
-    routing = RateRouting(limiter, metrics or GatewayMetrics())
+    budgets = budgets or OrgBudgets(clock, 10)
+    routing = RateRouting(limiter, budgets, metrics or GatewayMetrics())
     routing.enable(member, StandingLinks(set(PEERS)))  # type: ignore[arg-type]
     for peer in linked_to_me:
         routing.inbound_opened(peer)
     limiter.set_replicas(3)
+    budgets.reshare(3)
     routing.set_members(set(PEERS))
     return routing, limiter
 
@@ -94,6 +99,21 @@ async def test_the_owner_holds_the_limit_less_the_shares_of_peers_that_cannot_as
     assert limiter.bucket(mine, "m", 600).interval == pytest.approx(owner_interval)
     # Not the owner: rpm/N, for when the owner cannot be asked.
     assert limiter.bucket(theirs, "m", 600).interval == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize(("linked_to_me", "owner_share"), [
+    (set(PEERS[1:]), 1.0), ({PEERS[1]}, 2 / 3), (set(), 1 / 3)])
+async def test_an_organisation_budgets_owner_holds_its_limits_as_a_buckets_does(
+        linked_to_me: set[str], owner_share: float) -> None:
+    budgets = OrgBudgets(FakeClock(), 10)
+    routing, _ = routing_as(PEERS[0], FakeClock(), linked_to_me, budgets=budgets)
+    by_owner = {routing.owns(b.group_id): b for b in (
+        budgets.budget(f"key-{n}", "claude-sonnet-4-5") for n in range(40))}
+    assert by_owner[True].share == pytest.approx(owner_share)
+    assert by_owner[False].share == pytest.approx(1 / 3)  # for when the owner cannot be asked
+    routing.inbound_opened(PEERS[1])
+    routing.inbound_opened(PEERS[2])
+    assert by_owner[True].share == pytest.approx(1.0)
 
 
 async def test_a_peer_that_links_up_gives_its_share_back_to_the_owner() -> None:

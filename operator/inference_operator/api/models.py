@@ -211,8 +211,8 @@ class OrganisationLimits(_Strict):
         default=None, ge=1, description="Output tokens per minute, once an answer told it.")
     used_percent: int = Field(
         ge=0, le=100, description="Share of the most used of those limits in use (reserved "
-        "by requests in flight, or spent and not refilled yet) across the gateway "
-        "replicas, in steps of 10, as of the last read (every 30 s by default).")
+        "by requests in flight, or spent and not refilled yet) on the busiest gateway "
+        "replica, in steps of 10, as of the last read (every 30 s by default).")
 
 
 class InferenceEndpointStatus(_Strict):

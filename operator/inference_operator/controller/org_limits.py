@@ -77,9 +77,11 @@ def parse(text: str) -> dict[str, _Replica]:
 
 def combine(replicas: Iterable[Mapping[str, _Replica]]) -> dict[str, OrgReport]:
     """The fleet's view of each endpoint: each limit as the replicas learned it (the
-    highest, should one lag behind a change), its share in use the mean of theirs (each
-    holds an equal part of it), the most used limit's share in USED_STEP steps, and the
-    spend limit reached where any replica met it."""
+    highest, should one lag behind a change), the share in use of the busiest replica's
+    most used limit, in USED_STEP steps (with peer admission the budget's owner holds
+    nearly all of it and the others next to nothing; without, each its 1/N: either way the
+    busiest is the one nearest to making callers wait), and the spend limit reached where
+    any replica met it."""
     seen: dict[str, list[_Replica]] = defaultdict(list)
     for replica in replicas:
         for inference_id, series in replica.items():
@@ -87,14 +89,12 @@ def combine(replicas: Iterable[Mapping[str, _Replica]]) -> dict[str, OrgReport]:
     reports = {}
     for inference_id, views in seen.items():
         per_minute: dict[str, int] = {}
-        used: dict[str, list[float]] = defaultdict(list)
+        busiest = 0.0
         for view in views:
             for name, value in view.per_minute.items():
                 if value >= 1:
                     per_minute[name] = max(per_minute.get(name, 0), int(value))
-            for name, value in view.used.items():
-                used[name].append(min(1.0, max(0.0, value)))
-        busiest = max((sum(values) / len(values) for values in used.values()), default=0.0)
+            busiest = max([busiest, *(min(1.0, max(0.0, v)) for v in view.used.values())])
         reports[inference_id] = OrgReport(
             per_minute, int(busiest * 100) // USED_STEP * USED_STEP,
             any(view.spend_limit_reached for view in views))

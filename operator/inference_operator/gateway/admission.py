@@ -1,8 +1,8 @@
 """Admission: whether, and when, a request may make its next upstream attempt. The
 pipeline asks before every attempt, retries included (pipeline.py, ``Admission``): first
-the endpoint's request-rate bucket and its queue (ratelimit.py; or its owner's, with peer
-admission on: peering/routing.py), then the organisation
-budget its key shares with every endpoint on that key and model class (org_limits.py)."""
+the endpoint's request-rate bucket and its queue (ratelimit.py), then the organisation
+budget its key shares with every endpoint on that key and model class (org_limits.py);
+with peer admission on, each of them its owner's (peering/routing.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from inference_operator.gateway import errors
 from inference_operator.gateway.endpoints import Endpoint
 from inference_operator.gateway.errors import ESError
 from inference_operator.gateway.metrics import GatewayMetrics
-from inference_operator.gateway.org_limits import Cost, Ticket, TooLarge
+from inference_operator.gateway.org_limits import Cost, Reservation, TooLarge
 from inference_operator.gateway.peering.routing import RateRouting
 from inference_operator.gateway.ratelimit import QueueFull, TurnTooLate
 from inference_operator.gateway.timeunits import Deadline
@@ -24,7 +24,7 @@ class RateAdmission:
         self._routing = routing
 
     async def admit(self, endpoint: Endpoint, *, priority: bool, body_bytes: int,
-                    max_tokens: int, deadline: Deadline | None = None) -> Ticket:
+                    max_tokens: int, deadline: Deadline | None = None) -> Reservation:
         """A token of the endpoint's bucket and a reservation of its organisation budget,
         at once or after waits in their queues (``priority``: a retry, ahead of new
         requests); 429 when a queue is full or the bucket's turn would come after the
@@ -36,7 +36,7 @@ class RateAdmission:
             if not self._routing.try_acquire(endpoint.bucket):
                 return await self._wait(endpoint, priority, cost, body_bytes,
                                         token=True, deadline=deadline)
-            ticket = budget.try_reserve(cost, body_bytes)
+            ticket = self._routing.try_reserve(budget, cost, body_bytes)
             if ticket is None:
                 return await self._wait(endpoint, priority, cost, body_bytes)
             # No wait: the gauge would go up and down with no await in between, which no
@@ -48,7 +48,7 @@ class RateAdmission:
                                      ) from None
 
     async def _wait(self, endpoint: Endpoint, priority: bool, cost: Cost, body_bytes: int, *,
-                    token: bool = False, deadline: Deadline | None = None) -> Ticket:
+                    token: bool = False, deadline: Deadline | None = None) -> Reservation:
         """Wait for the bucket's ``token`` (unless taken already; refused at once when its
         turn comes after the ``deadline``), then for the budget."""
         queued = self._metrics.queued.labels(endpoint.inference_id)  # its series exists
@@ -59,7 +59,8 @@ class RateAdmission:
                 await self._routing.acquire(
                     endpoint.bucket, priority=priority,
                     deadline=None if deadline is None else deadline.at)
-            ticket = await endpoint.budget.reserve(cost, body_bytes, priority=priority)
+            ticket = await self._routing.reserve(endpoint.budget, cost, body_bytes,
+                                                 priority=priority)
         except TurnTooLate as late:
             assert deadline is not None
             raise ESError(

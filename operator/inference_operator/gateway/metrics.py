@@ -156,6 +156,11 @@ class GatewayMetrics:
             "Rate-limit admissions with peer admission on, by route: owner (this replica "
             "owns the group), peer (its owner was asked), fallback (the owner could not be "
             "asked: rpm/N here).", ["route"], registry=r))
+        self.peer_reservations = Labelled(Counter(
+            "inference_gateway_peer_reservations",
+            "Organisation-budget reservations with peer admission on, by route: owner, peer, "
+            "fallback (the owner could not be asked: 1/N of the limits here).", ["route"],
+            registry=r))
         self.owner_changes = Counter(
             "inference_gateway_owner_changes",
             "Rate-limit groups that became, or stopped being, this replica's own.", registry=r)
@@ -166,6 +171,7 @@ class GatewayMetrics:
         # 0, not nothing, where peer admission is off or has not been used yet.
         for route in ("owner", "peer", "fallback"):
             self.peer_admissions.labels(route)
+            self.peer_reservations.labels(route)
         for state in ("up", "down"):
             self.peer_links.labels(state)
         # Both read at scrape time (set_function), for spotting leaks: after a burst they

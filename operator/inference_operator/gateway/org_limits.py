@@ -19,7 +19,8 @@ one step ahead, so that Anthropic has nothing to refuse:
   growing pause that leaves the limits alone: overload is Anthropic's, not ours);
 - with N ready gateways (``--peers-service``) each holds 1/N of every limit, so that
   together they stay within it: each learns the whole limit and clamps to the whole
-  ``remaining``, but spends only its share;
+  ``remaining``, but spends only its share; with peer admission the budget's owner holds
+  it whole and the others reserve from it (peering/routing.py);
 - a limit declared ahead (``--org-limit``, a ``Ceiling``) holds from the start, before
   any answer, and a learned one is never taken above it.
 
@@ -37,11 +38,12 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from inference_operator.anthropic.errors import AnthropicError, NoConnection, StatusError
 from inference_operator.anthropic.model_classes import model_class
 from inference_operator.clock import Clock
+from inference_operator.gateway.peering import owners
 from inference_operator.gateway.ratelimit import QueueFull
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,7 @@ class TooLarge(Exception):
     """A request Anthropic would never admit: it reserves more output than a minute holds."""
 
     def __init__(self, need: int, limit: int, model_class: str) -> None:
+        self.limit = limit
         super().__init__(
             f"max_tokens [{need}] is more than the organisation's limit of {limit:,} output "
             f"tokens per minute for model class [{model_class}]: Anthropic would refuse it")
@@ -137,11 +140,13 @@ class Level:
 class OrgBudget:
     def __init__(self, name: str, model_class: str, clock: Clock, queue_capacity: int,
                  jitter: Callable[[], float] = random.random, *, learn: bool = True,
-                 share: float = 1.0, ceilings: Mapping[str, int] | None = None) -> None:
+                 share: float = 1.0, ceilings: Mapping[str, int] | None = None,
+                 group_id: str = "") -> None:
         """``learn`` False: no limit is ever learned, so the budget admits everything;
         ``share``: of every limit, this gateway's; ``ceilings``: per limit, what it is
-        until an answer tells it, and at most after."""
+        until an answer tells it, and at most after; ``group_id``: its name among peers."""
         self.name = name  # shown in errors and logs: never derived from the key
+        self.group_id = group_id
         self._learn = learn
         self.model_class = model_class
         self._clock = clock
@@ -401,22 +406,23 @@ class Ticket:
             self.budget.refund(OUTPUT, self.cost.output_tokens - self._output)
 
     def failed(self, error: AnthropicError) -> None:
-        """The attempt failed. A refusal (429, 529) was charged nothing, and pauses
-        everyone unless it is the spend limit's (no wait cures that); after any other
-        failure only the unused output comes back, since Anthropic may have counted the
-        request and its input."""
-        if isinstance(error, StatusError):
-            if any(h.lower().startswith("anthropic-ratelimit-") for h in error.headers):
-                self.budget.observe(error.headers, self.sent_at)
-            if error.spend_limit:
-                self.budget.spend_limited()
-            elif error.failure_status == 429:
-                self.budget.rate_limited(error.retry_after)
-            elif error.failure_status == 529:
-                self.budget.overloaded()
-            if error.failure_status in (429, 529) and not self._answered:
-                return self.release()
-        if isinstance(error, NoConnection):  # never sent
+        self.failure(*failure_of(error))
+
+    def failure(self, kind: str, retry_after: float | None,
+                headers: Mapping[str, str]) -> None:
+        """The attempt failed (``kind``: failure_of's). A refusal (429, 529) was charged
+        nothing, and pauses everyone unless it is the spend limit's (no wait cures that);
+        after any other failure only the unused output comes back, since Anthropic may
+        have counted the request and its input."""
+        if headers:
+            self.budget.observe(headers, self.sent_at)
+        if kind == SPEND_LIMITED:
+            self.budget.spend_limited()
+        elif kind == RATE_LIMITED:
+            self.budget.rate_limited(retry_after)
+        elif kind == OVERLOADED:
+            self.budget.overloaded()
+        if kind == NOT_SENT or (kind in REFUSALS and not self._answered):
             return self.release()
         self.ended()
 
@@ -428,6 +434,41 @@ class Ticket:
         self._ended = True
         for name in self.charged:
             self.budget.refund(name, self.cost.of(name))
+
+
+SPEND_LIMITED, RATE_LIMITED, OVERLOADED, NOT_SENT, FAILED = (
+    "spend_limited", "rate_limited", "overloaded", "not_sent", "failed")
+REFUSALS = (SPEND_LIMITED, RATE_LIMITED, OVERLOADED)
+FAILURES = (*REFUSALS, NOT_SENT, FAILED)
+
+
+def failure_of(error: AnthropicError) -> tuple[str, float | None, dict[str, str]]:
+    """What a failed attempt tells its budget: its kind, Anthropic's retry-after and the
+    rate-limit headers (in a form a peer can be sent, peering/wire.py)."""
+    if isinstance(error, NoConnection):  # never sent
+        return NOT_SENT, None, {}
+    if not isinstance(error, StatusError):
+        return FAILED, None, {}
+    headers = {name.lower(): value for name, value in error.headers.items()
+               if name.lower().startswith("anthropic-ratelimit-")}
+    if error.spend_limit:
+        return SPEND_LIMITED, None, headers
+    if error.failure_status == 429:
+        return RATE_LIMITED, error.retry_after, headers
+    if error.failure_status == 529:
+        return OVERLOADED, None, headers
+    return FAILED, None, headers
+
+
+class Reservation(Protocol):
+    """An attempt's reservation as the pipeline settles it: a Ticket of a budget here, or
+    of the budget's owner among the peers (peering/links.py)."""
+
+    def answered(self, headers: Mapping[str, str]) -> None: ...
+    def usage(self, usage: Any) -> None: ...
+    def ended(self) -> None: ...
+    def failed(self, error: AnthropicError) -> None: ...
+    def release(self) -> None: ...
 
 
 def _header_int(headers: Mapping[str, str], name: str) -> int | None:
@@ -463,21 +504,36 @@ class OrgBudgets:
         self._learn = learn
         self._budgets: weakref.WeakValueDictionary[tuple[str, str], OrgBudget] = (
             weakref.WeakValueDictionary())
+        self._groups: weakref.WeakValueDictionary[str, OrgBudget] = (
+            weakref.WeakValueDictionary())
         self._ordinal = itertools.count(1)
-        self.share = 1.0
+        self.replicas = 1  # the ready gateways (--peers-service)
+        # What a budget divides its limits by: the replicas, unless peer admission
+        # (peering/routing.py) says otherwise budget by budget.
+        self.divisor: Callable[[str], float] = lambda group_id: self.replicas
 
-    def reshare(self, replicas: int) -> None:
-        """``replicas`` ready gateways share every organisation's limits from now on."""
-        self.share = 1 / max(1, replicas)
-        for budget in list(self._budgets.values()):
-            budget.reshare(self.share)
+    def reshare(self, replicas: int | None = None) -> None:
+        """Every budget to its share, after a change of the ready gateways (``replicas``)
+        or of what ``divisor`` answers."""
+        if replicas is not None:
+            self.replicas = max(1, replicas)
+        for budget in self.budgets():
+            budget.reshare(1 / self.divisor(budget.group_id))
+
+    def budgets(self) -> list[OrgBudget]:
+        return list(self._budgets.values())
+
+    def by_group(self, group_id: str) -> OrgBudget | None:
+        return self._groups.get(group_id)
 
     def budget(self, api_key: str, model_id: str) -> OrgBudget:
         group = (api_key, model_class(model_id))
         budget = self._budgets.get(group)
         if budget is None:
+            group_id = owners.group_id(api_key, group[1], 0)
             budget = OrgBudget(f"{group[1]}#{next(self._ordinal)}", group[1], self._clock,
-                               self._capacity, learn=self._learn, share=self.share,
-                               ceilings=self._ceilings.get(group[1]))
-            self._budgets[group] = budget
+                               self._capacity, learn=self._learn,
+                               share=1 / self.divisor(group_id),
+                               ceilings=self._ceilings.get(group[1]), group_id=group_id)
+            self._budgets[group] = self._groups[group_id] = budget
         return budget

@@ -19,7 +19,7 @@ from inference_operator.gateway import errors
 from inference_operator.gateway.endpoints import Endpoint
 from inference_operator.gateway.errors import ESError
 from inference_operator.gateway.metrics import GatewayMetrics, Usage
-from inference_operator.gateway.org_limits import Ticket
+from inference_operator.gateway.org_limits import Reservation
 from inference_operator.gateway.retry import RetryPolicy, run_with_retries
 from inference_operator.gateway.timeunits import Deadline, TimeValue
 from inference_operator.gateway.tracing import RequestTrace
@@ -32,7 +32,7 @@ T = TypeVar("T")
 
 class Admission(Protocol):
     async def admit(self, endpoint: Endpoint, *, priority: bool, body_bytes: int,
-                    max_tokens: int, deadline: Deadline | None) -> Ticket:
+                    max_tokens: int, deadline: Deadline | None) -> Reservation:
         """Return when the endpoint's next attempt may be made (``priority``: a retry),
         with what it reserved to be settled from the answer; ESError to refuse the
         request instead (at once when it cannot be admitted before ``deadline``)."""
@@ -78,7 +78,7 @@ class Pipeline:
         return self._events(endpoint, translator, upstream, ticket, usage, trace)
 
     async def _events(self, endpoint: Endpoint, translator: Translator,
-                      upstream: MessageStream, ticket: Ticket, usage: Usage | None,
+                      upstream: MessageStream, ticket: Reservation, usage: Usage | None,
                       trace: RequestTrace | None) -> AsyncGenerator[dict[str, Any], None]:
         attempt = None if trace is None else trace.stream
         failure = None
@@ -108,7 +108,7 @@ class Pipeline:
                 attempt.end(failure)
 
     async def _call(self, endpoint: Endpoint, request: UpstreamRequest, stream: bool,
-                    time_limit: TimeValue, trace: RequestTrace | None) -> tuple[Any, Ticket]:
+                    time_limit: TimeValue, trace: RequestTrace | None) -> tuple[Any, Reservation]:
         """The answer (a Message, or an open stream) and the reservation behind it."""
         clock = self.clock
         deadline = None if time_limit.seconds is None else clock.now() + time_limit.seconds
@@ -161,7 +161,7 @@ class Pipeline:
             raise self._failure(endpoint, error) from None
         return result, ticket
 
-    async def _attempt(self, endpoint: Endpoint, ticket: Ticket, body: bytes, stream: bool,
+    async def _attempt(self, endpoint: Endpoint, ticket: Reservation, body: bytes, stream: bool,
                        headers: dict[str, str] | None = None) -> Any:
         try:
             if stream:
@@ -178,7 +178,7 @@ class Pipeline:
         return return_value
 
     async def _admit(self, endpoint: Endpoint, priority: bool, request: UpstreamRequest,
-                     trace: RequestTrace | None, deadline: Deadline | None = None) -> Ticket:
+                     trace: RequestTrace | None, deadline: Deadline | None = None) -> Reservation:
         """``deadline``: the first attempt's (a retry is never refused for it)."""
         admit = self.admission.admit(endpoint, priority=priority,
                                      body_bytes=len(request.body),

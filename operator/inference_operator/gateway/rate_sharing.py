@@ -1,6 +1,6 @@
 """Rate limits shared by the ready gateways (``--peers-service``): each allows rpm/N of
-every endpoint (where peer admission does not decide instead) and 1/N of every
-organisation's limits."""
+every endpoint and 1/N of every organisation's limits, where peer admission does not
+decide instead."""
 
 from __future__ import annotations
 

@@ -337,7 +337,8 @@ class GatewayServer:
         assert config.peer_token_file is not None and self._api is not None
         identity = PeerIdentity(self._api, gateway.metrics, account)
         self.peer_port = await self._listen(
-            PeerServer(gateway.limiter, gateway.routing, identity, gateway.limiter.clock).app(),
+            PeerServer(gateway.limiter, gateway.budgets, gateway.routing, identity,
+                       gateway.limiter.clock).app(),
             config.host, config.peer_port, "peer")
         member = owners.member(config.peer_address, self.peer_port)
         self._links = Links(member, functools.partial(read_token, config.peer_token_file),

@@ -62,7 +62,7 @@ class Gateway:
         self.readiness = Readiness(self.metrics.ready, shards)
         self.shards = ShardSet(shards, self.registry, self.readiness, self.metrics)
         self.sharing = RateSharing(self.limiter, self.budgets, self.readiness, self.metrics)
-        self.routing = RateRouting(self.limiter, self.metrics)
+        self.routing = RateRouting(self.limiter, self.budgets, self.metrics)
         self.pipeline = Pipeline(RateAdmission(self.metrics, self.limiter.clock, self.routing),
                                  retry or RetryPolicy(), self.metrics, self.limiter.clock)
 

@@ -116,11 +116,15 @@ ROWS: list[Row] = [
         Panel("Peer admission by route", (
             Query("sum by (route) "
                   f"({_rate('inference_gateway_peer_admissions_total', '')})", "{{route}}"),
+            Query("sum by (route) "
+                  f"({_rate('inference_gateway_peer_reservations_total', '')})",
+                  "budget {{route}}"),
             Query(f"sum({_rate('inference_gateway_owner_changes_total', '')})",
                   "owner changes"),
-        ), "ops", "Fleet mode: rate-limit admissions decided by this replica as a group's "
-                  "owner, by the owner asked over a peer link, or on rpm/N because the "
-                  "owner could not be asked (fallback); and groups changing owner."),
+        ), "ops", "Fleet mode: rate-limit admissions (and organisation-budget reservations) "
+                  "decided by this replica as a group's owner, by the owner asked over a "
+                  "peer link, or on the local share because the owner could not be asked "
+                  "(fallback); and groups changing owner."),
         Panel("Peer links", (
             Query("sum by (state) (inference_gateway_peer_links)", "{{state}}"),
         ), "short", "Fleet mode: the gateways' links to each other, up or down (a peer of "

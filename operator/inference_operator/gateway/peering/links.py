@@ -1,6 +1,8 @@
 """The asking side of peer admission: one WebSocket to each ready peer, opened as soon as
 the peer is seen and kept open (heartbeats; reopened with backoff when it drops), on
-which any number of admissions wait at once, each cancellable (wire.py)."""
+which any number of admissions wait at once, each cancellable (wire.py): tokens of an
+endpoint's bucket, and reservations of an organisation budget, settled over the same
+link as their attempt goes (RemoteTicket)."""
 
 from __future__ import annotations
 
@@ -10,12 +12,21 @@ import itertools
 import json
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import aiohttp
 
+from inference_operator.anthropic.errors import AnthropicError
 from inference_operator.clock import Clock
 from inference_operator.gateway.metrics import GatewayMetrics
+from inference_operator.gateway.org_limits import (
+    SPEND_LIMITED,
+    Cost,
+    OrgBudget,
+    TooLarge,
+    failure_of,
+)
 from inference_operator.gateway.peering import wire
 from inference_operator.gateway.ratelimit import Bucket, QueueFull, TurnTooLate
 
@@ -39,6 +50,7 @@ class Link:
         self._links = links
         self._socket: aiohttp.ClientWebSocketResponse | None = None
         self._waiting: dict[int, asyncio.Future[dict[str, object]]] = {}
+        self._cancelled: set[int] = set()  # reservations whose caller gave up
         self._ids = itertools.count(1)
         self.task = asyncio.create_task(self._run(), name=f"peer link {peer}")
 
@@ -47,40 +59,76 @@ class Link:
         return self._socket is not None and not self._socket.closed
 
     async def acquire(self, bucket: Bucket, *, priority: bool, deadline: float | None) -> None:
-        socket = self._socket
-        if socket is None or socket.closed:
-            raise Unanswered(self.peer)
         timeout = None if deadline is None else max(0.0, deadline - self._links.clock.now())
-        request = wire.Acquire(next(self._ids), bucket.group_id, bucket.requests_per_minute,
-                               priority, timeout)
-        answer = asyncio.get_running_loop().create_future()
-        self._waiting[request.id] = answer
-        try:
-            await socket.send_json(request.message())
-            reply = await answer
-        except asyncio.CancelledError:
-            # The caller gave up: the owner takes it out of its queue. A grant that
-            # crosses this message is a token lost, never one too many.
-            if not socket.closed:
-                with contextlib.suppress(Exception):
-                    await socket.send_json({"op": "cancel", "id": request.id})
-            raise
-        except (ConnectionError, aiohttp.ClientError, RuntimeError):
-            raise Unanswered(self.peer) from None
-        finally:
-            self._waiting.pop(request.id, None)
+        reply = await self._ask(lambda id_: wire.Acquire(
+            id_, bucket.group_id, bucket.requests_per_minute, priority, timeout).message())
         result = reply.get("result")
-        retry_after = reply.get("retry_after")
-        wait = float(retry_after) if isinstance(retry_after, int | float) else 1.0
+        wait = _retry_after(reply)
         if result == wire.GRANTED:
             return
         if result == wire.QUEUE_FULL:
             raise QueueFull(bucket.name, max(1, int(wait)))
         if result == wire.TOO_LATE:
             raise TurnTooLate(bucket.name, wait)
+        self._unanswered(result)
+
+    async def reserve(self, budget: OrgBudget, cost: Cost, body_bytes: int, *,
+                      priority: bool) -> RemoteTicket:
+        """A reservation of the owner's budget, to be settled through the ticket."""
+        reply = await self._ask(lambda id_: wire.Reserve(
+            id_, budget.group_id, (cost.requests, cost.input_tokens, cost.output_tokens),
+            body_bytes, priority).message(), reserving=True)
+        result = reply.get("result")
+        granted = reply.get("id")
+        if result == wire.GRANTED and isinstance(granted, int):
+            return RemoteTicket(self, granted, budget, self._links.clock.now())
+        if result == wire.QUEUE_FULL:
+            raise QueueFull(budget.name, max(1, int(_retry_after(reply))))
+        limit = reply.get("limit")
+        if result == wire.TOO_LARGE and isinstance(limit, int):
+            raise TooLarge(cost.output_tokens, limit, budget.model_class)
+        self._unanswered(result)
+        raise AssertionError("unreachable")
+
+    def _unanswered(self, result: object) -> None:
         if result == wire.MOVED:
             raise Moved(self.peer)
         raise Unanswered(self.peer)
+
+    async def _ask(self, message: Callable[[int], dict[str, Any]], *,
+                   reserving: bool = False) -> dict[str, object]:
+        """Send the message made for a new id; the owner's one answer to it."""
+        socket = self._socket
+        if socket is None or socket.closed:
+            raise Unanswered(self.peer)
+        id_ = next(self._ids)
+        answer = asyncio.get_running_loop().create_future()
+        self._waiting[id_] = answer
+        try:
+            await socket.send_json(message(id_))
+            return await answer
+        except asyncio.CancelledError:
+            # The caller gave up: the owner takes it out of its queue. A token granted as
+            # this message crosses it is lost, never one too many; a reservation is
+            # given back when its grant arrives (_read).
+            if reserving:
+                self._cancelled.add(id_)
+            if not socket.closed:
+                with contextlib.suppress(Exception):
+                    await socket.send_json({"op": "cancel", "id": id_})
+            raise
+        except (ConnectionError, aiohttp.ClientError, RuntimeError):
+            raise Unanswered(self.peer) from None
+        finally:
+            self._waiting.pop(id_, None)
+
+    def settle(self, id_: int, event: str, **fields: Any) -> None:
+        """Tell the owner how a reservation's attempt went; nothing to wait for. With the
+        link gone the owner has dropped the reservation already."""
+        socket = self._socket
+        if socket is not None and not socket.closed:
+            self._links.send_later(socket, {"op": "settle", "id": id_, "event": event,
+                                            **fields})
 
     async def _run(self) -> None:
         pause = RECONNECT_MIN
@@ -106,6 +154,7 @@ class Link:
                 log.debug("peer link to %s: %s", self.peer, type(error).__name__)
             finally:
                 self._socket = None
+                self._cancelled.clear()  # the owner drops what the link held
                 for answer in self._waiting.values():
                     if not answer.done():
                         answer.set_exception(ConnectionError(self.peer))
@@ -117,9 +166,15 @@ class Link:
             if message.type != aiohttp.WSMsgType.TEXT:
                 return
             reply = json.loads(message.data)
-            answer = self._waiting.get(reply.get("id")) if isinstance(reply, dict) else None
+            if not isinstance(reply, dict):
+                continue
+            answer = self._waiting.get(reply.get("id"))
             if answer is not None and not answer.done():
                 answer.set_result(reply)
+            elif reply.get("id") in self._cancelled:
+                self._cancelled.discard(reply["id"])
+                if reply.get("result") == wire.GRANTED:
+                    self.settle(reply["id"], "released")
 
 
 class Links:
@@ -130,6 +185,7 @@ class Links:
         self._member = member
         self._token = token
         self._links: dict[str, Link] = {}
+        self._sending: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
         metrics.peer_links.labels("up").set_function(
             lambda: sum(link.up for link in self._links.values()))
@@ -155,6 +211,13 @@ class Links:
         for peer in set(peers) - set(self._links):
             self._links[peer] = Link(peer, self)
 
+    def send_later(self, socket: aiohttp.ClientWebSocketResponse,
+                   message: dict[str, Any]) -> None:
+        """Send without waiting (settles are called from code that does not await)."""
+        task = asyncio.get_running_loop().create_task(_send(socket, message))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
     def live(self, peer: str) -> Link | None:
         link = self._links.get(peer)
         return link if link is not None and link.up else None
@@ -169,3 +232,56 @@ class Links:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+async def _send(socket: aiohttp.ClientWebSocketResponse, message: dict[str, Any]) -> None:
+    with contextlib.suppress(ConnectionError, aiohttp.ClientError, RuntimeError):
+        await socket.send_json(message)
+
+
+def _retry_after(reply: Mapping[str, object]) -> float:
+    retry_after = reply.get("retry_after")
+    return float(retry_after) if isinstance(retry_after, int | float) else 1.0
+
+
+class RemoteTicket:
+    """A reservation the budget's owner among the peers holds: what the attempt's answer
+    says goes to the owner (wire.py, settle), and what it tells of the organisation to the
+    budget here too, which admits on its own share when the owner cannot be asked, and
+    shows the spend limit in this replica's metrics."""
+
+    def __init__(self, link: Link, id_: int, local: OrgBudget, sent_at: float) -> None:
+        self._link, self._id, self._local, self._sent_at = link, id_, local, sent_at
+        self._settled = False
+
+    def answered(self, headers: Mapping[str, str]) -> None:
+        ratelimit = wire.ratelimit_headers(headers)
+        self._local.answered(ratelimit, self._sent_at)
+        self._link.settle(self._id, "answered", headers=ratelimit)
+
+    def usage(self, usage: Any) -> None:
+        if isinstance(usage, dict):
+            self._link.settle(self._id, "usage", usage={
+                name: value for name, value in usage.items()
+                if name in ("input_tokens", "cache_creation_input_tokens", "output_tokens")
+                and isinstance(value, int)})
+
+    def ended(self) -> None:
+        self._end("ended")
+
+    def release(self) -> None:
+        self._end("released")
+
+    def failed(self, error: AnthropicError) -> None:
+        kind, retry_after, headers = failure_of(error)
+        if headers:
+            self._local.observe(headers, self._sent_at)
+        if kind == SPEND_LIMITED:
+            self._local.spend_limited()
+        self._end("failure", kind=kind, retry_after=retry_after, headers=headers)
+
+    def _end(self, event: str, **fields: Any) -> None:
+        if not self._settled:
+            self._settled = True
+            self._link.settle(self._id, event, **fields)
+

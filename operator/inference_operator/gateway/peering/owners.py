@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 def group_id(api_key: str, model_id: str, requests_per_minute: int) -> str:
     """A group's name among peers: a digest, so the key never leaves the pod (128 bits:
-    no two groups meet)."""
+    no two groups meet). An organisation budget's is its model class's, at rpm 0."""
     material = f"{len(api_key)}:{api_key}\0{model_id}\0{requests_per_minute}".encode()
     return hashlib.sha256(material).hexdigest()[:32]
 

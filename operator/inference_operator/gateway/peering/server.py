@@ -1,6 +1,8 @@
 """The owning side of peer admission: the peer listener's one route, a WebSocket per
-asking peer, on which each acquire waits in the owner's own bucket, in the same FIFO as
-this replica's own requests (so the queue, its capacity and its 429s are the fleet's)."""
+asking peer, on which each acquire waits in the owner's own bucket and each reserve in
+the owner's own organisation budget, in the same FIFO as this replica's own requests (so
+the queue, its capacity and its 429s are the fleet's). A granted reservation is held per
+link until the peer settles it, as this replica's own attempts settle theirs."""
 
 from __future__ import annotations
 
@@ -13,6 +15,13 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from inference_operator.clock import Clock
+from inference_operator.gateway.org_limits import (
+    FAILURES,
+    Cost,
+    OrgBudgets,
+    Ticket,
+    TooLarge,
+)
 from inference_operator.gateway.peering import wire
 from inference_operator.gateway.peering.identity import PeerIdentity
 from inference_operator.gateway.peering.routing import RateRouting
@@ -22,15 +31,19 @@ log = logging.getLogger(__name__)
 
 
 class _Pending:
-    def __init__(self, socket: web.WebSocketResponse, request: wire.Acquire) -> None:
+    def __init__(self, socket: web.WebSocketResponse,
+                 request: wire.Acquire | wire.Reserve) -> None:
         self.socket, self.request = socket, request
         self.task: asyncio.Task[None] | None = None
 
 
 class PeerServer:
-    def __init__(self, limiter: Limiter, routing: RateRouting, identity: PeerIdentity,
-                 clock: Clock) -> None:
+    def __init__(self, limiter: Limiter, budgets: OrgBudgets, routing: RateRouting,
+                 identity: PeerIdentity, clock: Clock) -> None:
         self._limiter = limiter
+        self._budgets = budgets
+        # (socket, id) -> a granted reservation, until the peer settles it.
+        self._tickets: dict[tuple[int, int], Ticket] = {}
         self._routing = routing
         self._identity = identity
         self._clock = clock
@@ -64,6 +77,9 @@ class PeerServer:
                 pending = self._pending.pop(key)
                 if pending.task is not None:
                     pending.task.cancel()
+            # Left spent: whether those attempts were made, and what they used, is unknown.
+            for key in [k for k in self._tickets if k[0] == id(socket)]:
+                del self._tickets[key]
             self._routing.inbound_closed(peer)
             await socket.close()
         return socket
@@ -76,15 +92,25 @@ class PeerServer:
             if pending is not None and pending.task is not None:
                 pending.task.cancel()
             return
-        if message.get("op") != "acquire":
+        if message.get("op") == "settle":
+            self._settle(socket, *wire.parse_settle(message))
+            return
+        request: wire.Acquire | wire.Reserve
+        if message.get("op") == "acquire":
+            request = wire.Acquire.parse(message)
+            admit = self._admit
+        elif message.get("op") == "reserve":
+            request = wire.Reserve.parse(message)
+            admit = self._reserve
+        else:
             raise ValueError("unknown op")
-        request = wire.Acquire.parse(message)
         pending = _Pending(socket, request)
         self._pending[(id(socket), request.id)] = pending
-        pending.task = asyncio.create_task(self._admit(pending), name="peer acquire")
+        pending.task = asyncio.create_task(admit(pending), name=f"peer {message['op']}")
 
     async def _admit(self, pending: _Pending) -> None:
         request = pending.request
+        assert isinstance(request, wire.Acquire)
         reply: dict[str, Any] = {"id": request.id}
         try:
             bucket = self._limiter.by_group(request.group)
@@ -104,9 +130,67 @@ class PeerServer:
                     reply.update(result=wire.TOO_LATE, retry_after=late.retry_after)
         finally:
             self._pending.pop((id(pending.socket), request.id), None)
+        await self._reply(pending, reply)
+
+    async def _reserve(self, pending: _Pending) -> None:
+        request = pending.request
+        assert isinstance(request, wire.Reserve)
+        reply: dict[str, Any] = {"id": request.id}
+        key = (id(pending.socket), request.id)
+        try:
+            budget = self._budgets.by_group(request.group)
+            if not self._routing.owns(request.group):
+                reply["result"] = wire.MOVED
+            elif budget is None:
+                reply["result"] = wire.UNKNOWN
+            else:
+                cost = Cost(*request.cost)
+                try:
+                    budget.check(cost)
+                    self._tickets[key] = await budget.reserve(
+                        cost, request.body_bytes, priority=request.priority)
+                    reply["result"] = wire.GRANTED
+                except QueueFull as full:
+                    reply.update(result=wire.QUEUE_FULL, retry_after=full.retry_after)
+                except TooLarge as error:
+                    reply.update(result=wire.TOO_LARGE, limit=error.limit)
+        finally:
+            self._pending.pop(key, None)
+        if pending.socket.closed:  # the link's reservations went with it
+            ticket = self._tickets.pop(key, None)
+            if ticket is not None:
+                ticket.release()
+            return
+        await self._reply(pending, reply)
+
+    @staticmethod
+    async def _reply(pending: _Pending, reply: dict[str, Any]) -> None:
         if not pending.socket.closed:
             with contextlib.suppress(ConnectionError):
                 await pending.socket.send_json(reply)
+
+    def _settle(self, socket: web.WebSocketResponse, id_: int, event: str,
+                message: dict[str, Any]) -> None:
+        key = (id(socket), id_)
+        ticket = self._tickets.get(key)
+        if ticket is None:  # never granted here, or settled already
+            return
+        if event == "answered":
+            ticket.answered(message["headers"])
+        elif event == "usage":
+            ticket.usage(message.get("usage"))
+        else:
+            del self._tickets[key]
+            if event == "ended":
+                ticket.ended()
+            elif event == "released":
+                ticket.release()
+            else:
+                kind, retry_after = message.get("kind"), message.get("retry_after")
+                if kind not in FAILURES or not (
+                        retry_after is None or isinstance(retry_after, int | float)):
+                    raise ValueError("malformed failure")
+                ticket.failure(kind, retry_after, message["headers"])
 
     def _moved(self) -> None:
         """Acquires waiting for groups this replica no longer owns: answered ``moved``,
