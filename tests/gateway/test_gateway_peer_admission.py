@@ -275,8 +275,9 @@ async def test_a_load_on_a_replica_that_does_not_own_the_budget_gets_the_whole_o
 
 async def test_the_owner_settles_a_peers_reservation_as_it_says_and_keeps_a_dropped_ones(
         org_fleet: Fleet, peer_token: Path) -> None:
-    """On the wire: a reservation's unused output comes back when its peer says it ended;
-    one whose link closed before it was settled stays spent (its attempt may have run)."""
+    """On the wire: a reservation's unused output comes back when its peer says it ended,
+    all of it when its caller gave up; one whose link closed before it was settled stays
+    spent (its attempt may have run)."""
     first = org_fleet.gateways[0].server.gateway
     owner = next(g for g in org_fleet.gateways if g.server.gateway.routing.member
                  == first.routing.owner_of(first.registry.resolve("team-a", None)
@@ -307,6 +308,12 @@ async def test_the_owner_settles_a_peers_reservation_as_it_says_and_keeps_a_drop
             await socket.send_json({"op": "settle", "id": 1, "event": "ended"})
             await poll_async(lambda: refilled_to(OUTPUT_PER_MINUTE - 300), timeout=2,
                              message="the unused output never came back")
+            # Granted as its caller gave up: the cancel gives all of it back.
+            await socket.send_json({**reserve, "id": 3})
+            assert (await socket.receive_json(timeout=5))["result"] == "granted"
+            await socket.send_json({"op": "cancel", "id": 3})
+            await poll_async(lambda: refilled_to(OUTPUT_PER_MINUTE - 300), timeout=2,
+                             message="a cancelled reservation was never given back")
             await socket.send_json({**reserve, "id": 2})
             assert (await socket.receive_json(timeout=5))["result"] == "granted"
         after_close = output_level()

@@ -88,9 +88,14 @@ class PeerServer:
         if not isinstance(message, dict):
             raise ValueError("not an object")
         if message.get("op") == "cancel":
-            pending = self._pending.pop((id(socket), message.get("id")), None)  # type: ignore[arg-type]
+            key = (id(socket), message.get("id"))
+            pending = self._pending.pop(key, None)  # type: ignore[arg-type]
             if pending is not None and pending.task is not None:
                 pending.task.cancel()
+            # Granted as the caller gave up (its answer not sent yet, or crossing this).
+            ticket = self._tickets.pop(key, None)  # type: ignore[arg-type]
+            if ticket is not None:
+                ticket.release()
             return
         if message.get("op") == "settle":
             self._settle(socket, *wire.parse_settle(message))
