@@ -50,7 +50,6 @@ class Link:
         self._links = links
         self._socket: aiohttp.ClientWebSocketResponse | None = None
         self._waiting: dict[int, asyncio.Future[dict[str, object]]] = {}
-        self._cancelled: set[int] = set()  # reservations whose caller gave up
         self._ids = itertools.count(1)
         self.task = asyncio.create_task(self._run(), name=f"peer link {peer}")
 
@@ -77,7 +76,7 @@ class Link:
         """A reservation of the owner's budget, to be settled through the ticket."""
         reply = await self._ask(lambda id_: wire.Reserve(
             id_, budget.group_id, (cost.requests, cost.input_tokens, cost.output_tokens),
-            body_bytes, priority).message(), reserving=True)
+            body_bytes, priority).message())
         result = reply.get("result")
         granted = reply.get("id")
         if result == wire.GRANTED and isinstance(granted, int):
@@ -95,8 +94,7 @@ class Link:
             raise Moved(self.peer)
         raise Unanswered(self.peer)
 
-    async def _ask(self, message: Callable[[int], dict[str, Any]], *,
-                   reserving: bool = False) -> dict[str, object]:
+    async def _ask(self, message: Callable[[int], dict[str, Any]]) -> dict[str, object]:
         """Send the message made for a new id; the owner's one answer to it."""
         socket = self._socket
         if socket is None or socket.closed:
@@ -109,10 +107,8 @@ class Link:
             return await answer
         except asyncio.CancelledError:
             # The caller gave up: the owner takes it out of its queue. A token granted as
-            # this message crosses it is lost, never one too many; a reservation is
-            # given back when its grant arrives (_read).
-            if reserving:
-                self._cancelled.add(id_)
+            # this message crosses it is lost, never one too many; a reservation the
+            # owner gives back.
             if not socket.closed:
                 with contextlib.suppress(Exception):
                     await socket.send_json({"op": "cancel", "id": id_})
@@ -154,7 +150,6 @@ class Link:
                 log.debug("peer link to %s: %s", self.peer, type(error).__name__)
             finally:
                 self._socket = None
-                self._cancelled.clear()  # the owner drops what the link held
                 for answer in self._waiting.values():
                     if not answer.done():
                         answer.set_exception(ConnectionError(self.peer))
@@ -166,15 +161,9 @@ class Link:
             if message.type != aiohttp.WSMsgType.TEXT:
                 return
             reply = json.loads(message.data)
-            if not isinstance(reply, dict):
-                continue
-            answer = self._waiting.get(reply.get("id"))
+            answer = self._waiting.get(reply.get("id")) if isinstance(reply, dict) else None
             if answer is not None and not answer.done():
                 answer.set_result(reply)
-            elif reply.get("id") in self._cancelled:
-                self._cancelled.discard(reply["id"])
-                if reply.get("result") == wire.GRANTED:
-                    self.settle(reply["id"], "released")
 
 
 class Links:

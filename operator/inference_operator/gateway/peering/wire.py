@@ -13,8 +13,9 @@ yet: admit on the local share). A granted reservation is then settled by ``{"op"
 "settle", "id", ...}`` messages, unanswered, as its attempt goes: ``answered`` (the
 answer's ``anthropic-ratelimit-*`` headers), ``usage``, ``ended``, ``released`` or
 ``failure`` (``kind``, ``retry_after``, ``headers``): the owner applies them to the
-reservation as it would its own (org_limits.Ticket). A link that closes leaves its open
-reservations spent: a minute's refill takes them back.
+reservation as it would its own (org_limits.Ticket). A cancel gives back a reservation
+granted meanwhile; a link that closes leaves its open reservations spent (a minute's
+refill takes them back).
 
 The upgrade request carries the asking gateway's ServiceAccount token (identity.py), its
 name and the protocol's version: replicas of another version are refused (426), so peer
