@@ -449,8 +449,7 @@ def failure_of(error: AnthropicError) -> tuple[str, float | None, dict[str, str]
         return NOT_SENT, None, {}
     if not isinstance(error, StatusError):
         return FAILED, None, {}
-    headers = {name.lower(): value for name, value in error.headers.items()
-               if name.lower().startswith("anthropic-ratelimit-")}
+    headers = ratelimit_headers(error.headers)
     if error.spend_limit:
         return SPEND_LIMITED, None, headers
     if error.failure_status == 429:
@@ -458,6 +457,17 @@ def failure_of(error: AnthropicError) -> tuple[str, float | None, dict[str, str]
     if error.failure_status == 529:
         return OVERLOADED, None, headers
     return FAILED, None, headers
+
+
+_LEARNED_HEADERS = frozenset(f"anthropic-ratelimit-{name}-{kind}"
+                             for name in LIMITS for kind in ("limit", "remaining"))
+
+
+def ratelimit_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Of an answer's headers, the rate-limit ones a budget learns from (observe): a few,
+    so a peer can be sent them whatever else Anthropic adds."""
+    return {name.lower(): value for name, value in headers.items()
+            if name.lower() in _LEARNED_HEADERS and len(value) <= 64}
 
 
 class Reservation(Protocol):

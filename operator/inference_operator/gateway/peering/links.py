@@ -26,6 +26,7 @@ from inference_operator.gateway.org_limits import (
     OrgBudget,
     TooLarge,
     failure_of,
+    ratelimit_headers,
 )
 from inference_operator.gateway.peering import wire
 from inference_operator.gateway.ratelimit import Bucket, QueueFull, TurnTooLate
@@ -244,7 +245,7 @@ class RemoteTicket:
         self._settled = False
 
     def answered(self, headers: Mapping[str, str]) -> None:
-        ratelimit = wire.ratelimit_headers(headers)
+        ratelimit = ratelimit_headers(headers)
         self._local.answered(ratelimit, self._sent_at)
         self._link.settle(self._id, "answered", headers=ratelimit)
 

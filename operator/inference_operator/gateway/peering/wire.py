@@ -99,13 +99,6 @@ class Reserve:
         return cls(id_, group, (cost[0], cost[1], cost[2]), body_bytes, priority)
 
 
-def ratelimit_headers(headers: Any) -> dict[str, str]:
-    """Of an answer's headers, Anthropic's rate-limit ones: all a reservation learns from."""
-    return {name.lower(): value for name, value in headers.items()
-            if name.lower().startswith("anthropic-ratelimit-")
-            and isinstance(value, str) and len(value) <= 64}
-
-
 def parse_settle(message: dict[str, Any]) -> tuple[int, str, dict[str, Any]]:
     """(reservation id, event, message): ValueError when malformed."""
     id_, event = message.get("id"), message.get("event")
