@@ -70,9 +70,10 @@ def test_the_variables_are_the_datasource_the_endpoint_and_the_caller_namespace(
         if "caller_" in expr:
             assert 'caller_namespace=~"$namespace"' in expr, expr
         # Per-endpoint series are filtered by the endpoint variable (peer admission's
-        # are per gateway: a group's owner knows no endpoint, only a digest).
-        if re.search(r"inference_gateway_(?!ready|endpoints|queue_capacity|peer_|owner_)\w+",
-                     expr):
+        # are per gateway: a group's owner knows no endpoint, only a digest; the
+        # organisation budgets' per model class: a budget serves many endpoints).
+        if re.search(r"inference_gateway_(?!ready|endpoints|queue_capacity|peer_|owner_"
+                     r"|org_budget)\w+", expr):
             assert 'inference_id=~"$inference_id"' in expr, expr
 
 

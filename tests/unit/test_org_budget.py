@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -329,6 +330,28 @@ async def test_the_spend_limit_is_reached_from_its_429_to_the_next_answer(learn:
         assert org.spend_limit_reached is reached, error
     Ticket(org, Cost(1, 1, 10), 3, 0.0, frozenset()).answered(limits())
     assert org.spend_limit_reached is False
+
+
+async def test_what_a_budget_reserves_and_refunds_is_counted_by_model_class() -> None:
+    tally: Counter[tuple[str, str, str]] = Counter()
+    budgets = OrgBudgets(FakeClock(), 10, tally=lambda event, model_class, limit, amount:
+                         tally.update({(event, model_class, limit): amount}))
+    org = budgets.budget("key-a", "claude-sonnet-4-5")
+    first = org.try_reserve(Cost(1, 1, 1), 3)
+    assert first is not None
+    first.answered(limits())  # learned: charged from now on
+    first.ended()
+    tally.clear()
+    ticket = org.try_reserve(Cost(1, 30, 100), 90)
+    assert ticket is not None
+    ticket.answered(limits())
+    ticket.usage({"input_tokens": 20, "output_tokens": 40})
+    ticket.ended()
+    assert tally == {("reserved", "sonnet-4", REQUESTS): 1,
+                     ("reserved", "sonnet-4", INPUT): 30,
+                     ("reserved", "sonnet-4", OUTPUT): 100,
+                     ("refunded", "sonnet-4", INPUT): 10,  # estimated 30, used 20
+                     ("refunded", "sonnet-4", OUTPUT): 60}  # max_tokens 100, generated 40
 
 
 async def test_one_budget_per_key_and_model_class() -> None:

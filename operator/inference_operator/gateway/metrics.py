@@ -156,6 +156,15 @@ class GatewayMetrics:
             "Rate-limit admissions with peer admission on, by route: owner (this replica "
             "owns the group), peer (its owner was asked), fallback (the owner could not be "
             "asked: rpm/N here).", ["route"], registry=r))
+        # What the organisation budgets take and give back (org_limits.py), by model class
+        # (an endpoint's model's; never the key) and limit.
+        self.org_tokens = Labelled(Counter(
+            "inference_gateway_org_budget",
+            "What the organisation budgets of this replica reserved (event=reserved: "
+            "requests, estimated input and max_tokens, and input found larger on the "
+            "answer) and gave back (event=refunded: output not generated, input found "
+            "smaller, attempts refused), by model class and limit, in that limit's units.",
+            ["model_class", "limit", "event"], registry=r))
         self.peer_reservations = Labelled(Counter(
             "inference_gateway_peer_reservations",
             "Organisation-budget reservations with peer admission on, by route: owner, peer, "
@@ -200,6 +209,10 @@ class GatewayMetrics:
                        self.upstream, self.retries, self.tokens, self.caller_requests,
                        self.caller_tokens):
             metric.remove_first(inference_id)
+
+    def count_org(self, event: str, model_class: str, limit: str, amount: float) -> None:
+        if amount > 0:
+            self.org_tokens.labels(model_class, limit, event).inc(amount)
 
     def count_tokens(self, inference_id: str, input_tokens: Any, output_tokens: Any,
                      usage: Usage | None = None) -> None:
@@ -250,14 +263,15 @@ class _OrgLimits(Collector):
         spend_limit = GaugeMetricFamily(
             ORG_SPEND_LIMIT,
             "1 while Anthropic refuses the endpoint's requests for the organisation's spend "
-            "limit (from such a 429 to the next answer); absent otherwise.",
+            "limit (from such a 429 to the next answer), else 0; absent until Anthropic "
+            "answered or refused a request of its key and model class.",
             labels=["inference_id"])
         for inference_id, limits, spend_limited in self._source():
             for name, (limit, share) in limits.items():
                 per_minute.add_metric([inference_id, name], limit)
                 used.add_metric([inference_id, name], share)
-            if spend_limited:
-                spend_limit.add_metric([inference_id], 1)
+            if limits or spend_limited:
+                spend_limit.add_metric([inference_id], 1 if spend_limited else 0)
         yield per_minute
         yield used
         yield spend_limit

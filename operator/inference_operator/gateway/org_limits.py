@@ -137,16 +137,24 @@ class Level:
         return max(0.0, need - self.level) / self.per_second(factor)
 
 
+# What a budget takes from its limits and gives back, counted (metrics.py):
+# (RESERVED or REFUNDED, model class, limit, amount).
+Tally = Callable[[str, str, str, float], None]
+RESERVED, REFUNDED = "reserved", "refunded"
+
+
 class OrgBudget:
     def __init__(self, name: str, model_class: str, clock: Clock, queue_capacity: int,
                  jitter: Callable[[], float] = random.random, *, learn: bool = True,
                  share: float = 1.0, ceilings: Mapping[str, int] | None = None,
-                 group_id: str = "") -> None:
+                 group_id: str = "", tally: Tally | None = None) -> None:
         """``learn`` False: no limit is ever learned, so the budget admits everything;
         ``share``: of every limit, this gateway's; ``ceilings``: per limit, what it is
-        until an answer tells it, and at most after; ``group_id``: its name among peers."""
+        until an answer tells it, and at most after; ``group_id``: its name among peers;
+        ``tally``: where what it reserves and refunds is counted."""
         self.name = name  # shown in errors and logs: never derived from the key
         self.group_id = group_id
+        self._tally = tally or (lambda event, model_class, limit, amount: None)
         self._learn = learn
         self.model_class = model_class
         self._clock = clock
@@ -247,6 +255,7 @@ class OrgBudget:
     def _grant(self, cost: Cost, body_bytes: int) -> Ticket:
         for name, level in self.levels.items():
             level.level -= cost.of(name)
+            self._tally(RESERVED, self.model_class, name, cost.of(name))
         return Ticket(self, cost, body_bytes, self._clock.now(), frozenset(self.levels))
 
     def _wake(self) -> None:
@@ -352,6 +361,8 @@ class OrgBudget:
         if level is not None and tokens:
             level.refill(self._clock.now(), self._factor)
             level.level = min(level.limit * self._factor, level.level + tokens)
+            self._tally(REFUNDED if tokens > 0 else RESERVED, self.model_class, name,
+                        abs(tokens))
             self._wake()
 
     def learn_input(self, body_bytes: int, actual: int, charged: int | None) -> None:
@@ -497,8 +508,9 @@ class OrgBudgets:
     endpoints that use them (and by requests in flight) and vanish with the last one."""
 
     def __init__(self, clock: Clock, queue_capacity: int, *, learn: bool = True,
-                 ceilings: Sequence[Ceiling] = ()) -> None:
-        """ValueError for ceilings without learning, or one declared twice."""
+                 ceilings: Sequence[Ceiling] = (), tally: Tally | None = None) -> None:
+        """ValueError for ceilings without learning, or one declared twice; ``tally``:
+        where the budgets' reservations and refunds are counted."""
         if ceilings and not learn:
             raise ValueError("--org-limit declares organisation limits, which "
                              "--no-org-limits turns off")
@@ -512,6 +524,7 @@ class OrgBudgets:
         self._clock = clock
         self._capacity = queue_capacity
         self._learn = learn
+        self._tally = tally
         self._budgets: weakref.WeakValueDictionary[tuple[str, str], OrgBudget] = (
             weakref.WeakValueDictionary())
         self._groups: weakref.WeakValueDictionary[str, OrgBudget] = (
@@ -544,6 +557,7 @@ class OrgBudgets:
             budget = OrgBudget(f"{group[1]}#{next(self._ordinal)}", group[1], self._clock,
                                self._capacity, learn=self._learn,
                                share=1 / self.divisor(group_id),
-                               ceilings=self._ceilings.get(group[1]), group_id=group_id)
+                               ceilings=self._ceilings.get(group[1]), group_id=group_id,
+                               tally=self._tally)
             self._budgets[group] = self._groups[group_id] = budget
         return budget

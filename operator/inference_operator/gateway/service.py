@@ -54,7 +54,8 @@ class Gateway:
         self.metrics.request_memory_limit.set(self.request_memory.budget)
         self.metrics.queue_capacity.set(self.limiter.queue_capacity)
         self.budgets = OrgBudgets(self.limiter.clock, self.limiter.queue_capacity,
-                                  learn=org_limits, ceilings=org_limit_ceilings)
+                                  learn=org_limits, ceilings=org_limit_ceilings,
+                                  tally=self.metrics.count_org)
         self.registry = Registry(upstream, self.limiter, self.budgets, self.metrics, state)
         self.metrics.watch_org_limits(lambda: (
             (e.inference_id, e.budget.utilisation(), e.budget.spend_limit_reached)

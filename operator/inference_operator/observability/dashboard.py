@@ -113,6 +113,13 @@ ROWS: list[Row] = [
                   "{{limit}} per minute"),
         ), "short", "The organisation's per-minute limits for the endpoints' key and model "
                     "class, as Anthropic's answers tell them."),
+        Panel("Organisation budget: reserved and refunded", (
+            Query("sum by (event, limit) "
+                  f"({_rate('inference_gateway_org_budget_total', '')})",
+                  "{{limit}} {{event}}"),
+        ), "short", "Per second, what the organisation budgets took from their limits "
+                    "(requests, estimated input, max_tokens) and gave back (output not "
+                    "generated, input overestimated, attempts refused)."),
         Panel("Peer admission by route", (
             Query("sum by (route) "
                   f"({_rate('inference_gateway_peer_admissions_total', '')})", "{{route}}"),
