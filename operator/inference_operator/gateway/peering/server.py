@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -116,57 +117,63 @@ class PeerServer:
     async def _admit(self, pending: _Pending) -> None:
         request = pending.request
         assert isinstance(request, wire.Acquire)
-        reply: dict[str, Any] = {"id": request.id}
-        try:
-            bucket = self._limiter.by_group(request.group)
-            if not self._routing.owns(request.group):
-                reply["result"] = wire.MOVED
-            elif bucket is None or bucket.requests_per_minute != request.rpm:
-                reply["result"] = wire.UNKNOWN
-            else:
-                deadline = (None if request.timeout is None
-                            else self._clock.now() + request.timeout)
-                try:
-                    await bucket.acquire(priority=request.priority, deadline=deadline)
-                    reply["result"] = wire.GRANTED
-                except QueueFull as full:
-                    reply.update(result=wire.QUEUE_FULL, retry_after=full.retry_after)
-                except TurnTooLate as late:
-                    reply.update(result=wire.TOO_LATE, retry_after=late.retry_after)
-        finally:
-            self._pending.pop((id(pending.socket), request.id), None)
-        await self._reply(pending, reply)
+        bucket = self._limiter.by_group(request.group)
+
+        async def acquire() -> dict[str, Any]:
+            assert bucket is not None
+            deadline = None if request.timeout is None else self._clock.now() + request.timeout
+            try:
+                await bucket.acquire(priority=request.priority, deadline=deadline)
+            except QueueFull as full:
+                return {"result": wire.QUEUE_FULL, "retry_after": full.retry_after}
+            except TurnTooLate as late:
+                return {"result": wire.TOO_LATE, "retry_after": late.retry_after}
+            return {"result": wire.GRANTED}
+
+        found = bucket is not None and bucket.requests_per_minute == request.rpm
+        await self._reply(pending, await self._decided(pending, found, acquire))
 
     async def _reserve(self, pending: _Pending) -> None:
         request = pending.request
         assert isinstance(request, wire.Reserve)
-        reply: dict[str, Any] = {"id": request.id}
+        budget = self._budgets.by_group(request.group)
         key = (id(pending.socket), request.id)
-        try:
-            budget = self._budgets.by_group(request.group)
-            if not self._routing.owns(request.group):
-                reply["result"] = wire.MOVED
-            elif budget is None:
-                reply["result"] = wire.UNKNOWN
-            else:
-                cost = Cost(*request.cost)
-                try:
-                    budget.check(cost)
-                    self._tickets[key] = await budget.reserve(
-                        cost, request.body_bytes, priority=request.priority)
-                    reply["result"] = wire.GRANTED
-                except QueueFull as full:
-                    reply.update(result=wire.QUEUE_FULL, retry_after=full.retry_after)
-                except TooLarge as error:
-                    reply.update(result=wire.TOO_LARGE, limit=error.limit)
-        finally:
-            self._pending.pop(key, None)
+
+        async def reserve() -> dict[str, Any]:
+            assert budget is not None
+            cost = Cost(*request.cost)
+            try:
+                budget.check(cost)
+                self._tickets[key] = await budget.reserve(cost, request.body_bytes,
+                                                          priority=request.priority)
+            except QueueFull as full:
+                return {"result": wire.QUEUE_FULL, "retry_after": full.retry_after}
+            except TooLarge as error:
+                return {"result": wire.TOO_LARGE, "limit": error.limit}
+            return {"result": wire.GRANTED}
+
+        reply = await self._decided(pending, budget is not None, reserve)
         if pending.socket.closed:  # the link's reservations went with it
             ticket = self._tickets.pop(key, None)
             if ticket is not None:
                 ticket.release()
             return
         await self._reply(pending, reply)
+
+    async def _decided(self, pending: _Pending, found: bool,
+                       decide: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+        """The answer to an acquire or a reserve: ``moved`` where this replica no longer
+        owns the group, ``unknown`` where it has not ``found`` it, else what ``decide``
+        says once the group's queue lets it."""
+        request = pending.request
+        try:
+            if not self._routing.owns(request.group):
+                return {"id": request.id, "result": wire.MOVED}
+            if not found:
+                return {"id": request.id, "result": wire.UNKNOWN}
+            return {"id": request.id, **await decide()}
+        finally:
+            self._pending.pop((id(pending.socket), request.id), None)
 
     @staticmethod
     async def _reply(pending: _Pending, reply: dict[str, Any]) -> None:
