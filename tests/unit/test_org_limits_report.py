@@ -5,10 +5,14 @@ metrics pages combined into one figure per endpoint, as its status shows it."""
 from __future__ import annotations
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from prometheus_client import generate_latest
 
+from inference_operator.controller import org_limits
 from inference_operator.controller.conditions import Outcome, build_conditions
-from inference_operator.controller.org_limits import OrgReport, combine, parse
+from inference_operator.controller.fleet import static_addresses
+from inference_operator.controller.org_limits import OrgLimitsReader, OrgReport, combine, parse
 from inference_operator.gateway.metrics import GatewayMetrics
 from inference_operator.gateway.org_limits import INPUT, OUTPUT, REQUESTS
 
@@ -70,3 +74,32 @@ def test_spend_limit_condition_keeps_its_transition_time_while_unchanged() -> No
     assert (cleared[-1]["status"], cleared[-1]["reason"]) == ("False", "WithinSpendLimit")
     assert cleared[-1]["lastTransitionTime"] != "then"
     assert reached[0]["status"] == "True"  # the endpoint itself is served all along
+
+
+@pytest.mark.parametrize("piece", [1, 7, 4096])
+async def test_the_reader_keeps_the_organisation_lines_whatever_the_chunks(
+        piece: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real scrape over loopback, the page written in pieces of ``piece`` bytes (lines cut
+    anywhere); a page over the size bound is not read at all."""
+    text = page(("a", FULL, True)).encode()
+
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for start in range(0, len(text), piece):
+            await response.write(text[start:start + piece])
+        return response
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    async with TestServer(app, host="127.0.0.1") as server:
+        reader = OrgLimitsReader(static_addresses((str(server.make_url("")).rstrip("/"),)))
+        try:
+            assert await reader.refresh() == {"a"}
+            assert reader.report("a") == OrgReport(
+                {REQUESTS: 50, INPUT: 30_000, OUTPUT: 8_000}, 50, True)
+            monkeypatch.setattr(org_limits, "MAX_SCRAPE_BYTES", len(text) - 1)
+            assert await reader.refresh() == set()  # no replica read: what was known stays
+            assert reader.report("a") is not None
+        finally:
+            await reader.close()

@@ -26,7 +26,7 @@ MAX_SCRAPE_BYTES = 64 * 1024 * 1024
 # The status shows the share in use in steps of this many percent, so that a busy
 # endpoint's status is not patched at every read.
 USED_STEP = 10
-_PREFIX = "inference_gateway_org_"
+_WANTED = (b"inference_gateway_org_", b"# TYPE inference_gateway_org_")
 _FIELDS = {"requests": "requests_per_minute", "input-tokens": "input_tokens_per_minute",
            "output-tokens": "output_tokens_per_minute"}
 
@@ -56,12 +56,10 @@ class _Replica:
 
 
 def parse(text: str) -> dict[str, _Replica]:
-    """One replica's metrics page: per inference id, its organisation series. Only the
-    lines of those series are parsed: the page has every other series too."""
-    wanted = "\n".join(line for line in text.splitlines()
-                       if line.startswith(_PREFIX) or line.startswith(f"# TYPE {_PREFIX}"))
+    """One replica's metrics (as _scrape keeps them: the organisation's lines): per
+    inference id, its organisation series."""
     replicas: dict[str, _Replica] = defaultdict(_Replica)
-    for family in text_string_to_metric_families(wanted):
+    for family in text_string_to_metric_families(text):
         for sample in family.samples:
             inference_id = sample.labels.get("inference_id")
             if not inference_id:
@@ -137,17 +135,25 @@ class OrgLimitsReader:
                 if response.status != 200:
                     log.debug("gateway metrics at %s answered %d", address, response.status)
                     return None
-                body = bytearray()
+                # Only the organisation's lines are kept as the page is read: the rest
+                # (every other series of every endpoint) is most of it.
+                kept: list[bytes] = []
+                carry, read = b"", 0
                 async for chunk in response.content.iter_chunked(1 << 20):
-                    body += chunk
-                    if len(body) > MAX_SCRAPE_BYTES:
+                    read += len(chunk)
+                    if read > MAX_SCRAPE_BYTES:
                         log.warning("gateway metrics at %s are over %d bytes: not read",
                                     address, MAX_SCRAPE_BYTES)
                         return None
+                    lines = (carry + chunk).split(b"\n")
+                    carry = lines.pop()
+                    kept.extend(line for line in lines if line.startswith(_WANTED))
         except (aiohttp.ClientError, TimeoutError) as error:
             log.debug("gateway metrics at %s not read: %s", address, error)
             return None
-        return body.decode("utf-8", "replace")
+        if carry.startswith(_WANTED):
+            kept.append(carry)
+        return b"\n".join(kept).decode("utf-8", "replace")
 
     async def close(self) -> None:
         if self._session is not None:
