@@ -17,7 +17,7 @@ from inference_operator import telemetry
 from inference_operator.api.gateway_config import Shards
 from inference_operator.api.models import GROUP
 from inference_operator.controller.config import OperatorConfig
-from inference_operator.controller.fleet import Fleet, static_addresses
+from inference_operator.controller.fleet import Addresses, Fleet, static_addresses
 from inference_operator.controller.kube import Kube
 from inference_operator.controller.metrics import MetricsServer, OperatorMetrics
 from inference_operator.controller.org_limits import OrgLimitsReader
@@ -83,12 +83,14 @@ async def startup(
     publisher = ConfigPublisher(kube, config.gateway_config_namespace,
                                 Shards(config.gateway_config_secret, config.gateway_config_shards),
                                 max_per_namespace=config.max_endpoints_per_namespace)
-    fleet = Fleet(static_addresses(config.gateway_status_urls) if config.gateway_status_urls
-                  else lambda: kube.ready_addresses(config.gateway_config_namespace,
-                                                    config.gateway_service))
-    org_limits = OrgLimitsReader(
-        static_addresses(config.gateway_metrics_urls) if config.gateway_status_urls
-        else lambda: kube.ready_addresses(config.gateway_config_namespace,
+    def gateways(urls: tuple[str, ...], service: str) -> Addresses:
+        """Fixed URLs for a gateway outside a cluster (--gateway-status-url given), else
+        the ready addresses of the Service."""
+        return static_addresses(urls) if config.gateway_status_urls else (
+            lambda: kube.ready_addresses(config.gateway_config_namespace, service))
+
+    fleet = Fleet(gateways(config.gateway_status_urls, config.gateway_service))
+    org_limits = OrgLimitsReader(gateways(config.gateway_metrics_urls,
                                           config.gateway_metrics_service))
     # All three before kopf's first events: the first reconciles then find the statuses they
     # would write already there, so a restarted operator changes no resource. In sidecar
